@@ -1,0 +1,22 @@
+"""minart: generative art from fractals, Perona-Malik diffusion and learned-kernel minimization.
+
+The library is pure PyTorch and never imports Prefect; ``minart.flows`` and ``minart.tasks``
+(the repository's ``flows/`` and ``tasks/`` folders) wrap it for orchestration.
+"""
+
+from . import errors, ops
+from .errors import CacheError, MediaError, MinartError, ParamError, RecipeError, ShapeError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CacheError",
+    "MediaError",
+    "MinartError",
+    "ParamError",
+    "RecipeError",
+    "ShapeError",
+    "__version__",
+    "errors",
+    "ops",
+]
