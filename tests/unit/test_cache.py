@@ -1,0 +1,223 @@
+"""Tensor cache: safetensors round trips, checksums, atomic writes, LRU eviction and locks."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+
+import pytest
+import torch
+
+from minart.cache import TensorCache, format_size, parse_size
+from minart.errors import CacheError, ParamError
+
+
+@pytest.fixture(params=["local", "memory"])
+def cache(request, tmp_path):
+    if request.param == "local":
+        yield TensorCache(tmp_path / "cache")
+        return
+    store = TensorCache(f"memory://minart-test-{uuid.uuid4().hex}")
+    yield store
+    store.clear()
+
+
+def test_round_trip_keeps_values_dtype_and_shape(cache, gen):
+    image = torch.rand(1, 3, 8, 5, generator=gen)
+    cache.put("k1", image, info={"step": "base", "stage": "fractal"})
+    back = cache.get("k1")
+    assert back.dtype == torch.float32 and back.shape == (1, 3, 8, 5)
+    assert torch.equal(back, image)
+    assert cache.contains("k1") and not cache.contains("k2")
+    assert cache.get("k2") is None
+    entry = cache.entries()[0]
+    assert (entry.key, entry.step, entry.stage, entry.kind) == ("k1", "base", "fractal", "result")
+
+
+def test_named_tensors_and_info_round_trip(cache, gen):
+    state = {"image": torch.rand(1, 3, 4, 4, generator=gen), "step": torch.tensor(12),
+             "moments": torch.rand(2, 2, dtype=torch.float64, generator=gen)}
+    cache.put_tensors("k-ckpt", state, info={"iteration": "12"}, kind="checkpoint")
+    tensors, meta = cache.get_tensors("k-ckpt")
+    assert set(tensors) == set(state)
+    assert all(torch.equal(tensors[n], state[n]) and tensors[n].dtype == state[n].dtype for n in state)
+    assert meta["iteration"] == "12"
+    assert cache.entries()[0].kind == "checkpoint"
+    with pytest.raises(CacheError, match="holds no result tensor"):
+        cache.get("k-ckpt")
+
+
+def test_payload_is_plain_safetensors_with_checksum(tmp_path):
+    from safetensors import safe_open
+
+    cache = TensorCache(tmp_path)
+    cache.put("abc", torch.ones(2, 2))
+    with safe_open(cache.payload_path("abc"), framework="pt") as f:
+        meta = f.metadata()
+        assert torch.equal(f.get_tensor("result"), torch.ones(2, 2))
+    assert len(meta["minart.sha256"]) == 64 and meta["minart.key"] == "abc"
+    assert not list((tmp_path / "tmp").iterdir())  # temp files were renamed into place
+
+
+def _corrupt(cache, key, how):
+    path = cache.payload_path(key)
+    raw = bytearray(cache.fs.cat_file(path))
+    if how == "flip":
+        raw[-3] ^= 0xFF
+    elif how == "truncate":
+        raw = raw[: len(raw) - 7]
+    elif how == "header":
+        raw[10:20] = b"x" * 10
+    else:
+        raw = raw[:5]
+    cache.fs.pipe_file(path, bytes(raw))
+
+
+@pytest.mark.parametrize("how,message", [("flip", "checksum"), ("truncate", "truncated"),
+                                         ("header", "unreadable header"), ("stub", "truncated")])
+def test_corrupt_entries_raise_cache_error(cache, how, message):
+    cache.put("k", torch.rand(1, 1, 4, 4))
+    _corrupt(cache, "k", how)
+    with pytest.raises(CacheError, match=message):
+        cache.get("k")
+
+
+def test_entry_under_the_wrong_key_is_refused(cache):
+    cache.put("aa1", torch.zeros(2))
+    cache.fs.pipe_file(cache.payload_path("aa2"), cache.fs.cat_file(cache.payload_path("aa1")))
+    with pytest.raises(CacheError, match="holds key 'aa1'"):
+        cache.get("aa2")
+
+
+@pytest.mark.parametrize("key", ["", "../etc", "a/b", "a" * 129, ".hidden"])
+def test_bad_keys_raise(cache, key):
+    with pytest.raises(CacheError, match="cache key"):
+        cache.put(key, torch.zeros(1))
+
+
+def test_non_tensor_value_raises(cache):
+    with pytest.raises(CacheError, match="must be a torch.Tensor"):
+        cache.put_tensors("k", {"x": [1, 2]})
+
+
+def test_gc_evicts_least_recently_used(cache):
+    for key in ("old", "mid", "new"):
+        cache.put(key, torch.zeros(256))
+        time.sleep(0.01)
+    cache.get("old")  # reading refreshes the access time
+    one = cache.entries()[0].size
+    report = cache.gc(2 * one)
+    assert (report.removed, report.kept, report.freed) == (1, 2, one)
+    assert sorted(e.key for e in cache.entries()) == ["new", "old"]
+    assert cache.size() == 2 * one
+
+
+def test_delete_removes_records_first(cache):
+    cache.put("k1", torch.zeros(1))
+    cache.fs.makedirs(cache.records_dir, exist_ok=True)
+    cache.fs.pipe_file(f"{cache.records_dir}/k1", b"{}")
+    cache.fs.pipe_file(f"{cache.records_dir}/k10", b"{}")
+    assert cache.delete("k1") and not cache.delete("k1")
+    assert not cache.fs.exists(f"{cache.records_dir}/k1")
+    assert cache.contains("k1") is False
+
+
+def test_clear(cache):
+    cache.put("a", torch.zeros(1))
+    cache.put("b", torch.zeros(1))
+    assert cache.clear() == 2 and cache.entries() == [] and cache.get("a") is None
+
+
+def test_sizes():
+    assert parse_size("10GB") == 10 * 10**9 and parse_size("512MiB") == 512 * 2**20
+    assert parse_size("4096") == 4096 and parse_size("1.5k") == 1500
+    for bad in ("ten", "-1", "5 parsecs", -3):
+        with pytest.raises(ParamError):
+            parse_size(bad)
+    assert format_size(999) == "999 B" and format_size(2_500_000) == "2.5 MB"
+
+
+def test_lock_serialises_threads(cache):
+    inside, overlaps = [], []
+
+    def work():
+        with cache.lock("shared"):
+            if inside:
+                overlaps.append(1)
+            inside.append(1)
+            time.sleep(0.02)
+            inside.pop()
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlaps == []
+
+
+def test_lock_timeout_raises(cache):
+    with cache.lock("busy"):
+        result = []
+        t = threading.Thread(target=lambda: result.append(_try_lock(cache, "busy")))
+        t.start()
+        t.join()
+    assert result == ["timeout"]
+    assert _try_lock(cache, "busy") == "ok"
+
+
+def _try_lock(cache, key):
+    try:
+        with cache.lock(key, timeout=0.1):
+            return "ok"
+    except CacheError as exc:
+        assert "locked by another run" in str(exc)
+        return "timeout"
+
+
+def _dead_pid() -> int:
+    pid = 4_000_000
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except PermissionError:
+            pass
+        pid += 1
+
+
+@pytest.mark.parametrize("holder", [
+    {"host": socket.gethostname(), "pid": None, "time": None},  # dead process on this host
+    {"host": "elsewhere", "pid": 1, "time": 1.0},  # heartbeat long gone
+])
+def test_abandoned_lock_files_are_broken(holder):
+    cache = TensorCache(f"memory://minart-test-{uuid.uuid4().hex}", stale_after=5)
+    holder = {**holder, "pid": holder["pid"] or _dead_pid(), "time": holder["time"] or time.time()}
+    cache.fs.makedirs(f"{cache.root}/locks", exist_ok=True)
+    cache.fs.pipe_file(f"{cache.root}/locks/k.lock", json.dumps(holder).encode())
+    assert _try_lock(cache, "k") == "ok"
+
+
+def test_live_lock_file_is_respected():
+    cache = TensorCache(f"memory://minart-test-{uuid.uuid4().hex}", stale_after=5)
+    holder = {"host": "elsewhere", "pid": 1, "time": time.time(), "token": "t"}
+    cache.fs.makedirs(f"{cache.root}/locks", exist_ok=True)
+    cache.fs.pipe_file(f"{cache.root}/locks/k.lock", json.dumps(holder).encode())
+    assert _try_lock(cache, "k") == "timeout"
+
+
+def test_bad_location_and_options():
+    with pytest.raises(CacheError, match="not usable"):
+        TensorCache("nosuchprotocol://x")
+    with pytest.raises(ParamError, match="stale_after"):
+        TensorCache("memory://x", stale_after=0)
+
+
+def test_default_location_follows_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("MINART_CACHE", str(tmp_path / "c"))
+    assert TensorCache().location == str(tmp_path / "c")
