@@ -1,0 +1,87 @@
+"""The ``render`` flow: validate a recipe, plan its keys, submit one task per needed step.
+
+Entry point for deployments: ``flows/render.py:render`` (installed as ``minart.flows.render``).
+No stage logic lives here: planning and step execution are :mod:`minart.engine` functions, the
+task in :mod:`minart.tasks.render_step` wraps one call. Independent branches run concurrently on
+Prefect's thread-pool task runner; a step starts once its inputs are done. Steps whose result is
+cached are submitted too (they show as Cached) but their inputs are not: a subtree under a
+cached step is skipped entirely.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from minart import engine
+from minart.cache import TensorCache
+from minart.tasks.render_step import step_task
+
+__all__ = ["render"]
+
+
+@flow(name="render", persist_result=False, log_prints=False)
+def render(recipe: str, overrides: dict[str, Any] | None = None, preview: bool = False,
+           output_dir: str | None = None, device: str = "cpu", cache: str | None = None,
+           report: str | None = None) -> dict[str, Any]:
+    """Render ``recipe`` (a YAML path) through the tensor cache and return the run report.
+
+    Args:
+        recipe: path of the recipe file.
+        overrides: ``{"step.param": value}`` applied on top of the recipe.
+        preview: render the recipe's quick preview variant.
+        output_dir: where output files go (default: next to the recipe, as the recipe says).
+        device: torch device the stages run on (``cpu``, ``cuda``, ``cuda:1``).
+        cache: tensor cache location (default ``$MINART_CACHE`` or the user cache folder).
+        report: also write the JSON report to this path.
+    """
+    logger = get_run_logger()
+    start = time.perf_counter()
+    recipe = os.path.abspath(recipe)
+    overrides = dict(overrides or {})
+    store = TensorCache(cache)
+    plan = engine.load_plan(recipe, overrides, preview=preview, device=device)
+    to_run, status, corrupt = plan.schedule(store, log=logger)
+    logger.info("recipe %s: %d steps, %d to submit (%d cached), cache %s", recipe,
+                len(plan.steps), len(to_run), sum(status[n] == "cached" for n in to_run),
+                store.location)
+
+    futures = {}
+    for name in to_run:
+        step = plan.steps[name]
+        futures[name] = step_task(store, stage=step.stage, step=name).submit(
+            recipe=recipe, overrides=overrides, preview=preview, device=device, step=name,
+            key=step.key, cache=store.location, output_dir=output_dir,
+            wait_for=[futures[i] for i in step.inputs if i in futures])
+
+    run = engine.RunReport(recipe=recipe, device=plan.device_class, corrupt_found=corrupt)
+    failed = []
+    for name, step in plan.steps.items():
+        if name not in futures:
+            run.steps.append(engine.StepResult(name, step.stage, step.key, "skipped"))
+            continue
+        futures[name].wait()
+        state = futures[name].state
+        if not state.is_completed():
+            failed.append(name)
+            run.steps.append(engine.StepResult(name, step.stage, step.key, "failed"))
+            continue
+        result = engine.StepResult.from_dict(state.result())
+        if state.name == "Cached":  # Prefect served the record: nothing ran this time
+            result = engine.StepResult(name, step.stage, step.key, "cached",
+                                       outputs=result.outputs)
+        run.steps.append(result)
+    run.seconds = time.perf_counter() - start
+    create_markdown_artifact(run.markdown(), key="minart-render",
+                             description=f"minart render of {Path(recipe).name}")
+    if report:
+        run.write_json(report)
+    if failed:
+        first = futures[failed[0]].state
+        first.result()  # re-raises the first failing step's error
+    return run.to_dict()

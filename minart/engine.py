@@ -1,0 +1,559 @@
+"""Step execution without an orchestrator: plan keys, load inputs from the cache, run, store.
+
+The flow in ``flows/render.py`` and the tasks in ``tasks/`` only call the functions here, so a
+recipe renders the same way with or without Prefect (:func:`render` is the pure-Python path).
+
+Planning (:func:`plan`) computes every step's key from the recipe before anything runs
+(:mod:`minart.keys`). :meth:`Plan.schedule` then walks back from the recipe's outputs and stops at
+steps whose result is already cached and intact, so a step whose whole subtree is cached is never
+loaded or run, and an evicted intermediate is recomputed only when something still needs it.
+
+Running one step (:func:`run_step`)::
+
+    with cache.lock(key):                    # a second run of the same step waits, then hits
+        if cache holds key (checksum ok):   return hit
+        inputs = [load(k) for k in input keys]   # missing/corrupt input: recompute it, warn, count
+        result = stage.run(inputs, params, ctx)  # ctx carries seed, device, generator, progress,
+                                                 # and a checkpoint for long iterative stages
+        cache.put(key, result); drop key-ckpt
+
+Locks are always taken from a step towards its inputs (a DAG order), so runs cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .cache import TensorCache
+from .errors import CacheError, MinartError, RecipeError
+from .keys import device_class, plan_keys, topological_order
+
+__all__ = [
+    "Checkpoint",
+    "Plan",
+    "PlannedStep",
+    "RunReport",
+    "StepResult",
+    "load_plan",
+    "plan",
+    "render",
+    "run_step",
+    "step_seed",
+]
+
+_LOG = logging.getLogger("minart")
+
+ProgressFn = Callable[[str, int, int], None]
+"""``progress(step, done, total)``: called by long stages as they iterate."""
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """A recipe step with its key and its inputs' keys, known before anything runs."""
+
+    name: str
+    stage: str
+    key: str
+    inputs: tuple[str, ...]
+    input_keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What running (or not running) one step did.
+
+    ``status`` is ``"computed"``, ``"cached"`` (found in the cache) or ``"skipped"`` (not needed:
+    everything that uses it is cached). ``corrupt`` counts corrupt or truncated entries that were
+    found, reported and recomputed while producing this step.
+    """
+
+    step: str
+    stage: str
+    key: str
+    status: str
+    seconds: float = 0.0
+    outputs: tuple[str, ...] = ()
+    corrupt: int = 0
+    recomputed: tuple[str, ...] = ()
+    resumed_from: int | None = None
+
+    @property
+    def hit(self) -> bool:
+        """True when the step was not computed."""
+        return self.status != "computed"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data (for reports, Prefect results and artifacts).
+
+        Example:
+            >>> StepResult("a", "fractal", "k", "cached").to_dict()["hit"]
+            True
+        """
+        data = dataclasses.asdict(self)
+        data["outputs"] = list(self.outputs)
+        data["recomputed"] = list(self.recomputed)
+        data["hit"] = self.hit
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StepResult:
+        """Inverse of :meth:`to_dict`."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        values["outputs"] = tuple(values.get("outputs", ()))
+        values["recomputed"] = tuple(values.get("recomputed", ()))
+        return cls(**values)
+
+
+@dataclass
+class RunReport:
+    """Every step of one render: key, cache hit or miss, seconds and output files."""
+
+    recipe: str
+    device: str
+    steps: list[StepResult] = field(default_factory=list)
+    seconds: float = 0.0
+    corrupt_found: int = 0
+
+    @property
+    def computed(self) -> list[str]:
+        """Names of the steps that were computed (including recomputed corrupt inputs)."""
+        names = [s.step for s in self.steps if s.status == "computed"]
+        for s in self.steps:
+            names.extend(r for r in s.recomputed if r not in names)
+        return names
+
+    @property
+    def corrupt(self) -> int:
+        """Corrupt or truncated cache entries found (and recomputed) during the run."""
+        return self.corrupt_found + sum(s.corrupt for s in self.steps)
+
+    @property
+    def outputs(self) -> list[str]:
+        """Files written or confirmed by the run's steps."""
+        return [o for s in self.steps for o in s.outputs]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data, the content of ``minart run --report``."""
+        return {"recipe": self.recipe, "device": self.device, "seconds": round(self.seconds, 4),
+                "computed": self.computed, "corrupt": self.corrupt, "outputs": self.outputs,
+                "steps": [s.to_dict() for s in self.steps]}
+
+    def write_json(self, path: str | os.PathLike) -> Path:
+        """Write :meth:`to_dict` as JSON to ``path`` and return it."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return target
+
+    def markdown(self) -> str:
+        """A Markdown table of the steps (the Prefect run artifact)."""
+        lines = [f"# minart render: `{self.recipe}`", "",
+                 f"device `{self.device}`, {len(self.computed)} computed, "
+                 f"{sum(s.status == 'cached' for s in self.steps)} cached, "
+                 f"{self.corrupt} corrupt entries recomputed, {self.seconds:.2f} s", "",
+                 "| step | stage | cache | seconds | key | outputs |",
+                 "|---|---|---|---:|---|---|"]
+        for s in self.steps:
+            cache = {"computed": "miss", "cached": "hit"}.get(s.status, s.status)
+            outs = "<br>".join(f"`{o}`" for o in s.outputs)
+            lines.append(f"| {s.step} | {s.stage} | {cache} | {s.seconds:.2f} | `{s.key[:12]}` "
+                         f"| {outs} |")
+        return "\n".join(lines) + "\n"
+
+
+class Checkpoint:
+    """A step's resumable state in the cache, under ``<key>-ckpt`` (written atomically).
+
+    Long iterative stages call :meth:`save` at frame boundaries with a flat ``{name: tensor}``
+    state and the iteration reached, and :meth:`load` when they start; the engine deletes the
+    checkpoint once the step's result is stored.
+
+    Example:
+        >>> ckpt = Checkpoint(TensorCache("memory://minart-doctest-ckpt"), "abc")
+        >>> ckpt.load() is None
+        True
+        >>> ckpt.save(3, {"image": torch.zeros(1, 3, 2, 2)})
+        >>> state, iteration = ckpt.load()
+        >>> iteration, list(state)
+        (3, ['image'])
+        >>> ckpt.delete()
+    """
+
+    def __init__(self, cache: TensorCache, key: str, *, step: str = "", stage: str = "") -> None:
+        self.cache, self.key = cache, f"{key}-ckpt"
+        self.step, self.stage = step, stage
+        self.saved = 0
+
+    def save(self, iteration: int, state: Mapping[str, Tensor]) -> None:
+        """Store ``state`` as reached after ``iteration`` iterations (replacing older ones)."""
+        self.cache.put_tensors(self.key, dict(state), kind="checkpoint",
+                               info={"iteration": str(int(iteration)), "step": self.step,
+                                     "stage": self.stage})
+        self.saved += 1
+
+    def load(self) -> tuple[dict[str, Tensor], int] | None:
+        """The last saved ``(state, iteration)``, or ``None`` (a corrupt checkpoint is dropped)."""
+        try:
+            found = self.cache.get_tensors(self.key)
+        except CacheError as exc:
+            _LOG.warning("dropping unreadable checkpoint: %s", exc)
+            self.delete()
+            return None
+        if found is None:
+            return None
+        tensors, meta = found
+        return tensors, int(meta.get("iteration", "0"))
+
+    def delete(self) -> None:
+        """Remove the checkpoint."""
+        self.cache.delete(self.key)
+
+
+def step_seed(seed: int | None) -> int:
+    """The seed of every step's generator, derived from the recipe seed alone.
+
+    A step's key names its stage, params, inputs, seed and device class but not the step itself,
+    so two steps with the same key must draw the same noise: the generator may depend on nothing
+    else. A step that needs different noise takes a parameter for it (which changes its key).
+
+    Example:
+        >>> step_seed(7) == step_seed(7) != step_seed(8)
+        True
+        >>> 0 <= step_seed(None) < 2**63
+        True
+    """
+    digest = hashlib.sha256(f"minart-seed:{seed}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+# -- planning ------------------------------------------------------------------------------------
+
+
+def _registry():
+    from . import registry
+
+    return registry
+
+
+def _recipe_module():
+    from . import recipe
+
+    return recipe
+
+
+def _target_names(recipe: Any, names: Sequence[str]) -> list[str]:
+    outputs = getattr(recipe, "outputs", None) or ()
+    targets = [o if isinstance(o, str) else getattr(o, "step", getattr(o, "name", None))
+               for o in outputs]
+    targets = [t for t in targets if t in names]
+    if targets:
+        return targets
+    used = {i for s in recipe.steps for i in s.inputs}
+    return [n for n in names if n not in used]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated recipe with every step's key, in dependency order."""
+
+    recipe: Any
+    device: str
+    device_class: str
+    steps: Mapping[str, PlannedStep]
+    targets: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        """The recipe's path (or name) for reports."""
+        return str(getattr(self.recipe, "path", None) or getattr(self.recipe, "name", "recipe"))
+
+    def step(self, name: str) -> PlannedStep:
+        """The planned step called ``name``.
+
+        Raises:
+            RecipeError: no such step.
+        """
+        if name not in self.steps:
+            raise RecipeError(f"no step named {name!r}; steps: {', '.join(self.steps)}")
+        return self.steps[name]
+
+    def schedule(self, cache: TensorCache, *, verify: bool = True,
+                 log: logging.Logger | logging.LoggerAdapter | None = None
+                 ) -> tuple[list[str], dict[str, str], int]:
+        """Steps to run, walking back from the targets and stopping at cached steps.
+
+        Args:
+            cache: the tensor cache.
+            verify: read and checksum the cached steps the run will use (a corrupt entry is
+                deleted, reported and scheduled for recomputation).
+            log: where warnings go.
+
+        Returns:
+            ``(to_run, status, corrupt)``: steps to submit in dependency order (cached ones
+            included, so the orchestrator shows them as cached), ``{step: "cached" | "missing" |
+            "skipped"}`` for every step, and the number of corrupt entries found.
+        """
+        log = log or _LOG
+        status: dict[str, str] = {}
+        corrupt = 0
+        order: list[str] = []
+
+        def visit(name: str) -> None:
+            nonlocal corrupt
+            if name in status:
+                return
+            step = self.steps[name]
+            state = "missing"
+            if cache.contains(step.key):
+                state = "cached"
+                if verify:
+                    try:
+                        cache.get_tensors(step.key)
+                    except CacheError as exc:
+                        log.warning("step '%s': %s; recomputing it", name, exc)
+                        cache.delete(step.key)
+                        corrupt += 1
+                        state = "missing"
+            status[name] = state
+            if state == "missing":
+                for source in step.inputs:
+                    visit(source)
+            order.append(name)
+
+        for target in self.targets:
+            visit(target)
+        ranked = {n: i for i, n in enumerate(self.steps)}
+        to_run = sorted(order, key=ranked.__getitem__)
+        for name in self.steps:
+            status.setdefault(name, "skipped")
+        return to_run, status, corrupt
+
+
+def plan(recipe: Any, *, device: str | torch.device = "cpu") -> Plan:
+    """Compute every step's key for ``recipe`` on ``device``.
+
+    Args:
+        recipe: a loaded recipe (``minart.recipe.load_recipe``): ``steps`` with ``name``,
+            ``stage``, ``inputs``, ``params``; ``seed``; optional ``outputs``.
+        device: where stages run; its class (``cpu-float32``, ``cuda-float32``) enters the keys.
+
+    Returns:
+        A :class:`Plan`.
+
+    Raises:
+        RecipeError: unknown stages or inputs, cycles.
+        ParamError: parameters with no canonical form, a bad device.
+    """
+    registry = _registry()
+    dclass = device_class(device)
+    steps = list(recipe.steps)
+    keys = plan_keys(steps, version_of=lambda s: registry.get_stage(s).version,
+                     seed=getattr(recipe, "seed", None), device=dclass)
+    by_name = {s.name: s for s in steps}
+    planned = {
+        name: PlannedStep(name=name, stage=by_name[name].stage, key=keys[name],
+                          inputs=tuple(by_name[name].inputs),
+                          input_keys=tuple(keys[i] for i in by_name[name].inputs))
+        for name in topological_order(steps)
+    }
+    return Plan(recipe=recipe, device=str(device), device_class=dclass, steps=planned,
+                targets=tuple(_target_names(recipe, list(planned))))
+
+
+def _overrides_tuple(overrides: Mapping[str, Any] | Iterable[str] | None) -> tuple[str, ...]:
+    if not overrides:
+        return ()
+    if isinstance(overrides, Mapping):
+        return tuple(f"{k}={v}" for k, v in overrides.items())
+    return tuple(overrides)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_plan_cached(path: str, stamp: tuple, overrides: tuple[str, ...], preview: bool,
+                      device: str) -> Plan:
+    recipe = _recipe_module().load_recipe(path, overrides)
+    if preview:
+        recipe = recipe.preview()
+    return plan(recipe, device=device)
+
+
+def load_plan(path: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[str] | None = None,
+              *, preview: bool = False, device: str = "cpu") -> Plan:
+    """Load, validate and plan a recipe file (memoised per file version, overrides and device).
+
+    Args:
+        path: the recipe YAML.
+        overrides: ``["step.param=value", ...]`` or ``{"step.param": value}``.
+        preview: plan the recipe's quick preview variant instead.
+        device: where stages run.
+
+    Returns:
+        A :class:`Plan`.
+
+    Raises:
+        RecipeError, ParamError: the recipe does not validate.
+    """
+    path = os.fspath(path)
+    try:
+        info = os.stat(path)
+        stamp = (info.st_mtime_ns, info.st_size)
+    except OSError:
+        stamp = ()
+    return _load_plan_cached(os.path.abspath(path), stamp, _overrides_tuple(overrides),
+                             bool(preview), str(device))
+
+
+# -- running -------------------------------------------------------------------------------------
+
+
+def _make_context(plan_: Plan, step: PlannedStep, *, cache: TensorCache,
+                  progress: ProgressFn | None, output_dir: str | os.PathLike | None) -> Any:
+    registry = _registry()
+    recipe = plan_.recipe
+    device = torch.device(plan_.device)
+    generator = torch.Generator(device=device).manual_seed(
+        step_seed(getattr(recipe, "seed", None)))
+    recipe_path = getattr(recipe, "path", None)
+    candidates = {
+        "seed": getattr(recipe, "seed", None),
+        "device": device,
+        "size": getattr(recipe, "size", None),
+        "generator": generator,
+        "progress": (lambda done, total: progress(step.name, done, total)) if progress else None,
+        "recipe_dir": Path(recipe_path).parent if recipe_path else Path.cwd(),
+        "checkpoint": Checkpoint(cache, step.key, step=step.name, stage=step.stage),
+        "output_dir": Path(output_dir) if output_dir is not None else None,
+        "recipe": recipe,
+        "step": step.name,
+    }
+    context_cls = registry.StageContext
+    names = {f.name for f in dataclasses.fields(context_cls)}
+    return context_cls(**{k: v for k, v in candidates.items() if k in names})
+
+
+def _load_input(plan_: Plan, name: str, *, cache: TensorCache, progress: ProgressFn | None,
+                output_dir, log, found: list[StepResult]) -> Tensor:
+    step = plan_.steps[name]
+    try:
+        tensor = cache.get(step.key)
+    except CacheError as exc:
+        log.warning("step '%s': %s; recomputing it", name, exc)
+        cache.delete(step.key)
+        found.append(StepResult(name, step.stage, step.key, "corrupt", corrupt=1))
+        tensor = None
+    if tensor is None:
+        result = run_step(plan_, name, cache=cache, progress=progress, output_dir=output_dir,
+                          log=log)
+        found.append(result)
+        tensor = cache.get(step.key)
+        if tensor is None:
+            raise CacheError(f"step '{name}': result vanished from the cache right after it was "
+                             "stored; is another process clearing it?")
+    return tensor.to(plan_.device)
+
+
+def run_step(plan_: Plan, name: str, *, cache: TensorCache, progress: ProgressFn | None = None,
+             output_dir: str | os.PathLike | None = None,
+             log: logging.Logger | logging.LoggerAdapter | None = None) -> StepResult:
+    """Produce step ``name``'s result in the cache: a hit, or load inputs, run the stage, store.
+
+    Args:
+        plan_: the planned recipe.
+        name: the step to run.
+        cache: the tensor cache.
+        progress: ``progress(step, done, total)`` for long stages.
+        output_dir: where stages that write files put them.
+        log: logger (Prefect's run logger inside a task).
+
+    Returns:
+        A :class:`StepResult` (``status`` ``"cached"`` or ``"computed"``).
+
+    Raises:
+        MinartError: the stage rejects its inputs or parameters.
+        CacheError: the cache cannot be written.
+    """
+    log = log or _LOG
+    step = plan_.step(name)
+    stage = _registry().get_stage(step.stage)
+    with cache.lock(step.key):
+        corrupt = 0
+        try:
+            if cache.get(step.key) is not None:
+                return StepResult(name, step.stage, step.key, "cached")
+        except CacheError as exc:
+            log.warning("step '%s': %s; recomputing it", name, exc)
+            cache.delete(step.key)
+            corrupt = 1
+        start = time.perf_counter()
+        found: list[StepResult] = []
+        inputs = [_load_input(plan_, source, cache=cache, progress=progress,
+                              output_dir=output_dir, log=log, found=found)
+                  for source in step.inputs]
+        ctx = _make_context(plan_, step, cache=cache, progress=progress, output_dir=output_dir)
+        checkpoint = getattr(ctx, "checkpoint", None)
+        resumed = checkpoint.load() if checkpoint is not None else None
+        params = next(s.params for s in plan_.recipe.steps if s.name == name)
+        log.info("step '%s' (%s): computing", name, step.stage)
+        try:
+            result = stage.run(inputs, params, ctx)
+        except MinartError as exc:
+            raise exc.at(step=name) from None
+        if not isinstance(result, Tensor):
+            raise CacheError(f"step '{name}': stage {step.stage!r} returned "
+                             f"{type(result).__name__}, not a tensor")
+        cache.put(step.key, result, info={"step": name, "stage": step.stage,
+                                          "recipe": plan_.label})
+        if checkpoint is not None:
+            checkpoint.delete()
+        seconds = time.perf_counter() - start
+        outputs = tuple(str(o) for o in getattr(ctx, "written", ()) or ())
+        log.info("step '%s' (%s): computed in %.2f s", name, step.stage, seconds)
+        return StepResult(
+            name, step.stage, step.key, "computed", seconds=seconds, outputs=outputs,
+            corrupt=corrupt + sum(r.corrupt for r in found),
+            recomputed=tuple(r.step for r in found if r.status == "computed")
+            + tuple(x for r in found for x in r.recomputed),
+            resumed_from=resumed[1] if resumed else None)
+
+
+def render(plan_: Plan, *, cache: TensorCache, progress: ProgressFn | None = None,
+           output_dir: str | os.PathLike | None = None,
+           log: logging.Logger | logging.LoggerAdapter | None = None) -> RunReport:
+    """Render a planned recipe in this process, step by step (the path without Prefect).
+
+    Returns:
+        A :class:`RunReport` listing every step (computed, cached or skipped).
+
+    Raises:
+        MinartError: a stage rejects its inputs or parameters; the cache is unusable.
+    """
+    start = time.perf_counter()
+    to_run, status, corrupt = plan_.schedule(cache, log=log)
+    results: dict[str, StepResult] = {}
+    for name in to_run:
+        if status[name] == "cached":  # verified by schedule(): nothing to load or run
+            step = plan_.steps[name]
+            results[name] = StepResult(name, step.stage, step.key, "cached")
+        else:
+            results[name] = run_step(plan_, name, cache=cache, progress=progress,
+                                     output_dir=output_dir, log=log)
+    report = RunReport(recipe=plan_.label, device=plan_.device_class, corrupt_found=corrupt)
+    for name, step in plan_.steps.items():
+        report.steps.append(results.get(name) or StepResult(name, step.stage, step.key, "skipped"))
+    report.seconds = time.perf_counter() - start
+    return report
+

@@ -1,0 +1,122 @@
+"""Prefect glue for one recipe step: a task that calls :func:`minart.engine.run_step`.
+
+How it ties minart's tensor cache to Prefect's own caching (facts measured on Prefect 3.9, see
+``/work/shared/notes/prefect-facts.md``):
+
+* The task takes the step's precomputed key and paths, never tensors (Prefect would hash and
+  pickle them, and tensor hashes differ between processes).
+* :class:`StepKeyPolicy` returns that key as Prefect's cache key, so a step whose result is in the
+  cache shows as **Cached** in the Prefect UI without its body running. Before answering, it checks
+  that the tensor entry still exists and drops a stale record otherwise (a record must never
+  outlive the tensor it stands for).
+* The Prefect record is tiny: the step's JSON report (key, status, seconds, outputs), written with
+  the JSON serializer (no pickle) into ``<cache>/records`` via ``key_storage`` (a ``Path``: a string
+  with one slash would be read as a block slug). Keeping records inside the cache folder means
+  ``minart cache gc/clear`` evict a record together with (and before) its tensor. For a remote
+  cache (fsspec URL) the records go to ``$PREFECT_HOME/minart-records``.
+* Tensors stay in :class:`minart.cache.TensorCache` (safetensors, checksummed, atomic), never in
+  Prefect's result store, so no result holds 100 MB of base64 and nothing is kept in memory
+  (``cache_result_in_memory=False``).
+* Isolation stays ``READ_COMMITTED``: two runs computing the same step are serialised by the
+  tensor cache's per-key lock (an OS lock that the kernel frees on ``kill -9``), whereas Prefect's
+  ``SERIALIZABLE`` file locks never expire after ``kill -9`` and hang the next run.
+* Long steps publish a Prefect progress artifact, updated at most every ``PROGRESS_EVERY``
+  seconds.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import CachePolicy
+
+from minart import engine
+from minart.cache import TensorCache
+
+__all__ = ["PROGRESS_EVERY", "StepKeyPolicy", "records_location", "render_step", "step_task"]
+
+PROGRESS_EVERY = 2.0
+"""Seconds between two updates of a step's Prefect progress artifact."""
+
+
+def records_location(cache: TensorCache) -> Path:
+    """Folder of Prefect's cache records for ``cache``: ``<cache>/records`` when local."""
+    local = cache.local_path()
+    if local is not None:
+        return local / "records"
+    from prefect.settings import PREFECT_HOME
+
+    return Path(PREFECT_HOME.value()) / "minart-records"
+
+
+@dataclass
+class StepKeyPolicy(CachePolicy):
+    """Prefect cache policy whose key is the step key passed to the task as ``key``.
+
+    The record is honoured only while the tensor entry exists in the cache at ``cache``.
+    """
+
+    def compute_key(self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any],
+                    **kwargs: Any) -> str | None:
+        key = inputs["key"]
+        store = TensorCache(inputs["cache"])
+        if not store.contains(key) and self.key_storage is not None:
+            (Path(self.key_storage) / key).unlink(missing_ok=True)
+        return key
+
+
+class _ProgressArtifact:
+    """Turns ``progress(step, done, total)`` calls into a throttled Prefect progress artifact."""
+
+    def __init__(self, step: str) -> None:
+        self.step = step
+        self.artifact_id = None
+        self.last = 0.0
+
+    def __call__(self, step: str, done: int, total: int) -> None:
+        from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+        now = time.monotonic()
+        if total <= 0 or (now - self.last < PROGRESS_EVERY and done < total):
+            return
+        self.last = now
+        percent = 100.0 * min(done, total) / total
+        text = f"step '{step}': {done}/{total} iterations"
+        if self.artifact_id is None:
+            key = re.sub(r"[^a-z0-9-]+", "-", f"minart-progress-{step}".lower())
+            self.artifact_id = create_progress_artifact(percent, key=key, description=text)
+        else:
+            update_progress_artifact(self.artifact_id, percent, description=text)
+
+
+@task(name="render_step", persist_result=True, result_serializer="json",
+      cache_result_in_memory=False, log_prints=False)
+def render_step(*, recipe: str, overrides: dict[str, Any], preview: bool, device: str, step: str,
+                key: str, cache: str, output_dir: str | None) -> dict[str, Any]:
+    """Run (or find in the cache) one step of a recipe; return its JSON report."""
+    from prefect import get_run_logger
+
+    plan = engine.load_plan(recipe, overrides, preview=preview, device=device)
+    if plan.step(step).key != key:
+        from minart.errors import RecipeError
+
+        raise RecipeError(f"the recipe changed during the run (key of step '{step}' is now "
+                          f"{plan.step(step).key}, expected {key})", file=recipe)
+    result = engine.run_step(plan, step, cache=TensorCache(cache), output_dir=output_dir,
+                             progress=_ProgressArtifact(step), log=get_run_logger())
+    return result.to_dict()
+
+
+def step_task(store: TensorCache, *, stage: str, step: str):
+    """``render_step`` configured for one step: named after its stage, cached under its key."""
+    records = records_location(store)
+    records.mkdir(parents=True, exist_ok=True)
+    policy = StepKeyPolicy().configure(key_storage=records)
+    (records / "results").mkdir(exist_ok=True)
+    return render_step.with_options(name=stage, task_run_name=step, cache_policy=policy,
+                                    result_storage=records / "results")
