@@ -37,6 +37,7 @@ from prefect.cache_policies import CachePolicy
 
 from minart import engine
 from minart.cache import TensorCache
+from minart.progress import emit
 
 __all__ = ["PROGRESS_EVERY", "StepKeyPolicy", "records_location", "render_step", "step_task"]
 
@@ -81,6 +82,7 @@ class _ProgressArtifact:
     def __call__(self, step: str, done: int, total: int) -> None:
         from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
+        emit(step, done, total)  # terminal bars of the CLI, when it runs the flow in-process
         now = time.monotonic()
         if total <= 0 or (now - self.last < PROGRESS_EVERY and done < total):
             return
