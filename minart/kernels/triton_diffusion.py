@@ -1,0 +1,777 @@
+"""Triton kernels for the Perona-Malik steps of :mod:`minart.diffusion`, one pass over memory each.
+
+Every kernel is an exact replacement of the eager reference (same formula, same border rule,
+same clamp; only the order of float additions differs, within 1e-5):
+
+``seed`` forward
+    ``g = K * reflect_pad(I)`` with the dense ``(C, C, 3, 3)`` operator, conduction, update and
+    clamp in one pass: each program loads the ``C x 9`` reflected neighbours of a
+    ``BLOCK_H x BLOCK_W`` tile once, keeps the ``C^2 x 9`` weights as scalars, and writes the new
+    image (and ``g`` when asked). A leading batch axis may carry one operator and one
+    ``(kappa, dt)`` per image: that is the batched sweep.
+``seed`` backward
+    Kernel A recomputes ``c(g)`` and the clamp mask from the saved ``g`` and writes
+    ``dL/dg = grad_g + grad_new * [0 <= u <= 1] * dt * (c + g c'(g))`` and the identity part of
+    ``dL/dI``, and the per-tile partial sums of ``dL/dK[o, i, t] = sum gg_o * I_i(shifted by t)``;
+    kernel B adds the adjoint of the reflect-padded convolution (reflections folded back onto
+    rows/columns 1 and H-2 / W-2) to ``dL/dI``.
+``seed`` learned step
+    The loss of :mod:`minart.minimize`, ``sum((I' - I_0)^2 + |g| + I'^2)``, its gradient in ``g``
+    and the ``dL/dK`` partial sums are fused into the forward pass, so a whole learned step
+    (forward, loss, backward in ``K``) reads ``I`` and ``I_0`` and writes ``I'`` once.
+``classic``
+    The zero-flux four-neighbour scheme, one plane per program row.
+
+Reductions are deterministic: partial sums per tile go to a buffer that ``torch.sum`` reduces in
+a fixed order; no float atomics. This module imports :mod:`triton`: import it lazily (the
+dispatcher does), and set ``TRITON_INTERPRET=1`` before the first import to run it on CPU tensors.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from ..errors import ParamError, ShapeError
+
+__all__ = [
+    "COND_CODES",
+    "SeedLossStep",
+    "SeedStep",
+    "classic_step_triton",
+    "seed_backward_triton",
+    "seed_forward_triton",
+    "seed_loss_triton",
+]
+
+COND_CODES = {"exp": 0, "inverse": 1, "tukey": 2}
+"""Conduction names to the kernels' constexpr codes."""
+
+MAX_CHANNELS = 4
+_SQRT2 = math.sqrt(2.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# jit helpers
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _tile(H, W, n_tw, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    """Row/column indices ``(BLOCK_H, 1)``, ``(1, BLOCK_W)`` of this program's tile and its mask."""
+    pid = tl.program_id(0)
+    th = pid // n_tw
+    tw = pid % n_tw
+    y = (th * BLOCK_H + tl.arange(0, BLOCK_H))[:, None]
+    x = (tw * BLOCK_W + tl.arange(0, BLOCK_W))[None, :]
+    mask = (y < H) & (x < W)
+    return y, x, mask
+
+
+@triton.jit
+def _reflect_offsets(y, x, H, W):
+    """Flat offsets of the 9 reflect-padded neighbours, row-major ``(dy, dx)``."""
+    ym = tl.where(y == 0, 1, y - 1) * W
+    yc = y * W
+    yp = tl.where(y == H - 1, H - 2, y + 1) * W
+    xm = tl.where(x == 0, 1, x - 1)
+    xp = tl.where(x == W - 1, W - 2, x + 1)
+    return (ym + xm, ym + x, ym + xp, yc + xm, yc + x, yc + xp, yp + xm, yp + x, yp + xp)
+
+
+@triton.jit
+def _taps(xb, offs, mask):
+    """The 9 reflected neighbours of one channel, row-major ``(dy, dx)``."""
+    return (tl.load(xb + offs[0], mask=mask, other=0.0), tl.load(xb + offs[1], mask=mask, other=0.0),
+            tl.load(xb + offs[2], mask=mask, other=0.0), tl.load(xb + offs[3], mask=mask, other=0.0),
+            tl.load(xb + offs[4], mask=mask, other=0.0), tl.load(xb + offs[5], mask=mask, other=0.0),
+            tl.load(xb + offs[6], mask=mask, other=0.0), tl.load(xb + offs[7], mask=mask, other=0.0),
+            tl.load(xb + offs[8], mask=mask, other=0.0))
+
+
+@triton.jit
+def _dot9(kb, v):
+    """``sum_t K[t] * v[t]`` for one ``(o, i)`` slice of the operator."""
+    return (tl.load(kb + 0) * v[0] + tl.load(kb + 1) * v[1] + tl.load(kb + 2) * v[2]
+            + tl.load(kb + 3) * v[3] + tl.load(kb + 4) * v[4] + tl.load(kb + 5) * v[5]
+            + tl.load(kb + 6) * v[6] + tl.load(kb + 7) * v[7] + tl.load(kb + 8) * v[8])
+
+
+@triton.jit
+def _conv_all(x_ptr, k_ptr, HW, C: tl.constexpr, offs, mask,
+              BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    """``g_o = sum_i sum_t K[o, i, t] * I_i[offs[t]]`` for ``o < C <= 4`` (unused ones are 0).
+
+    Each input channel's 9 neighbours are loaded once and feed every output channel.
+    """
+    g0 = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
+    g1 = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
+    g2 = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
+    g3 = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
+    for i in tl.static_range(C):
+        v = _taps(x_ptr + i * HW, offs, mask)
+        g0 += _dot9(k_ptr + i * 9, v)
+        if C > 1:
+            g1 += _dot9(k_ptr + (C + i) * 9, v)
+        if C > 2:
+            g2 += _dot9(k_ptr + (2 * C + i) * 9, v)
+        if C > 3:
+            g3 += _dot9(k_ptr + (3 * C + i) * 9, v)
+    return g0, g1, g2, g3
+
+
+@triton.jit
+def _scharr_magnitude(x_ptr, HW, C: tl.constexpr, offs, mask,
+                      BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    """``sqrt(Sx^2 + Sy^2)`` with the dense Scharr pair of the eager ``inverse`` (channel sums)."""
+    sx = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
+    sy = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
+    for i in tl.static_range(C):
+        v = _taps(x_ptr + i * HW, offs, mask)
+        sx += 3.0 * v[0] - 3.0 * v[2] + 10.0 * v[3] - 10.0 * v[5] + 3.0 * v[6] - 3.0 * v[8]
+        sy += 3.0 * v[0] + 10.0 * v[1] + 3.0 * v[2] - 3.0 * v[6] - 10.0 * v[7] - 3.0 * v[8]
+    return tl.sqrt(sx * sx + sy * sy)
+
+
+@triton.jit
+def _seed_conduction(g, kappa2, tukey_s, COND: tl.constexpr):
+    """``(c, c + g c'(g))`` of the seed scheme's ``exp`` (0) or Tukey (2) conduction."""
+    if COND == 0:
+        c = tl.exp(-(g * g) / kappa2)
+        dc = c * (1.0 - 2.0 * (g * g) / kappa2)
+    else:
+        q = g / tukey_s
+        inside = tl.abs(g) <= tukey_s
+        one = 1.0 - q * q
+        c = tl.where(inside, 0.5 * one * one, 0.0)
+        dc = tl.where(inside, 0.5 * one * one - 2.0 * q * q * one, 0.0)
+    return c, dc
+
+
+@triton.jit
+def _load_params(p_ptr, b, p_bstride):
+    """Per-image ``(kappa^2, tukey_s, dt)`` (stride 0 when every image shares them)."""
+    pb = p_ptr + b * p_bstride
+    return tl.load(pb + 0), tl.load(pb + 1), tl.load(pb + 2)
+
+
+@triton.jit
+def _dk_partials(gs, x_ptr, HW, C: tl.constexpr, offs, mask, part_ptr):
+    """Store ``sum_tile gg_o * I_i[offs[t]]`` at ``part[(o*C + i)*9 + t]`` for every o, i, t."""
+    for i in tl.static_range(C):
+        v = _taps(x_ptr + i * HW, offs, mask)
+        for o in tl.static_range(C):
+            pb = part_ptr + (o * C + i) * 9
+            for t in tl.static_range(9):
+                tl.store(pb + t, tl.sum(tl.sum(gs[o] * v[t], axis=1), axis=0))
+
+
+# ----------------------------------------------------------------------------------------------
+# seed scheme: forward (and batched sweep)
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _seed_out(x_ptr, new_ptr, g_ptr, g, HW, o: tl.constexpr, mask, center, kappa2, tukey_s, dt,
+              cinv, COND: tl.constexpr, STORE_G: tl.constexpr):
+    """Conduction, update and clamp of output channel ``o`` from its operator response ``g``."""
+    if COND == 1:
+        c = cinv
+    else:
+        c, _dc = _seed_conduction(g, kappa2, tukey_s, COND)
+    xo = tl.load(x_ptr + o * HW + center, mask=mask, other=0.0)
+    new = tl.minimum(tl.maximum(xo + dt * g * c, 0.0), 1.0)
+    tl.store(new_ptr + o * HW + center, new, mask=mask)
+    if STORE_G:
+        tl.store(g_ptr + o * HW + center, g, mask=mask)
+
+
+@triton.jit
+def _seed_fwd_kernel(x_ptr, k_ptr, p_ptr, new_ptr, g_ptr, H, W, n_tw, x_bstride, k_bstride,
+                     p_bstride, C: tl.constexpr, COND: tl.constexpr, STORE_G: tl.constexpr,
+                     BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    b = tl.program_id(1).to(tl.int64)
+    y, x, mask = _tile(H, W, n_tw, BLOCK_H, BLOCK_W)
+    HW = H * W
+    offs = _reflect_offsets(y, x, H, W)
+    center = y * W + x
+    base = b * C * HW
+    xb = x_ptr + b * x_bstride
+    kappa2, tukey_s, dt = _load_params(p_ptr, b, p_bstride)
+    gs = _conv_all(xb, k_ptr + b * k_bstride, HW, C, offs, mask, BLOCK_H, BLOCK_W)
+    cinv = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
+    if COND == 1:
+        mag = _scharr_magnitude(xb, HW, C, offs, mask, BLOCK_H, BLOCK_W)
+        cinv = 1.0 / (1.0 + mag / kappa2)
+    for o in tl.static_range(C):
+        _seed_out(xb, new_ptr + base, g_ptr + base, gs[o], HW, o, mask, center, kappa2, tukey_s,
+                  dt, cinv, COND, STORE_G)
+
+
+# ----------------------------------------------------------------------------------------------
+# seed scheme: backward
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _seed_bwd_a_out(x_ptr, g_ptr, gn_ptr, gg_in_ptr, gg_ptr, di_ptr, HW, o: tl.constexpr, mask,
+                    center, kappa2, tukey_s, dt, COND: tl.constexpr, HAS_GN: tl.constexpr,
+                    HAS_GG: tl.constexpr):
+    """Total ``dL/dg`` of channel ``o`` (stored and returned) and the identity part of ``dL/dI``."""
+    at = o * HW + center
+    g = tl.load(g_ptr + at, mask=mask, other=0.0)
+    c, dc = _seed_conduction(g, kappa2, tukey_s, COND)
+    gg = g * 0.0
+    if HAS_GG:
+        gg = tl.load(gg_in_ptr + at, mask=mask, other=0.0)
+    gu = g * 0.0
+    if HAS_GN:
+        u = tl.load(x_ptr + at, mask=mask, other=0.0) + dt * g * c
+        gu = tl.where((u >= 0.0) & (u <= 1.0), tl.load(gn_ptr + at, mask=mask, other=0.0), 0.0)
+        gg = gg + gu * dt * dc
+    tl.store(gg_ptr + at, gg, mask=mask)
+    tl.store(di_ptr + at, gu, mask=mask)
+    return gg
+
+
+@triton.jit
+def _seed_bwd_a_kernel(x_ptr, g_ptr, gn_ptr, gg_in_ptr, p_ptr, gg_ptr, di_ptr, part_ptr,
+                       H, W, n_tw, n_tiles, C: tl.constexpr, COND: tl.constexpr,
+                       HAS_GN: tl.constexpr, HAS_GG: tl.constexpr,
+                       BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    b = tl.program_id(1).to(tl.int64)
+    y, x, mask = _tile(H, W, n_tw, BLOCK_H, BLOCK_W)
+    HW = H * W
+    offs = _reflect_offsets(y, x, H, W)
+    center = y * W + x
+    base = b * C * HW
+    kappa2, tukey_s, dt = _load_params(p_ptr, b, 0)
+    part = part_ptr + (b * n_tiles + tl.program_id(0)) * (C * C * 9)
+    xb = x_ptr + base
+    gg0 = _seed_bwd_a_out(xb, g_ptr + base, gn_ptr + base, gg_in_ptr + base, gg_ptr + base,
+                          di_ptr + base, HW, 0, mask, center, kappa2, tukey_s, dt, COND, HAS_GN,
+                          HAS_GG)
+    gg1 = gg0
+    gg2 = gg0
+    gg3 = gg0
+    if C > 1:
+        gg1 = _seed_bwd_a_out(xb, g_ptr + base, gn_ptr + base, gg_in_ptr + base, gg_ptr + base,
+                              di_ptr + base, HW, 1, mask, center, kappa2, tukey_s, dt, COND,
+                              HAS_GN, HAS_GG)
+    if C > 2:
+        gg2 = _seed_bwd_a_out(xb, g_ptr + base, gn_ptr + base, gg_in_ptr + base, gg_ptr + base,
+                              di_ptr + base, HW, 2, mask, center, kappa2, tukey_s, dt, COND,
+                              HAS_GN, HAS_GG)
+    if C > 3:
+        gg3 = _seed_bwd_a_out(xb, g_ptr + base, gn_ptr + base, gg_in_ptr + base, gg_ptr + base,
+                              di_ptr + base, HW, 3, mask, center, kappa2, tukey_s, dt, COND,
+                              HAS_GN, HAS_GG)
+    _dk_partials((gg0, gg1, gg2, gg3), xb, HW, C, offs, mask, part)
+
+
+@triton.jit
+def _fold_row(gg_ptr, row, rm, W, x, xm_ok, xp_ok, fx1, fxw):
+    """One source row's ``(x-1, x, x+1)`` values with the reflect fold of the columns."""
+    a = tl.load(gg_ptr + row + x - 1, mask=rm & xm_ok, other=0.0)
+    m = tl.load(gg_ptr + row + x, mask=rm, other=0.0)
+    c = tl.load(gg_ptr + row + x + 1, mask=rm & xp_ok, other=0.0)
+    # column offset dx=2 pairs with x-1 (+ x+1 when x == W-2), dx=0 with x+1 (+ x-1 when x == 1)
+    return c + fx1 * a, m, a + fxw * c
+
+
+@triton.jit
+def _adjoint_taps(gb, y, x, H, W, mask):
+    """``dL/dg`` of one channel around ``(y, x)``, folded through the reflect padding.
+
+    Returned in the operator's tap order ``(dy, dx)``: tap ``dy = 0`` pairs with source row
+    ``y + 1`` (plus ``y - 1`` when ``y == 1``, its reflection), ``dy = 2`` with ``y - 1`` (plus
+    ``y + 1`` when ``y == H - 2``); columns likewise.
+    """
+    ym_ok = mask & (y >= 1)
+    yp_ok = mask & (y + 1 < H)
+    xm_ok = x >= 1
+    xp_ok = x + 1 < W
+    fy1 = tl.where(y == 1, 1.0, 0.0)
+    fyh = tl.where(y == H - 2, 1.0, 0.0)
+    fx1 = tl.where(x == 1, 1.0, 0.0)
+    fxw = tl.where(x == W - 2, 1.0, 0.0)
+    u0, u1, u2 = _fold_row(gb, (y - 1) * W, ym_ok, W, x, xm_ok, xp_ok, fx1, fxw)
+    c0, c1, c2 = _fold_row(gb, y * W, mask, W, x, xm_ok, xp_ok, fx1, fxw)
+    d0, d1, d2 = _fold_row(gb, (y + 1) * W, yp_ok, W, x, xm_ok, xp_ok, fx1, fxw)
+    return (d0 + fy1 * u0, d1 + fy1 * u1, d2 + fy1 * u2, c0, c1, c2,
+            u0 + fyh * d0, u1 + fyh * d1, u2 + fyh * d2)
+
+
+@triton.jit
+def _seed_bwd_b_kernel(gg_ptr, k_ptr, di_ptr, H, W, n_tw, C: tl.constexpr,
+                       BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    b = tl.program_id(1).to(tl.int64)
+    y, x, mask = _tile(H, W, n_tw, BLOCK_H, BLOCK_W)
+    HW = H * W
+    base = b * C * HW
+    db = di_ptr + base + y * W + x
+    acc0 = tl.load(db, mask=mask, other=0.0)
+    acc1 = acc0
+    acc2 = acc0
+    acc3 = acc0
+    if C > 1:
+        acc1 = tl.load(db + HW, mask=mask, other=0.0)
+    if C > 2:
+        acc2 = tl.load(db + 2 * HW, mask=mask, other=0.0)
+    if C > 3:
+        acc3 = tl.load(db + 3 * HW, mask=mask, other=0.0)
+    for o in tl.static_range(C):
+        r = _adjoint_taps(gg_ptr + base + o * HW, y, x, H, W, mask)
+        acc0 += _dot9(k_ptr + (o * C) * 9, r)
+        if C > 1:
+            acc1 += _dot9(k_ptr + (o * C + 1) * 9, r)
+        if C > 2:
+            acc2 += _dot9(k_ptr + (o * C + 2) * 9, r)
+        if C > 3:
+            acc3 += _dot9(k_ptr + (o * C + 3) * 9, r)
+    tl.store(db, acc0, mask=mask)
+    if C > 1:
+        tl.store(db + HW, acc1, mask=mask)
+    if C > 2:
+        tl.store(db + 2 * HW, acc2, mask=mask)
+    if C > 3:
+        tl.store(db + 3 * HW, acc3, mask=mask)
+
+
+# ----------------------------------------------------------------------------------------------
+# seed scheme: fused learned step (forward + loss + dL/dg + dL/dK partials)
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _seed_loss_out(x_ptr, x0_ptr, new_ptr, gg_ptr, di_ptr, g, HW, o: tl.constexpr, mask, center,
+                   kappa2, tukey_s, dt, COND: tl.constexpr, NEED_DI: tl.constexpr):
+    """Update of channel ``o``, its loss terms summed over the tile, and its ``dL/dg``."""
+    c, dc = _seed_conduction(g, kappa2, tukey_s, COND)
+    at = o * HW + center
+    xo = tl.load(x_ptr + at, mask=mask, other=0.0)
+    x0 = tl.load(x0_ptr + at, mask=mask, other=0.0)
+    u = xo + dt * g * c
+    new = tl.minimum(tl.maximum(u, 0.0), 1.0)
+    tl.store(new_ptr + at, new, mask=mask)
+    diff = new - x0
+    term = tl.where(mask, diff * diff + tl.abs(g) + new * new, 0.0)
+    gu = tl.where((u >= 0.0) & (u <= 1.0), 2.0 * diff + 2.0 * new, 0.0)
+    sign = tl.where(g > 0.0, 1.0, tl.where(g < 0.0, -1.0, 0.0))
+    gg = tl.where(mask, sign + gu * dt * dc, 0.0)
+    if NEED_DI:
+        tl.store(gg_ptr + at, gg, mask=mask)
+        tl.store(di_ptr + at, gu, mask=mask)
+    return gg, tl.sum(tl.sum(term, axis=1), axis=0)
+
+
+@triton.jit
+def _seed_loss_kernel(x_ptr, x0_ptr, k_ptr, p_ptr, new_ptr, gg_ptr, di_ptr, part_ptr,
+                      H, W, n_tw, n_tiles, C: tl.constexpr, COND: tl.constexpr,
+                      NEED_DI: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    b = tl.program_id(1).to(tl.int64)
+    y, x, mask = _tile(H, W, n_tw, BLOCK_H, BLOCK_W)
+    HW = H * W
+    offs = _reflect_offsets(y, x, H, W)
+    center = y * W + x
+    base = b * C * HW
+    kappa2, tukey_s, dt = _load_params(p_ptr, b, 0)
+    part = part_ptr + (b * n_tiles + tl.program_id(0)) * (C * C * 9 + 1)
+    xb = x_ptr + base
+    gs = _conv_all(xb, k_ptr, HW, C, offs, mask, BLOCK_H, BLOCK_W)
+    gg0, loss = _seed_loss_out(xb, x0_ptr + base, new_ptr + base, gg_ptr + base, di_ptr + base,
+                               gs[0], HW, 0, mask, center, kappa2, tukey_s, dt, COND, NEED_DI)
+    gg1 = gg0
+    gg2 = gg0
+    gg3 = gg0
+    if C > 1:
+        gg1, l1 = _seed_loss_out(xb, x0_ptr + base, new_ptr + base, gg_ptr + base,
+                                 di_ptr + base, gs[1], HW, 1, mask, center, kappa2, tukey_s, dt,
+                                 COND, NEED_DI)
+        loss += l1
+    if C > 2:
+        gg2, l2 = _seed_loss_out(xb, x0_ptr + base, new_ptr + base, gg_ptr + base,
+                                 di_ptr + base, gs[2], HW, 2, mask, center, kappa2, tukey_s, dt,
+                                 COND, NEED_DI)
+        loss += l2
+    if C > 3:
+        gg3, l3 = _seed_loss_out(xb, x0_ptr + base, new_ptr + base, gg_ptr + base,
+                                 di_ptr + base, gs[3], HW, 3, mask, center, kappa2, tukey_s, dt,
+                                 COND, NEED_DI)
+        loss += l3
+    _dk_partials((gg0, gg1, gg2, gg3), xb, HW, C, offs, mask, part + 1)
+    tl.store(part, loss)
+
+
+# ----------------------------------------------------------------------------------------------
+# classic scheme
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _classic_flux(d, kappa, tukey_s, COND: tl.constexpr):
+    """``c(d) * d`` for medpy's options: exp (0), inverse (1), Tukey (2)."""
+    if COND == 0:
+        q = d / kappa
+        c = tl.exp(-(q * q))
+    elif COND == 1:
+        q = d / kappa
+        c = 1.0 / (1.0 + q * q)
+    else:
+        q = d / tukey_s
+        one = 1.0 - q * q
+        c = tl.where(tl.abs(d) <= tukey_s, 0.5 * one * one, 0.0)
+    return c * d
+
+
+@triton.jit
+def _classic_kernel(x_ptr, out_ptr, H, W, n_tw, kappa, tukey_s, dt, COND: tl.constexpr,
+                    BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    plane = tl.program_id(1).to(tl.int64) * H * W
+    y, x, mask = _tile(H, W, n_tw, BLOCK_H, BLOCK_W)
+    at = plane + y * W + x
+    v = tl.load(x_ptr + at, mask=mask, other=0.0)
+    up = tl.load(x_ptr + at - W, mask=mask & (y >= 1), other=0.0)
+    down = tl.load(x_ptr + at + W, mask=mask & (y + 1 < H), other=0.0)
+    left = tl.load(x_ptr + at - 1, mask=mask & (x >= 1), other=0.0)
+    right = tl.load(x_ptr + at + 1, mask=mask & (x + 1 < W), other=0.0)
+    # forward differences, 0 across the border (zero flux)
+    ds = tl.where(y + 1 < H, down - v, 0.0)
+    dn = tl.where(y >= 1, v - up, 0.0)
+    de = tl.where(x + 1 < W, right - v, 0.0)
+    dw = tl.where(x >= 1, v - left, 0.0)
+    div_y = _classic_flux(ds, kappa, tukey_s, COND) - _classic_flux(dn, kappa, tukey_s, COND)
+    div_x = _classic_flux(de, kappa, tukey_s, COND) - _classic_flux(dw, kappa, tukey_s, COND)
+    tl.store(out_ptr + at, v + dt * (div_y + div_x), mask=mask)
+
+
+# ----------------------------------------------------------------------------------------------
+# launchers
+# ----------------------------------------------------------------------------------------------
+
+DEFAULT_BLOCK = (1, 512)
+"""Tile ``(BLOCK_H, BLOCK_W)`` of the one-pass kernels (a row of 512 pixels)."""
+
+LOSS_BLOCK = (4, 256)
+"""Tile of the kernels that reduce per tile (fewer, larger tiles: a smaller partial-sum buffer)."""
+
+
+def _grid(h: int, w: int, batch: int, block: tuple[int, int]) -> tuple[int, int, int, int]:
+    bh, bw = block
+    n_tw = triton.cdiv(w, bw)
+    n_tiles = triton.cdiv(h, bh) * n_tw
+    return n_tiles, batch, n_tw, n_tiles
+
+
+def _block_for(w: int, block: tuple[int, int] | None, default: tuple[int, int]) -> tuple[int, int]:
+    if block is not None:
+        return block
+    bh, bw = default
+    narrow = max(16, triton.next_power_of_2(w))
+    return (bh, min(bw, narrow))
+
+
+def _check_image(image: Tensor, name: str = "image") -> None:
+    if image.ndim != 4 or image.dtype != torch.float32 or not image.is_contiguous():
+        raise ShapeError(
+            f"{name} must be a contiguous float32 (B, C, H, W) tensor for the Triton kernels, got "
+            f"{image.dtype} of shape {tuple(image.shape)}"
+        )
+    if image.shape[1] > MAX_CHANNELS and name == "image":
+        raise ShapeError(f"the seed kernels take at most {MAX_CHANNELS} channels, got {image.shape[1]}")
+    if image.shape[-1] < 2 or image.shape[-2] < 2:
+        raise ShapeError(f"{name} must be at least 2x2 pixels, got {image.shape[-1]}x{image.shape[-2]}")
+
+
+def _params(kappa: Tensor, dt: Tensor) -> Tensor:
+    """``(N, 3)`` float32 rows ``(kappa^2, kappa*sqrt(2), dt)``, from float64 like the eager code."""
+    k = kappa.to(torch.float64)
+    return torch.stack([k * k, k * _SQRT2, dt.to(torch.float64)], dim=-1).to(torch.float32)
+
+
+def seed_forward_triton(image: Tensor, operator: Tensor, *, kappa: float | Tensor,
+                        dt: float | Tensor, conduction: str = "exp", store_g: bool = True,
+                        block: tuple[int, int] | None = None,
+                        num_warps: int = 4) -> tuple[Tensor, Tensor | None]:
+    """Seed-scheme step in one Triton pass; per-image operators and parameters for sweeps.
+
+    Same formula as :func:`minart.diffusion.seed_step`:
+    ``g = K * reflect_pad(I)``, ``I' = clamp(I + dt g c, 0, 1)``.
+
+    Args:
+        image: ``(B, C, H, W)`` contiguous float32, ``C <= 4``, ``H, W >= 2``; a batch of 1 is
+            shared by every variant of a sweep.
+        operator: ``(C, C, 3, 3)`` shared, or ``(N, C, C, 3, 3)`` one per variant.
+        kappa: float, or ``(N,)`` tensor of one value per variant (> 0).
+        dt: float, or ``(N,)`` tensor.
+        conduction: ``"exp"``, ``"inverse"`` or ``"tukey"``.
+        store_g: also return ``g`` (else ``None``; saves a write pass).
+        block: tile ``(BLOCK_H, BLOCK_W)``, powers of two (default :data:`DEFAULT_BLOCK`).
+        num_warps: warps per program.
+
+    Returns:
+        ``(new_image, g)``, each ``(max(B, N), C, H, W)``.
+
+    Raises:
+        ShapeError: tensors of the wrong shape, dtype or device, or batches that differ.
+
+    Example:
+        >>> # runs on CUDA tensors, or on CPU tensors with TRITON_INTERPRET=1 set before import
+    """
+    _check_image(image)
+    nb_img, c, h, w = image.shape
+    if operator.dtype != torch.float32 or operator.device != image.device:
+        raise ShapeError("operator must be float32 on the image's device")
+    if operator.shape == (c, c, 3, 3):
+        nb_op = 1
+    elif operator.ndim == 5 and operator.shape[1:] == (c, c, 3, 3):
+        nb_op = operator.shape[0]
+    else:
+        raise ShapeError(f"operator must be ({c}, {c}, 3, 3) or (N, {c}, {c}, 3, 3), got "
+                         f"{tuple(operator.shape)}")
+    kap = torch.as_tensor(kappa, dtype=torch.float64).reshape(-1)  # () -> (1,) or (N,)
+    dts = torch.as_tensor(dt, dtype=torch.float64).reshape(-1)  # () -> (1,) or (N,)
+    b = max(nb_img, nb_op, kap.numel(), dts.numel())
+    for name, n in (("image batch", nb_img), ("operator batch", nb_op), ("kappa", kap.numel()),
+                    ("dt", dts.numel())):
+        if n not in (1, b):
+            raise ShapeError(f"{name} has {n} entries; every batched input must have 1 or {b}")
+    per_image = kap.numel() > 1 or dts.numel() > 1
+    params = _params(kap.expand(b) if per_image else kap, dts.expand(b) if per_image else dts)
+    params = params.to(image.device).contiguous()
+    operator = operator.contiguous()
+    new = torch.empty((b, c, h, w), dtype=image.dtype, device=image.device)
+    g = torch.empty_like(new) if store_g else new
+    block = _block_for(w, block, DEFAULT_BLOCK)
+    n_tiles, nb, n_tw, _ = _grid(h, w, b, block)
+    _seed_fwd_kernel[(n_tiles, nb)](
+        image, operator, params, new, g, h, w, n_tw, c * h * w if nb_img > 1 else 0,
+        c * c * 9 if nb_op > 1 else 0, 3 if per_image else 0,
+        C=c, COND=COND_CODES[conduction], STORE_G=store_g, BLOCK_H=block[0], BLOCK_W=block[1],
+        num_warps=num_warps,
+    )
+    return new, (g if store_g else None)
+
+
+def seed_backward_triton(image: Tensor, operator: Tensor, g: Tensor, grad_new: Tensor | None,
+                         grad_g: Tensor | None, *, kappa: float, dt: float,
+                         conduction: str = "exp", need_image_grad: bool = True,
+                         block: tuple[int, int] | None = None,
+                         num_warps: int = 4) -> tuple[Tensor | None, Tensor]:
+    """Gradients ``(dL/dI, dL/dK)`` of the seed step from the upstream ``dL/dI'`` and ``dL/dg``.
+
+    ``dL/dg_total = grad_g + grad_new [0 <= u <= 1] dt (c + g c'(g))`` with ``u = I + dt g c``;
+    ``dL/dK[o,i,dy,dx] = sum_{b,y,x} dL/dg_o * reflect_pad(I)_i[y+dy, x+dx]`` (per-tile partial
+    sums, then one fixed-order ``torch.sum``); ``dL/dI = grad_new [0<=u<=1] + K^T * dL/dg`` with
+    the reflect padding's adjoint.
+
+    Args:
+        image: the step's input ``(B, C, H, W)``.
+        operator: ``(C, C, 3, 3)``.
+        g: the forward's ``g``.
+        grad_new: ``dL/dI'`` or ``None``.
+        grad_g: ``dL/dg`` or ``None``.
+        kappa: conduction scale.
+        dt: time step.
+        conduction: ``"exp"`` or ``"tukey"`` (``"inverse"`` has no kernel backward).
+        need_image_grad: compute ``dL/dI`` (else ``None``, one pass fewer).
+        block: tile of kernel A.
+        num_warps: warps per program.
+
+    Returns:
+        ``(dL/dI or None, dL/dK)``.
+
+    Raises:
+        ParamError: ``conduction="inverse"``.
+
+    Example:
+        >>> # runs on CUDA tensors, or on CPU tensors with TRITON_INTERPRET=1 set before import
+    """
+    if conduction not in ("exp", "tukey"):
+        raise ParamError(f"conduction={conduction!r} has no Triton backward; use 'exp' or 'tukey'",
+                         param="conduction")
+    _check_image(image)
+    b, c, h, w = image.shape
+    params = _params(torch.tensor([kappa], dtype=torch.float64),
+                     torch.tensor([dt], dtype=torch.float64)).to(image.device)
+    block = _block_for(w, block, LOSS_BLOCK)
+    n_tiles, nb, n_tw, _ = _grid(h, w, b, block)
+    gg = torch.empty_like(image)
+    di = torch.empty_like(image)
+    part = torch.empty((b * n_tiles, c * c * 9), dtype=torch.float32, device=image.device)
+    gn = grad_new.contiguous() if grad_new is not None else image
+    ggi = grad_g.contiguous() if grad_g is not None else image
+    _seed_bwd_a_kernel[(n_tiles, nb)](
+        image, g, gn, ggi, params, gg, di, part, h, w, n_tw, n_tiles, C=c,
+        COND=COND_CODES[conduction], HAS_GN=grad_new is not None, HAS_GG=grad_g is not None,
+        BLOCK_H=block[0], BLOCK_W=block[1], num_warps=num_warps,
+    )
+    dk = part.sum(dim=0).reshape(c, c, 3, 3)  # (C*C*9,) -> (C, C, 3, 3)
+    if not need_image_grad:
+        return None, dk
+    _apply_adjoint(gg, operator, di, num_warps=num_warps)
+    return di, dk
+
+
+def _apply_adjoint(gg: Tensor, operator: Tensor, di: Tensor, *, num_warps: int = 4) -> None:
+    """``di += conv_transpose(gg, K)`` folded through the reflect padding, in place."""
+    b, c, h, w = gg.shape
+    block = _block_for(w, None, DEFAULT_BLOCK)
+    n_tiles, nb, n_tw, _ = _grid(h, w, b, block)
+    _seed_bwd_b_kernel[(n_tiles, nb)](gg, operator.contiguous(), di, h, w, n_tw, C=c,
+                                      BLOCK_H=block[0], BLOCK_W=block[1], num_warps=num_warps)
+
+
+def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: float, dt: float,
+                     conduction: str = "exp", need_image_grad: bool = False,
+                     block: tuple[int, int] | None = None, num_warps: int = 4
+                     ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """Fused learned step: ``I'``, ``L = sum((I' - I_0)^2 + |g| + I'^2)``, ``dL/dK``, ``dL/dI``.
+
+    Args:
+        image: ``I_{t-1}``, ``(B, C, H, W)``.
+        image0: ``I_0``, same shape.
+        operator: ``(C, C, 3, 3)``.
+        kappa: conduction scale.
+        dt: time step.
+        conduction: ``"exp"`` or ``"tukey"``.
+        need_image_grad: also return ``dL/dI`` (one more pass).
+        block: tile.
+        num_warps: warps per program.
+
+    Returns:
+        ``(new_image, loss (0-dim), dL/dK (C, C, 3, 3), dL/dI or None)``.
+
+    Raises:
+        ParamError: ``conduction="inverse"``.
+        ShapeError: bad shapes.
+
+    Example:
+        >>> # runs on CUDA tensors, or on CPU tensors with TRITON_INTERPRET=1 set before import
+    """
+    if conduction not in ("exp", "tukey"):
+        raise ParamError(f"conduction={conduction!r} has no Triton backward; use 'exp' or 'tukey'",
+                         param="conduction")
+    _check_image(image)
+    _check_image(image0, "image0")
+    if image0.shape != image.shape:
+        raise ShapeError(f"image0 {tuple(image0.shape)} must match the image {tuple(image.shape)}")
+    b, c, h, w = image.shape
+    params = _params(torch.tensor([kappa], dtype=torch.float64),
+                     torch.tensor([dt], dtype=torch.float64)).to(image.device)
+    block = _block_for(w, block, LOSS_BLOCK)
+    n_tiles, nb, n_tw, _ = _grid(h, w, b, block)
+    new = torch.empty_like(image)
+    gg = torch.empty_like(image) if need_image_grad else new
+    di = torch.empty_like(image) if need_image_grad else new
+    part = torch.empty((b * n_tiles, c * c * 9 + 1), dtype=torch.float32, device=image.device)
+    _seed_loss_kernel[(n_tiles, nb)](
+        image, image0, operator.contiguous(), params, new, gg, di, part, h, w, n_tw, n_tiles,
+        C=c, COND=COND_CODES[conduction], NEED_DI=need_image_grad,
+        BLOCK_H=block[0], BLOCK_W=block[1], num_warps=num_warps,
+    )
+    sums = part.sum(dim=0)
+    loss = sums[0]
+    dk = sums[1:].reshape(c, c, 3, 3)  # (C*C*9,) -> (C, C, 3, 3)
+    if not need_image_grad:
+        return new, loss, dk, None
+    _apply_adjoint(gg, operator, di, num_warps=num_warps)
+    return new, loss, dk, di
+
+
+def classic_step_triton(image: Tensor, *, kappa: float, dt: float, conduction: str = "exp",
+                        block: tuple[int, int] | None = None, num_warps: int = 4) -> Tensor:
+    """Classic Perona-Malik step (zero-flux borders, per channel) in one Triton pass.
+
+    Same formula as :func:`minart.diffusion.classic_step`:
+    ``I' = I + dt * sum_{N,S,E,W} c(d) d``.
+
+    Args:
+        image: ``(B, C, H, W)`` contiguous float32, ``H, W >= 2``.
+        kappa: edge threshold (> 0).
+        dt: time step.
+        conduction: ``"exp"``, ``"inverse"`` or ``"tukey"``.
+        block: tile ``(BLOCK_H, BLOCK_W)``.
+        num_warps: warps per program.
+
+    Returns:
+        ``(B, C, H, W)``.
+
+    Raises:
+        ShapeError: not a contiguous float32 4-D tensor.
+
+    Example:
+        >>> # runs on CUDA tensors, or on CPU tensors with TRITON_INTERPRET=1 set before import
+    """
+    _check_image(image, "classic image")
+    b, c, h, w = image.shape
+    out = torch.empty_like(image)
+    block = _block_for(w, block, DEFAULT_BLOCK)
+    n_tiles, _, n_tw, _ = _grid(h, w, b * c, block)
+    s = float(torch.tensor(kappa * _SQRT2, dtype=torch.float32))
+    _classic_kernel[(n_tiles, b * c)](image, out, h, w, n_tw, float(kappa), s, float(dt),
+                                      COND=COND_CODES[conduction], BLOCK_H=block[0],
+                                      BLOCK_W=block[1], num_warps=num_warps)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# autograd
+# ----------------------------------------------------------------------------------------------
+
+
+class SeedStep(torch.autograd.Function):
+    """``(new, g) = seed_step(image, operator)`` with Triton forward and backward kernels.
+
+    ``SeedStep.apply(image, operator, kappa, dt, conduction)``; gradients flow to ``image`` and
+    ``operator`` like the eager :func:`minart.diffusion.seed_step` (conduction ``exp``/``tukey``).
+    """
+
+    @staticmethod
+    def forward(ctx, image, operator, kappa, dt, conduction):  # noqa: D102
+        new, g = seed_forward_triton(image, operator, kappa=kappa, dt=dt, conduction=conduction)
+        ctx.save_for_backward(image, operator, g)
+        ctx.params = (kappa, dt, conduction)
+        ctx.set_materialize_grads(False)
+        return new, g
+
+    @staticmethod
+    def backward(ctx, grad_new, grad_g):  # noqa: D102
+        image, operator, g = ctx.saved_tensors
+        kappa, dt, conduction = ctx.params
+        if grad_new is None and grad_g is None:
+            return None, None, None, None, None
+        di, dk = seed_backward_triton(image, operator, g, grad_new, grad_g, kappa=kappa, dt=dt,
+                                      conduction=conduction,
+                                      need_image_grad=ctx.needs_input_grad[0])
+        return di, (dk if ctx.needs_input_grad[1] else None), None, None, None
+
+
+class SeedLossStep(torch.autograd.Function):
+    """Fused learned step: ``(new, loss) = apply(image, image0, operator, kappa, dt, conduction)``.
+
+    ``loss = sum((new - image0)^2 + |g| + new^2)`` with ``g = K * reflect_pad(image)``. The
+    forward already computes ``dL/dK`` (and ``dL/dI`` when ``image`` needs it), so the backward
+    only scales them by the upstream gradient of ``loss``. ``new`` is returned without a gradient
+    path (``minimize`` detaches it for the next step anyway); use :class:`SeedStep` when it needs one.
+    """
+
+    @staticmethod
+    def forward(ctx, image, image0, operator, kappa, dt, conduction):  # noqa: D102
+        new, loss, dk, di = seed_loss_triton(image, image0, operator, kappa=kappa, dt=dt,
+                                             conduction=conduction,
+                                             need_image_grad=ctx.needs_input_grad[0])
+        ctx.save_for_backward(dk, di if di is not None else dk)
+        ctx.has_di = di is not None
+        ctx.mark_non_differentiable(new)
+        return new, loss
+
+    @staticmethod
+    def backward(ctx, grad_new, grad_loss):  # noqa: D102
+        dk, di = ctx.saved_tensors
+        di_out = di * grad_loss if ctx.has_di else None
+        return di_out, None, dk * grad_loss, None, None, None
