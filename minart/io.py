@@ -1,3 +1,485 @@
-"""Work in progress."""
+"""Reading and writing images: PNG (8 and 16 bit, with text metadata) and JPEG.
 
-__all__: list[str] = []
+Images come in and go out as float32 ``(C, H, W)`` tensors in [0, 1]. Reading applies the EXIF
+orientation and refuses decompression bombs; writing never clips or casts silently, quantises
+with rounding (``q = round(x * (2^bits - 1))``) and replaces the target atomically (a temporary
+file in the same folder, then ``os.replace``), so an interrupted run never leaves a half-written
+image behind.
+
+Pillow decodes and encodes everything except 16-bit colour PNGs, which Pillow only knows as
+8-bit: those go through OpenCV (``cv2.imdecode`` / ``cv2.imencode``), which keeps all 16 bits.
+PNG text metadata is written as ``iTXt`` chunks (UTF-8) right after ``IHDR`` and read back by a
+small chunk parser, so :func:`read_metadata` never decodes pixels.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import json
+import os
+import struct
+import tempfile
+import warnings
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ._checks import as_batch, check_choice
+from .composite import _image
+from .errors import MediaError, ParamError, ShapeError
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "MAX_PIXELS_ENV",
+    "read_image",
+    "read_metadata",
+    "write_image",
+]
+
+ImageMode = Literal["RGB", "RGBA", "L"]
+
+DEFAULT_MAX_PIXELS = 64_000_000
+"""Largest image :func:`read_image` decodes unless told otherwise (64 megapixels)."""
+
+MAX_PIXELS_ENV = "MINART_MAX_PIXELS"
+"""Environment variable that overrides :data:`DEFAULT_MAX_PIXELS` (read at call time)."""
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_MAX_TEXT_BYTES = 64 * 1024 * 1024
+_COMPRESS_TEXT_OVER = 1024
+_JPEG_COMMENT_PREFIX = b"minart:"
+_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+# Pillow's ImageOps.exif_transpose methods for EXIF orientations 2..8, applied to (H, W, C) arrays.
+_ORIENT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),  # (H, W, C) -> (W, H, C)
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),  # (H, W, C) -> (W, H, C)
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _max_pixels(max_pixels: int | None) -> int:
+    if max_pixels is None:
+        raw = os.environ.get(MAX_PIXELS_ENV)
+        if raw is None:
+            return DEFAULT_MAX_PIXELS
+        try:
+            max_pixels = int(raw)
+        except ValueError:
+            raise ParamError(f"{MAX_PIXELS_ENV}={raw!r} must be an integer", param="max_pixels") from None
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise ParamError(f"max_pixels={max_pixels!r} must be an integer >= 1", param="max_pixels")
+    return max_pixels
+
+
+def _png_ihdr(data: bytes) -> tuple[int, int] | None:
+    """``(bit_depth, colour_type)`` of a PNG, or ``None`` for other formats."""
+    if data[:8] != _PNG_SIGNATURE or len(data) < 33 or data[12:16] != b"IHDR":
+        return None
+    return data[24], data[25]
+
+
+def _from_gray(gray: np.ndarray, mode: str) -> np.ndarray:
+    """``(H, W)`` float gray to ``(H, W, C)`` in ``mode`` (alpha 1 for RGBA)."""
+    if mode == "L":
+        return gray[..., None]
+    rgb = np.repeat(gray[..., None], 3, axis=2)  # (H, W) -> (H, W, 3)
+    if mode == "RGB":
+        return rgb
+    return np.concatenate([rgb, np.ones_like(gray)[..., None]], axis=2)
+
+
+def _from_color(rgba: np.ndarray, mode: str) -> np.ndarray:
+    """``(H, W, 3 or 4)`` float RGB(A) to ``mode``; like Pillow, RGB and L drop alpha."""
+    if mode == "L":
+        r, g, b = rgba[..., 0], rgba[..., 1], rgba[..., 2]
+        return (0.299 * r + 0.587 * g + 0.114 * b)[..., None]  # ITU-R 601-2, as Pillow's convert
+    if mode == "RGB":
+        return rgba[..., :3]
+    if rgba.shape[2] == 4:
+        return rgba
+    return np.concatenate([rgba, np.ones_like(rgba[..., :1])], axis=2)
+
+
+def read_image(path: str | os.PathLike, *, mode: ImageMode = "RGB",
+               max_pixels: int | None = None) -> Tensor:
+    """Read an image file as a float32 ``(C, H, W)`` tensor in [0, 1].
+
+    Pillow decodes the file (PNG, JPEG, WebP, TIFF, BMP, GIF's first frame, ...) and
+    ``ImageOps.exif_transpose`` applies its EXIF orientation. 8-bit data becomes ``v / 255``;
+    16-bit PNGs are read at full precision (``v / 65535``; colour ones through OpenCV, with the
+    same EXIF orientation applied). Conversions follow Pillow: ``"L"`` is ITU-R 601-2 luma
+    ``0.299 R + 0.587 G + 0.114 B``, ``"RGB"`` and ``"L"`` drop an alpha channel (no
+    compositing), ``"RGBA"`` adds alpha 1 to opaque images.
+
+    Args:
+        path: image file.
+        mode: ``"RGB"`` (3 channels), ``"RGBA"`` (4) or ``"L"`` (1).
+        max_pixels: refuse images with more than this many pixels before decoding them
+            (decompression-bomb guard). Default: the ``MINART_MAX_PIXELS`` environment variable,
+            else 64,000,000. Pillow's own bomb limit (``Image.MAX_IMAGE_PIXELS``) also applies.
+
+    Returns:
+        Tensor ``(C, H, W)`` float32 in [0, 1], ``H x W`` after EXIF orientation.
+
+    Raises:
+        MediaError: missing, unreadable, corrupt or truncated file, unsupported pixel format,
+            or more pixels than allowed; the message names the file.
+        ParamError: bad ``mode`` or ``max_pixels``.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     target = pathlib.Path(folder, "dot.png")
+        ...     write_image(target, torch.full((3, 1, 2), 0.5))
+        ...     read_image(target, mode="L").shape
+        torch.Size([1, 1, 2])
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    check_choice("mode", mode, ("RGB", "RGBA", "L"))
+    limit = _max_pixels(max_pixels)
+    name = os.fspath(path)
+    data = _read_bytes(name, "image")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(_io.BytesIO(data))
+            width, height = im.size
+            if width * height > limit:
+                raise MediaError(
+                    f"{width}x{height} = {width * height} pixels exceeds max_pixels={limit} "
+                    f"(decompression-bomb guard; pass max_pixels= or set {MAX_PIXELS_ENV})",
+                    file=name)
+            ihdr = _png_ihdr(data)
+            if ihdr is not None and ihdr[0] == 16 and ihdr[1] in (2, 4, 6):
+                pixels = _decode_png16_color(data, name)
+                orientation = im.getexif().get(0x0112, 1)
+                pixels = np.ascontiguousarray(_ORIENT.get(orientation, lambda a: a)(pixels))
+                array = _from_color(pixels.astype(np.float32) / 65535.0, mode)
+            else:
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                array = _pillow_to_float(im, mode, name)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise MediaError(f"image is too large to decode safely ({exc})", file=name) from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise MediaError(f"not a readable image ({type(exc).__name__}: {exc})", file=name) from None
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1).contiguous()  # (H, W, C) -> (C, H, W)
+
+
+def _read_bytes(name: str, what: str) -> bytes:
+    try:
+        return Path(name).read_bytes()
+    except FileNotFoundError:
+        raise MediaError(f"no such {what} file", file=name) from None
+    except IsADirectoryError:
+        raise MediaError(f"is a folder, not an {what} file", file=name) from None
+    except OSError as exc:
+        raise MediaError(f"cannot read the file ({exc.strerror})", file=name) from None
+
+
+def _decode_png16_color(data: bytes, name: str) -> np.ndarray:
+    """A 16-bit colour PNG as ``(H, W, 3 or 4)`` uint16 RGB(A), through OpenCV."""
+    import cv2
+
+    array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if array is None or array.dtype != np.uint16 or array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise MediaError("corrupt or truncated 16-bit PNG", file=name)
+    code = cv2.COLOR_BGR2RGB if array.shape[2] == 3 else cv2.COLOR_BGRA2RGBA
+    return cv2.cvtColor(array, code)
+
+
+def _pillow_to_float(im, mode: str, name: str) -> np.ndarray:
+    """A loaded Pillow image as ``(H, W, C)`` float32 in [0, 1] in ``mode``."""
+    if im.mode.startswith("I;16"):
+        return _from_gray(np.asarray(im).astype(np.float32) / 65535.0, mode)
+    if im.mode == "I":
+        values = np.asarray(im)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise MediaError(f"32-bit integer pixels span [{values.min()}, {values.max()}], "
+                             "outside the 16-bit range", file=name)
+        return _from_gray(values.astype(np.float32) / 65535.0, mode)
+    if im.mode == "F":
+        raise MediaError("floating-point images are not supported; convert to 8 or 16 bit", file=name)
+    return np.asarray(im.convert(mode), dtype=np.float32).reshape(im.height, im.width, -1) / 255.0  # (H, W[, C]) -> (H, W, C)
+
+
+def _quantize(image: Tensor, bits: int) -> np.ndarray:
+    """``(..., C, H, W)`` in [0, 1] to ``(..., H, W, C)`` uint8/uint16 with ``round(x * (2^bits - 1))``."""
+    scale = (1 << bits) - 1
+    q = (image.detach().to("cpu", torch.float64).clamp(0.0, 1.0) * scale).round()
+    array = q.movedim(-3, -1).numpy()  # (..., C, H, W) -> (..., H, W, C)
+    return np.ascontiguousarray(array.astype(np.uint8 if bits == 8 else np.uint16))
+
+
+def _temp_path(target: Path) -> Path:
+    """A fresh, empty file next to ``target`` whose name ends like ``target``'s."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=f".tmp{target.suffix}")
+    os.close(fd)
+    return Path(tmp)
+
+
+def _atomic_write_bytes(target: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``target``, fsync it, then ``os.replace``."""
+    tmp = _temp_path(target)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _prepare_target(path: str | os.PathLike, kinds: Mapping[str, str], what: str) -> tuple[Path, str]:
+    """Check the extension, create the parent folder; return the path and its format."""
+    target = Path(os.fspath(path))
+    fmt = kinds.get(target.suffix.lower())
+    if fmt is None:
+        options = ", ".join(kinds)
+        raise MediaError(f"unsupported {what} extension {target.suffix or '(none)'!r}; use {options}",
+                         file=str(target))
+    if target.is_dir():
+        raise MediaError(f"is a folder, not a {what} file", file=str(target))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target, fmt
+
+
+def _text_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    """Validate text metadata (PNG keyword rules) and add ``minart_version``."""
+    from . import __version__
+
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise ParamError(f"metadata must be a dict of strings, got {type(metadata).__name__}",
+                         param="metadata")
+    items = dict(metadata or {})
+    for key, value in items.items():
+        if not isinstance(key, str) or not 1 <= len(key) <= 79 or key != key.strip() or "  " in key \
+                or any(not (32 <= ord(ch) <= 126 or 161 <= ord(ch) <= 255) for ch in key):
+            raise ParamError(f"metadata key {key!r} must be 1-79 printable Latin-1 characters "
+                             "without leading, trailing or double spaces (PNG keyword rules)",
+                             param="metadata")
+        if not isinstance(value, str):
+            raise ParamError(f"metadata[{key!r}] must be a string, got {type(value).__name__}; "
+                             "convert it yourself (e.g. str(seed) or json.dumps)", param="metadata")
+    items.setdefault("minart_version", __version__)
+    return items
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    """One PNG chunk: length, type, payload, CRC-32 of type and payload."""
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def _itxt_chunk(key: str, value: str) -> bytes:
+    """An ``iTXt`` chunk (zlib-compressed above 1 KiB), no language tag."""
+    text = value.encode("utf-8")
+    compressed = len(text) > _COMPRESS_TEXT_OVER
+    if compressed:
+        text = zlib.compress(text, 9)
+    head = key.encode("latin-1") + b"\x00" + bytes([int(compressed), 0]) + b"\x00\x00"
+    return _png_chunk(b"iTXt", head + text)
+
+
+def _insert_after_ihdr(png: bytes, chunks: bytes) -> bytes:
+    """Insert encoded chunks right after ``IHDR`` (so they precede ``IDAT``)."""
+    end = 8 + 8 + struct.unpack(">I", png[8:12])[0] + 4
+    return png[:end] + chunks + png[end:]
+
+
+def _encode_png(array: np.ndarray, bits: int) -> bytes:
+    """``(H, W, C)`` uint8/uint16 to PNG bytes: Pillow, or OpenCV for 16-bit colour."""
+    channels = array.shape[2]
+    if bits == 16 and channels in (3, 4):
+        import cv2
+
+        code = cv2.COLOR_RGB2BGR if channels == 3 else cv2.COLOR_RGBA2BGRA
+        ok, buffer = cv2.imencode(".png", cv2.cvtColor(array, code))
+        if not ok:
+            raise MediaError("OpenCV could not encode the 16-bit PNG")
+        return buffer.tobytes()
+    from PIL import Image
+
+    plane = array[..., 0] if channels == 1 else array  # (H, W, 1) -> (H, W): Pillow's L or I;16
+    out = _io.BytesIO()
+    Image.fromarray(plane).save(out, format="PNG")
+    return out.getvalue()
+
+
+def write_image(path: str | os.PathLike, image: Tensor, *, bits: Literal[8, 16] = 8,
+                metadata: Mapping[str, str] | None = None, quality: int = 95) -> None:
+    """Write a ``(C, H, W)`` image in [0, 1] to PNG (8 or 16 bit) or JPEG, atomically.
+
+    Pixels are quantised as ``round(x * (2^bits - 1))`` (values within 1e-6 of [0, 1] count as
+    in range). The format comes from the extension: ``.png`` (1 channel gray, 3 RGB, 4 RGBA;
+    8 or 16 bit) or ``.jpg``/``.jpeg`` (1 or 3 channels, 8 bit, ``quality``). ``metadata`` plus
+    ``minart_version`` is stored as PNG ``iTXt`` chunks, or for JPEG as one JSON comment
+    (``COM`` segment), and :func:`read_metadata` returns it. The parent folder is created if
+    needed; the file appears complete or not at all (temporary file + ``os.replace``).
+
+    Args:
+        path: target file; ``.png``, ``.jpg`` or ``.jpeg``.
+        image: ``(C, H, W)`` or ``(1, C, H, W)`` float tensor in [0, 1], C in 1, 3, 4.
+        bits: 8 or 16 (16 for PNG only).
+        metadata: text to store, string keys (PNG keyword rules: 1-79 Latin-1 characters) and
+            string values (any Unicode), e.g. the recipe text and the seed.
+        quality: JPEG quality 1-100 (ignored for PNG, which is lossless).
+
+    Returns:
+        None.
+
+    Raises:
+        ShapeError: not an image, a batch of several, NaN/Inf, values outside [0, 1], an
+            unsupported channel count, or alpha for JPEG.
+        ParamError: bad ``bits``, ``quality`` or metadata.
+        MediaError: unsupported extension or the file cannot be written.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     target = pathlib.Path(folder, "ramp.png")
+        ...     write_image(target, torch.linspace(0, 1, 6).view(1, 2, 3), bits=16, metadata={"seed": "7"})
+        ...     read_metadata(target)["seed"], read_image(target, mode="L").flatten()[1].item()
+        ('7', 0.20000000298023224)
+    """
+    target, fmt = _prepare_target(path, _FORMATS, "image")
+    if bits not in (8, 16) or isinstance(bits, bool):
+        raise ParamError(f"bits={bits!r} must be 8 or 16", param="bits")
+    if fmt == "JPEG" and bits == 16:
+        raise ParamError("bits=16 needs a .png file; JPEG stores 8 bits", param="bits")
+    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+        raise ParamError(f"quality={quality!r} must be an integer in [1, 100]", param="quality")
+    batch, _ = as_batch(image, name="image")
+    if batch.shape[0] != 1:
+        raise ShapeError(f"image must be one (C, H, W) image, got a batch of shape {tuple(image.shape)}; "
+                         "write each image or make a grid")
+    channels = batch.shape[1]
+    if channels not in (1, 3, 4):
+        raise ShapeError(f"image must have 1, 3 or 4 channels, got {channels}")
+    if fmt == "JPEG" and channels == 4:
+        raise ShapeError("JPEG has no alpha channel; write a .png or drop the alpha channel first")
+    _image(batch, "image")
+    texts = _text_metadata(metadata)
+    array = _quantize(batch[0], bits)
+    if fmt == "PNG":
+        chunks = b"".join(_itxt_chunk(key, value) for key, value in texts.items())
+        data = _insert_after_ihdr(_encode_png(array, bits), chunks)
+    else:
+        from PIL import Image
+
+        plane = array[..., 0] if channels == 1 else array  # (H, W, 1) -> (H, W): Pillow's L
+        comment = _JPEG_COMMENT_PREFIX + json.dumps(texts, ensure_ascii=True, sort_keys=True).encode("ascii")
+        out = _io.BytesIO()
+        Image.fromarray(plane).save(
+            out, format="JPEG", quality=quality, comment=comment)
+        data = out.getvalue()
+    try:
+        _atomic_write_bytes(target, data)
+    except OSError as exc:
+        raise MediaError(f"cannot write the image ({exc.strerror or exc})", file=str(target)) from None
+
+
+def _inflate(payload: bytes, name: str) -> bytes:
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(payload, _MAX_TEXT_BYTES)
+    except zlib.error:
+        raise MediaError("corrupt compressed PNG text chunk", file=name) from None
+    if inflater.unconsumed_tail:
+        raise MediaError(f"a PNG text chunk inflates beyond {_MAX_TEXT_BYTES} bytes", file=name)
+    return text
+
+
+def _png_text(data: bytes, name: str) -> dict[str, str]:
+    """All ``tEXt``, ``zTXt`` and ``iTXt`` chunks of a PNG, without decoding pixels."""
+    texts: dict[str, str] = {}
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I", data[pos:pos + 4])[0], data[pos + 4:pos + 8]
+        payload = data[pos + 8:pos + 8 + length]
+        if len(payload) != length:
+            raise MediaError("truncated PNG chunk", file=name)
+        pos += 12 + length
+        if kind == b"IEND":
+            return texts
+        if kind not in (b"tEXt", b"zTXt", b"iTXt"):
+            continue
+        key, sep, rest = payload.partition(b"\x00")
+        if not sep:
+            raise MediaError(f"malformed PNG {kind.decode()} chunk", file=name)
+        if kind == b"tEXt":
+            value = rest.decode("latin-1")
+        elif kind == b"zTXt":
+            value = _inflate(rest[1:], name).decode("latin-1")
+        else:
+            if len(rest) < 2:
+                raise MediaError("malformed PNG iTXt chunk", file=name)
+            compressed, fields = rest[0], rest[2:].split(b"\x00", 2)
+            if len(fields) != 3:
+                raise MediaError("malformed PNG iTXt chunk", file=name)
+            raw = _inflate(fields[2], name) if compressed else fields[2]
+            value = raw.decode("utf-8", errors="replace")
+        texts[key.decode("latin-1")] = value
+    raise MediaError("truncated PNG (no IEND chunk)", file=name)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The text metadata of an image: PNG text chunks or minart's JSON JPEG comment.
+
+    PNG: every ``tEXt``, ``zTXt`` and ``iTXt`` chunk, ``{keyword: text}`` (pixels are not
+    decoded). JPEG: the dict :func:`write_image` stored, or ``{"comment": text}`` for a foreign
+    comment. Other formats: the string entries of Pillow's ``info``.
+
+    Args:
+        path: image file.
+
+    Returns:
+        dict[str, str], empty when the file has no text.
+
+    Raises:
+        MediaError: missing, unreadable or corrupt file.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     target = pathlib.Path(folder, "dot.jpg")
+        ...     write_image(target, torch.zeros(3, 2, 2), metadata={"recipe": "fractal: {}"})
+        ...     read_metadata(target)["recipe"]
+        'fractal: {}'
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    name = os.fspath(path)
+    data = _read_bytes(name, "image")
+    if data[:8] == _PNG_SIGNATURE:
+        return _png_text(data, name)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            info = dict(Image.open(_io.BytesIO(data)).info)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise MediaError(f"not a readable image ({type(exc).__name__}: {exc})", file=name) from None
+    comment = info.pop("comment", None)
+    texts = {k: v for k, v in info.items() if isinstance(k, str) and isinstance(v, str)}
+    if isinstance(comment, bytes) and comment.startswith(_JPEG_COMMENT_PREFIX):
+        try:
+            stored = json.loads(comment[len(_JPEG_COMMENT_PREFIX):])
+        except ValueError:
+            raise MediaError("corrupt minart metadata comment", file=name) from None
+        if not isinstance(stored, dict) or not all(isinstance(v, str) for v in stored.values()):
+            raise MediaError("corrupt minart metadata comment", file=name)
+        texts.update(stored)
+    elif comment:
+        texts["comment"] = comment.decode("latin-1") if isinstance(comment, bytes) else str(comment)
+    return texts

@@ -1,0 +1,228 @@
+"""Image I/O: exact 8/16-bit round trips, an independent PNG encoder, metadata, EXIF, refusals."""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, PngImagePlugin
+
+import minart
+from minart import io as mio
+from minart.errors import MediaError, ParamError, ShapeError
+from minart.io import read_image, read_metadata, write_image
+
+
+def _raw_png(array: np.ndarray, colour_type: int) -> bytes:
+    """An unfiltered 16-bit PNG written from the spec (filter 0 on every row), no OpenCV/Pillow."""
+    h, w = array.shape[:2]
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    rows = array.astype(">u2").reshape(h, -1).tobytes()
+    stride = w * array.shape[2] * 2
+    raw = b"".join(b"\x00" + rows[y * stride:(y + 1) * stride] for y in range(h))
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def _gradient(c: int = 3, h: int = 9, w: int = 13) -> torch.Tensor:
+    y = torch.linspace(0, 1, h).view(1, h, 1)
+    x = torch.linspace(0, 1, w).view(1, 1, w)
+    return torch.stack([(x * (k + 1) / c + y * (c - k) / c) / 2 for k in range(c)]).view(c, h, w)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_png8_round_trip_is_exact_quantisation(tmp_path, gen, channels):
+    image = torch.rand(channels, 5, 7, generator=gen)
+    target = tmp_path / "out.png"
+    write_image(target, image)
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
+    back = read_image(target, mode=mode)
+    assert back.dtype == torch.float32 and back.shape == image.shape
+    assert torch.equal(back, (image * 255).round() / 255)
+    assert Image.open(target).mode == mode
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_png16_round_trip_keeps_16_bits(tmp_path, gen, channels):
+    image = torch.rand(channels, 6, 5, generator=gen)
+    target = tmp_path / "deep.png"
+    write_image(target, image, bits=16)
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
+    back = read_image(target, mode=mode)
+    assert torch.equal(back, ((image.double() * 65535).round() / 65535).float())
+    assert (back - image).abs().max() <= 0.5 / 65535 + 1e-7
+    assert ((back * 255).round() / 255 - back).abs().max() > 1e-4  # not 8-bit data in disguise
+    assert target.read_bytes()[24] == 16  # IHDR bit depth
+
+
+def test_reads_an_independently_encoded_16_bit_png(tmp_path):
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 65536, size=(4, 6, 3), dtype=np.uint16)
+    (tmp_path / "rgb.png").write_bytes(_raw_png(rgb, colour_type=2))
+    back = read_image(tmp_path / "rgb.png")
+    np.testing.assert_array_equal(back.permute(1, 2, 0).numpy(), (rgb / 65535).astype(np.float32))
+    gray_alpha = rng.integers(0, 65536, size=(3, 5, 2), dtype=np.uint16)
+    (tmp_path / "ga.png").write_bytes(_raw_png(gray_alpha, colour_type=4))
+    rgba = read_image(tmp_path / "ga.png", mode="RGBA").permute(1, 2, 0).numpy()
+    expected = (gray_alpha / 65535).astype(np.float32)
+    np.testing.assert_array_equal(rgba[..., 0], expected[..., 0])
+    np.testing.assert_array_equal(rgba[..., 2], expected[..., 0])
+    np.testing.assert_array_equal(rgba[..., 3], expected[..., 1])
+
+
+def test_modes_follow_pillow_conversions(tmp_path, gen):
+    image = torch.rand(4, 3, 4, generator=gen)
+    write_image(tmp_path / "a.png", image)
+    expected_l = np.asarray(Image.open(tmp_path / "a.png").convert("L"), dtype=np.float32) / 255
+    np.testing.assert_array_equal(read_image(tmp_path / "a.png", mode="L")[0].numpy(), expected_l)
+    assert torch.equal(read_image(tmp_path / "a.png", mode="RGB"), read_image(tmp_path / "a.png", mode="RGBA")[:3])
+    write_image(tmp_path / "g.png", image[:1])
+    rgba = read_image(tmp_path / "g.png", mode="RGBA")
+    assert torch.equal(rgba[3], torch.ones(3, 4)) and torch.equal(rgba[0], rgba[2])
+
+
+def test_quantisation_rounds_and_tolerates_only_tiny_overshoot(tmp_path):
+    values = torch.tensor([0.4 / 255, 0.6 / 255, 1 + 5e-7, -5e-7]).view(1, 1, 4)
+    write_image(tmp_path / "r.png", values)
+    assert (read_image(tmp_path / "r.png", mode="L") * 255).round().flatten().tolist() == [0, 1, 255, 0]
+    with pytest.raises(ShapeError, match=r"image values must lie in \[0, 1\], got \[0, 1.01\]"):
+        write_image(tmp_path / "bad.png", torch.tensor([0.0, 1.01]).view(1, 1, 2))
+    with pytest.raises(ShapeError, match="image contains NaN or Inf values"):
+        write_image(tmp_path / "bad.png", torch.tensor([0.0, float("nan")]).view(1, 1, 2))
+    assert not (tmp_path / "bad.png").exists()
+
+
+def test_png_metadata_round_trip_and_pillow_agrees(tmp_path):
+    recipe = "name: ocean 🌊\nsteps:\n" + "  - soften: {dt: 0.2}\n" * 200  # > 1 KiB: compressed iTXt
+    target = tmp_path / "meta.png"
+    write_image(target, torch.rand(3, 4, 4), bits=16, metadata={"recipe": recipe, "seed": "42"})
+    meta = read_metadata(target)
+    assert meta == {"recipe": recipe, "seed": "42", "minart_version": minart.__version__}
+    with Image.open(target) as im:
+        assert dict(im.text) == meta
+
+
+def test_read_metadata_reads_foreign_text_chunks(tmp_path):
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Author", "someone")
+    info.add_text("Comment", "long " * 300, zip=True)
+    info.add_itxt("Title", "überschrift", zip=False)
+    Image.new("RGB", (3, 2)).save(tmp_path / "foreign.png", pnginfo=info)
+    assert read_metadata(tmp_path / "foreign.png") == {
+        "Author": "someone", "Comment": "long " * 300, "Title": "überschrift"}
+
+
+def test_jpeg_round_trip_and_metadata(tmp_path):
+    image = _gradient(3, 24, 32)
+    target = tmp_path / "photo.JPG"
+    write_image(target, image, quality=95, metadata={"seed": "1"})
+    back = read_image(target)
+    assert back.shape == image.shape and (back - image).abs().mean() < 0.01
+    assert read_metadata(target) == {"seed": "1", "minart_version": minart.__version__}
+    Image.new("RGB", (2, 2)).save(tmp_path / "other.jpg", comment=b"shot on film")
+    assert read_metadata(tmp_path / "other.jpg") == {"comment": "shot on film"}
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_matches_pillow_for_8_and_16_bit(tmp_path, orientation):
+    image = torch.rand(3, 4, 6, generator=torch.Generator().manual_seed(orientation))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    rgb8 = mio._quantize(image, 8)
+    Image.fromarray(rgb8).save(tmp_path / "o8.png", exif=exif.tobytes())
+    expected = read_image(tmp_path / "o8.png")
+    with Image.open(tmp_path / "o8.png") as im:
+        from PIL import ImageOps
+        reference = np.asarray(ImageOps.exif_transpose(im), dtype=np.float32) / 255
+    np.testing.assert_array_equal(expected.permute(1, 2, 0).numpy(), reference)
+    write_image(tmp_path / "o16.png", image, bits=16)
+    data = (tmp_path / "o16.png").read_bytes()
+    (tmp_path / "o16.png").write_bytes(mio._insert_after_ihdr(data, mio._png_chunk(b"eXIf", exif.tobytes()[6:])))
+    got = read_image(tmp_path / "o16.png")
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max() <= 0.5 / 255 + 1e-6
+    if orientation in (5, 6, 7, 8):
+        assert got.shape == (3, 6, 4)
+
+
+def test_read_refusals_name_the_file(tmp_path):
+    missing = tmp_path / "nope.png"
+    with pytest.raises(MediaError, match=f"^{missing}: no such image file$"):
+        read_image(missing)
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"definitely not an image" * 10)
+    with pytest.raises(MediaError, match=f"^{junk}: not a readable image"):
+        read_image(junk)
+    for bits in (8, 16):
+        whole = tmp_path / f"whole{bits}.png"
+        write_image(whole, torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(bits)), bits=bits)
+        cut = tmp_path / f"cut{bits}.png"
+        cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+        with pytest.raises(MediaError, match=f"^{cut}: "):
+            read_image(cut)
+        with pytest.raises(MediaError, match=f"^{cut}: truncated PNG"):
+            read_metadata(cut)
+
+
+def test_pixel_limit_from_parameter_and_environment(tmp_path, monkeypatch):
+    target = tmp_path / "big.png"
+    write_image(target, torch.zeros(3, 10, 20))
+    with pytest.raises(MediaError, match=r"20x10 = 200 pixels exceeds max_pixels=199 \(decompression-bomb guard"):
+        read_image(target, max_pixels=199)
+    assert read_image(target, max_pixels=200).shape == (3, 10, 20)
+    monkeypatch.setenv("MINART_MAX_PIXELS", "150")
+    with pytest.raises(MediaError, match="exceeds max_pixels=150"):
+        read_image(target)
+    monkeypatch.setenv("MINART_MAX_PIXELS", "lots")
+    with pytest.raises(ParamError, match="MINART_MAX_PIXELS='lots' must be an integer"):
+        read_image(target)
+
+
+def test_pillow_bomb_guard_becomes_media_error(tmp_path, monkeypatch):
+    target = tmp_path / "bomb.png"
+    write_image(target, torch.zeros(1, 10, 10))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40)  # warns above 40 pixels, fails above 80
+    with pytest.raises(MediaError, match="image is too large to decode safely"):
+        read_image(target, max_pixels=10_000)
+
+
+def test_write_refusals(tmp_path):
+    img = torch.rand(3, 4, 4)
+    with pytest.raises(MediaError, match=r"unsupported image extension '.webp'; use .png, .jpg, .jpeg"):
+        write_image(tmp_path / "x.webp", img)
+    with pytest.raises(ShapeError, match="got a batch of shape"):
+        write_image(tmp_path / "x.png", torch.rand(2, 3, 4, 4))
+    with pytest.raises(ShapeError, match="JPEG has no alpha channel"):
+        write_image(tmp_path / "x.jpg", torch.rand(4, 4, 4))
+    with pytest.raises(ParamError, match="bits=16 needs a .png file"):
+        write_image(tmp_path / "x.jpg", img, bits=16)
+    with pytest.raises(ParamError, match="bits=12 must be 8 or 16"):
+        write_image(tmp_path / "x.png", img, bits=12)
+    with pytest.raises(ParamError, match=r"metadata\['seed'\] must be a string, got int"):
+        write_image(tmp_path / "x.png", img, metadata={"seed": 7})
+    with pytest.raises(ShapeError, match="must have 1, 3 or 4 channels, got 2"):
+        write_image(tmp_path / "x.png", torch.rand(2, 4, 4))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_is_atomic(tmp_path, monkeypatch):
+    target = tmp_path / "sub" / "art.png"
+    write_image(target, torch.zeros(3, 2, 2))
+    before = target.read_bytes()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["art.png"]
+
+    def broken_replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(MediaError, match="cannot write the image"):
+        write_image(target, torch.ones(3, 2, 2))
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in target.parent.iterdir()) == ["art.png"]
