@@ -45,7 +45,8 @@ def render(recipe: str, overrides: dict[str, Any] | None = None, preview: bool =
     recipe = os.path.abspath(recipe)
     overrides = dict(overrides or {})
     store = TensorCache(cache)
-    plan = engine.load_plan(recipe, overrides, preview=preview, device=device)
+    plan = engine.load_plan(recipe, overrides, preview=preview, device=device,
+                            output_dir=output_dir)
     to_run, status, corrupt = plan.schedule(store, log=logger)
     logger.info("recipe %s: %d steps, %d to submit (%d cached), cache %s", recipe,
                 len(plan.steps), len(to_run), sum(status[n] == "cached" for n in to_run),

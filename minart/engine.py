@@ -69,6 +69,11 @@ class PlannedStep:
     key: str
     inputs: tuple[str, ...]
     input_keys: tuple[str, ...]
+    files: tuple[str, ...] = ()
+
+    def files_present(self) -> bool:
+        """Whether every file this (output) step writes exists."""
+        return all(os.path.exists(f) for f in self.files)
 
 
 @dataclass(frozen=True)
@@ -275,6 +280,7 @@ class Plan:
     device_class: str
     steps: Mapping[str, PlannedStep]
     targets: tuple[str, ...]
+    output_dir: Path | None = None
 
     @property
     def label(self) -> str:
@@ -318,7 +324,7 @@ class Plan:
                 return
             step = self.steps[name]
             state = "missing"
-            if cache.contains(step.key):
+            if cache.contains(step.key) and step.files_present():
                 state = "cached"
                 if verify:
                     try:
@@ -343,35 +349,64 @@ class Plan:
         return to_run, status, corrupt
 
 
-def plan(recipe: Any, *, device: str | torch.device = "cpu") -> Plan:
+def plan(recipe: Any, *, device: str | torch.device = "cpu",
+         output_dir: str | os.PathLike | None = None) -> Plan:
     """Compute every step's key for ``recipe`` on ``device``.
+
+    Output steps (stages with a ``targets`` hook, e.g. ``save_image``) also hash the absolute
+    paths they will write, so rendering into another folder (or on another ``{date}``) writes
+    the files again while everything upstream stays cached.
 
     Args:
         recipe: a loaded recipe (``minart.recipe.load_recipe``): ``steps`` with ``name``,
             ``stage``, ``inputs``, ``params``; ``seed``; optional ``outputs``.
         device: where stages run; its class (``cpu-float32``, ``cuda-float32``) enters the keys.
+        output_dir: folder output files go to (default: the current folder).
 
     Returns:
         A :class:`Plan`.
 
     Raises:
-        RecipeError: unknown stages or inputs, cycles.
+        RecipeError: unknown stages or inputs, cycles, output paths leaving ``output_dir``.
         ParamError: parameters with no canonical form, a bad device.
     """
     registry = _registry()
     dclass = device_class(device)
+    out = Path(output_dir).resolve() if output_dir is not None else None
     steps = list(recipe.steps)
-    keys = plan_keys(steps, version_of=lambda s: registry.get_stage(s).version,
+    files: dict[str, tuple[str, ...]] = {}
+    keyed = []
+    for step in steps:
+        hook = getattr(registry.get_stage(step.stage), "targets", None)
+        params = step.params
+        if hook is not None:
+            ctx = _base_context(recipe, step.name, device=torch.device(device), output_dir=out)
+            try:
+                files[step.name] = tuple(str(Path(f).resolve()) for f in hook(step.params, ctx))
+            except MinartError as exc:
+                raise exc.at(step=step.name) from None
+            params = {"params": step.params, "files": list(files[step.name])}
+        keyed.append(_Keyed(step.name, step.stage, tuple(step.inputs), params))
+    keys = plan_keys(keyed, version_of=lambda s: registry.get_stage(s).version,
                      seed=getattr(recipe, "seed", None), device=dclass)
     by_name = {s.name: s for s in steps}
     planned = {
         name: PlannedStep(name=name, stage=by_name[name].stage, key=keys[name],
                           inputs=tuple(by_name[name].inputs),
-                          input_keys=tuple(keys[i] for i in by_name[name].inputs))
+                          input_keys=tuple(keys[i] for i in by_name[name].inputs),
+                          files=files.get(name, ()))
         for name in topological_order(steps)
     }
     return Plan(recipe=recipe, device=str(device), device_class=dclass, steps=planned,
-                targets=tuple(_target_names(recipe, list(planned))))
+                targets=tuple(_target_names(recipe, list(planned))), output_dir=out)
+
+
+@dataclass(frozen=True)
+class _Keyed:
+    name: str
+    stage: str
+    inputs: tuple[str, ...]
+    params: Any
 
 
 def _overrides_tuple(overrides: Mapping[str, Any] | Iterable[str] | None) -> tuple[str, ...]:
@@ -384,15 +419,16 @@ def _overrides_tuple(overrides: Mapping[str, Any] | Iterable[str] | None) -> tup
 
 @functools.lru_cache(maxsize=16)
 def _load_plan_cached(path: str, stamp: tuple, overrides: tuple[str, ...], preview: bool,
-                      device: str) -> Plan:
+                      device: str, output_dir: str | None, day: str) -> Plan:
     recipe = _recipe_module().load_recipe(path, overrides)
     if preview:
         recipe = recipe.preview()
-    return plan(recipe, device=device)
+    return plan(recipe, device=device, output_dir=output_dir)
 
 
 def load_plan(path: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[str] | None = None,
-              *, preview: bool = False, device: str = "cpu") -> Plan:
+              *, preview: bool = False, device: str = "cpu",
+              output_dir: str | os.PathLike | None = None) -> Plan:
     """Load, validate and plan a recipe file (memoised per file version, overrides and device).
 
     Args:
@@ -400,6 +436,7 @@ def load_plan(path: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[s
         overrides: ``["step.param=value", ...]`` or ``{"step.param": value}``.
         preview: plan the recipe's quick preview variant instead.
         device: where stages run.
+        output_dir: folder output files go to (default: the current folder).
 
     Returns:
         A :class:`Plan`.
@@ -413,40 +450,52 @@ def load_plan(path: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[s
         stamp = (info.st_mtime_ns, info.st_size)
     except OSError:
         stamp = ()
+    out = os.path.abspath(output_dir) if output_dir is not None else os.getcwd()
+    day = time.strftime("%Y-%m-%d", time.gmtime())  # output templates may use {date}
     return _load_plan_cached(os.path.abspath(path), stamp, _overrides_tuple(overrides),
-                             bool(preview), str(device))
+                             bool(preview), str(device), out, day)
 
 
 # -- running -------------------------------------------------------------------------------------
 
 
-def _make_context(plan_: Plan, step: PlannedStep, *, cache: TensorCache,
-                  progress: ProgressFn | None, output_dir: str | os.PathLike | None) -> Any:
+def _base_context(recipe: Any, step: str, *, device: torch.device, output_dir: Path | None,
+                  **extra: Any) -> Any:
     registry = _registry()
-    recipe = plan_.recipe
-    device = torch.device(plan_.device)
-    generator = torch.Generator(device=device).manual_seed(
-        step_seed(getattr(recipe, "seed", None)))
     recipe_path = getattr(recipe, "path", None)
     candidates = {
         "seed": getattr(recipe, "seed", None),
         "device": device,
         "size": getattr(recipe, "size", None),
-        "generator": generator,
-        "progress": (lambda done, total: progress(step.name, done, total)) if progress else None,
         "recipe_dir": Path(recipe_path).parent if recipe_path else Path.cwd(),
-        "checkpoint": Checkpoint(cache, step.key, step=step.name, stage=step.stage),
-        "output_dir": Path(output_dir) if output_dir is not None else None,
+        "output_dir": output_dir,
         "recipe": recipe,
-        "step": step.name,
+        "step": step,
+        **extra,
     }
     context_cls = registry.StageContext
     names = {f.name for f in dataclasses.fields(context_cls)}
-    return context_cls(**{k: v for k, v in candidates.items() if k in names})
+    return context_cls(**{k: v for k, v in candidates.items() if k in names and v is not None})
+
+
+def _make_context(plan_: Plan, step: PlannedStep, *, cache: TensorCache,
+                  progress: ProgressFn | None) -> Any:
+    device = torch.device(plan_.device)
+    generator = torch.Generator(device=device).manual_seed(
+        step_seed(getattr(plan_.recipe, "seed", None)))
+    report = (lambda done, total: progress(step.name, done, total)) if progress else None
+    return _base_context(plan_.recipe, step.name, device=device, output_dir=plan_.output_dir,
+                         generator=generator, progress=report,
+                         checkpoint=Checkpoint(cache, step.key, step=step.name, stage=step.stage))
+
+
+def _cached(cache: TensorCache, step: PlannedStep) -> bool:
+    """A verified hit whose output files (if any) exist; raises CacheError if corrupt."""
+    return step.files_present() and cache.get(step.key) is not None
 
 
 def _load_input(plan_: Plan, name: str, *, cache: TensorCache, progress: ProgressFn | None,
-                output_dir, log, found: list[StepResult]) -> Tensor:
+                log, found: list[StepResult]) -> Tensor:
     step = plan_.steps[name]
     try:
         tensor = cache.get(step.key)
@@ -456,8 +505,7 @@ def _load_input(plan_: Plan, name: str, *, cache: TensorCache, progress: Progres
         found.append(StepResult(name, step.stage, step.key, "corrupt", corrupt=1))
         tensor = None
     if tensor is None:
-        result = run_step(plan_, name, cache=cache, progress=progress, output_dir=output_dir,
-                          log=log)
+        result = run_step(plan_, name, cache=cache, progress=progress, log=log)
         found.append(result)
         tensor = cache.get(step.key)
         if tensor is None:
@@ -467,16 +515,17 @@ def _load_input(plan_: Plan, name: str, *, cache: TensorCache, progress: Progres
 
 
 def run_step(plan_: Plan, name: str, *, cache: TensorCache, progress: ProgressFn | None = None,
-             output_dir: str | os.PathLike | None = None,
              log: logging.Logger | logging.LoggerAdapter | None = None) -> StepResult:
     """Produce step ``name``'s result in the cache: a hit, or load inputs, run the stage, store.
+
+    Holds the step's cache lock throughout, so a second run of the same step waits and then
+    finds the result. Missing or corrupt inputs are recomputed (and reported) on the way.
 
     Args:
         plan_: the planned recipe.
         name: the step to run.
         cache: the tensor cache.
         progress: ``progress(step, done, total)`` for long stages.
-        output_dir: where stages that write files put them.
         log: logger (Prefect's run logger inside a task).
 
     Returns:
@@ -492,22 +541,22 @@ def run_step(plan_: Plan, name: str, *, cache: TensorCache, progress: ProgressFn
     with cache.lock(step.key):
         corrupt = 0
         try:
-            if cache.get(step.key) is not None:
-                return StepResult(name, step.stage, step.key, "cached")
+            if _cached(cache, step):
+                return StepResult(name, step.stage, step.key, "cached", outputs=step.files)
         except CacheError as exc:
             log.warning("step '%s': %s; recomputing it", name, exc)
             cache.delete(step.key)
             corrupt = 1
         start = time.perf_counter()
         found: list[StepResult] = []
-        inputs = [_load_input(plan_, source, cache=cache, progress=progress,
-                              output_dir=output_dir, log=log, found=found)
+        inputs = [_load_input(plan_, source, cache=cache, progress=progress, log=log, found=found)
                   for source in step.inputs]
-        ctx = _make_context(plan_, step, cache=cache, progress=progress, output_dir=output_dir)
+        ctx = _make_context(plan_, step, cache=cache, progress=progress)
         checkpoint = getattr(ctx, "checkpoint", None)
         resumed = checkpoint.load() if checkpoint is not None else None
         params = next(s.params for s in plan_.recipe.steps if s.name == name)
-        log.info("step '%s' (%s): computing", name, step.stage)
+        log.info("step '%s' (%s): computing%s", name, step.stage,
+                 f" (resuming at iteration {resumed[1]})" if resumed else "")
         try:
             result = stage.run(inputs, params, ctx)
         except MinartError as exc:
@@ -520,7 +569,7 @@ def run_step(plan_: Plan, name: str, *, cache: TensorCache, progress: ProgressFn
         if checkpoint is not None:
             checkpoint.delete()
         seconds = time.perf_counter() - start
-        outputs = tuple(str(o) for o in getattr(ctx, "written", ()) or ())
+        outputs = tuple(str(o) for o in getattr(ctx, "written", ()) or ()) or step.files
         log.info("step '%s' (%s): computed in %.2f s", name, step.stage, seconds)
         return StepResult(
             name, step.stage, step.key, "computed", seconds=seconds, outputs=outputs,
@@ -531,9 +580,14 @@ def run_step(plan_: Plan, name: str, *, cache: TensorCache, progress: ProgressFn
 
 
 def render(plan_: Plan, *, cache: TensorCache, progress: ProgressFn | None = None,
-           output_dir: str | os.PathLike | None = None,
            log: logging.Logger | logging.LoggerAdapter | None = None) -> RunReport:
     """Render a planned recipe in this process, step by step (the path without Prefect).
+
+    Args:
+        plan_: the planned recipe (its ``output_dir`` says where files go).
+        cache: the tensor cache.
+        progress: ``progress(step, done, total)`` for long stages.
+        log: where info and warnings go.
 
     Returns:
         A :class:`RunReport` listing every step (computed, cached or skipped).
@@ -547,13 +601,11 @@ def render(plan_: Plan, *, cache: TensorCache, progress: ProgressFn | None = Non
     for name in to_run:
         if status[name] == "cached":  # verified by schedule(): nothing to load or run
             step = plan_.steps[name]
-            results[name] = StepResult(name, step.stage, step.key, "cached")
+            results[name] = StepResult(name, step.stage, step.key, "cached", outputs=step.files)
         else:
-            results[name] = run_step(plan_, name, cache=cache, progress=progress,
-                                     output_dir=output_dir, log=log)
+            results[name] = run_step(plan_, name, cache=cache, progress=progress, log=log)
     report = RunReport(recipe=plan_.label, device=plan_.device_class, corrupt_found=corrupt)
     for name, step in plan_.steps.items():
         report.steps.append(results.get(name) or StepResult(name, step.stage, step.key, "skipped"))
     report.seconds = time.perf_counter() - start
     return report
-

@@ -103,13 +103,14 @@ def render_step(*, recipe: str, overrides: dict[str, Any], preview: bool, device
     """Run (or find in the cache) one step of a recipe; return its JSON report."""
     from prefect import get_run_logger
 
-    plan = engine.load_plan(recipe, overrides, preview=preview, device=device)
+    plan = engine.load_plan(recipe, overrides, preview=preview, device=device,
+                            output_dir=output_dir)
     if plan.step(step).key != key:
         from minart.errors import RecipeError
 
         raise RecipeError(f"the recipe changed during the run (key of step '{step}' is now "
                           f"{plan.step(step).key}, expected {key})", file=recipe)
-    result = engine.run_step(plan, step, cache=TensorCache(cache), output_dir=output_dir,
+    result = engine.run_step(plan, step, cache=TensorCache(cache),
                              progress=_ProgressArtifact(step), log=get_run_logger())
     return result.to_dict()
 
