@@ -202,6 +202,7 @@ class Checkpoint:
         self.cache, self.key = cache, f"{key}-ckpt"
         self.step, self.stage = step, stage
         self.saved = 0
+        self.resumed_from: int | None = None
 
     def save(self, iteration: int, state: Mapping[str, Tensor]) -> None:
         """Store ``state`` as reached after ``iteration`` iterations (replacing older ones)."""
@@ -221,7 +222,8 @@ class Checkpoint:
         if found is None:
             return None
         tensors, meta = found
-        return tensors, int(meta.get("iteration", "0"))
+        self.resumed_from = int(meta.get("iteration", "0"))
+        return tensors, self.resumed_from
 
     def delete(self) -> None:
         """Remove the checkpoint."""
@@ -353,8 +355,8 @@ def plan(recipe: Any, *, device: str | torch.device = "cpu",
          output_dir: str | os.PathLike | None = None) -> Plan:
     """Compute every step's key for ``recipe`` on ``device``.
 
-    Output steps (stages with a ``targets`` hook, e.g. ``save_image``) also hash the absolute
-    paths they will write, so rendering into another folder (or on another ``{date}``) writes
+    Output steps (``save_image``, ``encode_video``, or stages with a ``targets`` hook) also hash
+    the absolute paths they will write, so rendering into another folder (or on another ``{date}``) writes
     the files again while everything upstream stays cached.
 
     Args:
@@ -377,15 +379,14 @@ def plan(recipe: Any, *, device: str | torch.device = "cpu",
     files: dict[str, tuple[str, ...]] = {}
     keyed = []
     for step in steps:
-        hook = getattr(registry.get_stage(step.stage), "targets", None)
         params = step.params
-        if hook is not None:
-            ctx = _base_context(recipe, step.name, device=torch.device(device), output_dir=out)
-            try:
-                files[step.name] = tuple(str(Path(f).resolve()) for f in hook(step.params, ctx))
-            except MinartError as exc:
-                raise exc.at(step=step.name) from None
-            params = {"params": step.params, "files": list(files[step.name])}
+        try:
+            written = _output_files(registry.get_stage(step.stage), step, recipe, out)
+        except MinartError as exc:
+            raise exc.at(step=step.name) from None
+        if written is not None:
+            files[step.name] = written
+            params = {"params": step.params, "files": list(written)}
         keyed.append(_Keyed(step.name, step.stage, tuple(step.inputs), params))
     keys = plan_keys(keyed, version_of=lambda s: registry.get_stage(s).version,
                      seed=getattr(recipe, "seed", None), device=dclass)
@@ -399,6 +400,32 @@ def plan(recipe: Any, *, device: str | torch.device = "cpu",
     }
     return Plan(recipe=recipe, device=str(device), device_class=dclass, steps=planned,
                 targets=tuple(_target_names(recipe, list(planned))), output_dir=out)
+
+
+_OUTPUT_STAGES = ("save_image", "encode_video")
+"""Stages that write ``params.path`` (a template) into the output folder."""
+
+
+def _output_files(stage: Any, step: Any, recipe: Any, output_dir: Path | None
+                  ) -> tuple[str, ...] | None:
+    """Absolute paths an output step will write, or ``None`` for other steps.
+
+    A stage may declare a ``targets(params, ctx)`` hook; the built-in output stages expand
+    their ``path`` template the way they do when they run.
+    """
+    hook = getattr(stage, "targets", None)
+    if hook is not None:
+        ctx = _base_context(recipe, step.name, device=torch.device("cpu"), output_dir=output_dir)
+        return tuple(str(Path(f).resolve()) for f in hook(step.params, ctx))
+    if stage.name not in _OUTPUT_STAGES:
+        return None
+    from .stages import expand_output_path
+
+    target = expand_output_path(step.params.path, output_dir=output_dir or Path.cwd(),
+                                name=getattr(recipe, "name", "minart"),
+                                seed=getattr(recipe, "seed", None),
+                                step=step.inputs[0] if step.inputs else step.name)
+    return (str(target),)
 
 
 @dataclass(frozen=True)
@@ -553,10 +580,8 @@ def run_step(plan_: Plan, name: str, *, cache: TensorCache, progress: ProgressFn
                   for source in step.inputs]
         ctx = _make_context(plan_, step, cache=cache, progress=progress)
         checkpoint = getattr(ctx, "checkpoint", None)
-        resumed = checkpoint.load() if checkpoint is not None else None
         params = next(s.params for s in plan_.recipe.steps if s.name == name)
-        log.info("step '%s' (%s): computing%s", name, step.stage,
-                 f" (resuming at iteration {resumed[1]})" if resumed else "")
+        log.info("step '%s' (%s): computing", name, step.stage)
         try:
             result = stage.run(inputs, params, ctx)
         except MinartError as exc:
@@ -576,7 +601,7 @@ def run_step(plan_: Plan, name: str, *, cache: TensorCache, progress: ProgressFn
             corrupt=corrupt + sum(r.corrupt for r in found),
             recomputed=tuple(r.step for r in found if r.status == "computed")
             + tuple(x for r in found for x in r.recomputed),
-            resumed_from=resumed[1] if resumed else None)
+            resumed_from=getattr(checkpoint, "resumed_from", None))
 
 
 def render(plan_: Plan, *, cache: TensorCache, progress: ProgressFn | None = None,

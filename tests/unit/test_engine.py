@@ -1,0 +1,189 @@
+"""The step engine on real stages: keys, subtree skipping, recompute counts, outputs, locks."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from minart import engine
+from minart.cache import TensorCache
+from minart.errors import ParamError, RecipeError
+from minart.io import read_metadata, write_image
+from minart.registry import get_stage
+
+
+def _step(name, stage, inputs=(), **params):
+    return SimpleNamespace(name=name, stage=stage, inputs=list(inputs),
+                           params=get_stage(stage).params(**params))
+
+
+def _recipe(tmp_path, *, kappa=0.1, opacity=0.5, path="out/{name}.png", extra=()):
+    source = tmp_path / "src.png"
+    if not source.exists():
+        write_image(source, torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(0)))
+    steps = [
+        _step("photo", "load_image", path="src.png"),
+        _step("soft", "perona_malik", ["photo"], steps=2, kappa=kappa, dt=0.2),
+        _step("hard", "perona_malik", ["photo"], steps=1, kappa=0.05, dt=0.1),
+        _step("mix", "blend", ["soft", "hard"], opacity=opacity),
+        _step("save", "save_image", ["mix"], path=path),
+        *extra,
+    ]
+    return SimpleNamespace(steps=steps, seed=3, name="tiny", size=(8, 8), path=str(tmp_path / "r.yaml"),
+                           text="name: tiny\n", outputs=())
+
+
+def _render(tmp_path, cache, out="out-a", **changes):
+    plan = engine.plan(_recipe(tmp_path, **changes), device="cpu", output_dir=tmp_path / out)
+    return engine.render(plan, cache=cache)
+
+
+@pytest.fixture
+def cache(tmp_path):
+    return TensorCache(tmp_path / "cache")
+
+
+def test_first_run_computes_all_second_run_nothing(tmp_path, cache):
+    first = _render(tmp_path, cache)
+    assert sorted(first.computed) == ["hard", "mix", "photo", "save", "soft"]
+    target = tmp_path / "out-a" / "out" / "tiny.png"
+    assert first.outputs == [str(target)] and target.is_file()
+    assert read_metadata(target)["minart:recipe"] == "name: tiny\n"
+    second = _render(tmp_path, cache)
+    assert second.computed == []
+    assert {s.step: s.status for s in second.steps} == {
+        "photo": "skipped", "soft": "skipped", "hard": "skipped", "mix": "skipped",
+        "save": "cached"}
+    assert second.outputs == [str(target)]
+
+
+def test_last_step_change_computes_only_it(tmp_path, cache):
+    _render(tmp_path, cache)
+    assert _render(tmp_path, cache, path="out/other.png").computed == ["save"]
+
+
+def test_upstream_change_computes_it_and_descendants(tmp_path, cache):
+    _render(tmp_path, cache)
+    assert sorted(_render(tmp_path, cache, kappa=0.2).computed) == ["mix", "save", "soft"]
+    assert sorted(_render(tmp_path, cache, opacity=0.25).computed) == ["mix", "save"]
+
+
+def test_results_are_deterministic_and_match_the_ops(tmp_path, cache):
+    from minart.composite import blend
+    from minart.diffusion import perona_malik
+    from minart.io import read_image
+
+    report = _render(tmp_path, cache)
+    keys = {s.step: s.key for s in report.steps}
+    photo = read_image(tmp_path / "src.png")
+    soft = perona_malik(photo, steps=2, kappa=0.1, dt=0.2)
+    hard = perona_malik(photo, steps=1, kappa=0.05, dt=0.1)
+    assert torch.allclose(cache.get(keys["mix"]), blend(soft, hard, opacity=0.5), atol=1e-6)
+
+
+def test_missing_output_file_rewrites_only_the_output(tmp_path, cache):
+    first = _render(tmp_path, cache)
+    Path(first.outputs[0]).unlink()
+    again = _render(tmp_path, cache)
+    assert again.computed == ["save"] and Path(first.outputs[0]).is_file()
+    assert _render(tmp_path, cache, out="out-b").computed == ["save"]  # another folder
+
+
+def test_corrupt_entries_are_recomputed_and_counted(tmp_path, cache):
+    first = _render(tmp_path, cache)
+    keys = {s.step: s.key for s in first.steps}
+    path = cache.payload_path(keys["soft"])
+    raw = bytearray(cache.fs.cat_file(path))
+    raw[-1] ^= 0xFF
+    cache.fs.pipe_file(path, bytes(raw))
+    report = _render(tmp_path, cache, opacity=0.9)  # mix needs soft: it is read and found corrupt
+    assert sorted(report.computed) == ["mix", "save", "soft"]
+    assert report.corrupt == 1
+    final = cache.entries()
+    assert keys["soft"] in {e.key for e in final}
+    out = cache.payload_path(report.steps[-1].key)
+    cache.fs.pipe_file(out, cache.fs.cat_file(out)[:-5])  # truncate the final result
+    again = _render(tmp_path, cache, opacity=0.9)
+    assert again.computed == ["save"] and again.corrupt == 1
+
+
+def test_evicted_intermediates_are_not_recomputed_when_unused(tmp_path, cache):
+    first = _render(tmp_path, cache)
+    for s in first.steps[:3]:
+        cache.delete(s.key)
+    assert _render(tmp_path, cache).computed == []
+    assert sorted(_render(tmp_path, cache, opacity=0.3).computed) == ["hard", "mix", "photo",
+                                                                      "save", "soft"]
+
+
+def test_concurrent_runs_compute_each_step_once(tmp_path, cache):
+    plan = engine.plan(_recipe(tmp_path), output_dir=tmp_path / "out")
+    reports = []
+
+    def work():
+        reports.append(engine.render(plan, cache=cache))
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    computed = [name for r in reports for name in r.computed]
+    assert sorted(computed) == ["hard", "mix", "photo", "save", "soft"]
+
+
+def test_checkpoint_is_dropped_once_the_step_is_stored(tmp_path, cache):
+    plan = engine.plan(_recipe(tmp_path), output_dir=tmp_path / "out")
+    soft = plan.steps["soft"]
+    engine.Checkpoint(cache, soft.key).save(1, {"image": torch.zeros(3, 8, 8)})
+    assert cache.contains(f"{soft.key}-ckpt")
+    report = engine.render(plan, cache=cache)
+    assert next(s for s in report.steps if s.step == "soft").resumed_from is None  # not used
+    assert not cache.contains(f"{soft.key}-ckpt")
+
+
+def test_checkpoint_round_trip_and_corrupt_checkpoint_is_dropped(tmp_path, cache):
+    ckpt = engine.Checkpoint(cache, "k1", step="s", stage="minimize")
+    assert ckpt.load() is None and ckpt.resumed_from is None
+    ckpt.save(7, {"image": torch.ones(3, 4, 4), "momentum": torch.zeros(3, 3, 3, 3)})
+    state, iteration = ckpt.load()
+    assert iteration == 7 == ckpt.resumed_from and torch.equal(state["image"], torch.ones(3, 4, 4))
+    path = cache.payload_path("k1-ckpt")
+    cache.fs.pipe_file(path, cache.fs.cat_file(path)[:-9])
+    assert engine.Checkpoint(cache, "k1").load() is None
+    assert not cache.contains("k1-ckpt")
+
+
+def test_keys_depend_on_device_class_and_seed(tmp_path):
+    recipe = _recipe(tmp_path)
+    a = engine.plan(recipe, output_dir=tmp_path)
+    recipe.seed = 4
+    b = engine.plan(recipe, output_dir=tmp_path)
+    assert a.device_class == "cpu-float32"
+    assert all(a.steps[n].key != b.steps[n].key for n in a.steps)
+
+
+def test_errors_name_the_step(tmp_path, cache):
+    recipe = _recipe(tmp_path, extra=[_step("ghost", "blend", ["mix", "nowhere"])])
+    with pytest.raises(RecipeError, match="input 'nowhere' is not a step"):
+        engine.plan(recipe)
+    recipe = _recipe(tmp_path, path="../escape.png")
+    with pytest.raises(RecipeError) as info:
+        engine.plan(recipe, output_dir=tmp_path / "o")
+    assert info.value.step == "save"
+    with pytest.raises(ParamError, match="not a torch device"):
+        engine.plan(_recipe(tmp_path), device="tpu-9")
+
+
+def test_report_json_and_markdown(tmp_path, cache):
+    report = _render(tmp_path, cache)
+    data = report.to_dict()
+    assert [s["step"] for s in data["steps"]] == ["photo", "soft", "hard", "mix", "save"]
+    assert all(len(s["key"]) == 40 and s["hit"] is False for s in data["steps"])
+    path = report.write_json(tmp_path / "r" / "report.json")
+    assert path.read_text().startswith("{")
+    assert "| save | save_image | miss |" in report.markdown()
