@@ -5,6 +5,7 @@ The library is pure PyTorch and never imports Prefect; ``minart.flows`` and ``mi
 """
 
 from . import errors, ops
+from . import registry, stages  # noqa: F401  (registering the stages is the only import-time work)
 from .errors import CacheError, MediaError, MinartError, ParamError, RecipeError, ShapeError
 
 __version__ = "0.1.0"

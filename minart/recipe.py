@@ -1,0 +1,845 @@
+"""Recipes: YAML files describing a render, validated completely before any work is done.
+
+A recipe names steps, each running one registered stage (:mod:`minart.registry`) on the results
+of earlier steps, and says which results go to which files::
+
+    name: ocean
+    seed: 7
+    size: [256, 256]
+    steps:
+      base:   {stage: fractal, params: {power: 7}}
+      soften: {stage: perona_malik, input: base, params: {steps: 20, kappa: 0.08, dt: 0.2}}
+    outputs:
+      still: {step: soften, path: "{name}-{seed}.png"}
+
+:func:`load_recipe` / :func:`parse_recipe` check YAML syntax, unknown keys (with a "did you mean"),
+parameter types and ranges (each stage's pydantic model), unknown stages, references, cycles,
+image-versus-frames mismatches, output paths, and the stages' own cross-field checks. Every error
+is one line naming the file, line, column, step and parameter::
+
+    recipes/ocean.yaml:14:7: step 'soften': dt=0.4 exceeds the stability bound 0.25 ...
+
+Overrides (``--set steps.art.params.lr=1e-6``) are applied to the parsed data before validation and
+are validated like the file; their errors are located at ``--set <path>``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
+from types import SimpleNamespace
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from . import stages as _stages
+from .errors import MinartError, ParamError, RecipeError
+from .keys import canonical as _canonical
+from .keys import topological_order
+from .registry import CheckContext, Stage, get_stage, suggest
+from .registry import stages as _all_stages
+
+__all__ = [
+    "Location",
+    "Output",
+    "Recipe",
+    "RecipeStep",
+    "load_recipe",
+    "parse_recipe",
+    "recipe_schema",
+]
+
+TOP_LEVEL_KEYS = ("name", "description", "seed", "device", "size", "steps", "outputs")
+STEP_KEYS = ("stage", "input", "inputs", "params")
+OUTPUT_KEYS = ("step", "path", "sheet")
+DEFAULT_SIZE = (256, 256)
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_RECIPE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")
+_SIZE_RANGE = (8, 16384)
+
+
+# -- YAML with positions -------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 scalars: ``2e-6`` is a float, only true/false are booleans.
+
+    (YAML 1.1 reads ``off``, ``no`` and ``on`` as booleans, which breaks ``substep: off``.)
+    """
+
+
+_BOOL = "tag:yaml.org,2002:bool"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+Path_ = tuple[Union[str, int], ...]
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where something was written: a file (or ``--set <path>``) and a 1-based line and column."""
+
+    file: str
+    line: int | None = None
+    column: int | None = None
+
+    def __str__(self) -> str:
+        return ":".join(str(x) for x in (self.file, self.line, self.column) if x is not None)
+
+
+class _Doc:
+    """Parsed YAML data plus the position of every key and value, by path."""
+
+    def __init__(self, text: str, source: str) -> None:
+        self.source = source
+        self.keys: dict[Path_, tuple[int, int]] = {}
+        self.values: dict[Path_, tuple[int, int]] = {}
+        self.overrides: dict[Path_, str] = {}
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+            self.data = None if node is None else self._build(node, (), loader)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            problem = exc.problem or exc.context or "invalid YAML"
+            raise RecipeError(f"invalid YAML: {problem}", file=source,
+                              line=mark.line + 1 if mark else None,
+                              column=mark.column + 1 if mark else None) from None
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"invalid YAML: {exc}", file=source) from None
+        finally:
+            loader.dispose()
+
+    def _build(self, node: yaml.Node, path: Path_, loader: _Loader) -> Any:
+        self.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                where = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    raise RecipeError("merge keys ('<<') are not supported; write the keys out",
+                                      file=self.source, line=where[0], column=where[1])
+                if not isinstance(key_node, yaml.ScalarNode):
+                    raise RecipeError("keys must be plain names", file=self.source,
+                                      line=where[0], column=where[1])
+                key = loader.construct_object(key_node)
+                if not isinstance(key, str):
+                    key = str(key)
+                if key in out:
+                    raise RecipeError(f"key {key!r} appears twice", file=self.source,
+                                      line=where[0], column=where[1])
+                self.keys[(*path, key)] = where
+                out[key] = self._build(value_node, (*path, key), loader)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self._build(item, (*path, i), loader) for i, item in enumerate(node.value)]
+        return loader.construct_object(node, deep=True)
+
+    def where(self, path: Path_, *, key: bool = False) -> dict[str, Any]:
+        """``file``/``line``/``column`` of the value (or key) at ``path``, or its nearest parent."""
+        for cut in range(len(path), -1, -1):
+            if path[:cut] in self.overrides:
+                return {"file": f"--set {self.overrides[path[:cut]]}"}
+        table = self.keys if key else self.values
+        probe = path
+        while probe:
+            if probe in table:
+                line, column = table[probe]
+                return {"file": self.source, "line": line, "column": column}
+            if probe in self.keys:
+                line, column = self.keys[probe]
+                return {"file": self.source, "line": line, "column": column}
+            probe = probe[:-1]
+        line, column = self.values.get((), (None, None))
+        return {"file": self.source, "line": line, "column": column}
+
+    def error(self, cls: type[MinartError], message: str, path: Path_, *, key: bool = False,
+              step: str | None = None, param: str | None = None) -> MinartError:
+        return cls(message, step=step, param=param, **self.where(path, key=key))
+
+
+def _dotted(path: Path_) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def _apply_override(doc: _Doc, text: str) -> None:
+    """Apply one ``PATH=VALUE`` override to ``doc.data``."""
+    if not isinstance(text, str) or "=" not in text or not text.partition("=")[0].strip():
+        raise RecipeError(f"--set {text!r}: expected PATH=VALUE, e.g. steps.art.params.lr=1e-6")
+    dotted, _, raw = text.partition("=")
+    dotted = dotted.strip()
+    where = f"--set {dotted}"
+    parts: list[str | int] = [p for p in dotted.split(".")]
+    if any(p == "" for p in parts):
+        raise RecipeError(f"path {dotted!r} has an empty part", file=where)
+    try:
+        value = _Loader(raw).get_single_data() if raw.strip() else None
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RecipeError(f"value {raw!r} is not valid YAML ({problem})", file=where) from None
+    if not isinstance(doc.data, dict):
+        raise RecipeError("the recipe is not a mapping of keys", file=where)
+    node: Any = doc.data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not str(part).isdigit() or int(part) >= len(node):
+                raise RecipeError(f"{_dotted(parts[:i]) or 'recipe'} has no item {part!r}",
+                                  file=where)
+            parts[i] = part = int(part)
+        elif isinstance(node, dict):
+            if part not in node and not last:
+                if part == "params" and i >= 2 and parts[i - 2] == "steps":
+                    node[part] = {}
+                else:
+                    parent = _dotted(parts[:i]) or "the recipe"
+                    raise RecipeError(f"{parent} has no {part!r}"
+                                      f"{suggest(str(part), [str(k) for k in node])}", file=where)
+            elif not last and node[part] is None and part == "params":
+                node[part] = {}
+        else:
+            raise RecipeError(f"{_dotted(parts[:i])} is not a mapping, cannot set {part!r} in it",
+                              file=where)
+        if last:
+            node[part] = value
+        else:
+            node = node[part]
+    doc.overrides[tuple(parts)] = dotted
+
+
+# -- the validated recipe ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecipeStep:
+    """One validated step.
+
+    Args:
+        name: the step's name (``out.<output>`` for steps added by ``outputs:``).
+        stage: the registered stage it runs.
+        inputs: names of the steps it reads, in order.
+        params: the stage's validated parameter model (sizes and checksums resolved).
+        location: where it was written.
+        kind: what it produces, ``"image"`` or ``"frames"``.
+    """
+
+    name: str
+    stage: str
+    inputs: tuple[str, ...]
+    params: BaseModel
+    location: Location | None = None
+    kind: str = "image"
+
+
+@dataclass(frozen=True)
+class Output:
+    """One entry of ``outputs:``: the step ``source`` written by step ``step`` to ``path``."""
+
+    name: str
+    step: str
+    source: str
+    path: str
+    kind: Literal["image", "contact_sheet", "video"]
+    location: Location | None = None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A recipe that passed every check; steps are in dependency order.
+
+    ``preview_factor`` is 1 for the recipe as written and ``f`` for :meth:`preview` ``(f)``.
+    """
+
+    name: str
+    description: str
+    seed: int
+    device: str
+    size: tuple[int, int]
+    steps: tuple[RecipeStep, ...]
+    outputs: tuple[Output, ...]
+    text: str
+    path: Path | None = None
+    overrides: tuple[str, ...] = ()
+    preview_factor: int = 1
+    _by_name: dict[str, RecipeStep] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._by_name.update({s.name: s for s in self.steps})
+
+    @property
+    def recipe_dir(self) -> Path:
+        """Folder that relative input paths are resolved against."""
+        return self.path.parent if self.path is not None else Path.cwd()
+
+    def step(self, name: str) -> RecipeStep:
+        """The step called ``name``.
+
+        Raises:
+            RecipeError: no such step (with a suggestion).
+        """
+        if name not in self._by_name:
+            raise RecipeError(f"no step named {name!r}{suggest(name, list(self._by_name))}")
+        return self._by_name[name]
+
+    def canonical(self) -> dict[str, Any]:
+        """JSON-able description with YAML types normalised (``1`` and ``1.0`` agree).
+
+        Example:
+            >>> r = parse_recipe("steps: {a: {stage: fractal, params: {power: 7}}}")
+            >>> r.canonical()["steps"][0]["params"]["power"]
+            7.0
+        """
+        return {
+            "name": self.name,
+            "description": self.description,
+            "seed": self.seed,
+            "device": self.device,
+            "size": list(self.size),
+            "preview_factor": self.preview_factor,
+            "steps": [{"name": s.name, "stage": s.stage, "version": get_stage(s.stage).version,
+                       "inputs": list(s.inputs), "params": _canonical(s.params)}
+                      for s in self.steps],
+            "outputs": [{"name": o.name, "step": o.step, "source": o.source, "path": o.path,
+                         "kind": o.kind} for o in self.outputs],
+        }
+
+    def preview(self, factor: int = 4) -> Recipe:
+        """A quick variant ``factor`` times smaller in each dimension that looks like the render.
+
+        The size and every explicit width/height are divided by ``factor`` (at least 8 px),
+        Perona-Malik ``steps`` are divided by ``factor**2`` (diffusion covers about
+        ``sqrt(steps)`` pixels), ``minimize`` with ``reduction: sum`` multiplies ``lr`` by
+        ``factor**2`` (a summed loss has ``factor**2`` fewer terms), grid spacing is divided by
+        ``factor`` and ``load_image`` downscales its image by ``factor``. The name gets
+        ``-preview`` appended, so ``{name}`` paths do not overwrite full renders.
+
+        Raises:
+            ParamError: ``factor`` below 1.
+
+        Example:
+            >>> r = parse_recipe("size: [256, 128]\\nsteps: {a: {stage: fractal}}")
+            >>> p = r.preview(4)
+            >>> p.size, p.step("a").params.width, p.name
+            ((64, 32), 64, 'recipe-preview')
+        """
+        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+            raise ParamError(f"factor={factor!r} must be a whole number >= 1", param="factor")
+        if factor == 1:
+            return self
+        steps = []
+        for s in self.steps:
+            stage = get_stage(s.stage)
+            params = s.params
+            if stage.preview is not None:
+                update = stage.preview(params, factor)
+                params = type(params).model_validate({**params.model_dump(), **update},
+                                                     strict=False)
+            steps.append(replace(s, params=params))
+        size = (max(_SIZE_RANGE[0], round(self.size[0] / factor)),
+                max(_SIZE_RANGE[0], round(self.size[1] / factor)))
+        return replace(self, name=f"{self.name}-preview", size=size, steps=tuple(steps),
+                       preview_factor=self.preview_factor * factor, _by_name={})
+
+
+# -- validation ----------------------------------------------------------------------------------
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, (dict, list, tuple)):
+        try:
+            return json.dumps(value)
+        except (TypeError, ValueError):
+            return repr(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    return repr(value)
+
+
+def _pydantic_message(err: Mapping[str, Any], stage: Stage) -> tuple[str, str]:
+    """One artist-facing line for a pydantic error, and the parameter name."""
+    loc = err["loc"]
+    name = str(loc[0]) if loc else ""
+    shown = name + "".join(f"[{p}]" for p in loc[1:])
+    value = err.get("input")
+    ctx = err.get("ctx") or {}
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        fields = list(stage.params.model_fields)
+        return (f"unknown parameter {name!r} for stage {stage.name!r}{suggest(name, fields)}",
+                name)
+    if kind == "missing":
+        if len(loc) > 1:
+            return f"{name} needs more items", name
+        info = stage.params.model_fields[name].description or ""
+        return f"missing parameter {name!r} ({info.rstrip('.')})" if info else \
+            f"missing parameter {name!r}", name
+    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<",
+              "less_than_equal": "<="}
+    if kind in bounds:
+        limit = next(iter(ctx.values()))
+        if isinstance(limit, float) and limit.is_integer():
+            limit = int(limit)
+        return f"{shown}={_show(value)} must be {bounds[kind]} {_show(limit)}", name
+    if kind == "literal_error":
+        return f"{shown}={_show(value)} is not one of {ctx.get('expected')}", name
+    if kind.startswith("int_"):
+        return f"{shown}={_show(value)} must be a whole number", name
+    if kind.startswith("float_"):
+        return f"{shown}={_show(value)} must be a number", name
+    if kind.startswith("bool_"):
+        return f"{shown}={_show(value)} must be true or false", name
+    if kind.startswith("string_too_short"):
+        return f"{shown}={_show(value)} must not be empty", name
+    if kind.startswith("string_pattern"):
+        return f"{shown}={_show(value)} does not have the expected form", name
+    if kind.startswith("string_"):
+        return f"{shown}={_show(value)} must be text", name
+    if kind in ("tuple_type", "list_type"):
+        return f"{shown}={_show(value)} must be a list like [a, b]", name
+    if kind.startswith("too_long") or kind.startswith("too_short"):
+        return f"{shown}={_show(value)} has the wrong number of items", name
+    msg = str(err.get("msg", "is invalid"))
+    return f"{shown}={_show(value)}: {msg[:1].lower()}{msg[1:]}", name
+
+
+def _check_keys(doc: _Doc, data: Mapping[str, Any], allowed: Sequence[str], path: Path_, what: str,
+                *, step: str | None = None) -> None:
+    for key in data:
+        if key not in allowed:
+            raise doc.error(RecipeError, f"unknown key {key!r} in {what}{suggest(str(key), allowed)}"
+                            f" (allowed: {', '.join(allowed)})", (*path, key), key=True, step=step)
+
+
+def _validate_params(doc: _Doc, stage: Stage, raw: Any, path: Path_, step: str,
+                     extra_check: CheckContext) -> BaseModel:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise doc.error(RecipeError, f"params must be a mapping of parameter: value, got "
+                        f"{_show(raw)}", path, step=step)
+    try:
+        params = stage.params.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = errors[0]
+        message, name = _pydantic_message(first, stage)
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more)"
+        where = (*path, *first["loc"])
+        if first["type"] == "missing":
+            where = (*path, first["loc"][0]) if len(first["loc"]) > 1 else path
+        key = first["type"] in ("extra_forbidden", "missing")
+        if first["type"] == "missing" and path not in doc.keys:
+            where = path[:-1]
+        raise doc.error(ParamError, message, where, key=key, step=step, param=name) from None
+    if stage.check is not None:
+        try:
+            update = stage.check(params, extra_check)
+        except MinartError as exc:
+            param = exc.param
+            where = (*path, param) if param and param in raw else path
+            raise exc.at(step=step, **doc.where(where)) from None
+        if update:
+            params = params.model_copy(update=dict(update))
+    return params
+
+
+def _validate_top(doc: _Doc, data: dict[str, Any], default_name: str) -> dict[str, Any]:
+    _check_keys(doc, data, TOP_LEVEL_KEYS, (), "the recipe")
+    name = data.get("name", default_name)
+    if not isinstance(name, str) or not _RECIPE_NAME.match(name) or ".." in name:
+        raise doc.error(RecipeError, f"name={_show(name)} must be letters, digits, '_', '-' or "
+                        "'.' (it is used in file names)", ("name",), param="name")
+    description = data.get("description", "")
+    if description is None:
+        description = ""
+    if not isinstance(description, str):
+        raise doc.error(RecipeError, "description must be text", ("description",))
+    seed = data.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise doc.error(ParamError, f"seed={_show(seed)} must be a whole number from 0 to 2^63-1",
+                        ("seed",), param="seed")
+    device = data.get("device", "auto")
+    if not isinstance(device, str) or not _DEVICE.match(device):
+        raise doc.error(ParamError, f"device={_show(device)} must be auto, cpu, cuda or cuda:N",
+                        ("device",), param="device")
+    size = data.get("size", list(DEFAULT_SIZE))
+    if isinstance(size, dict):
+        _check_keys(doc, size, ("width", "height"), ("size",), "size")
+        if set(size) != {"width", "height"}:
+            raise doc.error(ParamError, "size needs both width and height", ("size",),
+                            param="size")
+        size = [size["width"], size["height"]]
+        path_of = [("size", "width"), ("size", "height")]
+    else:
+        path_of = [("size", 0), ("size", 1)]
+    if not isinstance(size, list) or len(size) != 2:
+        raise doc.error(ParamError, f"size={_show(size)} must be [width, height] or "
+                        "{width: .., height: ..}", ("size",), param="size")
+    for value, where, label in zip(size, path_of, ("width", "height")):
+        if isinstance(value, bool) or not isinstance(value, int) or not (
+                _SIZE_RANGE[0] <= value <= _SIZE_RANGE[1]):
+            raise doc.error(ParamError, f"size {label}={_show(value)} must be a whole number "
+                            f"from {_SIZE_RANGE[0]} to {_SIZE_RANGE[1]}", where, param="size")
+    steps = data.get("steps")
+    if not isinstance(steps, dict) or not steps:
+        raise doc.error(RecipeError, "the recipe needs 'steps:', a mapping of step name to "
+                        "{stage, input, params}", ("steps",) if "steps" in data else (),
+                        key="steps" in data)
+    outputs = data.get("outputs") or {}
+    if not isinstance(outputs, dict):
+        raise doc.error(RecipeError, "outputs must be a mapping of output name to "
+                        "{step, path, ...}", ("outputs",))
+    return {"name": name, "description": description, "seed": seed, "device": device,
+            "size": (size[0], size[1]), "steps": steps, "outputs": outputs}
+
+
+@dataclass
+class _Draft:
+    name: str
+    stage: Stage
+    inputs: list[str]
+    raw_params: Any
+    params_path: Path_
+    path: Path_
+    input_paths: list[Path_]
+    output: str | None = None
+
+
+def _read_step(doc: _Doc, name: Any, body: Any) -> _Draft:
+    path: Path_ = ("steps", name)
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise doc.error(RecipeError, f"step name {name!r} must start with a letter or '_' and "
+                        "use only letters, digits, '_' and '-'", path, key=True)
+    if not isinstance(body, dict):
+        raise doc.error(RecipeError, "a step is a mapping with 'stage' (and 'input', 'params')",
+                        path, step=name)
+    _check_keys(doc, body, STEP_KEYS, path, f"step {name!r}", step=None)
+    if "stage" not in body:
+        raise doc.error(RecipeError, "missing 'stage' (run 'minart stages' for the list)", path,
+                        key=True, step=name)
+    try:
+        stage = get_stage(body["stage"]) if isinstance(body["stage"], str) else None
+    except RecipeError as exc:
+        raise exc.at(step=name, **doc.where((*path, "stage"))) from None
+    if stage is None:
+        raise doc.error(RecipeError, f"stage={_show(body['stage'])} must be a stage name",
+                        (*path, "stage"), step=name)
+    if "input" in body and "inputs" in body:
+        raise doc.error(RecipeError, "give either 'input' or 'inputs', not both",
+                        (*path, "inputs"), key=True, step=name)
+    if "input" in body:
+        inputs, input_paths = [body["input"]], [(*path, "input")]
+    else:
+        inputs = body.get("inputs") or []
+        if not isinstance(inputs, list):
+            inputs = [inputs]
+        input_paths = [(*path, "inputs", i) for i in range(len(inputs))]
+    for value, where in zip(inputs, input_paths):
+        if not isinstance(value, str):
+            raise doc.error(RecipeError, f"input {_show(value)} must be a step name", where,
+                            step=name)
+    if not stage.accepts(len(inputs)):
+        if stage.generator:
+            message = f"stage {stage.name!r} makes its own image and takes no input"
+        else:
+            count = f"at least {len(stage.inputs)}" if stage.variadic else str(len(stage.inputs))
+            names = ", ".join(stage.inputs)
+            message = (f"stage {stage.name!r} takes {count} input(s) ({names}), got "
+                       f"{len(inputs)}")
+        raise doc.error(RecipeError, message, input_paths[0] if inputs else path, key=True,
+                        step=name)
+    return _Draft(name=name, stage=stage, inputs=inputs, raw_params=body.get("params"),
+                  params_path=(*path, "params"), path=path, input_paths=input_paths)
+
+
+def _output_drafts(doc: _Doc, name: Any, body: Any) -> tuple[list[_Draft], dict[str, Any]]:
+    path: Path_ = ("outputs", name)
+    label = f"output {name!r}"
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise doc.error(RecipeError, f"output name {name!r} must start with a letter or '_' and "
+                        "use only letters, digits, '_' and '-'", path, key=True)
+    if not isinstance(body, dict):
+        raise doc.error(RecipeError, f"{label}: an output is a mapping with 'step' and 'path'",
+                        path)
+    for required in ("step", "path"):
+        if required not in body:
+            raise doc.error(RecipeError, f"{label}: missing {required!r}", path, key=True)
+    source, template = body["step"], body["path"]
+    if not isinstance(source, str):
+        raise doc.error(RecipeError, f"{label}: step must be a step name", (*path, "step"))
+    if not isinstance(template, str):
+        raise doc.error(RecipeError, f"{label}: path must be text", (*path, "path"))
+    try:
+        _stages.check_output_template(template)
+    except RecipeError as exc:
+        raise doc.error(RecipeError, f"{label}: {exc.message}", (*path, "path"),
+                        param="path") from None
+    suffix = PurePosixPath(template).suffix.lower()
+    image_fields = [f for f in _stages.SaveImageParams.model_fields if f != "path"]
+    video_fields = [f for f in _stages.EncodeVideoParams.model_fields if f != "path"]
+    if suffix in _stages.VIDEO_SUFFIXES:
+        writer, kind, options = "encode_video", "video", video_fields
+    elif suffix in _stages.IMAGE_SUFFIXES:
+        writer, kind, options = "save_image", "image", image_fields
+    else:
+        known = ", ".join(_stages.IMAGE_SUFFIXES + _stages.VIDEO_SUFFIXES)
+        raise doc.error(RecipeError, f"{label}: path {template!r} needs a known extension "
+                        f"({known})", (*path, "path"), param="path")
+    allowed = [*OUTPUT_KEYS, *options] if kind == "image" else ["step", "path", *options]
+    for key in body:
+        if key in allowed:
+            continue
+        if key in image_fields + video_fields + ["sheet"]:
+            raise doc.error(RecipeError, f"{label}: {key!r} does not apply to a {suffix} output",
+                            (*path, key), key=True, param=str(key))
+        raise doc.error(RecipeError, f"{label}: unknown key {key!r}"
+                        f"{suggest(str(key), allowed)} (allowed: {', '.join(allowed)})",
+                        (*path, key), key=True)
+    step_name = f"out.{name}"
+    drafts: list[_Draft] = []
+    feed = source
+    if "sheet" in body and body["sheet"] is not False:
+        sheet = body["sheet"]
+        sheet_params = {} if sheet is True or sheet is None else sheet
+        kind = "contact_sheet"
+        drafts.append(_Draft(name=f"{step_name}.sheet", stage=get_stage("contact_sheet"),
+                             inputs=[source], raw_params=sheet_params,
+                             params_path=(*path, "sheet"), path=path,
+                             input_paths=[(*path, "step")], output=name))
+        feed = f"{step_name}.sheet"
+    writer_params = {k: v for k, v in body.items() if k not in ("step", "sheet")}
+    drafts.append(_Draft(name=step_name, stage=get_stage(writer), inputs=[feed],
+                         raw_params=writer_params, params_path=path, path=path,
+                         input_paths=[(*path, "step")], output=name))
+    info = {"name": name, "step": step_name, "source": source, "path": template, "kind": kind}
+    return drafts, info
+
+
+def _build(doc: _Doc, *, path: Path | None, text: str, overrides: tuple[str, ...],
+           default_name: str) -> Recipe:
+    if doc.data is None:
+        raise RecipeError("the recipe is empty; it needs at least 'steps:'", file=doc.source)
+    if not isinstance(doc.data, dict):
+        raise doc.error(RecipeError, "a recipe is a mapping of keys (name, seed, size, steps, "
+                        "outputs), not a list or a single value", ())
+    top = _validate_top(doc, doc.data, default_name)
+    drafts = [_read_step(doc, name, body) for name, body in top["steps"].items()]
+    outputs_info = []
+    for name, body in top["outputs"].items():
+        extra, info = _output_drafts(doc, name, body)
+        drafts.extend(extra)
+        outputs_info.append(info)
+    by_name = {d.name: d for d in drafts}
+    user_steps = [d.name for d in drafts if d.output is None]
+    for draft in drafts:
+        for ref, where in zip(draft.inputs, draft.input_paths):
+            if ref not in by_name or (by_name[ref].output is not None and draft.output is None):
+                label = f"output {draft.output!r}: step" if draft.output else "input"
+                raise doc.error(RecipeError, f"{label} {ref!r} is not a step of this recipe"
+                                f"{suggest(ref, user_steps)}", where,
+                                step=None if draft.output else draft.name)
+    try:
+        order = topological_order([SimpleNamespace(name=d.name, inputs=d.inputs) for d in drafts])
+    except RecipeError as exc:
+        draft = by_name.get(exc.step or "")
+        where = draft.input_paths[0] if draft and draft.input_paths else ("steps",)
+        raise exc.at(**doc.where(where)) from None
+    kinds: dict[str, str] = {}
+    steps: list[RecipeStep] = []
+    size = top["size"]
+    recipe_dir = path.parent if path is not None else Path.cwd()
+    for name in order:
+        draft = by_name[name]
+        input_kinds = [kinds[i] for i in draft.inputs]
+        label = f"output {draft.output!r}" if draft.output else None
+        for ref, kind, where in zip(draft.inputs, input_kinds, draft.input_paths):
+            if kind not in draft.stage.consumes:
+                need = " or ".join("a clip of frames" if k == "frames" else "an image"
+                                   for k in draft.stage.consumes)
+                got = "a clip of frames" if kind == "frames" else "an image"
+                source = ref if not ref.startswith("out.") else ref.split(".")[1]
+                if draft.output and draft.stage.name == "save_image":
+                    msg = (f"{label}: step {source!r} produces {got}; write it to a video path "
+                           "(.webm, .mp4, .gif) or add 'sheet: true' for a contact sheet")
+                elif draft.output:
+                    msg = f"{label}: step {source!r} produces {got}, but {_kind_need(draft)}"
+                else:
+                    msg = (f"input {ref!r} produces {got} but stage {draft.stage.name!r} "
+                           f"needs {need}")
+                raise doc.error(RecipeError, msg, where,
+                                step=None if draft.output else draft.name)
+        kinds[name] = draft.stage.output_kind(input_kinds)
+        ctx = CheckContext(recipe_dir=recipe_dir, size=size, input_kinds=tuple(input_kinds))
+        try:
+            params = _validate_params(doc, draft.stage, draft.raw_params, draft.params_path,
+                                      draft.name if not draft.output else None, ctx)
+        except MinartError as exc:
+            if draft.output and not exc.message.startswith("output "):
+                exc.message = f"{label}: {exc.message}"
+            raise
+        where = doc.where(draft.path)
+        steps.append(RecipeStep(name=name, stage=draft.stage.name, inputs=tuple(draft.inputs),
+                                params=params, location=Location(**where), kind=kinds[name]))
+    outputs = tuple(Output(**info, location=Location(**doc.where(("outputs", info["name"]))))
+                    for info in outputs_info)
+    return Recipe(name=top["name"], description=top["description"], seed=top["seed"],
+                  device=top["device"], size=size, steps=tuple(steps), outputs=outputs,
+                  text=text, path=path, overrides=overrides)
+
+
+def _kind_need(draft: _Draft) -> str:
+    if draft.stage.name == "encode_video":
+        return "a video needs a clip of frames; write it to an image path (.png) instead"
+    return f"stage {draft.stage.name!r} needs a clip of frames"
+
+
+def parse_recipe(text: str, *, source: str = "<string>", overrides: Iterable[str] = (),
+                 path: str | Path | None = None) -> Recipe:
+    """Validate recipe YAML ``text`` completely and return the :class:`Recipe`.
+
+    Args:
+        text: the YAML.
+        source: name used in error messages (the file name).
+        overrides: ``"dotted.path=value"`` strings applied before validation (values are YAML).
+        path: the file the text came from (relative input paths resolve against its folder).
+
+    Returns:
+        The validated recipe, steps in dependency order.
+
+    Raises:
+        RecipeError: YAML syntax, unknown keys/stages, missing or cyclic references, kind
+            mismatches, unsafe output paths.
+        ParamError: a parameter of the wrong type, out of range or inconsistent.
+
+    Example:
+        >>> r = parse_recipe("seed: 3\\nsteps:\\n  a: {stage: fractal}\\n"
+        ...                  "  b: {stage: perona_malik, input: a, params: {steps: 2, kappa: 0.1, dt: 0.2}}")
+        >>> [s.name for s in r.steps], r.seed
+        (['a', 'b'], 3)
+        >>> parse_recipe("steps:\\n  a: {stage: fractl}")
+        Traceback (most recent call last):
+        ...
+        minart.errors.RecipeError: <string>:2:14: step 'a': unknown stage 'fractl'; did you mean 'fractal'?
+    """
+    if not isinstance(text, str):
+        raise RecipeError(f"recipe text must be a string, got {type(text).__name__}",
+                          file=source)
+    doc = _Doc(text, source)
+    overrides = tuple(overrides)
+    if overrides and doc.data is None:
+        doc.data = {}
+    for item in overrides:
+        _apply_override(doc, item)
+    resolved = Path(path) if path is not None else None
+    default_name = resolved.stem if resolved is not None else "recipe"
+    if not _RECIPE_NAME.match(default_name):
+        default_name = "recipe"
+    return _build(doc, path=resolved, text=text, overrides=overrides, default_name=default_name)
+
+
+def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
+    """Read and validate the recipe file at ``path`` (see :func:`parse_recipe`).
+
+    Raises:
+        RecipeError: the file is missing or unreadable, or the recipe is invalid.
+        ParamError: a parameter is invalid.
+    """
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError("no such recipe file", file=source) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"cannot read the recipe: {exc}", file=source) from None
+    return parse_recipe(text, source=source, overrides=overrides, path=Path(path))
+
+
+# -- JSON Schema ---------------------------------------------------------------------------------
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+def recipe_schema() -> dict[str, Any]:
+    """The JSON Schema of recipe files, generated from the stages' parameter models.
+
+    Steps are a union discriminated on ``stage``, so editors complete and check each stage's
+    ``params``.
+
+    Returns:
+        A JSON Schema (draft 2020-12) as a dict.
+
+    Example:
+        >>> schema = recipe_schema()
+        >>> "perona_malik" in json.dumps(schema), schema["title"]
+        (True, 'minart recipe')
+    """
+    forbid = ConfigDict(extra="forbid")
+    step_models = []
+    for stage in _all_stages():
+        step_models.append(create_model(
+            f"{_camel(stage.name)}Step", __config__=ConfigDict(
+                extra="forbid", title=f"{stage.name} step",
+                json_schema_extra={"description": stage.summary}),
+            stage=(Literal[stage.name], Field(..., description=stage.summary)),
+            input=(str | None, Field(None, description="The step whose result this step reads.")),
+            inputs=(list[str] | None, Field(None, description="The steps this step reads, in "
+                                            f"order ({', '.join(stage.inputs) or 'none'}).")),
+            params=(stage.params | None, None),
+        ))
+    step_union = Union[tuple(step_models)]  # noqa: UP007
+    writer_fields: dict[str, Any] = {}
+    for model in (_stages.SaveImageParams, _stages.EncodeVideoParams):
+        for fname, finfo in model.model_fields.items():
+            if fname != "path":
+                writer_fields[fname] = (finfo.annotation | None, Field(
+                    None, description=finfo.description))
+    output_model = create_model(
+        "Output", __config__=ConfigDict(extra="forbid", title="output"),
+        step=(str, Field(..., description="The step whose result is written.")),
+        path=(str, Field(..., description="File inside the output folder; a template with "
+                         "{name}, {seed}, {date}, {step}. The extension picks the format.")),
+        sheet=(_stages.ContactSheetParams | bool | None, Field(None, description=(
+            "For clips written to an image path: a contact sheet of evenly spaced frames."))),
+        **writer_fields,
+    )
+    size_model = create_model("Size", __config__=forbid,
+                              width=(int, Field(..., ge=8, le=16384)),
+                              height=(int, Field(..., ge=8, le=16384)))
+    recipe_model = create_model(
+        "Recipe", __config__=ConfigDict(extra="forbid", title="minart recipe"),
+        name=(str, Field("recipe", pattern=_RECIPE_NAME.pattern,
+                         description="Used in output file names ({name}).")),
+        description=(str, Field("", description="What the recipe makes, for people.")),
+        seed=(int, Field(0, ge=0, le=2**63 - 1, description="Seed of every random choice.")),
+        device=(str, Field("auto", pattern=_DEVICE.pattern, description=(
+            "auto (a GPU when there is one), cpu, cuda or cuda:N."))),
+        size=(tuple[int, int] | size_model, Field(list(DEFAULT_SIZE), description=(
+            "Default [width, height] of generated images."))),
+        steps=(dict[str, Annotated[step_union, Field(discriminator="stage")]], Field(
+            ..., description="Step name -> what it runs.")),
+        outputs=(dict[str, output_model], Field({}, description="Output name -> file.")),
+    )
+    schema = recipe_model.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+

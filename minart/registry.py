@@ -1,0 +1,234 @@
+"""The stage registry: every operation a recipe step can name, defined once.
+
+A :class:`Stage` ties together the snake_case name artists write in YAML (also the library
+function's name and the task-run name), the pydantic model of its parameters (whose fields are the
+function's keyword arguments), what it consumes and produces, and the callable that runs it::
+
+    stage.run(inputs: list[Tensor], params: BaseModel, ctx: StageContext) -> Tensor
+
+Stages register themselves in :mod:`minart.stages` when ``minart`` is imported; :func:`get_stage`
+looks one up and :func:`stages` lists them. Kinds of data flowing between steps:
+
+``"image"``  a ``(C, H, W)`` float tensor in [0, 1];
+``"frames"`` a ``(T, C, H, W)`` clip;
+``"none"``   (as the only consumed kind) a generator that takes no input.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel
+from torch import Tensor
+
+from .errors import RecipeError
+
+__all__ = [
+    "CheckContext",
+    "Kind",
+    "Stage",
+    "StageContext",
+    "get_stage",
+    "register",
+    "stages",
+    "suggest",
+]
+
+Kind = Literal["image", "frames"]
+"""What a step produces: one ``(C, H, W)`` image or a ``(T, C, H, W)`` clip."""
+
+_KINDS = ("image", "frames")
+
+
+@dataclass
+class StageContext:
+    """What a stage needs from its run besides inputs and parameters.
+
+    Args:
+        seed: the recipe's seed.
+        device: where to compute (already resolved: ``auto`` has become ``cpu`` or ``cuda``).
+        size: the recipe's default ``(width, height)``.
+        generator: a seeded ``torch.Generator`` on ``device``, the step's only source of noise.
+        progress: ``progress(done, total)`` for long stages, or ``None``.
+        recipe_dir: folder that relative input paths (``load_image``) are resolved against.
+        output_dir: folder that output path templates are confined to (``None``: current folder).
+        recipe: the loaded :class:`minart.recipe.Recipe` (outputs embed its text), or ``None``.
+        step: the name of the step being run.
+        checkpoint: resumable state for long stages (see :class:`minart.engine.Checkpoint`).
+        written: files the stage wrote; output stages append to it.
+    """
+
+    seed: int | None = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    size: tuple[int, int] = (256, 256)
+    generator: torch.Generator | None = None
+    progress: Callable[[int, int], None] | None = None
+    recipe_dir: Path = field(default_factory=Path.cwd)
+    output_dir: Path | None = None
+    recipe: Any = None
+    step: str = ""
+    checkpoint: Any = None
+    written: list[Path] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    """What a stage's check hook may look at: the recipe around the step, without running it.
+
+    Args:
+        recipe_dir: folder of the recipe file (relative input paths are resolved against it).
+        size: the recipe's ``(width, height)``.
+        input_kinds: kinds of the step's inputs, in order.
+    """
+
+    recipe_dir: Path
+    size: tuple[int, int]
+    input_kinds: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One registered operation.
+
+    Args:
+        name: snake_case key artists write as ``stage:``; also the ops function name.
+        params: pydantic model (``extra="forbid"``) of the keyword arguments.
+        run: ``run(inputs, params, ctx) -> Tensor``.
+        summary: one line for ``minart stages``.
+        consumes: kinds each input may have (``("none",)`` for generators).
+        produces: ``"image"``, ``"frames"`` or ``"same"`` (frames if any input is frames).
+        inputs: names of the inputs, for help and error messages (``()`` for generators).
+        variadic: the last input may repeat (``concatenate``, ``grid``); at least one is needed.
+        version: bump when the same parameters give different pixels (it enters cache keys).
+        check: optional hook ``check(params, ctx: CheckContext) -> dict | None`` run when the
+            recipe is checked, without doing the work: it raises
+            :class:`~minart.errors.ParamError` for cross-field problems and may return field
+            updates that resolve defaults from the recipe (sizes, input checksums).
+        preview: optional ``preview(params, factor) -> dict`` of field updates that make a
+            render ``factor`` times smaller in each dimension look like the full one.
+        function: ``"module:function"`` of the library function whose keyword arguments the
+            params mirror (``minart describe`` shows its docstring; tests compare signatures).
+        doc: the longer description shown by ``minart describe``.
+    """
+
+    name: str
+    params: type[BaseModel]
+    run: Callable[[list[Tensor], BaseModel, StageContext], Tensor]
+    summary: str
+    consumes: tuple[str, ...]
+    produces: str
+    inputs: tuple[str, ...] = ()
+    variadic: bool = False
+    version: int = 1
+    check: Callable[[BaseModel, CheckContext], Mapping[str, Any] | None] | None = None
+    preview: Callable[[BaseModel, int], dict[str, Any]] | None = None
+    function: str = ""
+    doc: str = ""
+
+    @property
+    def generator(self) -> bool:
+        """True for stages that take no input (``fractal``, ``load_image``)."""
+        return self.consumes == ("none",)
+
+    def accepts(self, count: int) -> bool:
+        """Whether the stage takes ``count`` inputs.
+
+        Example:
+            >>> get_stage("blend").accepts(2), get_stage("blend").accepts(1)
+            (True, False)
+        """
+        if self.generator:
+            return count == 0
+        if self.variadic:
+            return count >= len(self.inputs)
+        return count == len(self.inputs)
+
+    def output_kind(self, input_kinds: Sequence[str]) -> str:
+        """The kind this stage produces from inputs of ``input_kinds``.
+
+        Example:
+            >>> get_stage("perona_malik").output_kind(["frames"])
+            'frames'
+        """
+        if self.produces == "same":
+            return "frames" if "frames" in input_kinds else "image"
+        return self.produces
+
+
+_REGISTRY: dict[str, Stage] = {}
+
+
+def register(stage: Stage) -> Stage:
+    """Add ``stage`` to the registry and return it.
+
+    Raises:
+        RecipeError: the name is taken or not snake_case, or the kinds are unknown.
+
+    Example:
+        >>> get_stage("fractal").name
+        'fractal'
+    """
+    if not stage.name.isidentifier() or stage.name.lower() != stage.name:
+        raise RecipeError(f"stage name {stage.name!r} must be snake_case")
+    if stage.name in _REGISTRY:
+        raise RecipeError(f"stage {stage.name!r} is registered twice")
+    if stage.consumes != ("none",) and not set(stage.consumes) <= set(_KINDS):
+        raise RecipeError(f"stage {stage.name!r} consumes unknown kinds {stage.consumes}")
+    if stage.produces not in (*_KINDS, "same"):
+        raise RecipeError(f"stage {stage.name!r} produces unknown kind {stage.produces!r}")
+    if stage.params.model_config.get("extra") != "forbid":
+        raise RecipeError(f"stage {stage.name!r}: its params model must set extra='forbid'")
+    _REGISTRY[stage.name] = stage
+    return stage
+
+
+def suggest(name: str, choices: Sequence[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``choices``, or ``""``.
+
+    Example:
+        >>> suggest("perona_malk", ["perona_malik", "fractal"])
+        "; did you mean 'perona_malik'?"
+    """
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def get_stage(name: str) -> Stage:
+    """The stage registered as ``name``.
+
+    Raises:
+        RecipeError: no such stage (with the closest name as a suggestion).
+
+    Example:
+        >>> get_stage("minimize").produces
+        'frames'
+        >>> get_stage("perona_malk")
+        Traceback (most recent call last):
+        ...
+        minart.errors.RecipeError: unknown stage 'perona_malk'; did you mean 'perona_malik'?
+    """
+    _ensure_loaded()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise RecipeError(f"unknown stage {name!r}{suggest(str(name), list(_REGISTRY))}") from None
+
+
+def stages() -> list[Stage]:
+    """Every registered stage, sorted by name.
+
+    Example:
+        >>> "save_image" in [s.name for s in stages()]
+        True
+    """
+    _ensure_loaded()
+    return [_REGISTRY[n] for n in sorted(_REGISTRY)]
+
+
+def _ensure_loaded() -> None:
+    from . import stages as _stages  # noqa: F401  (registers the built-in stages on first import)

@@ -1,0 +1,742 @@
+"""The built-in stages: each library operation registered under the name recipes use.
+
+Importing this module (``import minart`` does) registers every stage and does nothing else: the
+library functions are looked up only when a stage runs, so a recipe can be checked without
+touching the tensors.
+
+Parameter models mirror the keyword arguments of the library function named in each stage's
+``function``; values that YAML cannot express directly have a YAML form:
+
+* complex numbers (``coefficient``, ``julia``): ``[re, im]``, ``{re: 0, im: -0.318}`` or a plain
+  number for a real value;
+* points (``center``): ``[x, y]``; colours (``background``): ``[r, g, b]`` in [0, 1];
+* dtypes: the names ``float32`` / ``float64``.
+
+Outputs (``save_image``, ``contact_sheet`` + ``save_image``, ``encode_video``) are stages too; the
+recipe's ``outputs:`` section is sugar that adds them as steps. Their ``path`` is a template
+(``{name}``, ``{seed}``, ``{date}``, ``{step}``) confined to the output folder, see
+:func:`expand_output_path`. An output stage returns its input unchanged.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import importlib
+import math
+import string
+from collections.abc import Callable, Mapping
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from torch import Tensor
+
+from .errors import MediaError, ParamError, RecipeError
+from .registry import CheckContext, Stage, StageContext, register
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "TEMPLATE_FIELDS",
+    "VIDEO_SUFFIXES",
+    "check_output_template",
+    "contact_sheet_indices",
+    "expand_output_path",
+    "file_sha256",
+]
+
+TEMPLATE_FIELDS = ("name", "seed", "date", "step")
+"""Fields an output ``path`` template may use: recipe name, recipe seed, UTC date, source step."""
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
+"""Extensions an image output may have."""
+
+VIDEO_SUFFIXES = (".webm", ".mp4", ".gif")
+"""Extensions a video output may have."""
+
+
+# -- output paths --------------------------------------------------------------------------------
+
+
+def check_output_template(template: str) -> list[str]:
+    """Validate an output path template and return the fields it uses.
+
+    A template is a relative POSIX path; ``{name}``, ``{seed}``, ``{date}`` and ``{step}`` are
+    replaced at run time. Absolute paths, ``..`` components, backslashes and other fields are
+    refused, so an expanded path always stays inside the output folder.
+
+    Args:
+        template: e.g. ``"{name}/{date}-{seed}.png"``.
+
+    Returns:
+        The template fields used, in order.
+
+    Raises:
+        RecipeError: empty, absolute, ``..``, unknown or malformed fields.
+
+    Example:
+        >>> check_output_template("{name}/{seed}.png")
+        ['name', 'seed']
+        >>> check_output_template("../x.png")
+        Traceback (most recent call last):
+        ...
+        minart.errors.RecipeError: path '../x.png' must stay inside the output folder (no '..')
+    """
+    if not isinstance(template, str) or not template.strip():
+        raise RecipeError(f"path {template!r} must be a non-empty relative file path", param="path")
+    if "\\" in template:
+        raise RecipeError(f"path {template!r} must use '/' between folders, not '\\'",
+                          param="path")
+    if template.startswith("/") or template.startswith("~") or (
+            len(template) > 1 and template[1] == ":"):
+        raise RecipeError(f"path {template!r} must be relative to the output folder, not absolute",
+                          param="path")
+    if ".." in PurePosixPath(template).parts:
+        raise RecipeError(f"path {template!r} must stay inside the output folder (no '..')",
+                          param="path")
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise RecipeError(f"path {template!r} is not a valid template ({exc}); write '{{{{' for "
+                          "a literal brace", param="path") from None
+    used: list[str] = []
+    for _, field_name, spec, conversion in parsed:
+        if field_name is None:
+            continue
+        if field_name not in TEMPLATE_FIELDS or spec or conversion:
+            from .registry import suggest
+
+            fields = ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)
+            raise RecipeError(f"path {template!r} uses unknown field {{{field_name}}}"
+                              f"{suggest(field_name, TEMPLATE_FIELDS)} (fields: {fields})",
+                              param="path")
+        used.append(field_name)
+    return used
+
+
+def expand_output_path(template: str, *, output_dir: str | Path, name: str, seed: int | None,
+                       step: str, date: str | None = None) -> Path:
+    """Fill in an output path template and confine it to ``output_dir``.
+
+    ``path = output_dir / template.format(name=..., seed=..., date=YYYY-MM-DD, step=...)``
+
+    Args:
+        template: a template accepted by :func:`check_output_template`.
+        output_dir: the folder every output must stay in.
+        name: the recipe name.
+        seed: the recipe seed.
+        step: the step whose result is written.
+        date: ``YYYY-MM-DD`` (default: today, UTC).
+
+    Returns:
+        The absolute output path.
+
+    Raises:
+        RecipeError: a bad template, or an expansion that would leave ``output_dir``.
+
+    Example:
+        >>> expand_output_path("{name}-{seed}.png", output_dir="/tmp/out", name="ocean", seed=3,
+        ...                    step="art").as_posix()
+        '/tmp/out/ocean-3.png'
+    """
+    check_output_template(template)
+    date = date or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
+    relative = template.format(name=name, seed=seed, date=date, step=step)
+    root = Path(output_dir).resolve()
+    target = (root / relative).resolve()
+    if PurePosixPath(relative).is_absolute() or ".." in PurePosixPath(relative).parts or (
+            target != root and root not in target.parents):
+        raise RecipeError(f"path {template!r} expands to {relative!r}, outside the output folder",
+                          param="path")
+    return target
+
+
+# -- YAML-friendly parameter types ---------------------------------------------------------------
+
+
+def _to_pair(value: Any) -> Any:
+    """Accept ``[re, im]``, ``{re, im}`` or a real number for a complex parameter."""
+    if isinstance(value, Mapping) and set(value) <= {"re", "im"}:
+        return (value.get("re", 0.0), value.get("im", 0.0))
+    if isinstance(value, complex):
+        return (value.real, value.imag)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (value, 0.0)
+    return _to_tuple(value)
+
+
+def _to_tuple(value: Any) -> Any:
+    """YAML has no tuples: accept a list where a fixed-length tuple is expected."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+_NUMBER = {"type": "number"}
+ComplexPair = Annotated[
+    tuple[float, float],
+    BeforeValidator(_to_pair),
+    WithJsonSchema({"anyOf": [
+        _NUMBER,
+        {"type": "array", "prefixItems": [_NUMBER, _NUMBER], "minItems": 2, "maxItems": 2},
+        {"type": "object", "properties": {"re": _NUMBER, "im": _NUMBER},
+         "additionalProperties": False},
+    ], "description": "a complex number as [re, im], {re: .., im: ..} or a real number"}),
+]
+Point = Annotated[tuple[float, float], BeforeValidator(_to_tuple)]
+Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+Color = Annotated[tuple[Unit, Unit, Unit], BeforeValidator(_to_tuple)]
+
+
+class _Params(BaseModel):
+    # strict: YAML "0.4" (a string) or true (a boolean) is not silently taken as a number
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _kwargs(params: BaseModel, *, drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The model's fields as keyword arguments, leaving out ``None`` (= library default)."""
+    return {k: getattr(params, k) for k in type(params).model_fields
+            if k not in drop and getattr(params, k) is not None}
+
+
+def _function(path: str) -> Callable[..., Any]:
+    module, _, name = path.partition(":")
+    fn = getattr(importlib.import_module(module), name, None)
+    if fn is None:
+        raise RecipeError(f"{path.replace(':', '.')} is not available in this minart build")
+    return fn
+
+
+def _progress(ctx: StageContext, total: int) -> Callable[..., None] | None:
+    if ctx.progress is None:
+        return None
+    report = ctx.progress
+    return lambda done, *_: report(int(done), total)
+
+
+def _shrink(value: int | None, factor: int, *, least: int = 8) -> int | None:
+    return None if value is None else max(least, round(value / factor))
+
+
+# -- generators ----------------------------------------------------------------------------------
+
+
+class FractalParams(_Params):
+    """Parameters of :func:`minart.fractal.fractal`."""
+
+    width: int | None = Field(None, ge=8, le=16384, description=(
+        "Image width in pixels; leave out to use the recipe's size."))
+    height: int | None = Field(None, ge=8, le=16384, description=(
+        "Image height in pixels; leave out to use the recipe's size."))
+    formula: str = Field("inverse_power", description=(
+        "Recurrence that is iterated at each pixel; 'inverse_power' is the post's ocean fractal."))
+    power: float = Field(7.0, ge=-64, le=64, description=(
+        "Exponent in the recurrence: higher powers give more petals."))
+    coefficient: ComplexPair = Field((0.0, -1.0 / math.pi), description=(
+        "Complex factor of the recurrence as [re, im] (default -i/pi, the post's value)."))
+    center: Point = Field((0.0, 0.0), description=(
+        "Point of the complex plane at the image centre, [x, y]."))
+    span: float = Field(3.0, gt=0, le=1e6, description=(
+        "Width of the complex plane shown; smaller values zoom in."))
+    iterations: int = Field(64, ge=1, le=100000, description=(
+        "Iterations per pixel: more shows finer detail and takes longer."))
+    coloring: str | None = Field(None, description=(
+        "How escape counts become brightness; leave out for the library default."))
+    palette: str | None = Field(None, description=(
+        "Colour palette name; leave out for the library default."))
+    supersample: int = Field(1, ge=1, le=8, description=(
+        "Samples per pixel along each axis, averaged: 2 or 3 removes jagged edges."))
+    julia: ComplexPair | None = Field(None, description=(
+        "Draw the Julia set of this constant [re, im] instead of the parameter-plane picture."))
+    dtype: Literal["float32", "float64"] = Field("float32", description=(
+        "Precision of the iteration: float64 for deep zooms."))
+
+
+class FractalFramesParams(FractalParams):
+    """Parameters of :func:`minart.fractal.fractal_frames`."""
+
+    frames: int = Field(24, ge=1, le=10000, description="Number of frames of the animation.")
+
+
+def _fractal_kwargs(params: FractalParams, ctx: StageContext) -> dict[str, Any]:
+    kw = _kwargs(params, drop=("width", "height"))
+    kw["coefficient"] = complex(*params.coefficient)
+    if params.julia is not None:
+        kw["julia"] = complex(*params.julia)
+    kw["center"] = tuple(params.center)
+    kw["dtype"] = getattr(torch, params.dtype)
+    kw["device"] = ctx.device
+    return kw
+
+
+def _size(params: BaseModel, ctx: StageContext) -> tuple[int, int]:
+    width, height = ctx.size
+    return (getattr(params, "width", None) or width, getattr(params, "height", None) or height)
+
+
+def _run_fractal(inputs: list[Tensor], params: FractalParams, ctx: StageContext) -> Tensor:
+    width, height = _size(params, ctx)
+    image = _function("minart.fractal:fractal")(width, height, **_fractal_kwargs(params, ctx))
+    return image.float()
+
+
+def _run_fractal_frames(inputs: list[Tensor], params: FractalFramesParams,
+                        ctx: StageContext) -> Tensor:
+    width, height = _size(params, ctx)
+    frames = _function("minart.fractal:fractal_frames")(width, height,
+                                                        **_fractal_kwargs(params, ctx))
+    return frames.float()
+
+
+def _fill_size(params: BaseModel, ctx: CheckContext) -> dict[str, Any]:
+    """Resolve ``width``/``height`` left out to the recipe's size (so they enter cache keys)."""
+    return {"width": params.width or ctx.size[0], "height": params.height or ctx.size[1]}
+
+
+def _preview_size(params: BaseModel, factor: int) -> dict[str, Any]:
+    return {"width": _shrink(params.width, factor), "height": _shrink(params.height, factor)}
+
+
+class LoadImageParams(_Params):
+    """Parameters of the ``load_image`` stage (:func:`minart.io.read_image`)."""
+
+    path: str = Field(..., min_length=1, description=(
+        "Image file to start from, relative to the recipe's folder (PNG, JPEG, TIFF, WebP)."))
+    max_pixels: int = Field(16_777_216, ge=1, le=1_073_741_824, description=(
+        "Refuse images with more pixels than this (protects memory)."))
+    downscale: int = Field(1, ge=1, le=64, description=(
+        "Shrink by this whole factor after reading (area average); previews raise it."))
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description=(
+        "Expected SHA-256 of the file; filled in when the recipe is checked, so editing the "
+        "image invalidates cached results."))
+
+
+def _input_path(params: LoadImageParams, recipe_dir: Path) -> Path:
+    path = Path(params.path).expanduser()
+    return path if path.is_absolute() else Path(recipe_dir) / path
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB chunks).
+
+    Raises:
+        OSError: the file cannot be read.
+
+    Example:
+        >>> len(file_sha256(Path(__file__)))
+        64
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_load_image(params: LoadImageParams, ctx: CheckContext) -> dict[str, Any]:
+    path = _input_path(params, ctx.recipe_dir)
+    if not path.is_file():
+        raise ParamError(f"path={params.path!r}: no such file {path.as_posix()}", param="path")
+    digest = file_sha256(path)
+    if params.sha256 is not None and digest != params.sha256:
+        raise ParamError(f"path={params.path!r}: the file's SHA-256 is not the expected "
+                         f"{params.sha256[:12]}...; drop sha256 to accept the new file",
+                         param="sha256")
+    return {"sha256": digest}
+
+
+def _run_load_image(inputs: list[Tensor], params: LoadImageParams, ctx: StageContext) -> Tensor:
+    path = _input_path(params, ctx.recipe_dir)
+    if params.sha256 is not None and path.is_file() and file_sha256(path) != params.sha256:
+        raise MediaError(f"{path.as_posix()} changed since the recipe was checked (SHA-256 "
+                         "mismatch)")
+    image = _function("minart.io:read_image")(path, max_pixels=params.max_pixels)
+    image = image.to(ctx.device, torch.float32)
+    if params.downscale > 1:
+        _, height, width = image.shape
+        if height < params.downscale or width < params.downscale:
+            raise ParamError(f"downscale={params.downscale} is larger than the image "
+                             f"({width}x{height})", param="downscale")
+        image = F.interpolate(image[None], scale_factor=1.0 / params.downscale,
+                              mode="area")[0]  # (C, H, W) -> (1, C, H, W) -> (C, h, w)
+    return image
+
+
+# -- diffusion and minimization ------------------------------------------------------------------
+
+
+class PeronaMalikParams(_Params):
+    """Parameters of :func:`minart.diffusion.perona_malik`."""
+
+    steps: int = Field(..., ge=0, le=100000, description=(
+        "Number of diffusion steps: more steps smooth larger areas."))
+    kappa: float = Field(..., gt=0, le=10, description=(
+        "Edge threshold in brightness units (0-1): differences below it are smoothed, edges "
+        "above it are kept."))
+    dt: float = Field(..., gt=0, le=10, description=(
+        "Time step. The classic scheme is stable up to 0.25 (larger values are split into "
+        "substeps unless substep: off)."))
+    scheme: Literal["classic", "seed"] = Field("classic", description=(
+        "'classic' (Perona-Malik 1990, per channel) or 'seed' (the post's dense 3x3 operator "
+        "mixing channels, clamped to [0, 1])."))
+    conduction: Literal["exp", "inverse", "tukey"] = Field("exp", description=(
+        "Edge-stopping function: 'exp' keeps high-contrast edges, 'inverse' favours wide "
+        "regions, 'tukey' stops diffusion sharply at edges."))
+    substep: Literal["auto", "off"] = Field("auto", description=(
+        "'auto' splits unstable classic steps (dt > 0.25) into stable substeps; 'off' refuses "
+        "them."))
+
+
+def _check_perona_malik(params: PeronaMalikParams, ctx: CheckContext) -> None:
+    from .diffusion import perona_malik
+
+    probe = _kwargs(params)
+    probe["steps"] = 0  # validates every option, including the stability bound, without work
+    perona_malik(torch.zeros(1, 3, 2, 2), **probe)
+
+
+def _run_perona_malik(inputs: list[Tensor], params: PeronaMalikParams,
+                      ctx: StageContext) -> Tensor:
+    from .diffusion import perona_malik
+
+    return perona_malik(inputs[0], **_kwargs(params), callback=_progress(ctx, params.steps))
+
+
+def _preview_perona_malik(params: PeronaMalikParams, factor: int) -> dict[str, Any]:
+    # Diffusion spreads over about sqrt(steps * dt) pixels: 1/factor the pixels, 1/factor^2 steps.
+    return {"steps": max(1, round(params.steps / factor**2)) if params.steps else 0}
+
+
+class MinimizeParams(_Params):
+    """Parameters of :func:`minart.minimize.minimize`."""
+
+    iterations: int = Field(..., ge=1, le=1_000_000, description=(
+        "Gradient steps of the minimization; every step is one diffusion step of the image."))
+    frame_every: int = Field(75, ge=1, le=1_000_000, description=(
+        "Keep one frame of the animation every this many iterations."))
+    lr: float = Field(2e-6, gt=0, le=1.0, description=(
+        "Learning rate of the operator. With reduction 'sum' it must shrink as images grow "
+        "(the post used 2e-6 for ~800 px photos)."))
+    kappa: float = Field(0.2, gt=0, le=10, description="Conduction scale of the diffusion step.")
+    dt: float = Field(0.2, gt=0, le=10, description="Time step of the diffusion step.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum of the operator.")
+    weight_decay: float = Field(5e-4, ge=0, le=1, description="SGD weight decay of the operator.")
+    refresh_every: int = Field(375, ge=1, le=1_000_000, description=(
+        "Every this many iterations the image is blended back towards the original."))
+    refresh_at: int = Field(300, ge=0, le=1_000_000, description=(
+        "Iteration within each refresh period at which the blend happens."))
+    blend: float = Field(0.6, ge=0, le=1, description=(
+        "Weight of the current image in the refresh blend (1 keeps it, 0 restarts)."))
+    loss: Literal["seed", "seed_video"] = Field("seed", description=(
+        "'seed': fidelity + operator response + intensity (the post's loss); 'seed_video' "
+        "the variant of the post's videos."))
+    reduction: Literal["sum", "mean"] = Field("sum", description=(
+        "Sum the loss over pixels (the post; lr depends on the size) or average it (lr "
+        "independent of the size)."))
+
+
+def _run_minimize(inputs: list[Tensor], params: MinimizeParams, ctx: StageContext) -> Tensor:
+    minimize = _function("minart.minimize:minimize")
+    result = minimize(inputs[0], **_kwargs(params), generator=ctx.generator,
+                      callback=_progress(ctx, params.iterations))
+    return result.frames
+
+
+def _preview_minimize(params: MinimizeParams, factor: int) -> dict[str, Any]:
+    # A summed loss has factor^2 fewer terms at 1/factor the size: scale lr to keep its steps.
+    return {"lr": params.lr * factor**2} if params.reduction == "sum" else {}
+
+
+# -- compositing ---------------------------------------------------------------------------------
+
+
+class BlendParams(_Params):
+    """Parameters of :func:`minart.composite.blend`."""
+
+    mode: str = Field("normal", description=(
+        "Blend mode: how the top layer combines with the base (e.g. normal, multiply, screen)."))
+    opacity: float = Field(1.0, ge=0, le=1, description="Opacity of the top layer (0 = base only).")
+
+
+def _run_blend(inputs: list[Tensor], params: BlendParams, ctx: StageContext) -> Tensor:
+    base, top = inputs
+    return _function("minart.composite:blend")(base, top, **_kwargs(params))
+
+
+class ResizeParams(_Params):
+    """Parameters of :func:`minart.composite.resize`."""
+
+    width: int | None = Field(None, ge=1, le=16384, description=(
+        "New width in pixels; leave out to use the recipe's size."))
+    height: int | None = Field(None, ge=1, le=16384, description=(
+        "New height in pixels; leave out to use the recipe's size."))
+    fit: str = Field("stretch", description=(
+        "How the aspect ratio is handled when it changes (e.g. stretch, contain, cover)."))
+
+
+def _run_resize(inputs: list[Tensor], params: ResizeParams, ctx: StageContext) -> Tensor:
+    width, height = _size(params, ctx)
+    return _function("minart.composite:resize")(inputs[0], width, height, fit=params.fit)
+
+
+class GridParams(_Params):
+    """Parameters of :func:`minart.composite.grid`."""
+
+    columns: int | None = Field(None, ge=1, le=1000, description=(
+        "Images per row; leave out for a near-square grid."))
+    spacing: int = Field(2, ge=0, le=1000, description="Gap between images, in pixels.")
+    background: Color = Field((0.0, 0.0, 0.0), description="Gap colour as [r, g, b] in 0-1.")
+    labels: list[str] | None = Field(None, description="Optional caption per image.")
+
+
+def _run_grid(inputs: list[Tensor], params: GridParams, ctx: StageContext) -> Tensor:
+    images = [im for x in inputs for im in (x.unbind(0) if x.ndim == 4 else [x])]
+    return _function("minart.composite:grid")(images, **_kwargs(params))
+
+
+def _preview_spacing(params: BaseModel, factor: int) -> dict[str, Any]:
+    return {"spacing": round(params.spacing / factor)}
+
+
+class ContactSheetParams(_Params):
+    """Parameters of the ``contact_sheet`` stage (a :func:`minart.composite.grid` of frames)."""
+
+    frames: int = Field(12, ge=1, le=10000, description=(
+        "How many frames to show, evenly spaced from first to last."))
+    columns: int | None = Field(None, ge=1, le=1000, description=(
+        "Frames per row; leave out for a near-square sheet."))
+    spacing: int = Field(2, ge=0, le=1000, description="Gap between frames, in pixels.")
+    background: Color = Field((0.0, 0.0, 0.0), description="Gap colour as [r, g, b] in 0-1.")
+
+
+def contact_sheet_indices(total: int, count: int) -> list[int]:
+    """``count`` frame indices evenly spaced over ``0 .. total-1`` (first and last included).
+
+    Example:
+        >>> contact_sheet_indices(10, 4)
+        [0, 3, 6, 9]
+    """
+    if count >= total:
+        return list(range(total))
+    if count == 1:
+        return [total - 1]
+    return [round(i * (total - 1) / (count - 1)) for i in range(count)]
+
+
+def _run_contact_sheet(inputs: list[Tensor], params: ContactSheetParams,
+                       ctx: StageContext) -> Tensor:
+    frames = inputs[0]
+    picked = [frames[i] for i in contact_sheet_indices(frames.shape[0], params.frames)]
+    return _function("minart.composite:grid")(picked, columns=params.columns,
+                                              spacing=params.spacing,
+                                              background=params.background)
+
+
+class CrossfadeParams(_Params):
+    """Parameters of :func:`minart.composite.crossfade`."""
+
+    frames: int = Field(24, ge=2, le=10000, description="Length of the fade, in frames.")
+
+
+def _run_crossfade(inputs: list[Tensor], params: CrossfadeParams, ctx: StageContext) -> Tensor:
+    a, b = inputs
+    return _function("minart.composite:crossfade")(a, b, frames=params.frames)
+
+
+class NoParams(_Params):
+    """A stage without parameters."""
+
+
+def _unary(function: str) -> Callable[[list[Tensor], BaseModel, StageContext], Tensor]:
+    def run(inputs: list[Tensor], params: BaseModel, ctx: StageContext) -> Tensor:
+        return _function(function)(inputs[0], **_kwargs(params))
+
+    return run
+
+
+class SubsampleParams(_Params):
+    """Parameters of :func:`minart.composite.subsample`."""
+
+    every: int = Field(2, ge=1, le=10000, description="Keep one frame in this many.")
+
+
+class HoldParams(_Params):
+    """Parameters of :func:`minart.composite.hold`."""
+
+    frames: int = Field(12, ge=1, le=10000, description=(
+        "How many frames the image (or a clip's last frame) is held for."))
+
+
+def _run_concatenate(inputs: list[Tensor], params: BaseModel, ctx: StageContext) -> Tensor:
+    return _function("minart.composite:concatenate")(inputs)
+
+
+# -- outputs -------------------------------------------------------------------------------------
+
+
+class SaveImageParams(_Params):
+    """Parameters of the ``save_image`` stage (:func:`minart.io.write_image`)."""
+
+    path: str = Field(..., min_length=1, description=(
+        "File to write inside the output folder; a template with {name}, {seed}, {date}, "
+        "{step}. The extension picks the format (.png, .jpg, .tif, .webp)."))
+    bits: Literal[8, 16] = Field(8, description="Bits per channel (16 for PNG/TIFF only).")
+    embed_recipe: bool = Field(True, description=(
+        "Store the recipe in the file's metadata so 'minart reproduce' can render it again."))
+
+
+class EncodeVideoParams(_Params):
+    """Parameters of the ``encode_video`` stage (:func:`minart.video.encode_video`)."""
+
+    path: str = Field(..., min_length=1, description=(
+        "File to write inside the output folder; a template with {name}, {seed}, {date}, "
+        "{step}. The extension picks the format (.webm, .mp4, .gif)."))
+    fps: float = Field(24.0, gt=0, le=240, description="Frames per second.")
+    quality: int = Field(7, ge=0, le=10, description="0 smallest file ... 10 best picture.")
+    loop: bool = Field(True, description="Make the clip loop (GIFs repeat forever).")
+
+
+def _check_suffix(path: str, allowed: tuple[str, ...], kind: str) -> None:
+    suffix = PurePosixPath(path).suffix.lower()
+    if suffix not in allowed:
+        raise ParamError(f"path={path!r} needs a {kind} extension ({', '.join(allowed)})",
+                         param="path")
+
+
+def _check_save_image(params: SaveImageParams, ctx: CheckContext) -> None:
+    check_output_template(params.path)
+    _check_suffix(params.path, IMAGE_SUFFIXES, "image")
+    if params.bits == 16 and PurePosixPath(params.path).suffix.lower() not in (
+            ".png", ".tif", ".tiff"):
+        raise ParamError(f"bits=16 needs a .png or .tif path, got {params.path!r}", param="bits")
+
+
+def _check_encode_video(params: EncodeVideoParams, ctx: CheckContext) -> None:
+    check_output_template(params.path)
+    _check_suffix(params.path, VIDEO_SUFFIXES, "video")
+
+
+def _output_target(params: BaseModel, ctx: StageContext) -> Path:
+    recipe = ctx.recipe
+    return expand_output_path(params.path, output_dir=ctx.output_dir or Path.cwd(),
+                              name=getattr(recipe, "name", "minart"), seed=ctx.seed,
+                              step=_source_step(ctx))
+
+
+def _source_step(ctx: StageContext) -> str:
+    recipe = ctx.recipe
+    for step in getattr(recipe, "steps", ()):
+        if step.name == ctx.step and step.inputs:
+            return step.inputs[0]
+    return ctx.step
+
+
+def _metadata(ctx: StageContext) -> dict[str, str]:
+    recipe = ctx.recipe
+    if recipe is None or not getattr(recipe, "text", None):
+        return {}
+    return {"minart:recipe": recipe.text, "minart:recipe_path": str(recipe.path or ""),
+            "minart:seed": str(ctx.seed)}
+
+
+def _run_save_image(inputs: list[Tensor], params: SaveImageParams, ctx: StageContext) -> Tensor:
+    target = _output_target(params, ctx)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    metadata = _metadata(ctx) if params.embed_recipe else {}
+    _function("minart.io:write_image")(target, inputs[0], bits=params.bits, metadata=metadata)
+    ctx.written.append(target)
+    return inputs[0]
+
+
+def _run_encode_video(inputs: list[Tensor], params: EncodeVideoParams,
+                      ctx: StageContext) -> Tensor:
+    target = _output_target(params, ctx)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _function("minart.video:encode_video")(target, inputs[0], fps=params.fps,
+                                           quality=params.quality, loop=params.loop)
+    ctx.written.append(target)
+    return inputs[0]
+
+
+# -- registration --------------------------------------------------------------------------------
+
+_ANY = ("image", "frames")
+
+register(Stage(
+    name="fractal", params=FractalParams, run=_run_fractal, consumes=("none",), produces="image",
+    summary="Render a fractal image (the post's inverse-power ocean by default).",
+    check=_fill_size, preview=_preview_size, function="minart.fractal:fractal"))
+register(Stage(
+    name="fractal_frames", params=FractalFramesParams, run=_run_fractal_frames,
+    consumes=("none",), produces="frames",
+    summary="Render an animated fractal as a clip of frames.",
+    check=_fill_size, preview=_preview_size, function="minart.fractal:fractal_frames"))
+register(Stage(
+    name="load_image", params=LoadImageParams, run=_run_load_image, consumes=("none",),
+    produces="image", summary="Read an image file (relative to the recipe) as the start image.",
+    check=_check_load_image,
+    preview=lambda p, f: {"downscale": p.downscale * f}, function="minart.io:read_image"))
+register(Stage(
+    name="perona_malik", params=PeronaMalikParams, run=_run_perona_malik, consumes=_ANY,
+    produces="same", inputs=("image",), check=_check_perona_malik, preview=_preview_perona_malik,
+    summary="Edge-preserving Perona-Malik diffusion (classic or the post's seed scheme).",
+    function="minart.diffusion:perona_malik"))
+register(Stage(
+    name="minimize", params=MinimizeParams, run=_run_minimize, consumes=_ANY, produces="frames",
+    inputs=("image",), preview=_preview_minimize,
+    summary="Minimization art: learn the diffusion operator by gradient descent; a clip.",
+    function="minart.minimize:minimize"))
+register(Stage(
+    name="blend", params=BlendParams, run=_run_blend, consumes=_ANY, produces="same",
+    inputs=("base", "top"), summary="Blend a top layer over a base with a mode and opacity.",
+    function="minart.composite:blend"))
+register(Stage(
+    name="resize", params=ResizeParams, run=_run_resize, consumes=_ANY, produces="same",
+    inputs=("image",), check=_fill_size, preview=_preview_size, summary="Resample an image or clip to a new size.",
+    function="minart.composite:resize"))
+register(Stage(
+    name="grid", params=GridParams, run=_run_grid, consumes=_ANY, produces="image",
+    inputs=("images",), variadic=True, preview=_preview_spacing,
+    summary="Lay out images (and the frames of clips) in a grid.",
+    function="minart.composite:grid"))
+register(Stage(
+    name="contact_sheet", params=ContactSheetParams, run=_run_contact_sheet, consumes=("frames",),
+    produces="image", inputs=("frames",), preview=_preview_spacing,
+    summary="A grid of evenly spaced frames of a clip, to see it at a glance.",
+    function="minart.composite:grid"))
+register(Stage(
+    name="crossfade", params=CrossfadeParams, run=_run_crossfade, consumes=("image",),
+    produces="frames", inputs=("a", "b"), summary="Fade from one image to another over frames.",
+    function="minart.composite:crossfade"))
+register(Stage(
+    name="boomerang", params=NoParams, run=_unary("minart.composite:boomerang"),
+    consumes=("frames",), produces="frames", inputs=("frames",),
+    summary="Play a clip forwards then backwards, for a seamless loop.",
+    function="minart.composite:boomerang"))
+register(Stage(
+    name="reverse", params=NoParams, run=_unary("minart.composite:reverse"), consumes=("frames",),
+    produces="frames", inputs=("frames",), summary="Play a clip backwards.",
+    function="minart.composite:reverse"))
+register(Stage(
+    name="subsample", params=SubsampleParams, run=_unary("minart.composite:subsample"),
+    consumes=("frames",), produces="frames", inputs=("frames",),
+    summary="Keep every n-th frame of a clip.", function="minart.composite:subsample"))
+register(Stage(
+    name="concatenate", params=NoParams, run=_run_concatenate, consumes=("frames",),
+    produces="frames", inputs=("clips",), variadic=True,
+    summary="Join clips one after another.", function="minart.composite:concatenate"))
+register(Stage(
+    name="hold", params=HoldParams, run=_unary("minart.composite:hold"), consumes=_ANY,
+    produces="frames", inputs=("image",),
+    summary="Hold an image (or a clip's last frame) still for some frames.",
+    function="minart.composite:hold"))
+register(Stage(
+    name="save_image", params=SaveImageParams, run=_run_save_image, consumes=("image",),
+    produces="image", inputs=("image",), check=_check_save_image,
+    summary="Write an image file (PNG, JPEG, TIFF, WebP) into the output folder.",
+    function="minart.io:write_image"))
+register(Stage(
+    name="encode_video", params=EncodeVideoParams, run=_run_encode_video, consumes=("frames",),
+    produces="frames", inputs=("frames",), check=_check_encode_video,
+    summary="Encode a clip as WebM, MP4 or GIF into the output folder.",
+    function="minart.video:encode_video"))
