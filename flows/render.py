@@ -27,7 +27,7 @@ __all__ = ["render"]
 
 @flow(name="render", persist_result=False, log_prints=False)
 def render(recipe: str, overrides: dict[str, Any] | None = None, preview: bool = False,
-           output_dir: str | None = None, device: str = "cpu", cache: str | None = None,
+           output_dir: str | None = None, device: str | None = None, cache: str | None = None,
            report: str | None = None) -> dict[str, Any]:
     """Render ``recipe`` (a YAML path) through the tensor cache and return the run report.
 
@@ -56,7 +56,7 @@ def render(recipe: str, overrides: dict[str, Any] | None = None, preview: bool =
     for name in to_run:
         step = plan.steps[name]
         futures[name] = step_task(store, stage=step.stage, step=name).submit(
-            recipe=recipe, overrides=overrides, preview=preview, device=device, step=name,
+            recipe=recipe, overrides=overrides, preview=preview, device=plan.device, step=name,
             key=step.key, cache=store.location, output_dir=output_dir,
             wait_for=[futures[i] for i in step.inputs if i in futures])
 

@@ -48,8 +48,10 @@ __all__ = [
     "RunReport",
     "StepResult",
     "load_plan",
+    "overrides_list",
     "plan",
     "render",
+    "resolve_device",
     "run_step",
     "step_seed",
 ]
@@ -436,11 +438,32 @@ class _Keyed:
     params: Any
 
 
-def _overrides_tuple(overrides: Mapping[str, Any] | Iterable[str] | None) -> tuple[str, ...]:
+def resolve_device(device: str | torch.device | None) -> str:
+    """``"auto"`` (or ``None``) becomes ``"cuda"`` when a GPU is present, else ``"cpu"``.
+
+    Example:
+        >>> resolve_device("cpu"), resolve_device("cuda:1")
+        ('cpu', 'cuda:1')
+    """
+    if device is None or str(device) == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
+def overrides_list(overrides: Mapping[str, Any] | Iterable[str] | None) -> tuple[str, ...]:
+    """Overrides as ``"dotted.path=value"`` strings (mapping values written as JSON, a YAML subset).
+
+    Example:
+        >>> overrides_list({"steps.a.params.power": 5, "steps.a.params.palette": "ocean"})
+        ('steps.a.params.power=5', 'steps.a.params.palette=ocean')
+        >>> overrides_list(["seed=3"])
+        ('seed=3',)
+    """
     if not overrides:
         return ()
     if isinstance(overrides, Mapping):
-        return tuple(f"{k}={v}" for k, v in overrides.items())
+        return tuple(f"{k}={v if isinstance(v, str) else json.dumps(v)}"
+                     for k, v in overrides.items())
     return tuple(overrides)
 
 
@@ -450,19 +473,21 @@ def _load_plan_cached(path: str, stamp: tuple, overrides: tuple[str, ...], previ
     recipe = _recipe_module().load_recipe(path, overrides)
     if preview:
         recipe = recipe.preview()
+    device = resolve_device(device or getattr(recipe, "device", None))
     return plan(recipe, device=device, output_dir=output_dir)
 
 
 def load_plan(path: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[str] | None = None,
-              *, preview: bool = False, device: str = "cpu",
+              *, preview: bool = False, device: str | None = None,
               output_dir: str | os.PathLike | None = None) -> Plan:
     """Load, validate and plan a recipe file (memoised per file version, overrides and device).
 
     Args:
         path: the recipe YAML.
-        overrides: ``["step.param=value", ...]`` or ``{"step.param": value}``.
+        overrides: ``["steps.a.params.kappa=0.1", ...]`` or ``{"steps.a.params.kappa": 0.1}``.
         preview: plan the recipe's quick preview variant instead.
-        device: where stages run.
+        device: where stages run (default: the recipe's ``device``; ``auto`` picks CUDA if
+            present).
         output_dir: folder output files go to (default: the current folder).
 
     Returns:
@@ -479,8 +504,8 @@ def load_plan(path: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[s
         stamp = ()
     out = os.path.abspath(output_dir) if output_dir is not None else os.getcwd()
     day = time.strftime("%Y-%m-%d", time.gmtime())  # output templates may use {date}
-    return _load_plan_cached(os.path.abspath(path), stamp, _overrides_tuple(overrides),
-                             bool(preview), str(device), out, day)
+    return _load_plan_cached(os.path.abspath(path), stamp, overrides_list(overrides),
+                             bool(preview), None if device is None else str(device), out, day)
 
 
 # -- running -------------------------------------------------------------------------------------
