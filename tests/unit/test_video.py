@@ -1,0 +1,184 @@
+"""Video: encode then decode WebM/MP4/GIF, sizes (odd ones padded), errors, GIF flags, sidecars."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import imageio_ffmpeg
+import pytest
+import torch
+
+import minart
+from minart.errors import MediaError, ParamError, ShapeError
+from minart.video import encode_video, output_size, read_sidecar, read_video, sidecar_path
+
+
+def _gradient_clip(t: int = 8, h: int = 26, w: int = 34) -> torch.Tensor:
+    """Smooth moving gradients: what a lossy codec should keep well."""
+    y = torch.linspace(0, 1, h).view(1, 1, h, 1)
+    x = torch.linspace(0, 1, w).view(1, 1, 1, w)
+    k = torch.linspace(0, 1, t).view(t, 1, 1, 1)
+    return torch.cat([(0.8 * x + 0.2 * k).expand(t, 1, h, w), (0.7 * y + 0.1).expand(t, 1, h, w),
+                      ((x + y) / 2).expand(t, 1, h, w)], dim=1)
+
+
+def _stream_line(path) -> str:
+    probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+                           capture_output=True, text=True)
+    return next(line for line in probe.stderr.splitlines() if "Video:" in line)
+
+
+@pytest.mark.parametrize(("ext", "codec_name", "mae"), [
+    ("webm", "vp9", 0.02), ("mp4", "h264", 0.02), ("gif", "gif", 0.05),
+])
+def test_round_trip_keeps_frames_size_and_content(tmp_path, ext, codec_name, mae):
+    clip = _gradient_clip()
+    target = tmp_path / f"clip.{ext}"
+    encode_video(target, clip, fps=12)
+    back = read_video(target)
+    assert back.shape == clip.shape and back.dtype == torch.float32
+    assert (back - clip).abs().mean() < mae
+    assert f"Video: {codec_name}" in _stream_line(target)
+    assert [p.name for p in tmp_path.iterdir()] == [f"clip.{ext}"]
+
+
+@pytest.mark.parametrize("ext", ["webm", "mp4"])
+def test_yuv_video_is_bt709_tagged_and_decodes_saturated_colours(tmp_path, ext):
+    clip = torch.zeros(4, 3, 16, 16)
+    for i, rgb in enumerate([(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0)]):
+        clip[i] = torch.tensor(rgb, dtype=torch.float32).view(3, 1, 1)
+    target = tmp_path / f"sat.{ext}"
+    encode_video(target, clip, quality=90)
+    assert (read_video(target) - clip).abs().max() < 0.03  # a BT.601/709 mix-up gives ~0.1
+    assert "yuv420p(tv, bt709" in _stream_line(target)
+
+
+def test_mp4_is_faststart_and_h265_works(tmp_path):
+    clip = _gradient_clip(t=4)
+    encode_video(tmp_path / "a.mp4", clip)
+    data = (tmp_path / "a.mp4").read_bytes()
+    assert data.find(b"moov") < data.find(b"mdat")
+    encode_video(tmp_path / "b.mp4", clip, codec="libx265")
+    assert "Video: hevc" in _stream_line(tmp_path / "b.mp4")
+    assert (read_video(tmp_path / "b.mp4") - clip).abs().mean() < 0.02
+
+
+@pytest.mark.parametrize("ext", ["webm", "mp4"])
+def test_odd_sizes_are_padded_by_edge_replication(tmp_path, ext):
+    clip = _gradient_clip(t=3, h=25, w=33)
+    encode_video(tmp_path / f"odd.{ext}", clip, quality=90)
+    back = read_video(tmp_path / f"odd.{ext}")
+    assert back.shape == (3, 3, 26, 34) and output_size(33, 25, container=ext) == (34, 26)
+    assert (back[:, :, :25, :33] - clip).abs().mean() < 0.02
+    assert (back[:, :, 25, :33] - clip[:, :, 24]).abs().mean() < 0.03  # repeated last row
+    assert (back[:, :, :25, 33] - clip[:, :, :, 32]).abs().mean() < 0.03  # repeated last column
+
+
+def test_odd_sizes_refused_on_request_and_kept_for_gif(tmp_path):
+    clip = _gradient_clip(t=2, h=25, w=33)
+    with pytest.raises(MediaError, match=r"webm video \(4:2:0 chroma\) needs an even width and height, got 33x25"):
+        encode_video(tmp_path / "odd.webm", clip, pad="refuse")
+    assert list(tmp_path.iterdir()) == []
+    encode_video(tmp_path / "odd.gif", clip, pad="refuse")
+    assert read_video(tmp_path / "odd.gif").shape == (2, 3, 25, 33)
+
+
+def test_quality_changes_the_file(tmp_path):
+    clip = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    encode_video(tmp_path / "low.webm", clip, quality=10)
+    encode_video(tmp_path / "high.webm", clip, quality=90)
+    low, high = read_video(tmp_path / "low.webm"), read_video(tmp_path / "high.webm")
+    assert (tmp_path / "low.webm").stat().st_size < (tmp_path / "high.webm").stat().st_size
+    assert (high - clip).abs().mean() < (low - clip).abs().mean()
+
+
+def _gif_blocks(data: bytes) -> tuple[bytes | None, list[int]]:
+    """The NETSCAPE loop field and every frame delay (1/100 s) of a GIF."""
+    i = data.find(b"NETSCAPE2.0")
+    loop = data[i + 13:i + 15] if i >= 0 else None
+    delays, j = [], data.find(b"\x21\xf9\x04")
+    while j >= 0:
+        delays.append(int.from_bytes(data[j + 4:j + 6], "little"))
+        j = data.find(b"\x21\xf9\x04", j + 1)
+    return loop, delays
+
+
+def test_gif_loop_and_frame_delay(tmp_path):
+    clip = _gradient_clip(t=3, h=8, w=8)
+    encode_video(tmp_path / "forever.gif", clip, fps=10)
+    encode_video(tmp_path / "twice.gif", clip, fps=25, loop=2)
+    encode_video(tmp_path / "once.gif", clip, loop=-1)
+    loop, delays = _gif_blocks((tmp_path / "forever.gif").read_bytes())
+    assert loop == b"\x00\x00" and delays == [10, 10, 10]
+    loop, delays = _gif_blocks((tmp_path / "twice.gif").read_bytes())
+    assert loop == b"\x02\x00" and delays == [4, 4, 4]
+    assert _gif_blocks((tmp_path / "once.gif").read_bytes())[0] is None
+
+
+def test_gray_frames_become_gray_video(tmp_path):
+    gray = torch.linspace(0, 1, 16).view(1, 1, 4, 4).expand(2, 1, 4, 4)
+    encode_video(tmp_path / "g.gif", gray)
+    back = read_video(tmp_path / "g.gif")
+    assert back.shape == (2, 3, 4, 4)
+    assert (back - gray).abs().max() < 0.01
+
+
+def test_sidecar_round_trip_and_stale_sidecar_removed(tmp_path):
+    target = tmp_path / "out" / "art.webm"
+    meta = {"recipe": "steps:\n  - fractal: {}\n", "seed": 7, "params": {"fps": 24.0}}
+    encode_video(target, _gradient_clip(t=2), metadata=meta)
+    assert sidecar_path(target) == tmp_path / "out" / "art.webm.json"
+    assert read_sidecar(target) == {**meta, "minart_version": minart.__version__}
+    assert json.loads(sidecar_path(target).read_text())["seed"] == 7
+    encode_video(target, _gradient_clip(t=2))
+    assert read_sidecar(target) is None and not sidecar_path(target).exists()
+    sidecar_path(target).write_text("[1, 2]")
+    with pytest.raises(MediaError, match="must hold a JSON object"):
+        read_sidecar(target)
+
+
+def test_encode_refusals(tmp_path):
+    clip = _gradient_clip(t=2, h=4, w=4)
+    with pytest.raises(MediaError, match=r"unsupported video extension '.avi'; use .webm, .mp4, .gif"):
+        encode_video(tmp_path / "x.avi", clip)
+    with pytest.raises(ParamError, match=r"codec='libx264' is not one of 'libvpx-vp9'"):
+        encode_video(tmp_path / "x.webm", clip, codec="libx264")
+    with pytest.raises(ParamError, match="loop=3 applies to GIF only"):
+        encode_video(tmp_path / "x.mp4", clip, loop=3)
+    with pytest.raises(ParamError, match="quality=101 must be an integer in"):
+        encode_video(tmp_path / "x.mp4", clip, quality=101)
+    with pytest.raises(ParamError, match="fps=0 must be > 0.0"):
+        encode_video(tmp_path / "x.mp4", clip, fps=0)
+    with pytest.raises(ShapeError, match=r"frames must be a \(T, C, H, W\) frame sequence"):
+        encode_video(tmp_path / "x.mp4", clip[0])
+    with pytest.raises(ShapeError, match="frames must have 1 or 3 channels, got 4"):
+        encode_video(tmp_path / "x.mp4", torch.rand(2, 4, 4, 4))
+    with pytest.raises(ShapeError, match=r"frames values must lie in \[0, 1\]"):
+        encode_video(tmp_path / "x.mp4", clip * 2)
+    with pytest.raises(ParamError, match="metadata must be JSON-serialisable"):
+        encode_video(tmp_path / "x.mp4", clip, metadata={"tensor": torch.zeros(1)})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_encode_leaves_previous_file(tmp_path, monkeypatch):
+    target = tmp_path / "keep.mp4"
+    encode_video(target, _gradient_clip(t=2, h=4, w=4))
+    before = target.read_bytes()
+    monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", lambda: os.devnull)  # not executable
+    with pytest.raises(MediaError, match="cannot run ffmpeg"):
+        encode_video(target, _gradient_clip(t=3, h=4, w=4))
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.mp4"]
+
+
+def test_read_refusals(tmp_path):
+    with pytest.raises(MediaError, match=f"^{tmp_path / 'none.webm'}: no such video file$"):
+        read_video(tmp_path / "none.webm")
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00" * 500)
+    with pytest.raises(MediaError, match=f"^{junk}: not a readable video"):
+        read_video(junk)
+    with pytest.raises(ParamError, match="max_frames=0 must be an integer >= 1"):
+        read_video(junk, max_frames=0)
