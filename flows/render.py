@@ -22,7 +22,7 @@ from minart import engine
 from minart.cache import TensorCache
 from minart.tasks.render_step import step_task
 
-__all__ = ["render"]
+__all__ = ["render", "render_here"]
 
 
 @flow(name="render", persist_result=False, log_prints=False)
@@ -86,3 +86,19 @@ def render(recipe: str, overrides: dict[str, Any] | None = None, preview: bool =
         first = futures[failed[0]].state
         first.result()  # re-raises the first failing step's error
     return run.to_dict()
+
+
+def render_here(recipe: str, *, overrides: dict[str, Any] | None = None, preview: bool = False,
+                output_dir: str | None = None, device: str | None = None,
+                cache: str | None = None, report: str | None = None) -> dict[str, Any]:
+    """Run the :func:`render` flow in this process, with progress bars on a terminal.
+
+    With ``PREFECT_API_URL`` set the run is recorded by that server; without it Prefect starts
+    its temporary local server for the process (7-20 s). Long steps draw a rich progress bar
+    when stderr is a TTY and stay quiet otherwise.
+    """
+    from minart.progress import TerminalProgress, listen
+
+    with TerminalProgress() as bar, listen(bar):
+        return render(recipe=recipe, overrides=overrides or {}, preview=preview,
+                      output_dir=output_dir, device=device, cache=cache, report=report)

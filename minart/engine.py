@@ -22,6 +22,7 @@ Locks are always taken from a step towards its inputs (a DAG order), so runs can
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -43,10 +44,12 @@ from .keys import device_class, plan_keys, topological_order
 
 __all__ = [
     "Checkpoint",
+    "EmbeddedRecipe",
     "Plan",
     "PlannedStep",
     "RunReport",
     "StepResult",
+    "embedded_recipe",
     "load_plan",
     "overrides_list",
     "plan",
@@ -659,3 +662,78 @@ def render(plan_: Plan, *, cache: TensorCache, progress: ProgressFn | None = Non
         report.steps.append(results.get(name) or StepResult(name, step.stage, step.key, "skipped"))
     report.seconds = time.perf_counter() - start
     return report
+
+
+# -- reproducing outputs -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EmbeddedRecipe:
+    """The recipe an output file carries (PNG text metadata or a video's JSON sidecar)."""
+
+    text: str
+    path: str | None = None
+    overrides: tuple[str, ...] = ()
+    preview: bool = False
+
+    def materialize(self, folder: str | os.PathLike) -> Path:
+        """The recipe file to render: the original when it still holds exactly this text,
+        else a copy written into ``folder``."""
+        if self.path and os.path.isfile(self.path):
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                if Path(self.path).read_text(encoding="utf-8") == self.text:
+                    return Path(self.path)
+        name = Path(self.path).name if self.path else "reproduced.yaml"
+        target = Path(folder) / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(self.text, encoding="utf-8")
+        return target
+
+
+def embedded_recipe(path: str | os.PathLike) -> EmbeddedRecipe:
+    """Read the recipe embedded in an output of ``minart run``.
+
+    Images carry it in text metadata (``minart:recipe``, ``minart:recipe_path``, and optionally
+    ``minart:overrides`` as a JSON list and ``minart:preview``); videos in ``<file>.json``.
+
+    Args:
+        path: an image or video written by a render.
+
+    Returns:
+        An :class:`EmbeddedRecipe`.
+
+    Raises:
+        MediaError: the file is missing or unreadable, or carries no recipe.
+    """
+    from .errors import MediaError
+
+    target = Path(path)
+    if not target.is_file():
+        raise MediaError("no such file", file=str(target))
+    from .video import read_sidecar
+
+    meta: Mapping[str, Any] | None = None
+    if target.suffix.lower() in (".webm", ".mp4", ".gif", ".mkv", ".mov"):
+        meta = read_sidecar(target)
+    if meta is None:
+        from .io import read_metadata
+
+        try:
+            meta = read_metadata(target)
+        except MediaError:
+            meta = read_sidecar(target)
+            if meta is None:
+                raise
+    text = meta.get("minart:recipe") if meta else None
+    if not isinstance(text, str) or not text.strip():
+        raise MediaError("carries no minart recipe (render it with save_image's embed_recipe: "
+                         "true, or look for its .json sidecar)", file=str(target))
+    overrides = meta.get("minart:overrides") or ()
+    if isinstance(overrides, str):
+        try:
+            overrides = json.loads(overrides)
+        except ValueError:
+            raise MediaError("minart:overrides is not a JSON list", file=str(target)) from None
+    preview = str(meta.get("minart:preview", "")).lower() in ("1", "true", "yes")
+    return EmbeddedRecipe(text=text, path=str(meta.get("minart:recipe_path") or "") or None,
+                          overrides=tuple(str(o) for o in overrides), preview=preview)
