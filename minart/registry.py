@@ -111,6 +111,8 @@ class Stage:
             updates that resolve defaults from the recipe (sizes, input checksums).
         preview: optional ``preview(params, factor) -> dict`` of field updates that make a
             render ``factor`` times smaller in each dimension look like the full one.
+        targets: optional hook ``targets(params, ctx) -> [Path]``: the files an output stage
+            will write (the engine puts them in the step's cache key).
         function: ``"module:function"`` of the library function whose keyword arguments the
             params mirror (``minart describe`` shows its docstring; tests compare signatures).
         doc: the longer description shown by ``minart describe``.
@@ -127,6 +129,7 @@ class Stage:
     version: int = 1
     check: Callable[[BaseModel, CheckContext], Mapping[str, Any] | None] | None = None
     preview: Callable[[BaseModel, int], dict[str, Any]] | None = None
+    targets: Callable[[BaseModel, StageContext], Sequence[Path]] | None = None
     function: str = ""
     doc: str = ""
 

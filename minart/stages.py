@@ -23,11 +23,12 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import importlib
+import json
 import math
 import string
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import torch
 import torch.nn.functional as F
@@ -45,12 +46,14 @@ __all__ = [
     "contact_sheet_indices",
     "expand_output_path",
     "file_sha256",
+    "output_source",
+    "output_targets",
 ]
 
 TEMPLATE_FIELDS = ("name", "seed", "date", "step")
 """Fields an output ``path`` template may use: recipe name, recipe seed, UTC date, source step."""
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 """Extensions an image output may have."""
 
 VIDEO_SUFFIXES = (".webm", ".mp4", ".gif")
@@ -185,7 +188,18 @@ ComplexPair = Annotated[
 ]
 Point = Annotated[tuple[float, float], BeforeValidator(_to_tuple)]
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
-Color = Annotated[tuple[Unit, Unit, Unit], BeforeValidator(_to_tuple)]
+Shade = Annotated[Union[Unit, tuple[Unit, ...]], BeforeValidator(_to_tuple)]
+"""A grey level in [0, 1] or one value per channel, e.g. ``[1, 0.9, 0.8]``."""
+
+
+def _to_stops(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    return value
+
+
+Stop = tuple[Unit, Union[str, Annotated[tuple[Unit, Unit, Unit], BeforeValidator(_to_tuple)]]]
+Palette = Annotated[Union[str, tuple[Stop, ...]], BeforeValidator(_to_stops)]
 
 
 class _Params(BaseModel):
@@ -224,48 +238,62 @@ def _shrink(value: int | None, factor: int, *, least: int = 8) -> int | None:
 class FractalParams(_Params):
     """Parameters of :func:`minart.fractal.fractal`."""
 
-    width: int | None = Field(None, ge=8, le=16384, description=(
+    width: int | None = Field(None, ge=1, le=16384, description=(
         "Image width in pixels; leave out to use the recipe's size."))
-    height: int | None = Field(None, ge=8, le=16384, description=(
+    height: int | None = Field(None, ge=1, le=16384, description=(
         "Image height in pixels; leave out to use the recipe's size."))
-    formula: str = Field("inverse_power", description=(
-        "Recurrence that is iterated at each pixel; 'inverse_power' is the post's ocean fractal."))
-    power: float = Field(7.0, ge=-64, le=64, description=(
-        "Exponent in the recurrence: higher powers give more petals."))
+    formula: Literal["inverse_power", "multibrot"] = Field("inverse_power", description=(
+        "'inverse_power' iterates z <- a z^-p + c (the post's ocean); 'multibrot' z <- z^p + c "
+        "(power 2 is the Mandelbrot set)."))
+    power: int = Field(7, ge=1, le=24, description=(
+        "Exponent p: more petals as it grows (Multibrot needs 2 or more)."))
     coefficient: ComplexPair = Field((0.0, -1.0 / math.pi), description=(
-        "Complex factor of the recurrence as [re, im] (default -i/pi, the post's value)."))
+        "Factor a of the inverse-power map as [re, im]; the post's -i/pi is [0, -0.3183]."))
     center: Point = Field((0.0, 0.0), description=(
-        "Point of the complex plane at the image centre, [x, y]."))
-    span: float = Field(3.0, gt=0, le=1e6, description=(
-        "Width of the complex plane shown; smaller values zoom in."))
+        "Point of the complex plane at the image centre, [re, im]."))
+    span: float = Field(2.8, gt=0, le=1e6, description=(
+        "Width of the view in the complex plane; smaller values zoom in."))
     iterations: int = Field(64, ge=1, le=100000, description=(
         "Iterations per pixel: more shows finer detail and takes longer."))
-    coloring: str | None = Field(None, description=(
-        "How escape counts become brightness; leave out for the library default."))
-    palette: str | None = Field(None, description=(
-        "Colour palette name; leave out for the library default."))
-    supersample: int = Field(1, ge=1, le=8, description=(
+    coloring: Literal["auto", "pole", "smooth", "trap_point", "trap_circle", "trap_line",
+                      "modulus", "argument"] = Field("auto", description=(
+        "How each orbit becomes a colour: 'auto' ('pole' for inverse power, 'smooth' for "
+        "Multibrot), orbit traps, or the final value's modulus or argument."))
+    palette: Palette = Field("sea", description=(
+        "'sea' (alias 'ocean'), 'fire', 'gray', 'twilight', or stops [[position, '#rrggbb'], "
+        "...] with positions from 0 to 1."))
+    interior: Shade | str | None = Field(None, description=(
+        "Colour of points that never escape, '#rrggbb' or [r, g, b]; leave out for the "
+        "palette's."))
+    supersample: int = Field(1, ge=1, le=4, description=(
         "Samples per pixel along each axis, averaged: 2 or 3 removes jagged edges."))
-    julia: ComplexPair | None = Field(None, description=(
-        "Draw the Julia set of this constant [re, im] instead of the parameter-plane picture."))
+    julia: Point | None = Field(None, description=(
+        "Draw the Julia set of this fixed c, [re, im], instead of the parameter-plane picture."))
+    eps: float = Field(0.75, gt=0, le=1e6, description=(
+        "Pole radius for 'pole' colouring: an orbit is done once |z| is below it."))
+    bailout: float = Field(16.0, ge=2, le=1e12, description=(
+        "Escape radius for Multibrot: an orbit is done once |z| is above it."))
+    trap_point: Point = Field((0.0, 0.0), description=(
+        "Orbit-trap point, trap circle centre or a point on the trap line, [re, im]."))
+    trap_radius: float = Field(0.5, gt=0, le=1e6, description="Radius of the trap circle.")
+    trap_angle: float = Field(0.0, ge=-360, le=360, description=(
+        "Angle of the trap line to the real axis, in radians."))
     dtype: Literal["float32", "float64"] = Field("float32", description=(
-        "Precision of the iteration: float64 for deep zooms."))
+        "Precision of the iteration: float64 for deep zooms (the image is stored as float32)."))
 
 
 class FractalFramesParams(FractalParams):
     """Parameters of :func:`minart.fractal.fractal_frames`."""
 
-    frames: int = Field(24, ge=1, le=10000, description="Number of frames of the animation.")
+    frames: int = Field(16, ge=1, le=10000, description=(
+        "Number of frames: the fractal grows with its iteration budget from frame to frame."))
 
 
-def _fractal_kwargs(params: FractalParams, ctx: StageContext) -> dict[str, Any]:
+def _fractal_kwargs(params: FractalParams, device: torch.device | str) -> dict[str, Any]:
     kw = _kwargs(params, drop=("width", "height"))
     kw["coefficient"] = complex(*params.coefficient)
-    if params.julia is not None:
-        kw["julia"] = complex(*params.julia)
-    kw["center"] = tuple(params.center)
     kw["dtype"] = getattr(torch, params.dtype)
-    kw["device"] = ctx.device
+    kw["device"] = device
     return kw
 
 
@@ -276,7 +304,8 @@ def _size(params: BaseModel, ctx: StageContext) -> tuple[int, int]:
 
 def _run_fractal(inputs: list[Tensor], params: FractalParams, ctx: StageContext) -> Tensor:
     width, height = _size(params, ctx)
-    image = _function("minart.fractal:fractal")(width, height, **_fractal_kwargs(params, ctx))
+    image = _function("minart.fractal:fractal")(width, height,
+                                                  **_fractal_kwargs(params, ctx.device))
     return image.float()
 
 
@@ -284,13 +313,26 @@ def _run_fractal_frames(inputs: list[Tensor], params: FractalFramesParams,
                         ctx: StageContext) -> Tensor:
     width, height = _size(params, ctx)
     frames = _function("minart.fractal:fractal_frames")(width, height,
-                                                        **_fractal_kwargs(params, ctx))
+                                                        **_fractal_kwargs(params, ctx.device))
     return frames.float()
 
 
 def _fill_size(params: BaseModel, ctx: CheckContext) -> dict[str, Any]:
     """Resolve ``width``/``height`` left out to the recipe's size (so they enter cache keys)."""
     return {"width": params.width or ctx.size[0], "height": params.height or ctx.size[1]}
+
+
+def _check_fractal(params: FractalParams, ctx: CheckContext) -> dict[str, Any]:
+    """Let the library reject inconsistent options (palette names, colouring vs formula)."""
+    from .fractal import fractal
+
+    kw = _fractal_kwargs(params, "cpu")
+    kw.update(iterations=1, supersample=1)  # a 2x2, one-iteration probe: validation, no work
+    if isinstance(params, FractalFramesParams):
+        kw["frames"] = params.frames
+        from .fractal import fractal_frames as fractal  # noqa: F811
+    fractal(2, 2, **kw)
+    return _fill_size(params, ctx)
 
 
 def _preview_size(params: BaseModel, factor: int) -> dict[str, Any]:
@@ -301,9 +343,10 @@ class LoadImageParams(_Params):
     """Parameters of the ``load_image`` stage (:func:`minart.io.read_image`)."""
 
     path: str = Field(..., min_length=1, description=(
-        "Image file to start from, relative to the recipe's folder (PNG, JPEG, TIFF, WebP)."))
-    max_pixels: int = Field(16_777_216, ge=1, le=1_073_741_824, description=(
-        "Refuse images with more pixels than this (protects memory)."))
+        "Image file to start from, relative to the recipe's folder (PNG, JPEG, WebP, TIFF)."))
+    max_pixels: int | None = Field(None, ge=1, le=1_000_000_000, description=(
+        "Refuse images with more pixels than this (protects memory); leave out for the "
+        "default, 64 megapixels or $MINART_MAX_PIXELS."))
     downscale: int = Field(1, ge=1, le=64, description=(
         "Shrink by this whole factor after reading (area average); previews raise it."))
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description=(
@@ -350,7 +393,7 @@ def _run_load_image(inputs: list[Tensor], params: LoadImageParams, ctx: StageCon
     if params.sha256 is not None and path.is_file() and file_sha256(path) != params.sha256:
         raise MediaError(f"{path.as_posix()} changed since the recipe was checked (SHA-256 "
                          "mismatch)")
-    image = _function("minart.io:read_image")(path, max_pixels=params.max_pixels)
+    image = _function("minart.io:read_image")(path, mode="RGB", max_pixels=params.max_pixels)
     image = image.to(ctx.device, torch.float32)
     if params.downscale > 1:
         _, height, width = image.shape
@@ -453,9 +496,12 @@ def _preview_minimize(params: MinimizeParams, factor: int) -> dict[str, Any]:
 class BlendParams(_Params):
     """Parameters of :func:`minart.composite.blend`."""
 
-    mode: str = Field("normal", description=(
-        "Blend mode: how the top layer combines with the base (e.g. normal, multiply, screen)."))
-    opacity: float = Field(1.0, ge=0, le=1, description="Opacity of the top layer (0 = base only).")
+    mode: Literal["normal", "multiply", "screen", "overlay", "add", "difference",
+                  "soft_light"] = Field("normal", description=(
+        "How the top layer combines with the base (W3C blend modes): 'multiply' darkens, "
+        "'screen' lightens, 'overlay' and 'soft_light' add contrast."))
+    opacity: float = Field(1.0, ge=0, le=1, description=(
+        "Opacity of the top layer: 0 keeps the base, 1 applies the mode fully."))
 
 
 def _run_blend(inputs: list[Tensor], params: BlendParams, ctx: StageContext) -> Tensor:
@@ -470,23 +516,33 @@ class ResizeParams(_Params):
         "New width in pixels; leave out to use the recipe's size."))
     height: int | None = Field(None, ge=1, le=16384, description=(
         "New height in pixels; leave out to use the recipe's size."))
-    fit: str = Field("stretch", description=(
-        "How the aspect ratio is handled when it changes (e.g. stretch, contain, cover)."))
+    fit: Literal["stretch", "cover", "contain"] = Field("stretch", description=(
+        "When the aspect ratio changes: 'stretch' distorts, 'cover' crops the centre, "
+        "'contain' letterboxes on the background colour."))
+    background: Shade = Field(0.0, description=(
+        "Letterbox colour for 'contain': one grey level or [r, g, b] in 0-1."))
+    interpolation: Literal["bilinear", "bicubic"] = Field("bilinear", description=(
+        "Resampling filter (both antialiased when shrinking); bicubic is sharper."))
 
 
 def _run_resize(inputs: list[Tensor], params: ResizeParams, ctx: StageContext) -> Tensor:
     width, height = _size(params, ctx)
-    return _function("minart.composite:resize")(inputs[0], width, height, fit=params.fit)
+    kw = _kwargs(params, drop=("width", "height"))
+    return _function("minart.composite:resize")(inputs[0], width, height, **kw)
 
 
 class GridParams(_Params):
     """Parameters of :func:`minart.composite.grid`."""
 
     columns: int | None = Field(None, ge=1, le=1000, description=(
-        "Images per row; leave out for a near-square grid."))
-    spacing: int = Field(2, ge=0, le=1000, description="Gap between images, in pixels.")
-    background: Color = Field((0.0, 0.0, 0.0), description="Gap colour as [r, g, b] in 0-1.")
-    labels: list[str] | None = Field(None, description="Optional caption per image.")
+        "Tiles per row; leave out for a near-square grid."))
+    spacing: int = Field(4, ge=0, le=1000, description=(
+        "Pixels of background between tiles and around the sheet."))
+    background: Shade = Field(1.0, description=(
+        "Sheet colour: one grey level or [r, g, b] in 0-1 (default white)."))
+    labels: list[str] | None = Field(None, description=(
+        "One caption per tile, drawn under it; leave out for none."))
+    label_color: Shade = Field(0.0, description="Caption colour (default black).")
 
 
 def _run_grid(inputs: list[Tensor], params: GridParams, ctx: StageContext) -> Tensor:
@@ -499,18 +555,30 @@ def _preview_spacing(params: BaseModel, factor: int) -> dict[str, Any]:
 
 
 class ContactSheetParams(_Params):
-    """Parameters of the ``contact_sheet`` stage (a :func:`minart.composite.grid` of frames)."""
+    """Parameters of the ``contact_sheet`` stage (:func:`minart.composite.grid` of frames)."""
 
     frames: int = Field(12, ge=1, le=10000, description=(
         "How many frames to show, evenly spaced from first to last."))
     columns: int | None = Field(None, ge=1, le=1000, description=(
         "Frames per row; leave out for a near-square sheet."))
-    spacing: int = Field(2, ge=0, le=1000, description="Gap between frames, in pixels.")
-    background: Color = Field((0.0, 0.0, 0.0), description="Gap colour as [r, g, b] in 0-1.")
+    spacing: int = Field(4, ge=0, le=1000, description=(
+        "Pixels of background between frames and around the sheet."))
+    background: Shade = Field(1.0, description=(
+        "Sheet colour: one grey level or [r, g, b] in 0-1 (default white)."))
+    labels: bool = Field(False, description="Caption each frame with its number.")
 
 
 def contact_sheet_indices(total: int, count: int) -> list[int]:
     """``count`` frame indices evenly spaced over ``0 .. total-1`` (first and last included).
+
+    ``i_k = round(k (total - 1) / (count - 1))``; every frame when ``count >= total``.
+
+    Args:
+        total: frames in the clip (>= 1).
+        count: frames wanted (>= 1).
+
+    Returns:
+        Sorted distinct indices.
 
     Example:
         >>> contact_sheet_indices(10, 4)
@@ -526,16 +594,18 @@ def contact_sheet_indices(total: int, count: int) -> list[int]:
 def _run_contact_sheet(inputs: list[Tensor], params: ContactSheetParams,
                        ctx: StageContext) -> Tensor:
     frames = inputs[0]
-    picked = [frames[i] for i in contact_sheet_indices(frames.shape[0], params.frames)]
-    return _function("minart.composite:grid")(picked, columns=params.columns,
+    picked = contact_sheet_indices(frames.shape[0], params.frames)
+    labels = [str(i) for i in picked] if params.labels else None
+    return _function("minart.composite:grid")(frames[picked], columns=params.columns,
                                               spacing=params.spacing,
-                                              background=params.background)
+                                              background=params.background, labels=labels)
 
 
 class CrossfadeParams(_Params):
     """Parameters of :func:`minart.composite.crossfade`."""
 
-    frames: int = Field(24, ge=2, le=10000, description="Length of the fade, in frames.")
+    frames: int = Field(24, ge=2, le=10000, description=(
+        "Length of the fade in frames; clips fed in must have exactly this many frames."))
 
 
 def _run_crossfade(inputs: list[Tensor], params: CrossfadeParams, ctx: StageContext) -> Tensor:
@@ -558,13 +628,16 @@ class SubsampleParams(_Params):
     """Parameters of :func:`minart.composite.subsample`."""
 
     every: int = Field(2, ge=1, le=10000, description="Keep one frame in this many.")
+    offset: int = Field(0, ge=0, le=10000, description=(
+        "Index of the first frame kept (must be shorter than the clip)."))
 
 
 class HoldParams(_Params):
     """Parameters of :func:`minart.composite.hold`."""
 
-    frames: int = Field(12, ge=1, le=10000, description=(
-        "How many frames the image (or a clip's last frame) is held for."))
+    first: int = Field(0, ge=0, le=100000, description=(
+        "Extra copies of the first frame at the start."))
+    last: int = Field(0, ge=0, le=100000, description="Extra copies of the last frame at the end.")
 
 
 def _run_concatenate(inputs: list[Tensor], params: BaseModel, ctx: StageContext) -> Tensor:
@@ -579,8 +652,10 @@ class SaveImageParams(_Params):
 
     path: str = Field(..., min_length=1, description=(
         "File to write inside the output folder; a template with {name}, {seed}, {date}, "
-        "{step}. The extension picks the format (.png, .jpg, .tif, .webp)."))
-    bits: Literal[8, 16] = Field(8, description="Bits per channel (16 for PNG/TIFF only).")
+        "{step}. The extension picks the format (.png, .jpg)."))
+    bits: Literal[8, 16] = Field(8, description="Bits per channel: 16 keeps smooth gradients "
+                                 "(PNG only).")
+    quality: int = Field(95, ge=1, le=100, description="JPEG quality (PNG is lossless).")
     embed_recipe: bool = Field(True, description=(
         "Store the recipe in the file's metadata so 'minart reproduce' can render it again."))
 
@@ -592,8 +667,16 @@ class EncodeVideoParams(_Params):
         "File to write inside the output folder; a template with {name}, {seed}, {date}, "
         "{step}. The extension picks the format (.webm, .mp4, .gif)."))
     fps: float = Field(24.0, gt=0, le=240, description="Frames per second.")
-    quality: int = Field(7, ge=0, le=10, description="0 smallest file ... 10 best picture.")
-    loop: bool = Field(True, description="Make the clip loop (GIFs repeat forever).")
+    quality: int = Field(55, ge=0, le=100, description=(
+        "0 smallest file ... 100 best picture (WebM/MP4; 55 is the codec's usual default)."))
+    loop: int = Field(0, ge=-1, le=65535, description=(
+        "GIF only: 0 loops forever, -1 plays once, n repeats n more times."))
+    codec: Literal["libvpx-vp9", "libx264", "libx265"] | None = Field(None, description=(
+        "Leave out for the container's default (VP9 for WebM, H.264 for MP4)."))
+    pad: Literal["even", "refuse"] = Field("even", description=(
+        "WebM/MP4 need even sizes: 'even' repeats the last row/column, 'refuse' stops."))
+    embed_recipe: bool = Field(True, description=(
+        "Write the recipe to a <file>.json sidecar so 'minart reproduce' can render it again."))
 
 
 def _check_suffix(path: str, allowed: tuple[str, ...], kind: str) -> None:
@@ -606,54 +689,92 @@ def _check_suffix(path: str, allowed: tuple[str, ...], kind: str) -> None:
 def _check_save_image(params: SaveImageParams, ctx: CheckContext) -> None:
     check_output_template(params.path)
     _check_suffix(params.path, IMAGE_SUFFIXES, "image")
-    if params.bits == 16 and PurePosixPath(params.path).suffix.lower() not in (
-            ".png", ".tif", ".tiff"):
-        raise ParamError(f"bits=16 needs a .png or .tif path, got {params.path!r}", param="bits")
+    if params.bits == 16 and PurePosixPath(params.path).suffix.lower() != ".png":
+        raise ParamError(f"bits=16 needs a .png path, got {params.path!r}", param="bits")
 
 
 def _check_encode_video(params: EncodeVideoParams, ctx: CheckContext) -> None:
     check_output_template(params.path)
     _check_suffix(params.path, VIDEO_SUFFIXES, "video")
+    suffix = PurePosixPath(params.path).suffix.lower()
+    if params.loop != 0 and suffix != ".gif":
+        raise ParamError(f"loop={params.loop} applies to GIF only; {suffix[1:]} videos loop in "
+                         "the player, so leave loop out", param="loop")
+    if params.codec is not None:
+        allowed = {".webm": ("libvpx-vp9",), ".mp4": ("libx264", "libx265"), ".gif": ()}[suffix]
+        if params.codec not in allowed:
+            raise ParamError(f"codec={params.codec!r} does not fit a {suffix} file; use "
+                             f"{' or '.join(allowed) or 'no codec'}", param="codec")
 
 
-def _output_target(params: BaseModel, ctx: StageContext) -> Path:
+def output_source(recipe: Any, step: str) -> str:
+    """The step whose result an output step writes (``{step}`` in path templates).
+
+    For a step made from the recipe's ``outputs:`` this is the output's ``step:``, also when a
+    contact sheet sits between them; otherwise the output step's first input.
+
+    Example:
+        >>> from types import SimpleNamespace as S
+        >>> output_source(S(outputs=[S(step="out.x", source="art")], steps=[]), "out.x")
+        'art'
+    """
+    for output in getattr(recipe, "outputs", None) or ():
+        if getattr(output, "step", None) == step:
+            return output.source
+    for candidate in getattr(recipe, "steps", None) or ():
+        if candidate.name == step and candidate.inputs:
+            return candidate.inputs[0]
+    return step
+
+
+def output_targets(params: BaseModel, ctx: StageContext) -> list[Path]:
+    """The files an output stage will write, expanded and confined to ``ctx.output_dir``.
+
+    Raises:
+        RecipeError: the template expands outside the output folder.
+
+    Example:
+        >>> p = SaveImageParams(path="{name}/{step}.png")
+        >>> [t.name for t in output_targets(p, StageContext(output_dir=Path("/tmp/o"), step="s"))]
+        ['s.png']
+    """
     recipe = ctx.recipe
-    return expand_output_path(params.path, output_dir=ctx.output_dir or Path.cwd(),
-                              name=getattr(recipe, "name", "minart"), seed=ctx.seed,
-                              step=_source_step(ctx))
-
-
-def _source_step(ctx: StageContext) -> str:
-    recipe = ctx.recipe
-    for step in getattr(recipe, "steps", ()):
-        if step.name == ctx.step and step.inputs:
-            return step.inputs[0]
-    return ctx.step
+    return [expand_output_path(params.path, output_dir=ctx.output_dir or Path.cwd(),
+                               name=getattr(recipe, "name", None) or "minart", seed=ctx.seed,
+                               step=output_source(recipe, ctx.step))]
 
 
 def _metadata(ctx: StageContext) -> dict[str, str]:
+    """The recipe, its overrides and preview factor, for ``minart reproduce``."""
     recipe = ctx.recipe
     if recipe is None or not getattr(recipe, "text", None):
         return {}
-    return {"minart:recipe": recipe.text, "minart:recipe_path": str(recipe.path or ""),
-            "minart:seed": str(ctx.seed)}
+    return {
+        "minart_recipe": recipe.text,
+        "minart_recipe_path": str(getattr(recipe, "path", "") or ""),
+        "minart_overrides": json.dumps(list(getattr(recipe, "overrides", ()) or ())),
+        "minart_preview": str(getattr(recipe, "preview_factor", 1)),
+        "minart_seed": str(ctx.seed),
+        "minart_step": output_source(recipe, ctx.step),
+    }
 
 
 def _run_save_image(inputs: list[Tensor], params: SaveImageParams, ctx: StageContext) -> Tensor:
-    target = _output_target(params, ctx)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    metadata = _metadata(ctx) if params.embed_recipe else {}
-    _function("minart.io:write_image")(target, inputs[0], bits=params.bits, metadata=metadata)
+    (target,) = output_targets(params, ctx)
+    metadata = _metadata(ctx) if params.embed_recipe else None
+    _function("minart.io:write_image")(target, inputs[0], bits=params.bits,
+                                       quality=params.quality, metadata=metadata)
     ctx.written.append(target)
     return inputs[0]
 
 
 def _run_encode_video(inputs: list[Tensor], params: EncodeVideoParams,
                       ctx: StageContext) -> Tensor:
-    target = _output_target(params, ctx)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    (target,) = output_targets(params, ctx)
+    metadata = _metadata(ctx) if params.embed_recipe else None
     _function("minart.video:encode_video")(target, inputs[0], fps=params.fps,
-                                           quality=params.quality, loop=params.loop)
+                                           quality=params.quality, loop=params.loop,
+                                           codec=params.codec, pad=params.pad, metadata=metadata)
     ctx.written.append(target)
     return inputs[0]
 
@@ -665,12 +786,12 @@ _ANY = ("image", "frames")
 register(Stage(
     name="fractal", params=FractalParams, run=_run_fractal, consumes=("none",), produces="image",
     summary="Render a fractal image (the post's inverse-power ocean by default).",
-    check=_fill_size, preview=_preview_size, function="minart.fractal:fractal"))
+    check=_check_fractal, preview=_preview_size, function="minart.fractal:fractal"))
 register(Stage(
     name="fractal_frames", params=FractalFramesParams, run=_run_fractal_frames,
     consumes=("none",), produces="frames",
     summary="Render an animated fractal as a clip of frames.",
-    check=_fill_size, preview=_preview_size, function="minart.fractal:fractal_frames"))
+    check=_check_fractal, preview=_preview_size, function="minart.fractal:fractal_frames"))
 register(Stage(
     name="load_image", params=LoadImageParams, run=_run_load_image, consumes=("none",),
     produces="image", summary="Read an image file (relative to the recipe) as the start image.",
@@ -705,8 +826,8 @@ register(Stage(
     summary="A grid of evenly spaced frames of a clip, to see it at a glance.",
     function="minart.composite:grid"))
 register(Stage(
-    name="crossfade", params=CrossfadeParams, run=_run_crossfade, consumes=("image",),
-    produces="frames", inputs=("a", "b"), summary="Fade from one image to another over frames.",
+    name="crossfade", params=CrossfadeParams, run=_run_crossfade, consumes=_ANY,
+    produces="frames", inputs=("a", "b"), summary="Dissolve from one image or clip to another over some frames.",
     function="minart.composite:crossfade"))
 register(Stage(
     name="boomerang", params=NoParams, run=_unary("minart.composite:boomerang"),
@@ -722,21 +843,21 @@ register(Stage(
     consumes=("frames",), produces="frames", inputs=("frames",),
     summary="Keep every n-th frame of a clip.", function="minart.composite:subsample"))
 register(Stage(
-    name="concatenate", params=NoParams, run=_run_concatenate, consumes=("frames",),
+    name="concatenate", params=NoParams, run=_run_concatenate, consumes=_ANY,
     produces="frames", inputs=("clips",), variadic=True,
-    summary="Join clips one after another.", function="minart.composite:concatenate"))
+    summary="Join clips (and single images, as one frame) one after another.", function="minart.composite:concatenate"))
 register(Stage(
-    name="hold", params=HoldParams, run=_unary("minart.composite:hold"), consumes=_ANY,
-    produces="frames", inputs=("image",),
-    summary="Hold an image (or a clip's last frame) still for some frames.",
+    name="hold", params=HoldParams, run=_unary("minart.composite:hold"), consumes=("frames",),
+    produces="frames", inputs=("frames",),
+    summary="Freeze a clip's first and last frames for a while (a pause at each end).",
     function="minart.composite:hold"))
 register(Stage(
     name="save_image", params=SaveImageParams, run=_run_save_image, consumes=("image",),
-    produces="image", inputs=("image",), check=_check_save_image,
-    summary="Write an image file (PNG, JPEG, TIFF, WebP) into the output folder.",
+    produces="image", inputs=("image",), check=_check_save_image, targets=output_targets,
+    summary="Write a PNG or JPEG file into the output folder.",
     function="minart.io:write_image"))
 register(Stage(
     name="encode_video", params=EncodeVideoParams, run=_run_encode_video, consumes=("frames",),
-    produces="frames", inputs=("frames",), check=_check_encode_video,
+    produces="frames", inputs=("frames",), check=_check_encode_video, targets=output_targets,
     summary="Encode a clip as WebM, MP4 or GIF into the output folder.",
     function="minart.video:encode_video"))
