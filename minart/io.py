@@ -36,6 +36,8 @@ from .errors import MediaError, ParamError, ShapeError
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "MAX_PIXELS_ENV",
+    "decode_image",
+    "encode_image",
     "read_image",
     "read_metadata",
     "write_image",
@@ -53,7 +55,7 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _MAX_TEXT_BYTES = 64 * 1024 * 1024
 _COMPRESS_TEXT_OVER = 1024
 _JPEG_COMMENT_PREFIX = b"minart:"
-_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
 # Pillow's ImageOps.exif_transpose methods for EXIF orientations 2..8, applied to (H, W, C) arrays.
 _ORIENT = {
     2: lambda a: a[:, ::-1],
@@ -109,48 +111,49 @@ def _from_color(rgba: np.ndarray, mode: str) -> np.ndarray:
     return np.concatenate([rgba, np.ones_like(rgba[..., :1])], axis=2)
 
 
-def read_image(path: str | os.PathLike, *, mode: ImageMode = "RGB",
-               max_pixels: int | None = None) -> Tensor:
-    """Read an image file as a float32 ``(C, H, W)`` tensor in [0, 1].
+def decode_image(data: bytes, *, mode: ImageMode = "RGB", max_pixels: int | None = None,
+                 source: str = "<bytes>") -> Tensor:
+    """Decode an encoded image (PNG, JPEG, WebP, TIFF, BMP, GIF's first frame, ...) to ``(C, H, W)``.
 
-    Pillow decodes the file (PNG, JPEG, WebP, TIFF, BMP, GIF's first frame, ...) and
-    ``ImageOps.exif_transpose`` applies its EXIF orientation. 8-bit data becomes ``v / 255``;
-    16-bit PNGs are read at full precision (``v / 65535``; colour ones through OpenCV, with the
-    same EXIF orientation applied). Conversions follow Pillow: ``"L"`` is ITU-R 601-2 luma
-    ``0.299 R + 0.587 G + 0.114 B``, ``"RGB"`` and ``"L"`` drop an alpha channel (no
-    compositing), ``"RGBA"`` adds alpha 1 to opaque images.
+    Pillow decodes the data and ``ImageOps.exif_transpose`` applies its EXIF orientation. 8-bit
+    data becomes ``v / 255``; 16-bit PNGs are read at full precision (``v / 65535``; colour ones
+    through OpenCV, with the same EXIF orientation applied). Conversions follow Pillow: ``"L"``
+    is ITU-R 601-2 luma ``0.299 R + 0.587 G + 0.114 B``, ``"RGB"`` and ``"L"`` drop an alpha
+    channel (no compositing), ``"RGBA"`` adds alpha 1 to opaque images.
+
+    The size is read from the header and checked against ``max_pixels`` before any pixel is
+    decoded. That limit supersedes Pillow's ``DecompressionBombWarning``; Pillow's
+    ``DecompressionBombError`` (above ``2 * Image.MAX_IMAGE_PIXELS``) still applies.
 
     Args:
-        path: image file.
+        data: the encoded file's bytes.
         mode: ``"RGB"`` (3 channels), ``"RGBA"`` (4) or ``"L"`` (1).
-        max_pixels: refuse images with more than this many pixels before decoding them
-            (decompression-bomb guard). Default: the ``MINART_MAX_PIXELS`` environment variable,
-            else 64,000,000. Pillow's own bomb limit (``Image.MAX_IMAGE_PIXELS``) also applies.
+        max_pixels: refuse images with more pixels than this (decompression-bomb guard).
+            Default: the ``MINART_MAX_PIXELS`` environment variable, else 64,000,000.
+        source: what to call the data in error messages (a file name).
 
     Returns:
         Tensor ``(C, H, W)`` float32 in [0, 1], ``H x W`` after EXIF orientation.
 
     Raises:
-        MediaError: missing, unreadable, corrupt or truncated file, unsupported pixel format,
-            or more pixels than allowed; the message names the file.
+        MediaError: unreadable, corrupt or truncated data, unsupported pixel format, or more
+            pixels than allowed; the message starts with ``source``.
         ParamError: bad ``mode`` or ``max_pixels``.
 
     Example:
-        >>> import tempfile, pathlib
-        >>> with tempfile.TemporaryDirectory() as folder:
-        ...     target = pathlib.Path(folder, "dot.png")
-        ...     write_image(target, torch.full((3, 1, 2), 0.5))
-        ...     read_image(target, mode="L").shape
-        torch.Size([1, 1, 2])
+        >>> png = encode_image(torch.tensor([[[0.0, 0.2, 1.0]]]), bits=16)
+        >>> decode_image(png, mode="RGBA")[:, 0, 1].tolist()
+        [0.20000000298023224, 0.20000000298023224, 0.20000000298023224, 1.0]
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     check_choice("mode", mode, ("RGB", "RGBA", "L"))
     limit = _max_pixels(max_pixels)
-    name = os.fspath(path)
-    data = _read_bytes(name, "image")
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ParamError(f"data must be bytes, got {type(data).__name__}", param="data")
+    data = bytes(data)
     with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels decides below
         try:
             im = Image.open(_io.BytesIO(data))
             width, height = im.size
@@ -158,22 +161,52 @@ def read_image(path: str | os.PathLike, *, mode: ImageMode = "RGB",
                 raise MediaError(
                     f"{width}x{height} = {width * height} pixels exceeds max_pixels={limit} "
                     f"(decompression-bomb guard; pass max_pixels= or set {MAX_PIXELS_ENV})",
-                    file=name)
+                    file=source)
             ihdr = _png_ihdr(data)
             if ihdr is not None and ihdr[0] == 16 and ihdr[1] in (2, 4, 6):
-                pixels = _decode_png16_color(data, name)
+                pixels = _decode_png16_color(data, source)
                 orientation = im.getexif().get(0x0112, 1)
                 pixels = np.ascontiguousarray(_ORIENT.get(orientation, lambda a: a)(pixels))
                 array = _from_color(pixels.astype(np.float32) / 65535.0, mode)
             else:
                 im.load()
                 im = ImageOps.exif_transpose(im)
-                array = _pillow_to_float(im, mode, name)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise MediaError(f"image is too large to decode safely ({exc})", file=name) from None
+                array = _pillow_to_float(im, mode, source)
+        except Image.DecompressionBombError as exc:
+            raise MediaError(f"image is too large to decode safely ({exc})", file=source) from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise MediaError(f"not a readable image ({type(exc).__name__}: {exc})", file=name) from None
+            raise MediaError(f"not a readable image ({type(exc).__name__}: {exc})", file=source) from None
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1).contiguous()  # (H, W, C) -> (C, H, W)
+
+
+def read_image(path: str | os.PathLike, *, mode: ImageMode = "RGB",
+               max_pixels: int | None = None) -> Tensor:
+    """Read an image file as a float32 ``(C, H, W)`` tensor in [0, 1] (see :func:`decode_image`).
+
+    EXIF orientation applied, 16-bit PNGs at full precision, ``mode`` conversion as Pillow,
+    images over ``max_pixels`` (default ``MINART_MAX_PIXELS`` or 64,000,000) refused unread.
+
+    Args:
+        path: image file.
+        mode: ``"RGB"`` (3 channels), ``"RGBA"`` (4) or ``"L"`` (1).
+        max_pixels: decompression-bomb guard, see :func:`decode_image`.
+
+    Returns:
+        Tensor ``(C, H, W)`` float32 in [0, 1], ``H x W`` after EXIF orientation.
+
+    Raises:
+        MediaError: missing, unreadable, corrupt or truncated file, unsupported pixel format,
+            or more pixels than allowed; the message starts with the file name.
+        ParamError: bad ``mode`` or ``max_pixels``.
+
+    Example:
+        >>> read_image("no/such/picture.png")
+        Traceback (most recent call last):
+        ...
+        minart.errors.MediaError: no/such/picture.png: no such image file
+    """
+    name = os.fspath(path)
+    return decode_image(_read_bytes(name, "image"), mode=mode, max_pixels=max_pixels, source=name)
 
 
 def _read_bytes(name: str, what: str) -> bytes:
@@ -242,8 +275,8 @@ def _atomic_write_bytes(target: Path, data: bytes) -> None:
         raise
 
 
-def _prepare_target(path: str | os.PathLike, kinds: Mapping[str, str], what: str) -> tuple[Path, str]:
-    """Check the extension, create the parent folder; return the path and its format."""
+def _target_format(path: str | os.PathLike, kinds: Mapping[str, str], what: str) -> tuple[Path, str]:
+    """The target path and the format its extension names; touches nothing."""
     target = Path(os.fspath(path))
     fmt = kinds.get(target.suffix.lower())
     if fmt is None:
@@ -252,7 +285,6 @@ def _prepare_target(path: str | os.PathLike, kinds: Mapping[str, str], what: str
                          file=str(target))
     if target.is_dir():
         raise MediaError(f"is a folder, not a {what} file", file=str(target))
-    target.parent.mkdir(parents=True, exist_ok=True)
     return target, fmt
 
 
@@ -317,47 +349,42 @@ def _encode_png(array: np.ndarray, bits: int) -> bytes:
     return out.getvalue()
 
 
-def write_image(path: str | os.PathLike, image: Tensor, *, bits: Literal[8, 16] = 8,
-                metadata: Mapping[str, str] | None = None, quality: int = 95) -> None:
-    """Write a ``(C, H, W)`` image in [0, 1] to PNG (8 or 16 bit) or JPEG, atomically.
+def encode_image(image: Tensor, *, format: Literal["png", "jpeg"] = "png", bits: Literal[8, 16] = 8,
+                 metadata: Mapping[str, str] | None = None, quality: int = 95) -> bytes:
+    """Encode a ``(C, H, W)`` image in [0, 1] as PNG (8 or 16 bit) or JPEG bytes.
 
-    Pixels are quantised as ``round(x * (2^bits - 1))`` (values within 1e-6 of [0, 1] count as
-    in range). The format comes from the extension: ``.png`` (1 channel gray, 3 RGB, 4 RGBA;
-    8 or 16 bit) or ``.jpg``/``.jpeg`` (1 or 3 channels, 8 bit, ``quality``). ``metadata`` plus
-    ``minart_version`` is stored as PNG ``iTXt`` chunks, or for JPEG as one JSON comment
-    (``COM`` segment), and :func:`read_metadata` returns it. The parent folder is created if
-    needed; the file appears complete or not at all (temporary file + ``os.replace``).
+    Pixels are quantised as ``q = round(x * (2^bits - 1))``; values within 1e-6 of [0, 1] count
+    as in range, anything else (or NaN/Inf) is refused, never clipped. PNG takes 1 (gray), 3
+    (RGB) or 4 (RGBA) channels at 8 or 16 bits; JPEG 1 or 3 channels at 8 bits and ``quality``.
+    ``metadata`` plus ``minart_version`` is stored as PNG ``iTXt`` chunks (zlib-compressed above
+    1 KiB) or, for JPEG, as one JSON comment (``COM`` segment); :func:`read_metadata` returns it.
 
     Args:
-        path: target file; ``.png``, ``.jpg`` or ``.jpeg``.
         image: ``(C, H, W)`` or ``(1, C, H, W)`` float tensor in [0, 1], C in 1, 3, 4.
+        format: ``"png"`` or ``"jpeg"``.
         bits: 8 or 16 (16 for PNG only).
-        metadata: text to store, string keys (PNG keyword rules: 1-79 Latin-1 characters) and
+        metadata: text to store: string keys (PNG keyword rules: 1-79 Latin-1 characters) and
             string values (any Unicode), e.g. the recipe text and the seed.
-        quality: JPEG quality 1-100 (ignored for PNG, which is lossless).
+        quality: JPEG quality 1-100 (unused by PNG, which is lossless).
 
     Returns:
-        None.
+        The encoded file as bytes.
 
     Raises:
         ShapeError: not an image, a batch of several, NaN/Inf, values outside [0, 1], an
             unsupported channel count, or alpha for JPEG.
-        ParamError: bad ``bits``, ``quality`` or metadata.
-        MediaError: unsupported extension or the file cannot be written.
+        ParamError: bad ``format``, ``bits``, ``quality`` or metadata.
 
     Example:
-        >>> import tempfile, pathlib
-        >>> with tempfile.TemporaryDirectory() as folder:
-        ...     target = pathlib.Path(folder, "ramp.png")
-        ...     write_image(target, torch.linspace(0, 1, 6).view(1, 2, 3), bits=16, metadata={"seed": "7"})
-        ...     read_metadata(target)["seed"], read_image(target, mode="L").flatten()[1].item()
-        ('7', 0.20000000298023224)
+        >>> png = encode_image(torch.zeros(3, 2, 2), metadata={"seed": "7"})
+        >>> png[:4], png[24], png[25]  # signature, IHDR bit depth 8, colour type 2 (RGB)
+        (b'\\x89PNG', 8, 2)
     """
-    target, fmt = _prepare_target(path, _FORMATS, "image")
+    check_choice("format", format, ("png", "jpeg"))
     if bits not in (8, 16) or isinstance(bits, bool):
         raise ParamError(f"bits={bits!r} must be 8 or 16", param="bits")
-    if fmt == "JPEG" and bits == 16:
-        raise ParamError("bits=16 needs a .png file; JPEG stores 8 bits", param="bits")
+    if format == "jpeg" and bits == 16:
+        raise ParamError("bits=16 needs PNG; JPEG stores 8 bits", param="bits")
     if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
         raise ParamError(f"quality={quality!r} must be an integer in [1, 100]", param="quality")
     batch, _ = as_batch(image, name="image")
@@ -367,24 +394,58 @@ def write_image(path: str | os.PathLike, image: Tensor, *, bits: Literal[8, 16] 
     channels = batch.shape[1]
     if channels not in (1, 3, 4):
         raise ShapeError(f"image must have 1, 3 or 4 channels, got {channels}")
-    if fmt == "JPEG" and channels == 4:
+    if format == "jpeg" and channels == 4:
         raise ShapeError("JPEG has no alpha channel; write a .png or drop the alpha channel first")
     _image(batch, "image")
     texts = _text_metadata(metadata)
     array = _quantize(batch[0], bits)
-    if fmt == "PNG":
+    if format == "png":
         chunks = b"".join(_itxt_chunk(key, value) for key, value in texts.items())
-        data = _insert_after_ihdr(_encode_png(array, bits), chunks)
-    else:
-        from PIL import Image
+        return _insert_after_ihdr(_encode_png(array, bits), chunks)
+    from PIL import Image
 
-        plane = array[..., 0] if channels == 1 else array  # (H, W, 1) -> (H, W): Pillow's L
-        comment = _JPEG_COMMENT_PREFIX + json.dumps(texts, ensure_ascii=True, sort_keys=True).encode("ascii")
-        out = _io.BytesIO()
-        Image.fromarray(plane).save(
-            out, format="JPEG", quality=quality, comment=comment)
-        data = out.getvalue()
+    plane = array[..., 0] if channels == 1 else array  # (H, W, 1) -> (H, W): Pillow's L
+    comment = _JPEG_COMMENT_PREFIX + json.dumps(texts, ensure_ascii=True, sort_keys=True).encode("ascii")
+    out = _io.BytesIO()
+    Image.fromarray(plane).save(out, format="JPEG", quality=quality, comment=comment)
+    return out.getvalue()
+
+
+def write_image(path: str | os.PathLike, image: Tensor, *, bits: Literal[8, 16] = 8,
+                metadata: Mapping[str, str] | None = None, quality: int = 95) -> None:
+    """Write a ``(C, H, W)`` image in [0, 1] to a PNG or JPEG file, atomically.
+
+    The format comes from the extension (``.png``, ``.jpg``, ``.jpeg``, any case); encoding,
+    quantisation and metadata are :func:`encode_image`'s. Everything is validated before the
+    file system is touched; then the parent folder is created if needed and the bytes go to a
+    temporary file in the same folder that ``os.replace`` moves onto ``path``, so the file
+    appears complete or not at all.
+
+    Args:
+        path: target file; ``.png``, ``.jpg`` or ``.jpeg``.
+        image: ``(C, H, W)`` or ``(1, C, H, W)`` float tensor in [0, 1], C in 1, 3, 4.
+        bits: 8 or 16 (16 for PNG only).
+        metadata: text to store (string keys and values), e.g. the recipe text and the seed.
+        quality: JPEG quality 1-100 (unused by PNG).
+
+    Returns:
+        None.
+
+    Raises:
+        ShapeError: see :func:`encode_image`.
+        ParamError: see :func:`encode_image`.
+        MediaError: unsupported extension, or the file cannot be written.
+
+    Example:
+        >>> write_image("out/art.tiff", torch.zeros(3, 2, 2))
+        Traceback (most recent call last):
+        ...
+        minart.errors.MediaError: out/art.tiff: unsupported image extension '.tiff'; use .png, .jpg, .jpeg
+    """
+    target, fmt = _target_format(path, _FORMATS, "image")
+    data = encode_image(image, format=fmt, bits=bits, metadata=metadata, quality=quality)
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write_bytes(target, data)
     except OSError as exc:
         raise MediaError(f"cannot write the image ({exc.strerror or exc})", file=str(target)) from None
@@ -451,13 +512,11 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         MediaError: missing, unreadable or corrupt file.
 
     Example:
-        >>> import tempfile, pathlib
-        >>> with tempfile.TemporaryDirectory() as folder:
-        ...     target = pathlib.Path(folder, "dot.jpg")
-        ...     write_image(target, torch.zeros(3, 2, 2), metadata={"recipe": "fractal: {}"})
-        ...     read_metadata(target)["recipe"]
-        'fractal: {}'
-    """
+        >>> read_metadata("no/such/picture.png")
+        Traceback (most recent call last):
+        ...
+        minart.errors.MediaError: no/such/picture.png: no such image file
+"""
     from PIL import Image, UnidentifiedImageError
 
     name = os.fspath(path)

@@ -30,7 +30,7 @@ from torch import Tensor
 from ._checks import check_choice, check_range
 from .composite import _frames, _image
 from .errors import MediaError, ParamError, ShapeError
-from .io import _atomic_write_bytes, _prepare_target, _quantize, _temp_path
+from .io import _atomic_write_bytes, _quantize, _target_format, _temp_path
 
 __all__ = [
     "VIDEO_CODECS",
@@ -182,14 +182,12 @@ def encode_video(path: str | os.PathLike, frames: Tensor, *, fps: float = 24.0, 
         MediaError: unsupported extension, odd size with ``pad="refuse"``, or ffmpeg failed.
 
     Example:
-        >>> import tempfile, pathlib
-        >>> with tempfile.TemporaryDirectory() as folder:
-        ...     target = pathlib.Path(folder, "pulse.gif")
-        ...     encode_video(target, torch.rand(2, 3, 5, 7), fps=10)
-        ...     read_video(target).shape
-        torch.Size([2, 3, 5, 7])
+        >>> encode_video("out/clip.mp4", torch.rand(4, 3, 25, 33), pad="refuse")
+        Traceback (most recent call last):
+        ...
+        minart.errors.MediaError: out/clip.mp4: mp4 video (4:2:0 chroma) needs an even width and height, got 33x25; use pad='even' to repeat the last column/row, or resize/crop first
     """
-    target, container = _prepare_target(path, _CONTAINERS, "video")
+    target, container = _target_format(path, _CONTAINERS, "video")
     check_range("fps", fps, gt=0.0, le=240.0)
     if isinstance(quality, bool) or not isinstance(quality, int) or not 0 <= quality <= 100:
         raise ParamError(f"quality={quality!r} must be an integer in [0, 100]", param="quality")
@@ -207,7 +205,10 @@ def encode_video(path: str | os.PathLike, frames: Tensor, *, fps: float = 24.0, 
         raise ShapeError(f"frames must have 1 or 3 channels, got {channels}; "
                          "blend an alpha channel onto a background first")
     _image(seq, "frames")
-    out_w, out_h = output_size(width, height, container=container, pad=pad)
+    try:
+        out_w, out_h = output_size(width, height, container=container, pad=pad)
+    except MediaError as exc:
+        raise exc.at(file=str(target)) from None
     sidecar = _sidecar_text(metadata) if metadata is not None else None
 
     array = _quantize(seq, 8)  # (T, H, W, C) uint8
@@ -219,7 +220,11 @@ def encode_video(path: str | os.PathLike, frames: Tensor, *, fps: float = 24.0, 
     import imageio_ffmpeg
 
     rate = Fraction(fps).limit_denominator(1001)
-    tmp = _temp_path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temp_path(target)
+    except OSError as exc:
+        raise MediaError(f"cannot write the video ({exc.strerror or exc})", file=str(target)) from None
     command = [
         imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
         "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{out_w}x{out_h}",
@@ -298,12 +303,10 @@ def read_video(path: str | os.PathLike, *, max_frames: int | None = None) -> Ten
         ParamError: bad ``max_frames``.
 
     Example:
-        >>> import tempfile, pathlib
-        >>> with tempfile.TemporaryDirectory() as folder:
-        ...     target = pathlib.Path(folder, "flat.gif")
-        ...     encode_video(target, torch.full((3, 1, 4, 4), 0.5))
-        ...     read_video(target, max_frames=2).shape
-        torch.Size([2, 3, 4, 4])
+        >>> read_video("no/such/clip.webm")
+        Traceback (most recent call last):
+        ...
+        minart.errors.MediaError: no/such/clip.webm: no such video file
     """
     import imageio_ffmpeg
 

@@ -14,7 +14,7 @@ from PIL import Image, PngImagePlugin
 import minart
 from minart import io as mio
 from minart.errors import MediaError, ParamError, ShapeError
-from minart.io import read_image, read_metadata, write_image
+from minart.io import decode_image, encode_image, read_image, read_metadata, write_image
 
 
 def _raw_png(array: np.ndarray, colour_type: int) -> bytes:
@@ -75,6 +75,20 @@ def test_reads_an_independently_encoded_16_bit_png(tmp_path):
     np.testing.assert_array_equal(rgba[..., 0], expected[..., 0])
     np.testing.assert_array_equal(rgba[..., 2], expected[..., 0])
     np.testing.assert_array_equal(rgba[..., 3], expected[..., 1])
+
+
+def test_bytes_api_matches_the_file_api(tmp_path, gen):
+    image = torch.rand(3, 4, 5, generator=gen)
+    data = encode_image(image, bits=16, metadata={"seed": "3"})
+    write_image(tmp_path / "same.png", image, bits=16, metadata={"seed": "3"})
+    assert (tmp_path / "same.png").read_bytes() == data
+    assert torch.equal(decode_image(data), read_image(tmp_path / "same.png"))
+    jpeg = encode_image(image, format="jpeg", quality=90)
+    assert jpeg[:2] == b"\xff\xd8" and decode_image(jpeg).shape == (3, 4, 5)
+    with pytest.raises(MediaError, match=r"^<bytes>: not a readable image"):
+        decode_image(b"nonsense")
+    with pytest.raises(MediaError, match=r"^upload\.png: 5x4 = 20 pixels exceeds max_pixels=19"):
+        decode_image(data, max_pixels=19, source="upload.png")
 
 
 def test_modes_follow_pillow_conversions(tmp_path, gen):
@@ -191,6 +205,10 @@ def test_pillow_bomb_guard_becomes_media_error(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40)  # warns above 40 pixels, fails above 80
     with pytest.raises(MediaError, match="image is too large to decode safely"):
         read_image(target, max_pixels=10_000)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 60)  # only Pillow's warning: max_pixels decides
+    assert read_image(target, max_pixels=100, mode="L").shape == (1, 10, 10)
+    with pytest.raises(MediaError, match="exceeds max_pixels=99"):
+        read_image(target, max_pixels=99)
 
 
 def test_write_refusals(tmp_path):
@@ -201,7 +219,7 @@ def test_write_refusals(tmp_path):
         write_image(tmp_path / "x.png", torch.rand(2, 3, 4, 4))
     with pytest.raises(ShapeError, match="JPEG has no alpha channel"):
         write_image(tmp_path / "x.jpg", torch.rand(4, 4, 4))
-    with pytest.raises(ParamError, match="bits=16 needs a .png file"):
+    with pytest.raises(ParamError, match="bits=16 needs PNG; JPEG stores 8 bits"):
         write_image(tmp_path / "x.jpg", img, bits=16)
     with pytest.raises(ParamError, match="bits=12 must be 8 or 16"):
         write_image(tmp_path / "x.png", img, bits=12)
