@@ -1,0 +1,413 @@
+"""Pick the fastest exact path for a step: Triton on CUDA, compiled on CPU, else the eager reference.
+
+The rules, applied per call (cheap: an environment read and a few attribute checks):
+
+- ``MINART_KERNELS=eager`` (read at each call, not at import) always runs the eager reference;
+  ``auto`` (the default) lets the rules below choose.
+- CUDA float32 tensors with at most 4 channels, when :mod:`triton` imports: the Triton kernels of
+  :mod:`minart.kernels.triton_diffusion` / :mod:`minart.kernels.triton_fractal`.
+- CPU float32 tensors without autograd, when the run is long enough to repay the one-off
+  ``torch.compile`` start-up (``work = steps * numel >= CPU_COMPILE_MIN_WORK``, or the step is
+  compiled in this process already): :mod:`minart.kernels.cpu`.
+- Anything else (float64, autograd on CPU, conductions without a kernel backward, small runs):
+  the eager functions of :mod:`minart.diffusion` / :mod:`minart.fractal`.
+
+Every fast path matches the eager reference to 1e-5 (forward) and 1e-4 relative (gradients).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from .._checks import as_batch, check_choice, check_finite, check_range
+from ..errors import ParamError, ShapeError
+
+__all__ = [
+    "CPU_COMPILE_MIN_WORK",
+    "Path",
+    "classic_step_fast",
+    "fractal_field_fast",
+    "kernels_mode",
+    "perona_malik_step_fast",
+    "seed_loss_step",
+    "seed_step_fast",
+    "seed_sweep",
+    "step_path",
+    "triton_available",
+]
+
+Path = Literal["triton", "compiled", "eager"]
+
+CPU_COMPILE_MIN_WORK = 2 ** 28
+"""Elements x steps from which a CPU run uses the compiled path (about 85 steps of a 1024^2 RGB
+image: the eager seed step costs ~60-110 ms there, a cold compile ~30 s, a warm one ~5 s)."""
+
+_MAX_TRITON_CHANNELS = 4
+_CONDUCTIONS = ("exp", "inverse", "tukey")
+
+
+def kernels_mode() -> Literal["eager", "auto"]:
+    """The ``MINART_KERNELS`` setting: ``"eager"`` forces the references, ``"auto"`` (default) chooses.
+
+    Raises:
+        ParamError: any other value.
+
+    Example:
+        >>> kernels_mode() in ("eager", "auto")
+        True
+    """
+    mode = os.environ.get("MINART_KERNELS", "auto").strip().lower() or "auto"
+    if mode not in ("eager", "auto"):
+        raise ParamError(f"MINART_KERNELS={mode!r} is not one of 'eager', 'auto'",
+                         param="MINART_KERNELS")
+    return mode  # type: ignore[return-value]
+
+
+@functools.lru_cache(maxsize=1)
+def triton_available() -> bool:
+    """Whether :mod:`triton` imports here (checked once, on first use, never at import time).
+
+    Example:
+        >>> isinstance(triton_available(), bool)
+        True
+    """
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception:  # noqa: BLE001 - any failure to import means "no Triton"
+        return False
+    return True
+
+
+def step_path(image: Tensor, *, channels_ok: bool = True, grad: bool = False,
+              grad_ok: bool = True, work: int | None = None, compiled: str = "") -> Path:
+    """Which path a step on ``image`` takes: ``"triton"``, ``"compiled"`` or ``"eager"``.
+
+    Args:
+        image: the step's input tensor (its device and dtype decide).
+        channels_ok: the kernel supports this channel count.
+        grad: gradients are needed through the step.
+        grad_ok: the Triton kernels have a backward for this configuration.
+        work: ``steps * numel`` of the whole run, to decide if compiling pays; ``None``: unknown
+            (treated as small).
+        compiled: name of the compiled CPU step (``"seed"``/``"classic"``), ``""`` for none.
+
+    Returns:
+        The path name.
+
+    Example:
+        >>> step_path(torch.zeros(1, 3, 8, 8))
+        'eager'
+    """
+    if kernels_mode() == "eager" or image.dtype != torch.float32:
+        return "eager"
+    if image.is_cuda:
+        if channels_ok and (grad_ok or not grad) and triton_available():
+            return "triton"
+        return "eager"
+    if image.device.type == "cpu" and compiled and not grad:
+        from . import cpu
+
+        if cpu.is_compiled(compiled) or (work is not None and work >= CPU_COMPILE_MIN_WORK):
+            return "compiled"
+    return "eager"
+
+
+def _needs_grad(*tensors: Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def seed_step_fast(image: Tensor, operator: Tensor, *, kappa: float, dt: float,
+                   conduction: str = "exp", need_g: bool = True,
+                   work: int | None = None) -> tuple[Tensor, Tensor | None]:
+    """:func:`minart.diffusion.seed_step` on the fastest exact path; differentiable like it.
+
+    ``g = K * reflect_pad(I)``, ``I' = clamp(I + dt g c(g), 0, 1)``.
+
+    Args:
+        image: ``(B, C, H, W)`` in [0, 1], ``H, W >= 2``.
+        operator: ``(C, C, 3, 3)``.
+        kappa: conduction scale (> 0).
+        dt: time step (> 0).
+        conduction: ``"exp"``, ``"inverse"`` or ``"tukey"`` (Triton gradients: exp, tukey).
+        need_g: return ``g`` too (``False`` lets the fast paths skip writing it; ``None`` then).
+        work: ``steps * numel`` of the whole run, for the CPU compile decision.
+
+    Returns:
+        ``(new_image, g or None)``.
+
+    Example:
+        >>> from minart.diffusion import laplacian_operator
+        >>> new, g = seed_step_fast(torch.full((1, 3, 4, 4), 0.5), laplacian_operator(3),
+        ...                         kappa=0.2, dt=0.2)
+        >>> float(new.mean()), float(g.abs().max())
+        (0.5, 0.0)
+    """
+    from ..diffusion import seed_step
+
+    grad = _needs_grad(image, operator)
+    path = step_path(image, channels_ok=image.shape[1] <= _MAX_TRITON_CHANNELS, grad=grad,
+                     grad_ok=conduction in ("exp", "tukey"), work=work, compiled="seed")
+    if path == "triton":
+        from . import triton_diffusion as td
+
+        if grad:
+            return td.SeedStep.apply(image.contiguous(), operator, float(kappa), float(dt),
+                                     conduction)
+        return td.seed_forward_triton(image.contiguous(), operator, kappa=kappa, dt=dt,
+                                      conduction=conduction, store_g=need_g)
+    if path == "compiled":
+        from . import cpu
+
+        return cpu.seed_step_compiled(image, operator, kappa=kappa, dt=dt, conduction=conduction,
+                                      need_g=need_g)
+    return seed_step(image, operator, kappa=kappa, dt=dt, conduction=conduction)
+
+
+def classic_step_fast(image: Tensor, *, kappa: float, dt: float, conduction: str = "exp",
+                      work: int | None = None) -> Tensor:
+    """:func:`minart.diffusion.classic_step` on the fastest exact path.
+
+    ``I' = I + dt * sum_{N,S,E,W} c(d) d`` with zero-flux borders, per channel. Without autograd
+    on the fast paths (the classic scheme has no learned parameters); with it, eager.
+
+    Args:
+        image: ``(B, C, H, W)`` floating tensor, ``H, W >= 2``.
+        kappa: edge threshold (> 0).
+        dt: time step.
+        conduction: ``"exp"``, ``"inverse"`` or ``"tukey"``.
+        work: ``steps * numel`` of the whole run, for the CPU compile decision.
+
+    Returns:
+        Tensor of the same shape.
+
+    Example:
+        >>> classic_step_fast(torch.full((1, 1, 4, 4), 0.5), kappa=0.1, dt=0.2).unique().tolist()
+        [0.5]
+    """
+    from ..diffusion import classic_step
+
+    path = step_path(image, grad=_needs_grad(image), grad_ok=False, work=work,
+                     compiled="classic")
+    if path == "triton":
+        from . import triton_diffusion as td
+
+        return td.classic_step_triton(image.contiguous(), kappa=kappa, dt=dt,
+                                      conduction=conduction)
+    if path == "compiled":
+        from . import cpu
+
+        return cpu.classic_step_compiled(image, kappa=kappa, dt=dt, conduction=conduction)
+    return classic_step(image, kappa=kappa, dt=dt, conduction=conduction)
+
+
+def perona_malik_step_fast(image: Tensor, *, kappa: float, dt: float, scheme: str = "classic",
+                           conduction: str = "exp", operator: Tensor | None = None,
+                           work: int | None = None) -> Tensor:
+    """:func:`minart.diffusion.perona_malik_step` on the fastest exact path (no autograd needed).
+
+    Args:
+        image: ``(B, C, H, W)``.
+        kappa: edge threshold / conduction scale (> 0).
+        dt: time step.
+        scheme: ``"classic"`` or ``"seed"``.
+        conduction: ``"exp"``, ``"inverse"`` or ``"tukey"``.
+        operator: ``(C, C, 3, 3)`` for ``"seed"`` (default the Laplacian operator).
+        work: ``steps * numel`` of the whole run, for the CPU compile decision.
+
+    Returns:
+        The next image, same shape.
+
+    Example:
+        >>> x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+        >>> perona_malik_step_fast(x, kappa=0.1, dt=0.2).shape
+        torch.Size([1, 3, 8, 8])
+    """
+    if scheme == "classic":
+        return classic_step_fast(image, kappa=kappa, dt=dt, conduction=conduction, work=work)
+    if operator is None:
+        from ..diffusion import laplacian_operator
+
+        operator = laplacian_operator(image.shape[1], dtype=image.dtype, device=image.device)
+    return seed_step_fast(image, operator, kappa=kappa, dt=dt, conduction=conduction,
+                          need_g=False, work=work)[0]
+
+
+def seed_loss_step(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: float, dt: float,
+                   conduction: str = "exp") -> tuple[Tensor, Tensor]:
+    """One learned step of :mod:`minart.minimize`: the next image and the loss, fused on CUDA.
+
+    ``g = K * reflect_pad(I)``, ``I' = clamp(I + dt g c(g), 0, 1)``,
+    ``loss = sum((I' - I_0)^2 + |g| + I'^2)`` (the "Art with Math" energy). ``loss`` is
+    differentiable in ``operator`` (and ``image`` if it requires grad) through the usual
+    ``loss.backward()``; ``I'`` is returned detached, ready to be the next step's input. On CUDA
+    (conduction ``exp``/``tukey``) forward, loss and ``dL/dK`` are one Triton pass and
+    ``backward`` only scales the stored gradient; elsewhere it is the eager composition.
+
+    Args:
+        image: ``I_{t-1}``, ``(B, C, H, W)`` in [0, 1].
+        image0: ``I_0``, same shape.
+        operator: ``(C, C, 3, 3)``, usually a leaf with ``requires_grad=True``.
+        kappa: conduction scale (> 0).
+        dt: time step (> 0).
+        conduction: ``"exp"``, ``"inverse"`` or ``"tukey"``.
+
+    Returns:
+        ``(next_image, loss)``: ``(B, C, H, W)`` detached and a 0-dim tensor.
+
+    Raises:
+        ShapeError: ``image0`` of another shape than ``image``.
+
+    Example:
+        >>> from minart.diffusion import laplacian_operator
+        >>> k = laplacian_operator(3).requires_grad_()
+        >>> x = torch.full((1, 3, 4, 4), 0.5)
+        >>> new, loss = seed_loss_step(x, x, k, kappa=0.2, dt=0.2)
+        >>> float(loss.detach()), loss.requires_grad
+        (12.0, True)
+    """
+    from ..diffusion import seed_step
+
+    if image0.shape != image.shape:
+        raise ShapeError(f"image0 {tuple(image0.shape)} must match the image "
+                         f"{tuple(image.shape)}", param="image0")
+    path = step_path(image, channels_ok=image.shape[1] <= _MAX_TRITON_CHANNELS,
+                     grad_ok=conduction in ("exp", "tukey"), grad=True)
+    if path == "triton" and image0.dtype == torch.float32 and operator.dtype == torch.float32:
+        from . import triton_diffusion as td
+
+        return td.SeedLossStep.apply(image.contiguous(), image0.contiguous(), operator,
+                                     float(kappa), float(dt), conduction)
+    new, g = seed_step(image, operator, kappa=kappa, dt=dt, conduction=conduction)
+    loss = ((new - image0) ** 2 + g.abs() + new ** 2).sum()
+    return new.detach(), loss
+
+
+def seed_sweep(image: Tensor, operators: Tensor, *, kappa: float | Tensor | list[float],
+               dt: float | Tensor | list[float], conduction: str = "exp") -> Tensor:
+    """``N`` variants of one seed step (operators and/or parameters) on one image, one launch on CUDA.
+
+    Variant ``n`` is ``seed_step(image, operators[n], kappa=kappa[n], dt=dt[n])[0]``; on CUDA all
+    ``N`` run in one Triton launch (the image is read by every variant, not copied), elsewhere
+    one eager step per variant.
+
+    Args:
+        image: ``(C, H, W)`` or ``(1, C, H, W)`` in [0, 1].
+        operators: ``(N, C, C, 3, 3)``.
+        kappa: one value or ``N`` values (> 0).
+        dt: one value or ``N`` values (> 0).
+        conduction: ``"exp"``, ``"inverse"`` or ``"tukey"``.
+
+    Returns:
+        ``(N, C, H, W)``.
+
+    Raises:
+        ShapeError: bad shapes or lengths.
+        ParamError: a non-positive or non-finite ``kappa`` or ``dt``.
+
+    Example:
+        >>> from minart.diffusion import laplacian_operator
+        >>> ops = torch.stack([laplacian_operator(3), 0.5 * laplacian_operator(3)])
+        >>> seed_sweep(torch.full((3, 4, 4), 0.5), ops, kappa=[0.1, 0.2], dt=0.2).shape
+        torch.Size([2, 3, 4, 4])
+    """
+    from ..diffusion import seed_step
+
+    batch, _ = as_batch(image, min_size=2)
+    if batch.shape[0] != 1:
+        raise ShapeError(f"image must be one (C, H, W) image, got shape {tuple(image.shape)}")
+    check_choice("conduction", conduction, _CONDUCTIONS)
+    check_finite(batch)
+    c = batch.shape[1]
+    if not isinstance(operators, Tensor) or operators.ndim != 5 \
+            or operators.shape[1:] != (c, c, 3, 3):
+        shape = tuple(operators.shape) if isinstance(operators, Tensor) else type(operators).__name__
+        raise ShapeError(f"operators must be (N, {c}, {c}, 3, 3), got {shape}", param="operators")
+    n = operators.shape[0]
+    kaps = _per_variant("kappa", kappa, n)
+    dts = _per_variant("dt", dt, n)
+    path = step_path(batch, channels_ok=c <= _MAX_TRITON_CHANNELS,
+                     grad=_needs_grad(batch, operators), grad_ok=False)
+    if path == "triton" and operators.dtype == torch.float32:
+        from . import triton_diffusion as td
+
+        return td.seed_forward_triton(batch.contiguous(), operators,
+                                      kappa=torch.tensor(kaps, dtype=torch.float64),
+                                      dt=torch.tensor(dts, dtype=torch.float64),
+                                      conduction=conduction, store_g=False)[0]
+    return torch.cat([seed_step(batch, operators[i], kappa=kaps[i], dt=dts[i],
+                                conduction=conduction)[0] for i in range(n)])
+
+
+def _per_variant(name: str, value, n: int) -> list[float]:
+    if isinstance(value, Tensor):
+        value = value.detach().reshape(-1).tolist()  # (N,) or () -> list
+    values = [value] * n if isinstance(value, (int, float)) else list(value)
+    if len(values) != n:
+        raise ShapeError(f"{name} has {len(values)} values for {n} operators", param=name)
+    for v in values:
+        check_range(name, v, gt=0)
+    return [float(v) for v in values]
+
+
+def fractal_field_fast(width: int, height: int, **options):
+    """:func:`minart.fractal.fractal_field` with the Triton kernel on CUDA (float32), else eager.
+
+    Same arguments and result (:class:`minart.fractal.FractalField`); the kernel iterates each
+    pixel in registers with per-pixel early exit. Counts match the eager ones on >= 99.9 % of
+    pixels (float rounding at basin boundaries may differ).
+
+    Args:
+        width: image width in pixels.
+        height: image height in pixels.
+        **options: the keyword arguments of :func:`minart.fractal.fractal_field`.
+
+    Returns:
+        :class:`minart.fractal.FractalField`.
+
+    Example:
+        >>> fractal_field_fast(5, 5, iterations=8).counts.shape
+        torch.Size([5, 5])
+    """
+    from .. import fractal as fr
+
+    device = torch.device(options.get("device") or "cpu")
+    dtype = options.get("dtype", torch.float32)
+    if kernels_mode() == "eager" or device.type != "cuda" or dtype != torch.float32 \
+            or not triton_available():
+        return fr.fractal_field(width, height, **options)
+    # validate and normalise exactly as the reference does, then iterate on the GPU
+    opts = {**_fractal_defaults(), **options}
+    centre = fr._point("center", opts["center"])
+    width, height = fr._check_view(width, height, centre, opts["span"], torch.float32)
+    iterations = fr._whole("iterations", opts["iterations"], 1, fr._MAX_ITERATIONS)
+    spec = fr._spec(formula=opts["formula"], power=opts["power"],
+                    coefficient=opts["coefficient"], julia=opts["julia"], eps=opts["eps"],
+                    bailout=opts["bailout"], trap=opts["trap"], trap_point=opts["trap_point"],
+                    trap_radius=opts["trap_radius"], trap_angle=opts["trap_angle"],
+                    dtype=torch.float32)
+    from . import triton_fractal as tf
+
+    start = fr._grid(width, height, centre, opts["span"], torch.float32, device)
+    counts, done, final_z, trap = tf.fractal_iterate_triton(
+        start, iterations=iterations, formula=spec.formula, power=spec.power,
+        coefficient=spec.coefficient, julia=spec.julia, eps=spec.eps, bailout=spec.bailout,
+        trap=spec.trap, trap_point=spec.trap_point, trap_radius=spec.trap_radius,
+        trap_angle=spec.trap_angle)
+    return fr.FractalField(counts, done, final_z, trap)
+
+
+@functools.lru_cache(maxsize=1)
+def _fractal_defaults() -> dict:
+    import inspect
+
+    from ..fractal import fractal_field
+
+    return {name: p.default for name, p in inspect.signature(fractal_field).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+

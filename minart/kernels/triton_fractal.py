@@ -1,0 +1,196 @@
+"""Triton kernel for the fractal iteration of :mod:`minart.fractal`, with per-pixel early exit.
+
+One program iterates a block of pixels in registers until every orbit in it has finished (pole
+reached, ``|z| < eps``, for ``z <- a (1/z)^p + c``; escape, ``|z| > bailout``, for
+``z <- z^p + c``) or the budget is spent, then writes the count, the flag, the last iterate and
+the orbit-trap distance once. Memory traffic is one read of ``c`` and one write per pixel whatever
+the budget, so the kernel is bound by arithmetic, not bandwidth.
+
+Same formula as :func:`minart.fractal.fractal_field`: ``z_0 = c`` (or the pixel, Julia form),
+``z^p`` by binary exponentiation in the same multiplication order, an overflowed inverse-power
+iterate replaced by ``finfo.max`` (the point at infinity, mapped to ``c`` next), counts ``n`` of the
+first finishing ``k`` (0 if ``z_0`` already finished), the budget for orbits that never finish.
+``1/z`` is ``conj(z) / |z|^2`` and the radius tests compare ``|z|^2``: float rounding can differ
+from the eager code on pixels at a basin boundary, so tests compare counts on >= 99.9 % of pixels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from ..errors import ShapeError
+
+__all__ = ["fractal_iterate_triton"]
+
+_FORMULAS = {"inverse_power": 0, "multibrot": 1}
+_TRAPS = {None: 0, "point": 1, "circle": 2, "line": 3}
+_FAR = 3.4028234663852886e38  # torch.finfo(torch.float32).max
+
+
+@triton.jit
+def _cmul(ar, ai, br, bi):
+    return ar * br - ai * bi, ar * bi + ai * br
+
+
+@triton.jit
+def _cpow(zr, zi, P: tl.constexpr, LOW: tl.constexpr):
+    """``z^P`` for ``1 <= P < 32`` by binary exponentiation (``minart.fractal._ipow``'s order).
+
+    ``LOW`` is the index of ``P``'s lowest set bit: the product starts from that power of ``z``.
+    """
+    br = zr
+    bi = zi
+    for bit in tl.static_range(LOW):
+        br, bi = _cmul(br, bi, br, bi)
+    rr = br
+    ri = bi
+    for bit in tl.static_range(LOW + 1, 5):
+        br, bi = _cmul(br, bi, br, bi)
+        if (P >> bit) & 1:
+            rr, ri = _cmul(rr, ri, br, bi)
+    return rr, ri
+
+
+@triton.jit
+def _trap_dist(zr, zi, qr, qi, radius, sin_a, cos_a, TRAP: tl.constexpr):
+    if TRAP == 1:
+        d = tl.sqrt((zr - qr) * (zr - qr) + (zi - qi) * (zi - qi))
+    elif TRAP == 2:
+        d = tl.abs(tl.sqrt((zr - qr) * (zr - qr) + (zi - qi) * (zi - qi)) - radius)
+    else:
+        d = tl.abs((zi - qi) * cos_a - (zr - qr) * sin_a)
+    return d
+
+
+@triton.jit
+def _fractal_kernel(c_ptr, count_ptr, done_ptr, z_ptr, trap_ptr, n, iterations,
+                    ar, ai, jr, ji, eps2, bail2, qr, qi, radius, sin_a, cos_a,
+                    FORMULA: tl.constexpr, P: tl.constexpr, LOW: tl.constexpr, JULIA: tl.constexpr,
+                    TRAP: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    pr = tl.load(c_ptr + 2 * offs, mask=mask, other=0.0)
+    pi = tl.load(c_ptr + 2 * offs + 1, mask=mask, other=0.0)
+    zr = pr
+    zi = pi
+    if JULIA:
+        cr = pr * 0.0 + jr
+        ci = pi * 0.0 + ji
+    else:
+        cr = pr
+        ci = pi
+    m2 = zr * zr + zi * zi
+    if FORMULA == 0:
+        done = m2 < eps2
+    else:
+        done = m2 > bail2
+    done = done | (offs >= n)
+    count = tl.zeros((BLOCK,), dtype=tl.int32)
+    trap = tl.zeros((BLOCK,), dtype=tl.float32)
+    if TRAP != 0:
+        trap = _trap_dist(zr, zi, qr, qi, radius, sin_a, cos_a, TRAP)
+    k = iterations * 0 + 1
+    live_any = tl.sum((~done).to(tl.int32), axis=0) > 0
+    while (k <= iterations) & live_any:
+        if FORMULA == 0:
+            inv = 1.0 / (zr * zr + zi * zi)
+            wr, wi = _cpow(zr * inv, -zi * inv, P, LOW)
+            nr = ar * wr - ai * wi + cr
+            ni = ar * wi + ai * wr + ci
+            finite = (tl.abs(nr) <= 3.4028234663852886e38) & (tl.abs(ni) <= 3.4028234663852886e38)
+            ni = tl.where(finite, ni, 0.0)
+            nr = tl.where(finite, nr, 3.4028234663852886e38)
+        else:
+            wr, wi = _cpow(zr, zi, P, LOW)
+            nr = wr + cr
+            ni = wi + ci
+        zr = tl.where(done, zr, nr)
+        zi = tl.where(done, zi, ni)
+        if TRAP != 0:
+            trap = tl.where(done, trap,
+                            tl.minimum(trap, _trap_dist(zr, zi, qr, qi, radius, sin_a, cos_a, TRAP)))
+        m2 = zr * zr + zi * zi
+        if FORMULA == 0:
+            hit = m2 < eps2
+        else:
+            hit = m2 > bail2
+        hit = hit & ~done
+        count = tl.where(hit, k, count)
+        done = done | hit
+        live_any = tl.sum((~done).to(tl.int32), axis=0) > 0
+        k += 1
+    finished = done & mask
+    tl.store(count_ptr + offs, tl.where(finished, count, iterations), mask=mask)
+    tl.store(done_ptr + offs, finished.to(tl.int8), mask=mask)
+    tl.store(z_ptr + 2 * offs, zr, mask=mask)
+    tl.store(z_ptr + 2 * offs + 1, zi, mask=mask)
+    tl.store(trap_ptr + offs, trap, mask=mask)
+
+
+def fractal_iterate_triton(start: Tensor, *, iterations: int, formula: str = "inverse_power",
+                           power: int = 7, coefficient: complex = -1j / math.pi,
+                           julia: complex | None = None, eps: float = 0.7, bailout: float = 16.0,
+                           trap: str | None = "point", trap_point: complex = 0j,
+                           trap_radius: float = 0.5, trap_angle: float = 0.0,
+                           block: int = 256, num_warps: int = 4
+                           ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Iterate every pixel of ``start`` in one launch; the fields of ``minart.fractal.FractalField``.
+
+    ``z <- a (1/z)^p + c`` (``"inverse_power"``, finished when ``|z| < eps``) or
+    ``z <- z^p + c`` (``"multibrot"``, finished when ``|z| > bailout``), ``z_0 = start``;
+    ``c = start`` or the ``julia`` constant.
+
+    Args:
+        start: ``(H, W)`` complex64 grid of pixel centres (CUDA, or CPU with TRITON_INTERPRET=1).
+        iterations: budget (>= 1).
+        formula: ``"inverse_power"`` or ``"multibrot"``.
+        power: ``p``, 1..31 (parameters are validated by :func:`minart.fractal.fractal_field`).
+        coefficient: ``a`` of the inverse-power map.
+        julia: fixed ``c`` of the Julia form, or ``None``.
+        eps: pole radius.
+        bailout: escape radius.
+        trap: ``"point"``, ``"circle"``, ``"line"`` or ``None`` (then the trap field is 0).
+        trap_point: trap point / circle centre / point on the line.
+        trap_radius: circle radius.
+        trap_angle: line angle in radians.
+        block: pixels per program.
+        num_warps: warps per program.
+
+    Returns:
+        ``(counts int64, done bool, final_z complex64, trap float32)``, each ``(H, W)``.
+
+    Raises:
+        ShapeError: ``start`` is not a 2-D complex64 tensor.
+
+    Example:
+        >>> # runs on CUDA tensors, or on CPU tensors with TRITON_INTERPRET=1 set before import
+    """
+    if start.ndim != 2 or start.dtype != torch.complex64:
+        raise ShapeError(f"start must be an (H, W) complex64 tensor, got {start.dtype} of shape "
+                         f"{tuple(start.shape)}")
+    h, w = start.shape
+    c = torch.view_as_real(start.contiguous()).contiguous()  # (H, W) complex -> (H, W, 2)
+    n = h * w
+    dev = start.device
+    counts = torch.empty((h, w), dtype=torch.int32, device=dev)
+    done = torch.empty((h, w), dtype=torch.int8, device=dev)
+    final = torch.empty((h, w, 2), dtype=torch.float32, device=dev)
+    trap_d = torch.empty((h, w), dtype=torch.float32, device=dev)
+    a = complex(coefficient)
+    j = complex(julia) if julia is not None else 0j
+    q = complex(trap_point)
+    f32 = lambda v: float(torch.tensor(v, dtype=torch.float32))  # noqa: E731
+    _fractal_kernel[(triton.cdiv(n, block),)](
+        c, counts, done, final, trap_d, n, int(iterations), f32(a.real), f32(a.imag), f32(j.real),
+        f32(j.imag), f32(eps) ** 2, f32(bailout) ** 2, f32(q.real), f32(q.imag), f32(trap_radius),
+        math.sin(trap_angle), math.cos(trap_angle),
+        FORMULA=_FORMULAS[formula], P=int(power), LOW=(power & -power).bit_length() - 1, JULIA=julia is not None, TRAP=_TRAPS[trap],
+        BLOCK=block, num_warps=num_warps,
+    )
+    return (counts.to(torch.int64), done.bool(), torch.view_as_complex(final),
+            trap_d)
