@@ -1,0 +1,275 @@
+"""The ``minart`` command line: check recipes, list and describe stages, write the schema.
+
+``app`` is the typer application; the render commands (``run``, ``cache``, ``reproduce``,
+``server``) register on it from their own modules and import Prefect lazily, so
+``import minart.cli`` stays light. :func:`main` turns every :class:`~minart.errors.MinartError`
+into one or two lines on stderr and exit status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from .errors import MinartError
+
+__all__ = ["app", "describe_stage", "main", "params_table"]
+
+EXIT_INVALID = 2
+"""Exit status for a recipe (or argument) that does not validate."""
+
+app = typer.Typer(
+    name="minart",
+    help=(
+        "Generative art from fractals, Perona-Malik diffusion and minimization art.\n\n"
+        "A recipe (YAML) names steps that run stages on each other's results and outputs that "
+        "write files. Start with:\n\n"
+        "  minart stages                       # what a step can do\n\n"
+        "  minart describe perona_malik        # one stage's parameters\n\n"
+        "  minart check recipes/ocean.yaml     # validate a recipe without running it\n\n"
+        "  minart check recipes/ocean.yaml --set steps.art.params.lr=1e-6\n\n"
+        "  minart schema -o recipes/schema.json   # JSON Schema for editors"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+SetOption = Annotated[
+    Optional[list[str]],  # noqa: UP045  (typer reads the annotation at run time)
+    typer.Option(
+        "--set", "-s", metavar="PATH=VALUE",
+        help="Override a recipe value before validation, e.g. --set steps.art.params.lr=1e-6 "
+             "or --set seed=3 (the value is read as YAML; repeat for several).",
+    ),
+]
+
+
+def _echo_error(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+
+
+@app.command()
+def check(
+    recipe: Annotated[Path, typer.Argument(help="The recipe file (YAML).", metavar="RECIPE",
+                                           show_default=False)],
+    set_: SetOption = None,
+    preview: Annotated[bool, typer.Option(
+        "--preview", help="Check the quick preview variant (a quarter of the size).")] = False,
+) -> None:
+    """Validate a recipe completely without running anything.
+
+    Checks YAML syntax, keys, stage names, parameter types and ranges, references between
+    steps, cycles, image-versus-clip mismatches and output paths. Prints one OK line, or the
+    first problem as FILE:LINE:COLUMN: step 'NAME': message, and exits with status 2.
+
+    Examples:
+
+      minart check recipes/ocean.yaml
+
+      minart check recipes/ocean.yaml --set steps.soften.params.dt=0.4 --set seed=11
+    """
+    from .recipe import load_recipe
+
+    loaded = load_recipe(recipe, tuple(set_ or ()))
+    if preview:
+        loaded = loaded.preview()
+    user_steps = [s for s in loaded.steps if not s.name.startswith("out.")]
+    width, height = loaded.size
+    outputs = ", ".join(o.path for o in loaded.outputs) or "no outputs"
+    typer.echo(f"OK {recipe}: '{loaded.name}', {len(user_steps)} steps "
+               f"({' -> '.join(s.name for s in user_steps)}), {width}x{height}, seed "
+               f"{loaded.seed}; writes {outputs}")
+
+
+@app.command("stages")
+def list_stages() -> None:
+    """List every stage a recipe step can use, one per line: name, input -> output, summary."""
+    from .registry import stages
+
+    listed = stages()
+    name_width = max(len(s.name) for s in listed)
+    flow_width = max(len(_flow(s)) for s in listed)
+    for stage in listed:
+        typer.echo(f"{stage.name:<{name_width}}  {_flow(stage):<{flow_width}}  {stage.summary}")
+
+
+def _flow(stage: Any) -> str:
+    if stage.generator:
+        consumed = "none"
+    else:
+        kinds = "|".join(stage.consumes)
+        consumed = ", ".join(f"{n}:{kinds}" for n in stage.inputs)
+        if stage.variadic:
+            consumed += "..."
+    produced = "same" if stage.produces == "same" else stage.produces
+    return f"{consumed} -> {produced}"
+
+
+def _type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    if origin is typing.Literal:
+        return " | ".join(json.dumps(a) for a in args)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return " or ".join(_type_name(a) for a in args if a is not type(None)) + (
+            " (optional)" if type(None) in args else "")
+    if origin in (tuple, list):
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            return f"[{_type_name(args[0])}, ...]"
+        inner = ", ".join(_type_name(a) for a in args) if origin is tuple else \
+            f"{_type_name(args[0])}, ..."
+        return f"[{inner}]"
+    if isinstance(annotation, type):
+        return {"str": "text", "float": "number", "int": "whole number",
+                "bool": "true/false"}.get(annotation.__name__, annotation.__name__)
+    return str(annotation)
+
+
+def _limits(info: FieldInfo) -> str:
+    parts = []
+    for item in info.metadata:
+        for attr, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            value = getattr(item, attr, None)
+            if value is not None:
+                parts.append(f"{sign} {value:g}" if isinstance(value, float) else
+                             f"{sign} {value}")
+    return ", ".join(parts)
+
+
+def _default(info: FieldInfo) -> str:
+    if info.is_required():
+        return "required"
+    value = info.get_default()
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, tuple):
+        return json.dumps([round(v, 6) if isinstance(v, float) else v for v in value])
+    return json.dumps(value)
+
+
+def params_table(model: type[BaseModel], *, markdown: bool = False) -> str:
+    """The parameters of a stage model as a text or Markdown table (name, type, default,
+    limits, description), generated from the model so it never disagrees with it.
+
+    Example:
+        >>> from minart.registry import get_stage
+        >>> print(params_table(get_stage("subsample").params).splitlines()[0])
+        every   whole number  default 2  >= 1, <= 10000  Keep one frame in this many.
+    """
+    rows = []
+    for name, info in model.model_fields.items():
+        rows.append((name, _type_name(info.annotation), _default(info), _limits(info),
+                     info.description or ""))
+    if not rows:
+        return "(no parameters)"
+    if markdown:
+        lines = ["| parameter | type | default | limits | description |",
+                 "|---|---|---|---|---|"]
+        lines += [f"| `{n}` | {t.replace('|', '&#124;')} | `{d}` | {lim} | {desc} |"
+                  for n, t, d, lim, desc in rows]
+        return "\n".join(lines)
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join(
+        f"{n:<{widths[0]}}  {t:<{widths[1]}}  "
+        f"{('default ' + d) if d != 'required' else d:<{widths[2] + 8}}  "
+        f"{lim:<{widths[3]}}  {desc}".rstrip()
+        for n, t, d, lim, desc in rows
+    )
+
+
+def describe_stage(name: str, *, markdown: bool = False) -> str:
+    """Everything about one stage: summary, inputs and output, version and parameter table.
+
+    Raises:
+        RecipeError: unknown stage (with a suggestion).
+
+    Example:
+        >>> describe_stage("reverse").splitlines()[0]
+        'reverse: Play a clip backwards.'
+    """
+    from .registry import get_stage
+
+    stage = get_stage(name)
+    head = f"## `{stage.name}`\n\n{stage.summary}" if markdown else f"{stage.name}: {stage.summary}"
+    facts = [f"takes: {_flow(stage)}", f"version: {stage.version}"]
+    if stage.function:
+        facts.append(f"library: {stage.function.replace(':', '.')}")
+    if markdown:
+        body = "\n".join(f"- {f}" for f in facts)
+        return f"{head}\n\n{body}\n\n{params_table(stage.params, markdown=True)}\n"
+    return "\n".join([head, *("  " + f for f in facts), "",
+                      params_table(stage.params)])
+
+
+@app.command()
+def describe(
+    stage: Annotated[str, typer.Argument(help="A stage name, see 'minart stages'.", metavar="STAGE",
+                                         show_default=False)],
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown section.")]
+    = False,
+) -> None:
+    """Show a stage's inputs, output and parameters (types, defaults, limits, meaning).
+
+    Example:
+
+      minart describe minimize
+    """
+    typer.echo(describe_stage(stage, markdown=markdown))
+
+
+@app.command()
+def schema(
+    output: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        "--output", "-o", help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Print the JSON Schema of recipe files (for editor completion and checks).
+
+    Recipes opt in with a first line such as
+    '# yaml-language-server: $schema=./schema.json'.
+
+    Example:
+
+      minart schema -o recipes/schema.json
+    """
+    from .recipe import recipe_schema
+
+    text = json.dumps(recipe_schema(), indent=2, sort_keys=False) + "\n"
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {output}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``minart`` script: run ``app``, report MinartErrors without traceback.
+
+    Returns:
+        The exit status (0 success, 2 invalid recipe or arguments, 1 other failures).
+    """
+    try:
+        app(args=argv, prog_name="minart")  # usage errors: click prints them and exits 2
+    except MinartError as exc:
+        _echo_error(str(exc))
+        return EXIT_INVALID
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
