@@ -26,15 +26,16 @@ __all__ = ["render", "render_here"]
 
 
 @flow(name="render", persist_result=False, log_prints=False)
-def render(recipe: str, overrides: dict[str, Any] | None = None, preview: bool = False,
-           output_dir: str | None = None, device: str | None = None, cache: str | None = None,
+def render(recipe: str, overrides: dict[str, Any] | None = None,
+           preview: bool | int = False, output_dir: str | None = None,
+           device: str | None = None, cache: str | None = None,
            report: str | None = None) -> dict[str, Any]:
     """Render ``recipe`` (a YAML path) through the tensor cache and return the run report.
 
     Args:
         recipe: path of the recipe file.
         overrides: ``{"step.param": value}`` applied on top of the recipe.
-        preview: render the recipe's quick preview variant.
+        preview: render the quick preview variant (true: 4x smaller; a number: that factor).
         output_dir: where output files go (default: next to the recipe, as the recipe says).
         device: torch device the stages run on (``cpu``, ``cuda``, ``cuda:1``).
         cache: tensor cache location (default ``$MINART_CACHE`` or the user cache folder).
@@ -88,8 +89,9 @@ def render(recipe: str, overrides: dict[str, Any] | None = None, preview: bool =
     return run.to_dict()
 
 
-def render_here(recipe: str, *, overrides: dict[str, Any] | None = None, preview: bool = False,
-                output_dir: str | None = None, device: str | None = None,
+def render_here(recipe: str, *, overrides: dict[str, Any] | None = None,
+                preview: bool | int = False, output_dir: str | None = None,
+                device: str | None = None,
                 cache: str | None = None, report: str | None = None) -> dict[str, Any]:
     """Run the :func:`render` flow in this process, with progress bars on a terminal.
 

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from .cache import TensorCache
-from .errors import CacheError, MinartError, RecipeError
+from .errors import CacheError, MinartError, ParamError, RecipeError
 from .keys import device_class, plan_keys, topological_order
 
 __all__ = [
@@ -360,8 +360,8 @@ def plan(recipe: Any, *, device: str | torch.device = "cpu",
          output_dir: str | os.PathLike | None = None) -> Plan:
     """Compute every step's key for ``recipe`` on ``device``.
 
-    Output steps (``save_image``, ``encode_video``, or stages with a ``targets`` hook) also hash
-    the absolute paths they will write, so rendering into another folder (or on another ``{date}``) writes
+    Output steps (stages with a ``targets`` hook: ``save_image``, ``encode_video``) also hash the
+    absolute paths they will write, so rendering into another folder (or on another ``{date}``) writes
     the files again while everything upstream stays cached.
 
     Args:
@@ -407,30 +407,14 @@ def plan(recipe: Any, *, device: str | torch.device = "cpu",
                 targets=tuple(_target_names(recipe, list(planned))), output_dir=out)
 
 
-_OUTPUT_STAGES = ("save_image", "encode_video")
-"""Stages that write ``params.path`` (a template) into the output folder."""
-
-
 def _output_files(stage: Any, step: Any, recipe: Any, output_dir: Path | None
                   ) -> tuple[str, ...] | None:
-    """Absolute paths an output step will write, or ``None`` for other steps.
-
-    A stage may declare a ``targets(params, ctx)`` hook; the built-in output stages expand
-    their ``path`` template the way they do when they run.
-    """
+    """Absolute paths an output step will write (its stage's ``targets`` hook), else ``None``."""
     hook = getattr(stage, "targets", None)
-    if hook is not None:
-        ctx = _base_context(recipe, step.name, device=torch.device("cpu"), output_dir=output_dir)
-        return tuple(str(Path(f).resolve()) for f in hook(step.params, ctx))
-    if stage.name not in _OUTPUT_STAGES:
+    if hook is None:
         return None
-    from .stages import expand_output_path
-
-    target = expand_output_path(step.params.path, output_dir=output_dir or Path.cwd(),
-                                name=getattr(recipe, "name", "minart"),
-                                seed=getattr(recipe, "seed", None),
-                                step=step.inputs[0] if step.inputs else step.name)
-    return (str(target),)
+    ctx = _base_context(recipe, step.name, device=torch.device("cpu"), output_dir=output_dir)
+    return tuple(str(Path(f).resolve()) for f in hook(step.params, ctx))
 
 
 @dataclass(frozen=True)
@@ -471,24 +455,34 @@ def overrides_list(overrides: Mapping[str, Any] | Iterable[str] | None) -> tuple
 
 
 @functools.lru_cache(maxsize=16)
-def _load_plan_cached(path: str, stamp: tuple, overrides: tuple[str, ...], preview: bool,
-                      device: str, output_dir: str | None, day: str) -> Plan:
-    recipe = _recipe_module().load_recipe(path, overrides)
-    if preview:
-        recipe = recipe.preview()
+def _load_plan_cached(path: str, stamp: tuple, overrides: tuple[str, ...], preview: int,
+                      device: str, output_dir: str | None, day: str, shown: str) -> Plan:
+    recipe = _recipe_module().load_recipe(path if os.path.isabs(shown) else shown, overrides)
+    if preview > 1:
+        recipe = recipe.preview(preview)
     device = resolve_device(device or getattr(recipe, "device", None))
     return plan(recipe, device=device, output_dir=output_dir)
 
 
+def _preview_factor(preview: bool | int) -> int:
+    if isinstance(preview, bool):
+        return 4 if preview else 1
+    if not isinstance(preview, int) or preview < 1:
+        raise ParamError(f"preview={preview!r} must be true, false or a whole factor >= 1",
+                         param="preview")
+    return preview
+
+
 def load_plan(path: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[str] | None = None,
-              *, preview: bool = False, device: str | None = None,
+              *, preview: bool | int = False, device: str | None = None,
               output_dir: str | os.PathLike | None = None) -> Plan:
     """Load, validate and plan a recipe file (memoised per file version, overrides and device).
 
     Args:
         path: the recipe YAML.
         overrides: ``["steps.a.params.kappa=0.1", ...]`` or ``{"steps.a.params.kappa": 0.1}``.
-        preview: plan the recipe's quick preview variant instead.
+        preview: plan the recipe's quick preview variant instead (``True``: 4x smaller; an
+            integer: that factor).
         device: where stages run (default: the recipe's ``device``; ``auto`` picks CUDA if
             present).
         output_dir: folder output files go to (default: the current folder).
@@ -499,7 +493,7 @@ def load_plan(path: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[s
     Raises:
         RecipeError, ParamError: the recipe does not validate.
     """
-    path = os.fspath(path)
+    shown = path = os.fspath(path)
     try:
         info = os.stat(path)
         stamp = (info.st_mtime_ns, info.st_size)
@@ -508,7 +502,9 @@ def load_plan(path: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[s
     out = os.path.abspath(output_dir) if output_dir is not None else os.getcwd()
     day = time.strftime("%Y-%m-%d", time.gmtime())  # output templates may use {date}
     return _load_plan_cached(os.path.abspath(path), stamp, overrides_list(overrides),
-                             bool(preview), None if device is None else str(device), out, day)
+                             _preview_factor(preview), None if device is None else str(device),
+                             out, day,
+                             shown)
 
 
 # -- running -------------------------------------------------------------------------------------
@@ -544,6 +540,10 @@ def _make_context(plan_: Plan, step: PlannedStep, *, cache: TensorCache,
                          checkpoint=Checkpoint(cache, step.key, step=step.name, stage=step.stage))
 
 
+_ALIAS = "minart.alias"
+"""Entry metadata of an output step whose result is its input's (stored once, under the input)."""
+
+
 def _cached(cache: TensorCache, step: PlannedStep) -> bool:
     """A verified hit whose output files (if any) exist; raises CacheError if corrupt."""
     return step.files_present() and cache.get(step.key) is not None
@@ -553,7 +553,14 @@ def _load_input(plan_: Plan, name: str, *, cache: TensorCache, progress: Progres
                 log, found: list[StepResult]) -> Tensor:
     step = plan_.steps[name]
     try:
-        tensor = cache.get(step.key)
+        found_entry = cache.get_tensors(step.key)
+        tensor = None
+        if found_entry is not None:
+            tensors, meta = found_entry
+            if _ALIAS in meta and step.inputs:  # an output step stored no copy of its input
+                return _load_input(plan_, step.inputs[0], cache=cache, progress=progress,
+                                   log=log, found=found)
+            tensor = tensors.get("result")
     except CacheError as exc:
         log.warning("step '%s': %s; recomputing it", name, exc)
         cache.delete(step.key)
@@ -617,8 +624,12 @@ def run_step(plan_: Plan, name: str, *, cache: TensorCache, progress: ProgressFn
         if not isinstance(result, Tensor):
             raise CacheError(f"step '{name}': stage {step.stage!r} returned "
                              f"{type(result).__name__}, not a tensor")
-        cache.put(step.key, result, info={"step": name, "stage": step.stage,
-                                          "recipe": plan_.label})
+        info = {"step": name, "stage": step.stage, "recipe": plan_.label}
+        if step.files and inputs and result is inputs[0]:
+            # an output stage returns its input: store a reference, not a second copy
+            cache.put(step.key, torch.empty(0), info={**info, _ALIAS: step.input_keys[0]})
+        else:
+            cache.put(step.key, result, info=info)
         if checkpoint is not None:
             checkpoint.delete()
         seconds = time.perf_counter() - start
@@ -674,7 +685,7 @@ class EmbeddedRecipe:
     text: str
     path: str | None = None
     overrides: tuple[str, ...] = ()
-    preview: bool = False
+    preview: int = 1
 
     def materialize(self, folder: str | os.PathLike) -> Path:
         """The recipe file to render: the original when it still holds exactly this text,
@@ -693,8 +704,9 @@ class EmbeddedRecipe:
 def embedded_recipe(path: str | os.PathLike) -> EmbeddedRecipe:
     """Read the recipe embedded in an output of ``minart run``.
 
-    Images carry it in text metadata (``minart:recipe``, ``minart:recipe_path``, and optionally
-    ``minart:overrides`` as a JSON list and ``minart:preview``); videos in ``<file>.json``.
+    Images carry it in text metadata (``minart_recipe``, ``minart_recipe_path``,
+    ``minart_overrides`` as a JSON list, ``minart_preview`` the preview factor); videos in the
+    ``<file>.json`` sidecar with the same keys.
 
     Args:
         path: an image or video written by a render.
@@ -724,16 +736,20 @@ def embedded_recipe(path: str | os.PathLike) -> EmbeddedRecipe:
             meta = read_sidecar(target)
             if meta is None:
                 raise
-    text = meta.get("minart:recipe") if meta else None
+    meta = {str(k).replace(":", "_"): v for k, v in (meta or {}).items()}
+    text = meta.get("minart_recipe")
     if not isinstance(text, str) or not text.strip():
         raise MediaError("carries no minart recipe (render it with save_image's embed_recipe: "
                          "true, or look for its .json sidecar)", file=str(target))
-    overrides = meta.get("minart:overrides") or ()
+    overrides = meta.get("minart_overrides") or ()
     if isinstance(overrides, str):
         try:
             overrides = json.loads(overrides)
         except ValueError:
-            raise MediaError("minart:overrides is not a JSON list", file=str(target)) from None
-    preview = str(meta.get("minart:preview", "")).lower() in ("1", "true", "yes")
-    return EmbeddedRecipe(text=text, path=str(meta.get("minart:recipe_path") or "") or None,
+            raise MediaError("minart_overrides is not a JSON list", file=str(target)) from None
+    try:
+        preview = int(meta.get("minart_preview") or 1)
+    except (TypeError, ValueError):
+        raise MediaError("minart_preview is not a whole number", file=str(target)) from None
+    return EmbeddedRecipe(text=text, path=str(meta.get("minart_recipe_path") or "") or None,
                           overrides=tuple(str(o) for o in overrides), preview=preview)

@@ -52,7 +52,7 @@ def test_first_run_computes_all_second_run_nothing(tmp_path, cache):
     assert sorted(first.computed) == ["hard", "mix", "photo", "save", "soft"]
     target = tmp_path / "out-a" / "out" / "tiny.png"
     assert first.outputs == [str(target)] and target.is_file()
-    assert read_metadata(target)["minart:recipe"] == "name: tiny\n"
+    assert read_metadata(target)["minart_recipe"] == "name: tiny\n"
     second = _render(tmp_path, cache)
     assert second.computed == []
     assert {s.step: s.status for s in second.steps} == {
@@ -187,3 +187,38 @@ def test_report_json_and_markdown(tmp_path, cache):
     path = report.write_json(tmp_path / "r" / "report.json")
     assert path.read_text().startswith("{")
     assert "| save | save_image | miss |" in report.markdown()
+
+
+def test_embedded_recipe_round_trip(tmp_path, cache):
+    from minart.errors import MediaError
+
+    (tmp_path / "r.yaml").write_text("name: tiny\n")
+    report = _render(tmp_path, cache)
+    embedded = engine.embedded_recipe(report.outputs[0])
+    assert embedded.text == "name: tiny\n" and embedded.path == str(tmp_path / "r.yaml")
+    assert embedded.materialize(tmp_path / "x") == tmp_path / "r.yaml"  # unchanged original
+    (tmp_path / "r.yaml").write_text("name: edited\n")
+    copy = embedded.materialize(tmp_path / "x")
+    assert copy == tmp_path / "x" / "r.yaml" and copy.read_text() == "name: tiny\n"
+    plain = tmp_path / "plain.png"
+    write_image(plain, torch.zeros(3, 2, 2))
+    with pytest.raises(MediaError, match="carries no minart recipe"):
+        engine.embedded_recipe(plain)
+    with pytest.raises(MediaError, match="no such file"):
+        engine.embedded_recipe(tmp_path / "missing.png")
+
+
+def test_output_steps_store_a_reference_not_a_copy(tmp_path, cache):
+    report = _render(tmp_path, cache)
+    sizes = {e.step: e.size for e in cache.entries()}
+    assert sizes["save"] < sizes["mix"] / 2
+    # something downstream of an output step still gets the pixels
+    recipe = _recipe(tmp_path, extra=[_step("after", "perona_malik", ["save"], steps=1, kappa=0.1,
+                                            dt=0.1)])
+    plan = engine.plan(recipe, output_dir=tmp_path / "out-a")
+    again = engine.render(plan, cache=cache)
+    assert again.computed == ["after"]
+    keys = {s.step: s.key for s in report.steps}
+    from minart.diffusion import perona_malik
+    expected = perona_malik(cache.get(keys["mix"]), steps=1, kappa=0.1, dt=0.1)
+    assert torch.allclose(cache.get(plan.steps["after"].key), expected)
