@@ -176,7 +176,8 @@ def decode_image(data: bytes, *, mode: ImageMode = "RGB", max_pixels: int | None
             raise MediaError(f"image is too large to decode safely ({exc})", file=source) from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
             raise MediaError(f"not a readable image ({type(exc).__name__}: {exc})", file=source) from None
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1).contiguous()  # (H, W, C) -> (C, H, W)
+    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    return tensor.permute(2, 0, 1).contiguous()  # (H, W, C) -> (C, H, W)
 
 
 def read_image(path: str | os.PathLike, *, mode: ImageMode = "RGB",
@@ -243,7 +244,8 @@ def _pillow_to_float(im, mode: str, name: str) -> np.ndarray:
         return _from_gray(values.astype(np.float32) / 65535.0, mode)
     if im.mode == "F":
         raise MediaError("floating-point images are not supported; convert to 8 or 16 bit", file=name)
-    return np.asarray(im.convert(mode), dtype=np.float32).reshape(im.height, im.width, -1) / 255.0  # (H, W[, C]) -> (H, W, C)
+    array = np.asarray(im.convert(mode), dtype=np.float32) / 255.0
+    return array.reshape(im.height, im.width, -1)  # (H, W[, C]) -> (H, W, C)
 
 
 def _quantize(image: Tensor, bits: int) -> np.ndarray:

@@ -61,6 +61,12 @@ def _crf(codec: str, quality: int) -> int:
 def sidecar_path(path: str | os.PathLike) -> Path:
     """The JSON sidecar of a video: the video's path with ``.json`` appended.
 
+    Args:
+        path: the video file.
+
+    Returns:
+        ``Path`` of ``<path>.json`` (``clip.webm`` -> ``clip.webm.json``).
+
     Example:
         >>> sidecar_path("out/ocean.webm").as_posix()
         'out/ocean.webm.json'
@@ -166,7 +172,8 @@ def encode_video(path: str | os.PathLike, frames: Tensor, *, fps: float = 24.0, 
         frames: ``(T, C, H, W)`` float tensor in [0, 1], C in 1 or 3, T >= 1.
         fps: frames per second, in (0, 240]. GIF stores delays in 1/100 s, so it plays at
             ``100 / round(100 / fps)`` fps (24 becomes 25).
-        quality: 0 (smallest) to 100 (best; CRF 0) for WebM/MP4.
+        quality: 0 (smallest) to 100 (best) for WebM/MP4. 100 gives CRF 0, which for H.264
+            is lossless (High 4:4:4 Predictive profile) and does not play in most browsers.
         loop: GIF only: 0 loops forever, -1 plays once, n > 0 repeats n more times. WebM/MP4 have
             no loop flag (use ``<video loop>``), so anything but 0 is refused for them.
         codec: ``None`` for the container's default, or one of :data:`VIDEO_CODECS`.
@@ -182,10 +189,10 @@ def encode_video(path: str | os.PathLike, frames: Tensor, *, fps: float = 24.0, 
         MediaError: unsupported extension, odd size with ``pad="refuse"``, or ffmpeg failed.
 
     Example:
-        >>> encode_video("out/clip.mp4", torch.rand(4, 3, 25, 33), pad="refuse")
+        >>> encode_video("out/clip.mp4", torch.rand(4, 3, 25, 33), pad="refuse")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        minart.errors.MediaError: out/clip.mp4: mp4 video (4:2:0 chroma) needs an even width and height, got 33x25; use pad='even' to repeat the last column/row, or resize/crop first
+        minart.errors.MediaError: out/clip.mp4: mp4 video (4:2:0 chroma) needs an even width and height, ...
     """
     target, container = _target_format(path, _CONTAINERS, "video")
     check_range("fps", fps, gt=0.0, le=240.0)

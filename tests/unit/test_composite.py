@@ -267,3 +267,23 @@ def test_sequence_errors():
         concatenate([torch.rand(2, 1, 2, 2), torch.rand(1, 1, 2, 3)])
     with pytest.raises(ShapeError, match="non-empty list"):
         concatenate([])
+
+
+@pytest.mark.gpu
+def test_ops_stay_on_cuda_and_match_cpu(gen):
+    from minart.io import encode_image
+
+    base, top = torch.rand(2, 3, 16, 20, generator=gen), torch.rand(2, 3, 16, 20, generator=gen)
+    mask = luminance_mask(top, low=0.2, high=0.8)
+    cpu = blend(base, top, mode="soft_light", opacity=0.6, mask=mask)
+    gpu = blend(base.cuda(), top.cuda(), mode="soft_light", opacity=0.6, mask=mask.cuda())
+    assert gpu.device.type == "cuda" and torch.allclose(gpu.cpu(), cpu, atol=1e-6)
+    for fit in ("stretch", "cover", "contain"):
+        on_gpu = resize(base.cuda(), 9, 7, fit=fit, background=0.5)
+        assert on_gpu.device.type == "cuda"
+        assert torch.allclose(on_gpu.cpu(), resize(base, 9, 7, fit=fit, background=0.5), atol=1e-5)
+    sheet = grid(base.cuda(), labels=["a", "b"])
+    assert sheet.device.type == "cuda" and torch.equal(sheet.cpu(), grid(base, labels=["a", "b"]))
+    fade = crossfade(base[0].cuda(), top[0].cuda(), frames=4)
+    assert torch.allclose(boomerang(fade).cpu(), boomerang(crossfade(base[0], top[0], frames=4)))
+    assert encode_image(base[0].cuda(), bits=16) == encode_image(base[0], bits=16)
