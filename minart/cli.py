@@ -254,6 +254,9 @@ def schema(
         typer.echo(f"wrote {output}")
 
 
+from . import cli_render  # noqa: E402, F401  (registers run, reproduce, cache, server)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``minart`` script: run ``app``, report MinartErrors without traceback.
 

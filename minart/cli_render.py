@@ -1,0 +1,208 @@
+"""The render commands of the ``minart`` CLI: ``run``, ``reproduce``, ``cache ls|gc|clear``,
+``server``. They register on :data:`minart.cli.app` when :mod:`minart.cli` is imported.
+
+Prefect (and the flow in ``flows/render.py``) is imported inside the commands, so
+``import minart.cli`` stays free of Prefect; recipes are validated before Prefect starts, so a
+typo costs no server start-up.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .cli import SetOption, app
+
+__all__ = ["cache_app"]
+
+
+# -- running (Prefect is imported inside the commands, so `import minart.cli` stays light) -------
+
+
+def _quiet_prefect() -> None:
+    """No telemetry, no prompts: set before Prefect is imported (explicit settings win)."""
+    from minart.flows.server import QUIET_ENV
+
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def _render(recipe: Path, overrides: list[str], *, preview: bool | int,
+            output_dir: Path | None, device: str | None, cache: str | None,
+            report: Path | None) -> None:
+    from . import engine
+
+    # validate (and plan) before Prefect starts: recipe errors cost no server start-up
+    engine.load_plan(recipe, overrides, preview=preview, device=device, output_dir=output_dir)
+    _quiet_prefect()
+    from minart.flows.render import render_here  # imports Prefect
+
+    result = render_here(str(recipe), overrides=dict(o.partition("=")[::2] for o in overrides),
+                         preview=preview, device=device, cache=cache,
+                         report=None if report is None else str(report),
+                         output_dir=None if output_dir is None else str(output_dir))
+    _print_run(result)
+
+
+def _print_run(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("step", "stage", "cache", "seconds", "outputs", box=None)
+    for s in result["steps"]:
+        cache = {"computed": "miss", "cached": "hit"}.get(s["status"], s["status"])
+        table.add_row(s["step"], s["stage"], cache, f"{s['seconds']:.2f}",
+                      "\n".join(s["outputs"]))
+    console = Console()
+    console.print(table)
+    cached = sum(s["status"] == "cached" for s in result["steps"])
+    console.print(f"{len(result['computed'])} computed, {cached} cached, "
+                  f"{result['corrupt']} corrupt cache entries recomputed, {result['seconds']:.2f} s")
+
+
+Opt = Optional  # noqa: UP045  (typer reads the annotations at run time)
+CacheOption = Annotated[Opt[str], typer.Option(
+    "--cache", help="Tensor cache folder or fsspec URL (default: $MINART_CACHE, else the user "
+                    "cache folder).")]
+OutputDirOption = Annotated[Opt[Path], typer.Option(
+    "--output-dir", "-o", help="Folder the outputs are written to (default: the current folder).")]
+DeviceOption = Annotated[Opt[str], typer.Option(
+    "--device", help="cpu, cuda, cuda:N, mps or auto (default: the recipe's device).")]
+ReportOption = Annotated[Opt[Path], typer.Option(
+    "--report", help="Write every step's key, cache hit or miss, seconds and outputs (JSON).")]
+
+
+@app.command()
+def run(
+    recipe: Annotated[Path, typer.Argument(help="The recipe file (YAML).", metavar="RECIPE",
+                                           show_default=False)],
+    set_: SetOption = None,
+    preview: Annotated[bool, typer.Option(
+        "--preview", help="Render the quick preview variant (a quarter of the size).")] = False,
+    report: ReportOption = None,
+    output_dir: OutputDirOption = None,
+    device: DeviceOption = None,
+    cache: CacheOption = None,
+) -> None:
+    """Render a recipe as a Prefect flow, reusing every cached step.
+
+    Steps whose result is in the tensor cache are not computed again; a step whose inputs are
+    all cached starts at once. Without PREFECT_API_URL, Prefect starts a temporary local
+    server for the run (7-20 s); 'minart server' starts one to share between runs.
+
+    Examples:
+
+      minart run recipes/ocean.yaml --preview
+
+      minart run recipes/ocean.yaml --set steps.soften.params.kappa=0.05 --report report.json
+    """
+    _render(recipe, list(set_ or ()), preview=preview, output_dir=output_dir, device=device,
+            cache=cache, report=report)
+
+
+@app.command()
+def reproduce(
+    file: Annotated[Path, typer.Argument(help="A PNG, or a video with its .json sidecar, written "
+                                              "by 'minart run'.", metavar="FILE",
+                                         show_default=False)],
+    output_dir: OutputDirOption = None,
+    device: DeviceOption = None,
+    report: ReportOption = None,
+    cache: CacheOption = None,
+) -> None:
+    """Render again from the recipe an output carries (PNG metadata or video sidecar).
+
+    The recipe's overrides and preview factor are applied as they were. When the original
+    recipe file still holds the same text it is used in place (relative input images resolve
+    as before); otherwise a copy is rendered from a temporary folder.
+    """
+    import tempfile
+
+    from . import engine
+
+    embedded = engine.embedded_recipe(file)
+    with tempfile.TemporaryDirectory(prefix="minart-reproduce-") as folder:
+        recipe = embedded.materialize(folder)
+        _render(recipe, list(embedded.overrides), preview=embedded.preview, device=device,
+                output_dir=output_dir, cache=cache, report=report)
+
+
+cache_app = typer.Typer(help="Inspect and trim the tensor cache ($MINART_CACHE).",
+                        no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(cache_app, name="cache")
+
+@cache_app.command("ls")
+def cache_ls(cache: CacheOption = None,
+             as_json: Annotated[bool, typer.Option(
+                 "--json", help="One JSON object per entry.")] = False) -> None:
+    """List cache entries, least recently used first."""
+    import datetime as dt
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .cache import TensorCache, entry_dict, format_size
+
+    store = TensorCache(cache)
+    entries = store.entries()
+    if as_json:
+        for entry in entries:
+            typer.echo(json.dumps(entry_dict(entry)))
+        return
+    table = Table("key", "step", "stage", "kind", "size", "last used", box=None)
+    for e in entries:
+        used = dt.datetime.fromtimestamp(e.accessed).strftime("%m-%d %H:%M")
+        table.add_row(e.key[:16], e.step, e.stage, e.kind, format_size(e.size), used)
+    console = Console()
+    console.print(table)
+    console.print(f"{len(entries)} entries, {format_size(sum(e.size for e in entries))} in "
+                  f"{store.location}")
+
+
+@cache_app.command("gc")
+def cache_gc(max_size: Annotated[str, typer.Option(
+                 "--max-size", help="Size to shrink the cache to, e.g. 10GB or 512MiB.")],
+             cache: CacheOption = None) -> None:
+    """Evict least recently used entries until the cache fits in --max-size."""
+    from .cache import TensorCache, format_size
+
+    result = TensorCache(cache).gc(max_size)
+    typer.echo(f"removed {result.removed} entries ({format_size(result.freed)}); "
+               f"{result.kept} left ({format_size(result.size)})")
+
+
+@cache_app.command("clear")
+def cache_clear(cache: CacheOption = None,
+                yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False
+                ) -> None:
+    """Remove every cache entry."""
+    from .cache import TensorCache
+
+    store = TensorCache(cache)
+    if not yes:
+        typer.confirm(f"Remove every entry of {store.location}?", abort=True)
+    typer.echo(f"removed {store.clear()} entries from {store.location}")
+
+
+@app.command()
+def server(
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 4200,
+    home: Annotated[Opt[Path], typer.Option(
+        "--home", help="PREFECT_HOME of the server (its database).")] = None,
+) -> None:
+    """Start a Prefect server in the background and print the PREFECT_API_URL to export.
+
+    Every 'minart run' in a shell with that variable starts in about a second instead of
+    starting Prefect's temporary server (7-20 s), and its runs show in the Prefect UI.
+    """
+    from minart.flows.server import start_server
+
+    handle = start_server(host=host, port=port, home=home)
+    typer.echo(f"Prefect server running (pid {handle.pid}, log {handle.log}).")
+    typer.echo(f"export PREFECT_API_URL={handle.url}")
+    typer.echo(f"Stop it with: kill {handle.pid}")
