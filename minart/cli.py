@@ -84,10 +84,10 @@ def check(
         loaded = loaded.preview()
     user_steps = [s for s in loaded.steps if not s.name.startswith("out.")]
     width, height = loaded.size
-    outputs = ", ".join(o.path for o in loaded.outputs) or "no outputs"
+    files = [s.params.path for s in loaded.steps if s.stage in ("save_image", "encode_video")]
     typer.echo(f"OK {recipe}: '{loaded.name}', {len(user_steps)} steps "
-               f"({' -> '.join(s.name for s in user_steps)}), {width}x{height}, seed "
-               f"{loaded.seed}; writes {outputs}")
+               f"({', '.join(s.name for s in user_steps)}), {width}x{height}, seed "
+               f"{loaded.seed}; writes {', '.join(files) or 'no files'}")
 
 
 @app.command("stages")

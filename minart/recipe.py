@@ -57,6 +57,7 @@ TOP_LEVEL_KEYS = ("name", "description", "seed", "device", "size", "steps", "out
 STEP_KEYS = ("stage", "input", "inputs", "params")
 OUTPUT_KEYS = ("step", "path", "sheet")
 DEFAULT_SIZE = (256, 256)
+_WRITERS = ("save_image", "encode_video")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _RECIPE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")
@@ -247,7 +248,11 @@ class RecipeStep:
 
 @dataclass(frozen=True)
 class Output:
-    """One entry of ``outputs:``: the step ``source`` written by step ``step`` to ``path``."""
+    """A file the recipe writes: step ``source``'s result, written by step ``step`` to ``path``.
+
+    Entries of ``outputs:`` (``name`` is the output's name, ``step`` is ``out.<name>``) and
+    ``save_image`` / ``encode_video`` steps placed among the steps (``name == step``).
+    """
 
     name: str
     step: str
@@ -699,8 +704,14 @@ def _build(doc: _Doc, *, path: Path | None, text: str, overrides: tuple[str, ...
         where = doc.where(draft.path)
         steps.append(RecipeStep(name=name, stage=draft.stage.name, inputs=tuple(draft.inputs),
                                 params=params, location=Location(**where), kind=kinds[name]))
-    outputs = tuple(Output(**info, location=Location(**doc.where(("outputs", info["name"]))))
-                    for info in outputs_info)
+    # Writer steps placed among the steps are outputs too: every file the recipe writes is listed.
+    written_by_steps = [
+        Output(name=s.name, step=s.name, source=s.inputs[0], path=s.params.path,
+               kind="video" if s.stage == "encode_video" else "image", location=s.location)
+        for s in steps if s.stage in _WRITERS and not s.name.startswith("out.")]
+    outputs = tuple(written_by_steps) + tuple(
+        Output(**info, location=Location(**doc.where(("outputs", info["name"]))))
+        for info in outputs_info)
     return Recipe(name=top["name"], description=top["description"], seed=top["seed"],
                   device=top["device"], size=size, steps=tuple(steps), outputs=outputs,
                   text=text, path=path, overrides=overrides)
