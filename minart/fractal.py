@@ -179,7 +179,7 @@ def _spec(*, formula, power, coefficient, julia, eps, bailout, trap, trap_point,
 
 def _grid(width: int, height: int, center: complex, span: float, dtype: torch.dtype,
           device) -> Tensor:
-    """Pixel centres ``c = center + ((j + 1/2 - W/2) - i (i + 1/2 - H/2)) * span / W``.
+    """Pixel centres ``(col + 1/2 - W/2) * step - 1j * (row + 1/2 - H/2) * step + center``.
 
     Computed in float64 and then cast; returns ``(H, W)`` complex. Rows go down, imaginary up.
     """
@@ -323,8 +323,9 @@ def fractal_field(
     """Iteration counts, last iterates and orbit-trap distances over a grid of ``c`` (or ``z_0``).
 
     Iterates ``z <- a (1/z)^p + c`` (``"inverse_power"``; the post has ``p = 7``, ``a = -i/pi``)
-    or ``z <- z^p + c`` (``"multibrot"``) from ``z_0 = c`` at every pixel centre
-    ``c = center + ((j + 1/2 - W/2) - i (i + 1/2 - H/2)) * span / W``; with ``julia=(re, im)``,
+    or ``z <- z^p + c`` (``"multibrot"``) from ``z_0 = c`` at every pixel centre,
+    ``Re c = center[0] + (col + 1/2 - W/2) * span / W`` and
+    ``Im c = center[1] - (row + 1/2 - H/2) * span / W`` (imaginary axis up); with ``julia=(re, im)``,
     ``c`` is that constant and ``z_0`` the pixel centre. An orbit stops at the first ``k`` with
     ``|z_k| < eps`` (inverse power: it reached the pole) or ``|z_k| > bailout`` (Multibrot: it
     escaped), or after ``iterations`` steps.
@@ -339,7 +340,8 @@ def fractal_field(
         span: width of the view in the complex plane (> 0); the height is ``span * H / W``.
         iterations: iteration budget, 1..100000.
         julia: ``(re, im)`` of a fixed ``c`` for the Julia form, or ``None``.
-        eps: pole radius of the inverse-power map (> 0).
+        eps: pole radius of the inverse-power map (> 0). The default 0.75 means the next step
+            adds ``|a| / 0.75^7 > 2.3`` for the post's map, about the post's bound.
         bailout: escape radius of the Multibrot map (>= 2).
         trap: ``"point"``, ``"circle"`` or ``"line"``: which orbit trap ``trap`` measures.
         trap_point: the trap point, the circle's centre, a point on the line.

@@ -293,6 +293,19 @@ def test_frames_count_budgets_and_last_frame():
     assert torch.equal(video[-1], fractal(20, 20, iterations=10))
 
 
+def test_more_frames_than_iterations_repeat_budgets():
+    video = fractal_frames(10, 10, frames=5, iterations=2)  # budgets 1, 1, 2, 2, 2
+    assert video.shape == (5, 3, 10, 10)
+    assert torch.equal(video[0], video[1]) and torch.equal(video[2], video[4])
+    assert torch.equal(video[4], fractal(10, 10, iterations=2))
+
+
+def test_single_pixel_image():
+    img = fractal(1, 1, iterations=4)
+    assert img.shape == (3, 1, 1)
+    assert float(img[2, 0, 0]) > 0.8  # the one pixel is c = 0: the pole, the blue disk
+
+
 def test_frames_grow_monotonically():
     kw = dict(center=(0.9, 0.4), span=0.6, iterations=48)
     video = fractal_frames(32, 32, frames=6, **kw)
