@@ -272,8 +272,6 @@ def _iterate(start: Tensor, spec: _Spec, budgets: Sequence[int]) -> list[Fractal
 
     wanted = sorted(set(budgets))
     shots: dict[int, FractalField] = {}
-    if wanted[0] == 0:
-        shots[0] = snapshot(0)
     k = 0
     for k in range(1, wanted[-1] + 1):
         new = step(z, c)

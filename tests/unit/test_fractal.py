@@ -113,6 +113,18 @@ def test_trap_distances_match_reference(trap, geometry):
     np.testing.assert_allclose(field.trap.numpy()[same], ref_dist[same], rtol=1e-7, atol=1e-8)
 
 
+def test_overflow_near_the_pole_is_the_point_at_infinity():
+    # |c| ~ 0.01 and p = 24: (1/c)^24 ~ 1e48 overflows float32; the next step must give c again.
+    kw = dict(power=24, eps=1e-3, span=0.05, iterations=40)
+    f32 = fractal_field(17, 17, **kw)
+    f64 = fractal_field(17, 17, dtype=torch.float64, **kw)
+    assert bool(torch.isfinite(f32.final_z).all())
+    assert (f32.counts == f64.counts).float().mean() >= 0.99
+    assert (f32.done == f64.done).float().mean() >= 0.99
+    for coloring in ("pole", "modulus", "argument", "trap_circle"):
+        assert bool(torch.isfinite(fractal(17, 17, coloring=coloring, **kw)).all())
+
+
 def test_field_shapes_dtypes_and_the_pole_at_the_centre():
     field = fractal_field(7, 5, iterations=10)
     assert field.counts.shape == field.done.shape == field.final_z.shape == field.trap.shape == (5, 7)
