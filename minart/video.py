@@ -336,8 +336,8 @@ def read_video(path: str | os.PathLike, *, max_frames: int | None = None) -> Ten
             if max_frames is not None and len(decoded) >= max_frames:
                 break
     except (OSError, RuntimeError, StopIteration, KeyError, ValueError) as exc:
-        raise MediaError(f"not a readable video ({type(exc).__name__}: {str(exc).strip().splitlines()[-1:] or ''})",
-                         file=name) from None
+        last = (str(exc).strip().splitlines() or ["no message"])[-1]
+        raise MediaError(f"not a readable video ({type(exc).__name__}: {last})", file=name) from None
     finally:
         reader.close()
     if not decoded:
