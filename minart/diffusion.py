@@ -293,12 +293,17 @@ def perona_malik(
     sub_dt = dt / n
     if scheme == "seed" and operator is None:
         operator = laplacian_operator(batch.shape[1], dtype=batch.dtype, device=batch.device)
+    # Same step on the fastest exact path (Triton on CUDA, compiled on CPU for long runs);
+    # MINART_KERNELS=eager keeps perona_malik_step. Imported here: kernels.cpu imports this module.
+    from .kernels.dispatch import perona_malik_step_fast
+
     out = batch
+    work = steps * n * batch.numel()
     with torch.no_grad():
         for i in range(steps):
             for _ in range(n):
-                out = perona_malik_step(out, kappa=kappa, dt=sub_dt, scheme=scheme,
-                                        conduction=conduction, operator=operator)
+                out = perona_malik_step_fast(out, kappa=kappa, dt=sub_dt, scheme=scheme,
+                                             conduction=conduction, operator=operator, work=work)
             if callback is not None:
                 callback(i + 1, out)
     return out[0] if single else out

@@ -1,0 +1,361 @@
+"""Fast paths of minart.kernels against the eager references.
+
+Three layers:
+- in-process CPU tests of the dispatcher (mode, path choice, errors, eager fallbacks);
+- the Triton kernels on CPU through Triton's interpreter, each check in a fresh subprocess with
+  ``TRITON_INTERPRET=1`` set before triton is imported (``slow``: a few seconds each);
+- the same checks on CUDA (``gpu``), plus bit-identical determinism and the dispatcher's choice.
+
+The ``_check_*`` functions hold the comparisons once; the interpreter and GPU tests call them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from minart.diffusion import classic_step, laplacian_operator, perona_malik, seed_step
+from minart.errors import ParamError, ShapeError
+from minart.fractal import fractal_field
+from minart.kernels import (
+    classic_step_fast,
+    fractal_field_fast,
+    kernels_mode,
+    perona_malik_step_fast,
+    seed_loss_step,
+    seed_step_fast,
+    seed_sweep,
+    step_path,
+)
+
+HERE = Path(__file__).resolve()
+FWD_TOL = dict(atol=1e-5, rtol=1e-5)
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+
+
+def _inputs(device: str, shape=(1, 3, 13, 17), seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(shape, generator=gen)
+    c = shape[1]
+    k = laplacian_operator(c) + 0.2 * torch.randn(c, c, 3, 3, generator=gen)
+    x0 = torch.rand(shape, generator=gen)
+    w1 = torch.randn(shape, generator=gen)
+    w2 = torch.randn(shape, generator=gen)
+    return [t.to(device) for t in (x, k, x0, w1, w2)]
+
+
+# ------------------------------------------------------------------------------------------------
+# checks shared by the interpreter (CPU) and CUDA tests; each raises AssertionError on a mismatch
+
+
+def _check_forward(device: str, shapes=((1, 3, 13, 17), (2, 1, 2, 5))) -> None:
+    from minart.kernels import triton_diffusion as td
+
+    for shape in shapes:
+        x, k, *_ = _inputs(device, shape)
+        for cond in ("exp", "inverse", "tukey"):
+            ref_new, ref_g = seed_step(x, k, kappa=0.3, dt=0.2, conduction=cond)
+            new, g = td.seed_forward_triton(x, k, kappa=0.3, dt=0.2, conduction=cond,
+                                            block=(4, 8))
+            torch.testing.assert_close(new, ref_new, **FWD_TOL)
+            torch.testing.assert_close(g, ref_g, **FWD_TOL)
+            ref = classic_step(x, kappa=0.1, dt=0.2, conduction=cond)
+            torch.testing.assert_close(td.classic_step_triton(x, kappa=0.1, dt=0.2,
+                                                              conduction=cond, block=(4, 8)),
+                                       ref, **FWD_TOL)
+    # a sweep: one image, three operators and parameter pairs, one launch
+    x, k, *_ = _inputs(device)
+    ops = torch.stack([k, laplacian_operator(3, device=device), 0.5 * k])
+    kap = torch.tensor([0.3, 0.2, 0.5], dtype=torch.float64)
+    dts = torch.tensor([0.2, 0.1, 0.25], dtype=torch.float64)
+    out, _ = td.seed_forward_triton(x, ops, kappa=kap, dt=dts, store_g=False, block=(4, 8))
+    for n in range(3):
+        ref, _ = seed_step(x, ops[n], kappa=float(kap[n]), dt=float(dts[n]))
+        torch.testing.assert_close(out[n:n + 1], ref, **FWD_TOL)
+
+
+def _check_backward(device: str, shape=(2, 3, 13, 17)) -> None:
+    from minart.kernels import triton_diffusion as td
+
+    x, k, x0, w1, w2 = _inputs(device, shape)
+    for cond in ("exp", "tukey"):
+        xe, ke = x.clone().requires_grad_(), k.clone().requires_grad_()
+        ne, ge = seed_step(xe, ke, kappa=0.3, dt=0.2, conduction=cond)
+        ((ne * w1).sum() + (ge * w2).sum()).backward()
+        xt, kt = x.clone().requires_grad_(), k.clone().requires_grad_()
+        nt, gt = td.SeedStep.apply(xt, kt, 0.3, 0.2, cond)
+        ((nt * w1).sum() + (gt * w2).sum()).backward()
+        assert _rel(xt.grad, xe.grad) < 1e-4, (cond, _rel(xt.grad, xe.grad))
+        assert _rel(kt.grad, ke.grad) < 1e-4, (cond, _rel(kt.grad, ke.grad))
+        # the fused learned step: loss and both gradients
+        xe, ke = x.clone().requires_grad_(), k.clone().requires_grad_()
+        ne, ge = seed_step(xe, ke, kappa=0.3, dt=0.2, conduction=cond)
+        le = ((ne - x0) ** 2 + ge.abs() + ne ** 2).sum()
+        le.backward()
+        xt, kt = x.clone().requires_grad_(), k.clone().requires_grad_()
+        nt, lt = td.SeedLossStep.apply(xt, x0, kt, 0.3, 0.2, cond)
+        lt.backward()
+        torch.testing.assert_close(nt, ne.detach(), **FWD_TOL)
+        assert _rel(lt.detach(), le.detach()) < 1e-5
+        assert _rel(xt.grad, xe.grad) < 1e-4, (cond, _rel(xt.grad, xe.grad))
+        assert _rel(kt.grad, ke.grad) < 1e-4, (cond, _rel(kt.grad, ke.grad))
+
+
+def _check_determinism(device: str, shape=(1, 3, 29, 37)) -> None:
+    from minart.kernels import triton_diffusion as td
+
+    x, k, x0, *_ = _inputs(device, shape)
+    runs = []
+    for _ in range(2):
+        kt = k.clone().requires_grad_()
+        new, loss = td.SeedLossStep.apply(x, x0, kt, 0.3, 0.2, "exp")
+        loss.backward()
+        fwd, _ = td.seed_forward_triton(new, k, kappa=0.3, dt=0.2)
+        runs.append((new, loss.detach(), kt.grad, fwd))
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+
+
+def _check_fractal(device: str) -> None:
+    from minart.fractal import _grid
+    from minart.kernels import triton_fractal as tf
+
+    cases = [
+        dict(formula="inverse_power", power=7, eps=0.7),
+        dict(formula="inverse_power", power=4, eps=0.75, trap="circle"),
+        dict(formula="multibrot", power=2),
+        dict(formula="multibrot", power=3, julia=(-0.4, 0.6), trap="line", trap_angle=0.3),
+    ]
+    for case in cases:
+        ref = fractal_field(48, 40, iterations=40, span=3.0, **case)
+        start = _grid(48, 40, 0j, 3.0, torch.float32, torch.device(device))
+        julia = case.get("julia")
+        counts, done, final_z, trap = tf.fractal_iterate_triton(
+            start, iterations=40, formula=case["formula"], power=case["power"],
+            eps=case.get("eps", 0.75), julia=None if julia is None else complex(*julia),
+            trap=case.get("trap", "point"), trap_angle=case.get("trap_angle", 0.0))
+        same = (counts.cpu() == ref.counts).float().mean().item()
+        assert same >= 0.999, (case, same)
+        assert (done.cpu() == ref.done).float().mean().item() >= 0.999, case
+        finished = ref.done & done.cpu()
+        dz = (final_z.cpu()[finished] - ref.final_z[finished]).abs()
+        dtrap = (trap.cpu()[finished] - ref.trap[finished]).abs()
+        if case["formula"] == "multibrot":
+            assert float(dz.max()) < 1e-4 and float(dtrap.max()) < 1e-4, case
+        else:  # z <- a z^-p + c amplifies rounding by p|a||z|^-(p+1): compare typical pixels
+            assert float(dz.median()) < 1e-5 and float(dtrap.median()) < 1e-5, case
+
+
+def _interpret(check: str) -> None:
+    """Run ``check("cpu")`` of this file in a fresh interpreter with ``TRITON_INTERPRET=1``."""
+    code = (f"import runpy, sys; ns = runpy.run_path({str(HERE)!r}); ns[{check!r}]('cpu'); "
+            "print('ok')")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "MINART_KERNELS": "auto"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=300, cwd=HERE.parents[2])
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-4000:]
+
+
+# ------------------------------------------------------------------------------------------------
+# dispatcher, in process
+
+
+def test_mode_reads_the_environment_at_each_call(monkeypatch):
+    monkeypatch.delenv("MINART_KERNELS", raising=False)
+    assert kernels_mode() == "auto"
+    monkeypatch.setenv("MINART_KERNELS", "eager")
+    assert kernels_mode() == "eager"
+    assert step_path(torch.zeros(1, 3, 8, 8, device="meta")) == "eager"
+    monkeypatch.setenv("MINART_KERNELS", "fast")
+    with pytest.raises(ParamError, match=r"MINART_KERNELS='fast' is not one of 'eager', 'auto'"):
+        kernels_mode()
+
+
+def test_cpu_paths_are_eager_for_small_runs_and_compiled_for_long_ones(monkeypatch):
+    monkeypatch.setenv("MINART_KERNELS", "auto")
+    x = torch.zeros(1, 3, 8, 8)
+    assert step_path(x, compiled="seed") == "eager"
+    assert step_path(x, compiled="seed", work=2 ** 40) == "compiled"
+    assert step_path(x, compiled="seed", work=2 ** 40, grad=True) == "eager"
+    assert step_path(x.double(), compiled="seed", work=2 ** 40) == "eager"
+    monkeypatch.setenv("MINART_KERNELS", "eager")
+    assert step_path(x, compiled="seed", work=2 ** 40) == "eager"
+
+
+def test_fast_steps_fall_back_to_the_references_on_small_cpu_runs():
+    x, k, *_ = _inputs("cpu")
+    new, g = seed_step_fast(x, k, kappa=0.3, dt=0.2, conduction="tukey")
+    ref_new, ref_g = seed_step(x, k, kappa=0.3, dt=0.2, conduction="tukey")
+    assert torch.equal(new, ref_new) and torch.equal(g, ref_g)
+    assert torch.equal(classic_step_fast(x, kappa=0.1, dt=0.2), classic_step(x, kappa=0.1, dt=0.2))
+    lap = perona_malik_step_fast(x, kappa=0.3, dt=0.2, scheme="seed")
+    assert torch.equal(lap, seed_step(x, laplacian_operator(3), kappa=0.3, dt=0.2)[0])
+
+
+def test_perona_malik_gives_the_same_frames_with_kernels_forced_off(monkeypatch):
+    x, k, *_ = _inputs("cpu", (1, 3, 16, 16))
+    auto = perona_malik(x, steps=4, kappa=0.3, dt=0.2, scheme="seed", operator=k)
+    monkeypatch.setenv("MINART_KERNELS", "eager")
+    eager = perona_malik(x, steps=4, kappa=0.3, dt=0.2, scheme="seed", operator=k)
+    assert torch.equal(auto, eager)
+
+
+def test_seed_loss_step_eager_path_is_the_post_energy_and_trains_the_operator():
+    x, k, x0, *_ = _inputs("cpu")
+    k = k.clone().requires_grad_()
+    new, loss = seed_loss_step(x, x0, k, kappa=0.3, dt=0.2)
+    ref_new, ref_g = seed_step(x, k, kappa=0.3, dt=0.2)
+    expected = ((ref_new - x0) ** 2 + ref_g.abs() + ref_new ** 2).sum()
+    torch.testing.assert_close(loss, expected)
+    assert not new.requires_grad
+    loss.backward()
+    assert k.grad is not None and float(k.grad.abs().sum()) > 0
+    with pytest.raises(ShapeError, match=r"image0 \(1, 3, 4, 4\) must match the image"):
+        seed_loss_step(x, torch.zeros(1, 3, 4, 4), k, kappa=0.3, dt=0.2)
+
+
+def test_sweep_matches_one_step_per_variant_and_checks_its_inputs():
+    x, k, *_ = _inputs("cpu")
+    ops = torch.stack([k, 0.5 * k])
+    out = seed_sweep(x[0], ops, kappa=[0.3, 0.2], dt=torch.tensor([0.2, 0.1]))
+    assert out.shape == (2, 3, 13, 17)
+    assert torch.equal(out[1:], seed_step(x, ops[1], kappa=0.2, dt=0.1)[0])
+    assert not torch.equal(out[0], out[1])
+    with pytest.raises(ShapeError, match=r"operators must be \(N, 3, 3, 3, 3\), got \(3, 3, 3, 3\)"):
+        seed_sweep(x, k, kappa=0.3, dt=0.2)
+    with pytest.raises(ShapeError, match="kappa has 3 values for 2 operators"):
+        seed_sweep(x, ops, kappa=[0.1, 0.2, 0.3], dt=0.2)
+    with pytest.raises(ParamError, match=r"dt=-0.1 must be > 0"):
+        seed_sweep(x, ops, kappa=0.3, dt=[0.2, -0.1])
+    with pytest.raises(ShapeError, match="image must be one"):
+        seed_sweep(torch.rand(2, 3, 4, 4), ops, kappa=0.3, dt=0.2)
+
+
+def test_fractal_field_fast_is_the_reference_on_cpu():
+    fast = fractal_field_fast(9, 7, iterations=12)
+    ref = fractal_field(9, 7, iterations=12)
+    assert torch.equal(fast.counts, ref.counts) and torch.equal(fast.done, ref.done)
+
+
+@pytest.mark.slow
+def test_importing_the_package_does_not_import_triton():
+    code = "import sys, minart.kernels, minart.diffusion; print('triton' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=HERE.parents[2])
+    assert proc.stdout.strip() == "False", proc.stderr[-2000:]
+
+
+# ------------------------------------------------------------------------------------------------
+# Triton kernels through the interpreter (CPU tensors)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("check", ["_check_forward", "_check_backward", "_check_determinism",
+                                   "_check_fractal"])
+def test_triton_kernels_in_the_interpreter(check):
+    pytest.importorskip("triton")
+    _interpret(check)
+
+
+@pytest.mark.slow
+def test_kernels_lower_to_ptx_for_hopper_without_a_gpu():
+    """Compile every kernel for sm_90 with Triton's bundled ptxas: catches lowering errors here."""
+    triton = pytest.importorskip("triton")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from minart.kernels import triton_diffusion as td
+    from minart.kernels import triton_fractal as tf
+
+    p = "*fp32"
+
+    def lower(fn, sig, consts):
+        full = {a: ("constexpr" if a in consts else sig.get(a, "i32")) for a in fn.arg_names}
+        return triton.compile(ASTSource(fn, full, consts), target=GPUTarget("cuda", 90, 32))
+
+    try:
+        lower(td._classic_kernel, dict(x_ptr=p, out_ptr=p, kappa="fp32", tukey_s="fp32",
+                                       dt="fp32"), dict(COND=0, BLOCK_H=1, BLOCK_W=512))
+    except Exception as exc:  # noqa: BLE001 - no CUDA backend/ptxas in this triton build
+        pytest.skip(f"cannot compile for sm_90 here: {exc}")
+    ptrs = dict.fromkeys(("x_ptr", "k_ptr", "p_ptr", "new_ptr", "g_ptr", "x0_ptr", "gg_ptr",
+                          "di_ptr", "part_ptr", "gn_ptr", "gg_in_ptr"), p)
+    for cond in (0, 1, 2):
+        ptx = lower(td._seed_fwd_kernel, ptrs, dict(C=3, COND=cond, STORE_G=True, BLOCK_H=1,
+                                                    BLOCK_W=512)).asm["ptx"]
+        # the 27 neighbours are loaded once per pixel (not once per output channel)
+        assert ptx.count("ld.global") < 260
+    lower(td._seed_bwd_a_kernel, ptrs, dict(C=3, COND=0, HAS_GN=True, HAS_GG=True, BLOCK_H=4,
+                                            BLOCK_W=256))
+    lower(td._seed_bwd_b_kernel, ptrs, dict(C=3, BLOCK_H=1, BLOCK_W=512))
+    lower(td._seed_loss_kernel, ptrs, dict(C=4, COND=2, NEED_DI=True, BLOCK_H=4, BLOCK_W=256))
+    fsig = dict(c_ptr=p, count_ptr="*i32", done_ptr="*i8", z_ptr=p, trap_ptr=p,
+                **dict.fromkeys(("ar", "ai", "jr", "ji", "eps2", "bail2", "qr", "qi", "radius",
+                                 "sin_a", "cos_a"), "fp32"))
+    lower(tf._fractal_kernel, fsig, dict(FORMULA=0, P=7, LOW=0, JULIA=False, TRAP=1, BLOCK=256))
+    lower(tf._fractal_kernel, fsig, dict(FORMULA=1, P=2, LOW=1, JULIA=True, TRAP=3, BLOCK=256))
+
+
+@pytest.mark.slow
+def test_compiled_cpu_steps_match_the_references(tmp_path, monkeypatch):
+    from minart.kernels import cpu
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    x, k, *_ = _inputs("cpu", (1, 3, 16, 20))
+    new, g = cpu.seed_step_compiled(x, k, kappa=0.3, dt=0.2)
+    ref_new, ref_g = seed_step(x, k, kappa=0.3, dt=0.2)
+    torch.testing.assert_close(new, ref_new, **FWD_TOL)
+    torch.testing.assert_close(g, ref_g, **FWD_TOL)
+    for kappa in (0.1, 0.05):  # a new kappa must not need a recompile to be right
+        torch.testing.assert_close(cpu.classic_step_compiled(x, kappa=kappa, dt=0.2),
+                                   classic_step(x, kappa=kappa, dt=0.2), **FWD_TOL)
+    assert cpu.is_compiled("seed") and cpu.is_compiled("classic")
+
+
+# ------------------------------------------------------------------------------------------------
+# CUDA
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("check", ["_check_forward", "_check_backward", "_check_determinism",
+                                   "_check_fractal"])
+def test_triton_kernels_on_cuda(check):
+    globals()[check]("cuda")
+
+
+@pytest.mark.gpu
+def test_triton_kernels_on_cuda_at_a_larger_odd_size():
+    _check_forward("cuda", shapes=((2, 3, 131, 257), (1, 4, 67, 515)))
+    _check_backward("cuda", shape=(2, 3, 131, 257))
+    _check_determinism("cuda", shape=(1, 3, 257, 1031))
+
+
+@pytest.mark.gpu
+def test_dispatcher_picks_triton_on_cuda_and_matches_eager(monkeypatch):
+    monkeypatch.setenv("MINART_KERNELS", "auto")
+    x, k, x0, *_ = _inputs("cuda", (1, 3, 64, 96))
+    assert step_path(x) == "triton"
+    fast = perona_malik(x, steps=5, kappa=0.3, dt=0.2, scheme="seed", operator=k)
+    classic = perona_malik(x, steps=5, kappa=0.1, dt=0.2)
+    monkeypatch.setenv("MINART_KERNELS", "eager")
+    torch.testing.assert_close(fast, perona_malik(x, steps=5, kappa=0.3, dt=0.2, scheme="seed",
+                                                  operator=k), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(classic, perona_malik(x, steps=5, kappa=0.1, dt=0.2),
+                               atol=1e-5, rtol=1e-5)
+    monkeypatch.setenv("MINART_KERNELS", "auto")
+    ops = torch.stack([k, 0.5 * k, laplacian_operator(3, device="cuda")])
+    sweep = seed_sweep(x, ops, kappa=[0.3, 0.2, 0.1], dt=0.2)
+    for n, kap in enumerate((0.3, 0.2, 0.1)):
+        torch.testing.assert_close(sweep[n:n + 1], seed_step(x, ops[n], kappa=kap, dt=0.2)[0],
+                                   **FWD_TOL)
+    f = fractal_field_fast(300, 200, iterations=64, device="cuda")
+    ref = fractal_field(300, 200, iterations=64)
+    assert (f.counts.cpu() == ref.counts).float().mean().item() >= 0.999
