@@ -451,7 +451,8 @@ def _validate_params(doc: _Doc, stage: Stage, raw: Any, path: Path_, step: str,
         where = (*path, *first["loc"])
         if first["type"] == "missing":
             where = (*path, first["loc"][0]) if len(first["loc"]) > 1 else path
-        key = first["type"] in ("extra_forbidden", "missing")
+        key = first["type"] == "extra_forbidden" or (
+            first["type"] == "missing" and len(first["loc"]) == 1)
         if first["type"] == "missing" and path not in doc.keys:
             where = path[:-1]
         raise doc.error(ParamError, message, where, key=key, step=step, param=name) from None

@@ -1,0 +1,432 @@
+"""The recipe checker: every error class with its exact one-line message, overrides, preview."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from minart.errors import ParamError, RecipeError
+from minart.io import write_image
+from minart.recipe import load_recipe, parse_recipe, recipe_schema
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+SRC = "recipes/ocean.yaml"
+
+BASE = """\
+name: ocean
+seed: 7
+size: [64, 48]
+steps:
+  base:
+    stage: fractal
+    params: {power: 7, iterations: 32}
+  soften:
+    stage: perona_malik
+    input: base
+    params:
+      steps: 10
+      kappa: 0.1
+      dt: 0.2
+  art:
+    stage: minimize
+    input: soften
+    params: {iterations: 30, frame_every: 10}
+outputs:
+  still: {step: soften, path: "{name}-{seed}.png"}
+  sheet: {step: art, path: "{name}-sheet.png", sheet: {frames: 4}}
+  movie: {step: art, path: "{name}.webm", fps: 12}
+"""
+
+
+def _parse(text: str = BASE, **kw):
+    return parse_recipe(text, source=SRC, **kw)
+
+
+def _error(old: str, new: str, **kw) -> RecipeError | ParamError:
+    assert old in BASE, old
+    with pytest.raises((RecipeError, ParamError)) as info:
+        _parse(BASE.replace(old, new, 1), **kw)
+    return info.value
+
+
+def test_valid_recipe_steps_outputs_and_kinds():
+    r = _parse()
+    assert (r.name, r.seed, r.size, r.device) == ("ocean", 7, (64, 48), "auto")
+    assert [(s.name, s.stage, s.inputs, s.kind) for s in r.steps] == [
+        ("base", "fractal", (), "image"),
+        ("soften", "perona_malik", ("base",), "image"),
+        ("art", "minimize", ("soften",), "frames"),
+        ("out.still", "save_image", ("soften",), "image"),
+        ("out.sheet.sheet", "contact_sheet", ("art",), "image"),
+        ("out.sheet", "save_image", ("out.sheet.sheet",), "image"),
+        ("out.movie", "encode_video", ("art",), "frames"),
+    ]
+    assert [(o.name, o.step, o.source, o.kind) for o in r.outputs] == [
+        ("still", "out.still", "soften", "image"),
+        ("sheet", "out.sheet", "art", "contact_sheet"),
+        ("movie", "out.movie", "art", "video"),
+    ]
+    soften = r.step("soften")
+    assert (soften.location.line, soften.location.column) == (9, 5)
+    assert soften.params.dt == 0.2 and soften.params.scheme == "classic"
+    # generators get the recipe's size written into their params (so it enters cache keys)
+    assert (r.step("base").params.width, r.step("base").params.height) == (64, 48)
+    assert r.text == BASE and r.path is None
+
+
+def test_steps_are_sorted_topologically():
+    text = """steps:
+  b: {stage: perona_malik, input: a, params: {steps: 1, kappa: 0.1, dt: 0.1}}
+  c: {stage: blend, inputs: [b, a]}
+  a: {stage: fractal}
+"""
+    assert [s.name for s in parse_recipe(text).steps] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("old,new,cls,message", [
+    ("dt: 0.2", "dt: -0.4", ParamError,
+     "recipes/ocean.yaml:14:11: step 'soften': dt=-0.4 must be > 0"),
+    ("dt: 0.2", "dt: 0.4\n      substep: off", ParamError,
+     "recipes/ocean.yaml:14:11: step 'soften': dt=0.4 exceeds the stability bound 0.25 for "
+     "scheme 'classic'; use dt <= 0.25 or substep: auto"),
+    ("dt: 0.2", "dt: 0.2\n      kapa: 3", ParamError,
+     "recipes/ocean.yaml:15:7: step 'soften': unknown parameter 'kapa' for stage "
+     "'perona_malik'; did you mean 'kappa'?"),
+    ("      kappa: 0.1\n", "", ParamError,
+     "recipes/ocean.yaml:11:5: step 'soften': missing parameter 'kappa' (Edge threshold in "
+     "brightness units (0-1): differences below it are smoothed, edges above it are kept)"),
+    ("iterations: 32}", "iterations: 32.5}", ParamError,
+     "recipes/ocean.yaml:7:36: step 'base': iterations=32.5 must be a whole number"),
+    ("iterations: 32}", "iterations: '32'}", ParamError,
+     "recipes/ocean.yaml:7:36: step 'base': iterations='32' must be a whole number"),
+    ("power: 7,", "power: 99,", ParamError,
+     "recipes/ocean.yaml:7:21: step 'base': power=99 must be <= 24"),
+    ("power: 7,", "power: 7, coefficient: [1],", ParamError,
+     "recipes/ocean.yaml:7:37: step 'base': coefficient needs more items"),
+    ("power: 7,", "coloring: smooth,", ParamError,
+     "recipes/ocean.yaml:7:24: step 'base': coloring='smooth' needs an escape-time map, but "
+     "formula='inverse_power' sends a large |z| straight back to about c; use 'pole', a trap, "
+     "'modulus' or 'argument'"),
+    ("scheme", "scheme", None, None),
+    ("input: base", "input: bsae", RecipeError,
+     "recipes/ocean.yaml:10:12: step 'soften': input 'bsae' is not a step of this recipe; did "
+     "you mean 'base'?"),
+    ("input: soften", "input: art", RecipeError,
+     "recipes/ocean.yaml:17:12: step 'art': steps form a cycle: art -> art"),
+    ("stage: minimize", "stage: minimise", RecipeError,
+     "recipes/ocean.yaml:16:12: step 'art': unknown stage 'minimise'; did you mean 'minimize'?"),
+    ("stage: minimize", "stage: sharpen", RecipeError,
+     "recipes/ocean.yaml:16:12: step 'art': unknown stage 'sharpen'"),
+    ("seed: 7", "seed: -1", ParamError,
+     "recipes/ocean.yaml:2:7: seed=-1 must be a whole number from 0 to 2^63-1"),
+    ("seed: 7", "sead: 7", RecipeError,
+     "recipes/ocean.yaml:2:1: unknown key 'sead' in the recipe; did you mean 'seed'? (allowed: "
+     "name, description, seed, device, size, steps, outputs)"),
+    ("seed: 7", "seed: 7\ndevice: gpu", ParamError,
+     "recipes/ocean.yaml:3:9: device='gpu' must be auto, cpu, cuda or cuda:N"),
+    ("size: [64, 48]", "size: [64, 4]", ParamError,
+     "recipes/ocean.yaml:3:12: size height=4 must be a whole number from 8 to 16384"),
+    ("size: [64, 48]", "size: {width: 64}", ParamError,
+     "recipes/ocean.yaml:3:7: size needs both width and height"),
+    ("name: ocean", "name: ../evil", RecipeError,
+     "recipes/ocean.yaml:1:7: name='../evil' must be letters, digits, '_', '-' or '.' (it is "
+     "used in file names)"),
+    ("    input: base\n", "    input: base\n    inputs: [base]\n", RecipeError,
+     "recipes/ocean.yaml:11:5: step 'soften': give either 'input' or 'inputs', not both"),
+    ("    input: base\n", "    inptu: base\n", RecipeError,
+     "recipes/ocean.yaml:10:5: unknown key 'inptu' in step 'soften'; did you mean 'input'? "
+     "(allowed: stage, input, inputs, params)"),
+    ("    input: base\n", "", RecipeError,
+     "recipes/ocean.yaml:8:3: step 'soften': stage 'perona_malik' takes 1 input(s) (image), "
+     "got 0"),
+    ("    stage: fractal\n", "    stage: fractal\n    input: art\n", RecipeError,
+     "recipes/ocean.yaml:7:5: step 'base': stage 'fractal' makes its own image and takes no "
+     "input"),
+    ("  art:\n    stage: minimize\n    input: soften",
+     "  art:\n    stage: encode_video\n    input: soften", RecipeError,
+     "recipes/ocean.yaml:17:12: step 'art': input 'soften' produces an image but stage "
+     "'encode_video' needs a clip of frames"),
+    ('"{name}.webm"', '"{nam}.webm"', RecipeError,
+     "recipes/ocean.yaml:22:28: output 'movie': path '{nam}.webm' uses unknown field {nam}; did "
+     "you mean 'name'? (fields: {name}, {seed}, {date}, {step})"),
+    ('"{name}.webm"', '"../x.webm"', RecipeError,
+     "recipes/ocean.yaml:22:28: output 'movie': path '../x.webm' must stay inside the output "
+     "folder (no '..')"),
+    ('"{name}.webm"', '"/tmp/x.webm"', RecipeError,
+     "recipes/ocean.yaml:22:28: output 'movie': path '/tmp/x.webm' must be relative to the "
+     "output folder, not absolute"),
+    ('"{name}.webm"', '"{name}.avi"', RecipeError,
+     "recipes/ocean.yaml:22:28: output 'movie': path '{name}.avi' needs a known extension "
+     "(.png, .jpg, .jpeg, .webm, .mp4, .gif)"),
+    ('"{name}.webm"', '"{name!r}.webm"', RecipeError,
+     "recipes/ocean.yaml:22:28: output 'movie': path '{name!r}.webm' uses unknown field "
+     "{name}; did you mean 'name'? (fields: {name}, {seed}, {date}, {step})"),
+    ('step: soften, path: "{name}-{seed}.png"', 'step: art, path: "{name}-{seed}.png"',
+     RecipeError,
+     "recipes/ocean.yaml:20:17: output 'still': step 'art' produces a clip of frames; write it "
+     "to a video path (.webm, .mp4, .gif) or add 'sheet: true' for a contact sheet"),
+    ('step: art, path: "{name}.webm"', 'step: soften, path: "{name}.webm"', RecipeError,
+     "recipes/ocean.yaml:22:17: output 'movie': step 'soften' produces an image, but a video "
+     "needs a clip of frames; write it to an image path (.png) instead"),
+    ("fps: 12", "bits: 16", RecipeError,
+     "recipes/ocean.yaml:22:43: output 'movie': 'bits' does not apply to a .webm output"),
+    ("fps: 12", "fsp: 12", RecipeError,
+     "recipes/ocean.yaml:22:43: output 'movie': unknown key 'fsp'; did you mean 'fps'? "
+     "(allowed: step, path, fps, quality, loop, codec, pad, embed_recipe)"),
+    ("fps: 12", "loop: 2", ParamError,
+     "recipes/ocean.yaml:22:49: output 'movie': loop=2 applies to GIF only; webm videos loop "
+     "in the player, so leave loop out"),
+    ("{frames: 4}", "{frames: 0}", ParamError,
+     "recipes/ocean.yaml:21:64: output 'sheet': frames=0 must be >= 1"),
+    ("step: soften, path", "step: nope, path", RecipeError,
+     "recipes/ocean.yaml:20:17: output 'still': step 'nope' is not a step of this recipe"),
+    ("    params: {power: 7, iterations: 32}", "    params: {power: 7, iterations: 32\n",
+     RecipeError, "recipes/ocean.yaml:9:9: invalid YAML: expected ',' or '}', but got ':'"),
+    ("  soften:\n", "  soften:\n  soften:\n", RecipeError,
+     "recipes/ocean.yaml:9:3: key 'soften' appears twice"),
+])
+def test_error_messages(old, new, cls, message):
+    if cls is None:  # a no-op row keeps the table's unchanged recipe honest
+        assert _parse(BASE.replace(old, new)).name == "ocean"
+        return
+    err = _error(old, new)
+    assert type(err) is cls
+    assert str(err) == message
+    assert "\n" not in str(err)
+
+
+def test_error_fields_name_file_line_column_step_and_param():
+    err = _error("dt: 0.2", "dt: -0.4")
+    assert (err.file, err.line, err.column, err.step, err.param) == (SRC, 14, 11, "soften", "dt")
+
+
+def test_many_errors_report_the_first_and_count_the_rest():
+    err = _error("dt: 0.2", "dt: -1\n      kappa2: 1\n      steps2: 1")
+    assert str(err).endswith("(and 2 more)")
+
+
+@pytest.mark.parametrize("text,message", [
+    ("", "<string>: the recipe is empty; it needs at least 'steps:'"),
+    ("- a\n- b\n", "<string>:1:1: a recipe is a mapping of keys (name, seed, size, steps, "
+                   "outputs), not a list or a single value"),
+    ("name: x\n", "<string>:1:1: the recipe needs 'steps:', a mapping of step name to "
+                  "{stage, input, params}"),
+    ("steps:\n  a: fractal\n", "<string>:2:6: step 'a': a step is a mapping with 'stage' (and "
+                               "'input', 'params')"),
+    ("steps:\n  a: {params: {}}\n", "<string>:2:3: step 'a': missing 'stage' (run 'minart "
+                                    "stages' for the list)"),
+    ("steps:\n  9a: {stage: fractal}\n", "<string>:2:3: step name '9a' must start with a letter "
+                                         "or '_' and use only letters, digits, '_' and '-'"),
+    ("description: &b {stage: fractal}\nsteps:\n  a:\n    <<: *b\n",
+     "<string>:4:5: merge keys ('<<') are not supported; write the keys out"),
+    ("steps: {a: {stage: fractal}}\nnmae: x\n",
+     "<string>:2:1: unknown key 'nmae' in the recipe; did you mean 'name'? (allowed: name, "
+     "description, seed, device, size, steps, outputs)"),
+    ("steps:\n  a:\n    <<: {stage: fractal}\n",
+     "<string>:3:5: merge keys ('<<') are not supported; write the keys out"),
+    ("steps: {a: {stage: fractal}}\noutputs:\n  o: {path: x.png}\n",
+     "<string>:3:3: output 'o': missing 'step'"),
+    ("steps:\n  a: {stage: perona_malik, input: b, params: {steps: 1, kappa: 1, dt: 0.1}}\n"
+     "  b: {stage: perona_malik, input: a, params: {steps: 1, kappa: 1, dt: 0.1}}\n",
+     "<string>:2:35: step 'a': steps form a cycle: a -> b -> a"),
+])
+def test_structural_errors(text, message):
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(text)
+    assert str(info.value) == message
+
+
+def test_yaml_12_scalars_exponent_floats_and_off_is_a_string():
+    r = parse_recipe("steps:\n  a: {stage: fractal}\n  b: {stage: minimize, input: a, params: "
+                     "{iterations: 2, lr: 2e-6}}\n  c: {stage: perona_malik, input: a, params: "
+                     "{steps: 1, kappa: 0.1, dt: 0.1, substep: off}}\n")
+    assert r.step("b").params.lr == 2e-6
+    assert r.step("c").params.substep == "off"
+
+
+def test_booleans_are_not_numbers():
+    with pytest.raises(ParamError, match=r"power=true must be a whole number"):
+        parse_recipe("steps:\n  a: {stage: fractal, params: {power: true}}\n")
+
+
+def test_complex_and_point_forms():
+    r = parse_recipe("steps:\n  a: {stage: fractal, params: {coefficient: {re: 0.5, im: -1}}}\n"
+                     "  b: {stage: fractal, params: {coefficient: 0.25, center: [1, 2]}}\n")
+    assert r.step("a").params.coefficient == (0.5, -1.0)
+    assert r.step("b").params.coefficient == (0.25, 0.0)
+    assert r.step("b").params.center == (1.0, 2.0)
+
+
+# -- overrides -----------------------------------------------------------------------------------
+
+
+def test_override_is_typed_and_applied_before_validation():
+    r = _parse(overrides=["steps.art.params.lr=1e-6", "seed=3", "size=[32, 32]",
+                          "steps.soften.params.scheme=seed"])
+    assert r.step("art").params.lr == 1e-6 and isinstance(r.step("art").params.lr, float)
+    assert (r.seed, r.size, r.step("soften").params.scheme) == (3, (32, 32), "seed")
+    assert r.step("base").params.width == 32
+    assert r.overrides == ("steps.art.params.lr=1e-6", "seed=3", "size=[32, 32]",
+                           "steps.soften.params.scheme=seed")
+
+
+def test_override_fixes_an_invalid_file_and_creates_params():
+    text = BASE.replace("dt: 0.2", "dt: 0.4\n      substep: off")
+    assert parse_recipe(text, overrides=["steps.soften.params.dt=0.2"]).step("soften").params.dt \
+        == 0.2
+    r = parse_recipe("steps:\n  a: {stage: fractal}\n", overrides=["steps.a.params.power=3"])
+    assert r.step("a").params.power == 3
+
+
+@pytest.mark.parametrize("override,cls,message", [
+    ("steps.art.params.lr=-1", ParamError,
+     "--set steps.art.params.lr: step 'art': lr=-1 must be > 0"),
+    ("steps.arts.params.lr=1", RecipeError,
+     "--set steps.arts.params.lr: steps has no 'arts'; did you mean 'art'?"),
+    ("seed=abc", ParamError, "--set seed: seed='abc' must be a whole number from 0 to 2^63-1"),
+    ("foo", RecipeError, "--set 'foo': expected PATH=VALUE, e.g. steps.art.params.lr=1e-6"),
+    ("=3", RecipeError, "--set '=3': expected PATH=VALUE, e.g. steps.art.params.lr=1e-6"),
+    ("steps..x=1", RecipeError, "--set steps..x: path 'steps..x' has an empty part"),
+    ("steps.base.params.power=[", RecipeError,
+     "--set steps.base.params.power: value '[' is not valid YAML (expected the node content, "
+     "but found '<stream end>')"),
+    ("steps.base.params.iterationz=3", ParamError,
+     "--set steps.base.params.iterationz: step 'base': unknown parameter 'iterationz' for "
+     "stage 'fractal'; did you mean 'iterations'?"),
+    ("seed.x=1", RecipeError, "--set seed.x: seed is not a mapping, cannot set 'x' in it"),
+    ("size.5=1", RecipeError, "--set size.5: size has no item '5'"),
+])
+def test_override_errors(override, cls, message):
+    with pytest.raises(cls) as info:
+        _parse(overrides=[override])
+    assert str(info.value) == message
+
+
+# -- canonical form and preview ------------------------------------------------------------------
+
+
+def test_canonical_is_json_and_int_equals_float():
+    a = parse_recipe("steps:\n  a: {stage: perona_malik, input: b, params: {steps: 1, kappa: 1, "
+                     "dt: 0.1}}\n  b: {stage: fractal, params: {span: 3}}\n")
+    b = parse_recipe("steps:\n  a: {stage: perona_malik, input: b, params: {steps: 1, kappa: 1.0,"
+                     " dt: 0.1}}\n  b: {stage: fractal, params: {span: 3.0}}\n")
+    assert json.dumps(a.canonical(), sort_keys=True) == json.dumps(b.canonical(), sort_keys=True)
+    c = a.canonical()
+    assert [s["name"] for s in c["steps"]] == ["b", "a"]
+    assert c["steps"][0]["version"] == 1 and c["steps"][1]["inputs"] == ["b"]
+
+
+def test_preview_scales_size_and_params():
+    text = BASE.replace("size: [64, 48]", "size: [256, 128]").replace(
+        "{iterations: 30, frame_every: 10}", "{iterations: 30, frame_every: 10, lr: 1.0e-6}")
+    r = _parse(text)
+    p = r.preview(4)
+    assert p.size == (64, 32) and p.name == "ocean-preview" and p.preview_factor == 4
+    assert (p.step("base").params.width, p.step("base").params.height) == (64, 32)
+    assert p.step("soften").params.steps == 1  # 10 / 16, at least one
+    assert p.step("art").params.lr == pytest.approx(16e-6)  # summed loss: lr * factor^2
+    assert p.step("art").params.iterations == 30  # same number of frames
+    assert r.step("soften").params.steps == 10  # the original is untouched
+    mean = _parse(text.replace("lr: 1.0e-6", "lr: 0.5, reduction: mean")).preview(4)
+    assert mean.step("art").params.lr == 0.5
+    assert r.preview(1) is r
+    with pytest.raises(ParamError, match="factor=0 must be a whole number >= 1"):
+        r.preview(0)
+
+
+# -- files ---------------------------------------------------------------------------------------
+
+
+def test_load_recipe_resolves_inputs_and_records_the_checksum(tmp_path):
+    write_image(tmp_path / "in.png", torch.rand(3, 8, 8, generator=torch.Generator()
+                                                .manual_seed(0)))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("steps:\n  photo: {stage: load_image, params: {path: in.png}}\n")
+    r = load_recipe(recipe)
+    assert r.name == "r" and r.path == recipe and r.recipe_dir == tmp_path
+    sha = r.step("photo").params.sha256
+    assert sha is not None and len(sha) == 64
+    recipe.write_text(f"steps:\n  photo: {{stage: load_image, params: {{path: in.png, sha256: "
+                      f"'{'0' * 64}'}}}}\n")
+    with pytest.raises(ParamError) as info:
+        load_recipe(recipe)
+    assert str(info.value) == (f"{recipe}:2:61: step 'photo': path='in.png': the file's SHA-256 "
+                               "is not the expected 000000000000...; drop sha256 to accept the "
+                               "new file")
+    recipe.write_text("steps:\n  photo: {stage: load_image, params: {path: missing.png}}\n")
+    with pytest.raises(ParamError) as info:
+        load_recipe(recipe)
+    assert str(info.value) == (f"{recipe}:2:45: step 'photo': path='missing.png': no such file "
+                               f"{(tmp_path / 'missing.png').as_posix()}")
+
+
+def test_load_recipe_missing_file(tmp_path):
+    with pytest.raises(RecipeError) as info:
+        load_recipe(tmp_path / "none.yaml")
+    assert str(info.value) == f"{tmp_path / 'none.yaml'}: no such recipe file"
+
+
+def test_writer_steps_among_steps_are_outputs():
+    r = parse_recipe("steps:\n  a: {stage: fractal}\n  save: {stage: save_image, input: a, "
+                     "params: {path: 'x/{step}.png'}}\n")
+    assert [(o.name, o.step, o.source, o.path) for o in r.outputs] == [
+        ("save", "save", "a", "x/{step}.png")]
+    with pytest.raises(RecipeError) as info:
+        parse_recipe("steps:\n  a: {stage: fractal}\n  save: {stage: save_image, input: a, "
+                     "params: {path: '/abs.png'}}\n")
+    assert str(info.value) == ("<string>:3:54: step 'save': path '/abs.png' must be relative to "
+                               "the output folder, not absolute")
+
+
+# -- shipped recipes and schema ------------------------------------------------------------------
+
+
+def test_recipes_are_shipped():
+    names = {p.name for p in RECIPES}
+    assert {"ocean.yaml", "from_image.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_shipped_recipe_checks_and_declares_the_schema(path):
+    text = path.read_text()
+    assert text.startswith("# yaml-language-server: $schema=./schema.json\n")
+    recipe = load_recipe(path)
+    assert recipe.steps and recipe.outputs
+    json.dumps(recipe.canonical())
+    assert recipe.preview().size[0] < recipe.size[0]
+
+
+def test_shipped_recipes_use_every_stage():
+    from minart.registry import stages
+
+    used = {s.stage for p in RECIPES for s in load_recipe(p).steps}
+    assert used == {s.name for s in stages()}
+
+
+def test_shipped_schema_is_up_to_date():
+    shipped = json.loads((ROOT / "recipes" / "schema.json").read_text())
+    assert shipped == recipe_schema(), "run: minart schema -o recipes/schema.json"
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_shipped_recipes_match_the_schema(path):
+    jsonschema = pytest.importorskip("jsonschema")
+    from minart.recipe import _Loader
+
+    data = _Loader(path.read_text()).get_single_data()
+    jsonschema.Draft202012Validator(recipe_schema()).validate(data)
+
+
+def test_schema_discriminates_steps_on_stage():
+    schema = recipe_schema()
+    steps = schema["properties"]["steps"]["additionalProperties"]
+    assert steps["discriminator"]["propertyName"] == "stage"
+    assert set(steps["discriminator"]["mapping"]) >= {"fractal", "perona_malik", "minimize",
+                                                     "save_image", "encode_video"}
+    pm = schema["$defs"]["PeronaMalikParams"]
+    assert pm["additionalProperties"] is False
+    assert pm["properties"]["dt"]["exclusiveMinimum"] == 0
