@@ -56,7 +56,8 @@ def render(recipe: str, overrides: dict[str, Any] | None = None,
     futures = {}
     for name in to_run:
         step = plan.steps[name]
-        futures[name] = step_task(store, stage=step.stage, step=name).submit(
+        task = step_task(store, stage=step.stage, step=name, refresh=status[name] != "cached")
+        futures[name] = task.submit(
             recipe=recipe, overrides=overrides, preview=preview, device=plan.device, step=name,
             key=step.key, cache=store.location, output_dir=output_dir,
             wait_for=[futures[i] for i in step.inputs if i in futures])

@@ -115,11 +115,15 @@ def render_step(*, recipe: str, overrides: dict[str, Any], preview: bool | int, 
     return result.to_dict()
 
 
-def step_task(store: TensorCache, *, stage: str, step: str):
-    """``render_step`` configured for one step: named after its stage, cached under its key."""
+def step_task(store: TensorCache, *, stage: str, step: str, refresh: bool = False):
+    """``render_step`` configured for one step: named after its stage, cached under its key.
+
+    ``refresh=True`` (the flow found the step's result or output files missing) makes Prefect
+    run the body and overwrite its record instead of answering from it.
+    """
     records = records_location(store)
     records.mkdir(parents=True, exist_ok=True)
     policy = StepKeyPolicy().configure(key_storage=records)
     (records / "results").mkdir(exist_ok=True)
     return render_step.with_options(name=stage, task_run_name=step, cache_policy=policy,
-                                    result_storage=records / "results")
+                                    result_storage=records / "results", refresh_cache=refresh)

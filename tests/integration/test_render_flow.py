@@ -1,0 +1,98 @@
+"""The render flow end to end: real Prefect server, real files, counting computed steps."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+
+from minart.cache import TensorCache
+
+from flow_helpers import MINART, minart, run_report, task_run_states
+
+ALL = ["base", "mix", "other", "out.still", "soft"]
+
+
+def test_caching_numbers(tiny, env, tmp_path, prefect_server):
+    first = run_report(tiny, env=env, cwd=tmp_path)
+    assert sorted(first["computed"]) == ALL
+    assert (tmp_path / "out" / "tiny-5.png").is_file()
+
+    second = run_report(tiny, env=env, cwd=tmp_path)
+    assert second["computed"] == []  # an unchanged recipe computes no step
+    assert {s["step"]: s["status"] for s in second["steps"]}["out.still"] == "cached"
+    assert task_run_states(prefect_server.url) == {"out.still": "Cached"}  # shown by Prefect
+
+    last = run_report(tiny, "--set", "outputs.still.path=again-{seed}.png", env=env,
+                      cwd=tmp_path)
+    assert last["computed"] == ["out.still"]  # a parameter of the last step: only that step
+    assert (tmp_path / "out" / "again-5.png").is_file()
+
+    upstream = run_report(tiny, "--set", "steps.soft.params.kappa=0.2", env=env, cwd=tmp_path)
+    assert sorted(upstream["computed"]) == ["mix", "out.still", "soft"]  # and its descendants
+    keys = {s["step"]: s["key"] for s in first["steps"]}
+    assert {s["step"]: s["key"] for s in upstream["steps"]}["other"] == keys["other"]
+
+
+def test_corrupt_entry_is_recomputed_and_reported(tiny, env, tmp_path):
+    first = run_report(tiny, env=env, cwd=tmp_path)
+    cache = TensorCache(env["MINART_CACHE"])
+    mix = next(s["key"] for s in first["steps"] if s["step"] == "mix")
+    path = cache.payload_path(mix)
+    raw = bytearray(cache.fs.cat_file(path))
+    raw[len(raw) // 2] ^= 0xFF
+    cache.fs.pipe_file(path, bytes(raw))
+    (tmp_path / "out" / "tiny-5.png").unlink()  # the output needs mix again
+
+    done = minart("run", tiny, "--output-dir", tmp_path / "out", "--report",
+                  tmp_path / "again.json", env=env, cwd=tmp_path)
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert sorted(again["computed"]) == ["mix", "out.still"] and again["corrupt"] == 1
+    assert "fails its sha256 checksum" in done.stdout + done.stderr
+    assert "1 corrupt cache entries recomputed" in done.stdout
+    assert (tmp_path / "out" / "tiny-5.png").is_file()
+
+
+def test_two_processes_at_once_compute_each_step_once(tiny, env, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        runs.append(subprocess.Popen(
+            [*MINART, "run", str(tiny), "--output-dir", str(folder), "--report",
+             str(folder / "report.json")], env=env, cwd=folder, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True))
+    outputs = [run.communicate(timeout=240)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    reports = [json.loads((tmp_path / n / "report.json").read_text()) for n in ("a", "b")]
+    computed = sorted(step for r in reports for step in r["computed"] if step != "out.still")
+    assert computed == ["base", "mix", "other", "soft"]  # every shared step computed once
+    assert all("out.still" in r["computed"] for r in reports)  # each writes its own file
+    images = [(tmp_path / n / "tiny-5.png").read_bytes() for n in ("a", "b")]
+    assert hashlib.sha256(images[0]).digest() == hashlib.sha256(images[1]).digest()
+
+
+def test_reproduce_and_cache_commands(tiny, env, tmp_path):
+    run_report(tiny, "--set", "steps.mix.params.opacity=0.25", env=env, cwd=tmp_path)
+    image = tmp_path / "out" / "tiny-5.png"
+    done = minart("reproduce", image, "--output-dir", tmp_path / "again", "--report",
+                  tmp_path / "rep.json", env=env, cwd=tmp_path)
+    report = json.loads((tmp_path / "rep.json").read_text())
+    assert report["computed"] == ["out.still"], done.stdout  # same recipe + overrides: cached
+    assert (tmp_path / "again" / "tiny-5.png").read_bytes() == image.read_bytes()
+
+    listing = minart("cache", "ls", "--json", env=env, cwd=tmp_path).stdout.splitlines()
+    assert len(listing) == 6 and all(json.loads(line)["key"] for line in listing)
+    minart("cache", "gc", "--max-size", "1kB", env=env, cwd=tmp_path)
+    assert len(TensorCache(env["MINART_CACHE"]).entries()) <= 2
+    assert "removed" in minart("cache", "clear", "--yes", env=env, cwd=tmp_path).stdout
+    assert TensorCache(env["MINART_CACHE"]).entries() == []
+
+
+def test_bad_recipe_fails_fast_without_prefect(tmp_path, env):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps:\n  a: {stage: fractl}\n")
+    done = minart("run", bad, env=env, cwd=tmp_path, check=False)
+    assert done.returncode == 2
+    assert "unknown stage 'fractl'; did you mean 'fractal'?" in done.stderr
+    assert "Traceback" not in done.stderr
