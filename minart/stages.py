@@ -108,7 +108,10 @@ def check_output_template(template: str) -> list[str]:
     for _, field_name, spec, conversion in parsed:
         if field_name is None:
             continue
-        if field_name not in TEMPLATE_FIELDS or spec or conversion:
+        if field_name in TEMPLATE_FIELDS and (spec or conversion):
+            raise RecipeError(f"path {template!r}: field {{{field_name}}} takes no format or "
+                              f"conversion; write {{{field_name}}}", param="path")
+        if field_name not in TEMPLATE_FIELDS:
             from .registry import suggest
 
             fields = ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)
@@ -682,20 +685,20 @@ class EncodeVideoParams(_Params):
 def _check_suffix(path: str, allowed: tuple[str, ...], kind: str) -> None:
     suffix = PurePosixPath(path).suffix.lower()
     if suffix not in allowed:
-        raise ParamError(f"path={path!r} needs a {kind} extension ({', '.join(allowed)})",
+        raise ParamError(f"path={path!r} needs {kind} extension ({', '.join(allowed)})",
                          param="path")
 
 
 def _check_save_image(params: SaveImageParams, ctx: CheckContext) -> None:
     check_output_template(params.path)
-    _check_suffix(params.path, IMAGE_SUFFIXES, "image")
+    _check_suffix(params.path, IMAGE_SUFFIXES, "an image")
     if params.bits == 16 and PurePosixPath(params.path).suffix.lower() != ".png":
         raise ParamError(f"bits=16 needs a .png path, got {params.path!r}", param="bits")
 
 
 def _check_encode_video(params: EncodeVideoParams, ctx: CheckContext) -> None:
     check_output_template(params.path)
-    _check_suffix(params.path, VIDEO_SUFFIXES, "video")
+    _check_suffix(params.path, VIDEO_SUFFIXES, "a video")
     suffix = PurePosixPath(params.path).suffix.lower()
     if params.loop != 0 and suffix != ".gif":
         raise ParamError(f"loop={params.loop} applies to GIF only; {suffix[1:]} videos loop in "

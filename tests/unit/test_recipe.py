@@ -163,8 +163,8 @@ def test_steps_are_sorted_topologically():
      "recipes/ocean.yaml:22:28: output 'movie': path '{name}.avi' needs a known extension "
      "(.png, .jpg, .jpeg, .webm, .mp4, .gif)"),
     ('"{name}.webm"', '"{name!r}.webm"', RecipeError,
-     "recipes/ocean.yaml:22:28: output 'movie': path '{name!r}.webm' uses unknown field "
-     "{name}; did you mean 'name'? (fields: {name}, {seed}, {date}, {step})"),
+     "recipes/ocean.yaml:22:28: output 'movie': path '{name!r}.webm': field {name} takes no "
+     "format or conversion; write {name}"),
     ('step: soften, path: "{name}-{seed}.png"', 'step: art, path: "{name}-{seed}.png"',
      RecipeError,
      "recipes/ocean.yaml:20:17: output 'still': step 'art' produces a clip of frames; write it "

@@ -1,0 +1,235 @@
+"""The built-in stages run the library functions they mirror, on tiny tensors."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from minart import composite
+from minart.diffusion import perona_malik
+from minart.errors import MediaError, ParamError, RecipeError
+from minart.fractal import fractal
+from minart.io import read_metadata, write_image
+from minart.recipe import parse_recipe
+from minart.registry import CheckContext, StageContext, get_stage
+from minart.stages import (
+    check_output_template,
+    contact_sheet_indices,
+    expand_output_path,
+    file_sha256,
+    output_source,
+)
+
+
+def _run(stage: str, inputs=(), ctx: StageContext | None = None, **params):
+    entry = get_stage(stage)
+    return entry.run(list(inputs), entry.params(**params), ctx or StageContext(size=(12, 8)))
+
+
+@pytest.fixture
+def img(gen) -> torch.Tensor:
+    return torch.rand(3, 8, 12, generator=gen)
+
+
+@pytest.fixture
+def clip(gen) -> torch.Tensor:
+    return torch.rand(5, 3, 8, 12, generator=gen)
+
+
+# -- output paths --------------------------------------------------------------------------------
+
+
+def test_template_fields():
+    assert check_output_template("{name}/{date}/{seed}-{step}.png") == ["name", "date", "seed",
+                                                                         "step"]
+    assert check_output_template("plain.png") == []
+
+
+@pytest.mark.parametrize("template,message", [
+    ("", "path '' must be a non-empty relative file path"),
+    ("/abs/x.png", "path '/abs/x.png' must be relative to the output folder, not absolute"),
+    ("~/x.png", "path '~/x.png' must be relative to the output folder, not absolute"),
+    ("C:/x.png", "path 'C:/x.png' must be relative to the output folder, not absolute"),
+    ("a/../../x.png", "path 'a/../../x.png' must stay inside the output folder (no '..')"),
+    ("a\\x.png", "path 'a\\\\x.png' must use '/' between folders, not '\\'"),
+    ("{user}.png", "path '{user}.png' uses unknown field {user} (fields: {name}, {seed}, {date}, "
+                   "{step})"),
+    ("{seed:04d}.png", "path '{seed:04d}.png': field {seed} takes no format or conversion; "
+                       "write {seed}"),
+    ("{nmae}.png", "path '{nmae}.png' uses unknown field {nmae}; did you mean 'name'? (fields: "
+                   "{name}, {seed}, {date}, {step})"),
+    ("{name.png", "path '{name.png' is not a valid template (expected '}' before end of string); "
+                  "write '{{' for a literal brace"),
+])
+def test_unsafe_templates_are_refused(template, message):
+    with pytest.raises(RecipeError) as info:
+        check_output_template(template)
+    assert str(info.value) == message
+
+
+def test_expand_output_path_stays_in_the_folder(tmp_path):
+    path = expand_output_path("{name}/{date}-{seed}-{step}.png", output_dir=tmp_path,
+                              name="ocean", seed=7, step="art", date="2026-11-27")
+    assert path == tmp_path.resolve() / "ocean" / "2026-11-27-7-art.png"
+    today = expand_output_path("{date}.png", output_dir=tmp_path, name="n", seed=0, step="s")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d\.png", today.name)
+    with pytest.raises(RecipeError, match="outside the output folder"):
+        expand_output_path("{name}/x.png", output_dir=tmp_path, name="..", seed=0, step="s")
+
+
+def test_output_source_of_outputs_and_writer_steps():
+    r = parse_recipe("steps:\n  a: {stage: fractal_frames, params: {frames: 2}}\n"
+                     "  w: {stage: encode_video, input: a, params: {path: x.gif}}\n"
+                     "outputs:\n  s: {step: a, path: s.png, sheet: true}\n")
+    assert output_source(r, "out.s") == "a"  # through the contact sheet
+    assert output_source(r, "w") == "a"
+    assert output_source(r, "a") == "a"
+
+
+def test_contact_sheet_indices():
+    assert contact_sheet_indices(10, 4) == [0, 3, 6, 9]
+    assert contact_sheet_indices(3, 12) == [0, 1, 2]
+    assert contact_sheet_indices(5, 1) == [4]
+    assert contact_sheet_indices(31, 12)[-1] == 30
+
+
+# -- parameter forms -----------------------------------------------------------------------------
+
+
+def test_complex_forms_and_strict_numbers():
+    model = get_stage("fractal").params
+    assert model(coefficient=[0, -0.5]).coefficient == (0.0, -0.5)
+    assert model(coefficient={"re": 1}).coefficient == (1.0, 0.0)
+    assert model(coefficient=0.3).coefficient == (0.3, 0.0)
+    assert model(palette=[[0, "#000000"], [1, [1, 1, 1]]]).palette == ((0.0, "#000000"),
+                                                                       (1.0, (1.0, 1.0, 1.0)))
+    for bad in ({"power": "7"}, {"power": True}, {"span": "2"}, {"coefficient": [1, 2, 3]}):
+        with pytest.raises(ValidationError):
+            model(**bad)
+
+
+# -- running stages ------------------------------------------------------------------------------
+
+
+def test_fractal_uses_the_recipe_size_and_matches_the_library():
+    out = _run("fractal", iterations=8, power=3)
+    assert out.shape == (3, 8, 12)
+    assert torch.equal(out, fractal(12, 8, iterations=8, power=3))
+    frames = _run("fractal_frames", iterations=8, frames=3, width=10, height=6)
+    assert frames.shape == (3, 3, 6, 10)
+
+
+def test_fractal_check_hook_surfaces_library_errors():
+    ctx = CheckContext(recipe_dir=Path("."), size=(16, 16))
+    params = get_stage("fractal").params(formula="multibrot", power=2, coloring="pole")
+    with pytest.raises(ParamError, match="coloring='pole'"):
+        get_stage("fractal").check(params, ctx)
+    assert get_stage("fractal").check(get_stage("fractal").params(), ctx) == {"width": 16,
+                                                                              "height": 16}
+
+
+def test_perona_malik_stage_is_the_library_call_and_reports_progress(img, clip):
+    seen = []
+    ctx = StageContext(progress=lambda done, total: seen.append((done, total)))
+    out = _run("perona_malik", [img], ctx, steps=3, kappa=0.1, dt=0.2, scheme="seed")
+    assert torch.equal(out, perona_malik(img, steps=3, kappa=0.1, dt=0.2, scheme="seed"))
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+    assert _run("perona_malik", [clip], steps=1, kappa=0.1, dt=0.2).shape == clip.shape
+
+
+def test_perona_malik_check_hook_uses_the_library_bound():
+    entry = get_stage("perona_malik")
+    params = entry.params(steps=5, kappa=0.1, dt=0.4, substep="off")
+    with pytest.raises(ParamError) as info:
+        entry.check(params, CheckContext(recipe_dir=Path("."), size=(8, 8)))
+    assert str(info.value) == ("dt=0.4 exceeds the stability bound 0.25 for scheme 'classic'; "
+                               "use dt <= 0.25 or substep: auto")
+    assert info.value.param == "dt"
+
+
+def test_compositing_stages_match_the_library(img, clip, gen):
+    other = torch.rand(3, 8, 12, generator=gen)
+    assert torch.equal(_run("blend", [img, other], mode="multiply", opacity=0.5),
+                       composite.blend(img, other, mode="multiply", opacity=0.5))
+    assert _run("resize", [img], width=6, height=4).shape == (3, 4, 6)
+    assert _run("resize", [clip], fit="contain").shape == (5, 3, 8, 12)  # the recipe size
+    tiles = _run("grid", [img, clip], columns=3, spacing=1)
+    assert torch.equal(tiles, composite.grid([img, *clip.unbind(0)], columns=3, spacing=1))
+    assert _run("crossfade", [img, other], frames=4).shape == (4, 3, 8, 12)
+    assert torch.equal(_run("reverse", [clip]), clip.flip(0))
+    assert _run("boomerang", [clip]).shape[0] == composite.boomerang(clip).shape[0]
+    assert torch.equal(_run("subsample", [clip], every=2, offset=1), clip[1::2])
+    assert _run("concatenate", [clip, img]).shape == (6, 3, 8, 12)
+    assert _run("hold", [clip], first=1, last=2).shape == (8, 3, 8, 12)
+    sheet = _run("contact_sheet", [clip], frames=3, columns=3, spacing=0)
+    assert torch.equal(sheet, composite.grid(clip[[0, 2, 4]], columns=3, spacing=0,
+                                             background=1.0))
+
+
+def test_load_image_reads_relative_to_the_recipe_and_downscales(tmp_path, img):
+    write_image(tmp_path / "in.png", img)
+    ctx = StageContext(recipe_dir=tmp_path)
+    out = _run("load_image", ctx=ctx, path="in.png")
+    assert out.shape == (3, 8, 12) and torch.allclose(out, img, atol=1 / 255)
+    half = _run("load_image", ctx=ctx, path="in.png", downscale=2)
+    assert torch.allclose(half, torch.nn.functional.avg_pool2d(out[None], 2)[0], atol=1e-6)
+    with pytest.raises(MediaError, match="changed since the recipe was checked"):
+        _run("load_image", ctx=ctx, path="in.png", sha256="0" * 64)
+    assert _run("load_image", ctx=ctx, path="in.png",
+                sha256=file_sha256(tmp_path / "in.png")).shape == (3, 8, 12)
+
+
+def test_save_image_writes_inside_the_output_folder_with_the_recipe(tmp_path, img):
+    recipe = SimpleNamespace(name="tiny", text="name: tiny\n", path=None, overrides=("seed=3",),
+                             preview_factor=4, steps=[], outputs=[])
+    ctx = StageContext(output_dir=tmp_path, recipe=recipe, seed=3, step="save")
+    out = _run("save_image", [img], ctx, path="{name}/{seed}.png")
+    assert out is img
+    target = tmp_path / "tiny" / "3.png"
+    assert ctx.written == [target.resolve()] and target.is_file()
+    meta = read_metadata(target)
+    assert meta["minart_recipe"] == "name: tiny\n"
+    assert json.loads(meta["minart_overrides"]) == ["seed=3"]
+    assert meta["minart_preview"] == "4" and meta["minart_seed"] == "3"
+    assert get_stage("save_image").targets(get_stage("save_image").params(path="a.png"), ctx) == [
+        tmp_path.resolve() / "a.png"]
+
+
+def test_encode_video_writes_a_gif(tmp_path, clip):
+    ctx = StageContext(output_dir=tmp_path, step="movie")
+    out = _run("encode_video", [clip], ctx, path="{step}.gif", fps=10, embed_recipe=False)
+    assert out is clip and (tmp_path / "movie.gif").stat().st_size > 0
+
+
+@pytest.mark.parametrize("stage,params,message", [
+    ("save_image", {"path": "x.jpg", "bits": 16}, "bits=16 needs a .png path, got 'x.jpg'"),
+    ("save_image", {"path": "x.gif"}, "path='x.gif' needs an image extension (.png, .jpg, .jpeg)"),
+    ("encode_video", {"path": "x.mp4", "loop": 1},
+     "loop=1 applies to GIF only; mp4 videos loop in the player, so leave loop out"),
+    ("encode_video", {"path": "x.webm", "codec": "libx264"},
+     "codec='libx264' does not fit a .webm file; use libvpx-vp9"),
+])
+def test_output_check_hooks(stage, params, message):
+    entry = get_stage(stage)
+    with pytest.raises(ParamError) as info:
+        entry.check(entry.params(**params), CheckContext(recipe_dir=Path("."), size=(8, 8)))
+    assert str(info.value) == message
+
+
+def test_preview_rules():
+    pm = get_stage("perona_malik")
+    assert pm.preview(pm.params(steps=40, kappa=0.1, dt=0.2), 4) == {"steps": 2}
+    assert pm.preview(pm.params(steps=0, kappa=0.1, dt=0.2), 4) == {"steps": 0}
+    mini = get_stage("minimize")
+    assert mini.preview(mini.params(iterations=10, lr=1e-6), 2) == {"lr": 4e-6}
+    assert mini.preview(mini.params(iterations=10, reduction="mean"), 2) == {}
+    frac = get_stage("fractal")
+    assert frac.preview(frac.params(width=100, height=20), 4) == {"width": 25, "height": 8}
+    assert get_stage("load_image").preview(get_stage("load_image").params(path="x"), 4) == {
+        "downscale": 4}
