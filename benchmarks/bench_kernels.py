@@ -1,0 +1,370 @@
+"""Benchmark minart's fast paths against the eager references, the copy time and peer libraries.
+
+One command, one table for the machine it runs on (device, versions, every ratio measured in the
+same run)::
+
+    python benchmarks/bench_kernels.py                       # CUDA if present, else CPU
+    python benchmarks/bench_kernels.py --device cuda --size 4096
+    python benchmarks/bench_kernels.py --device cpu --size 1024 --threads 2
+
+CUDA (CUDA events, median of ``--reps``): copy time of one RGB float32 image (read + write once),
+seed step (eager conv2d vs Triton, several tile shapes), classic step, learned step (forward + loss
++ backward + SGD with momentum 0.9, weight decay 5e-4), fractal iterations (Gpix-iter/s, with the
+first call's compile time), and a 16-variant sweep at 512^2 (one eager step per variant vs one
+launch). CPU (``time.perf_counter``, median): copy, seed and classic steps eager vs compiled
+(cold and warm compile times), ``cv2.ximgproc.anisotropicDiffusion`` (uint8) and medpy's
+Perona-Malik per channel. Nothing here is a test: it prints numbers, it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from minart.diffusion import classic_step, laplacian_operator, seed_step  # noqa: E402
+
+ROWS: list[dict] = []
+
+
+def _row(group: str, name: str, ms: float | None, *, ref_ms: float | None = None,
+         copy_ms: float | None = None, note: str = "") -> None:
+    row = dict(group=group, name=name, ms=ms, x_copy=(ms / copy_ms) if (ms and copy_ms) else None,
+               speedup=(ref_ms / ms) if (ms and ref_ms) else None, note=note)
+    ROWS.append(row)
+    print(f"  {group}: {name}: {_fmt(ms, '.3f')} ms, x copy {_fmt(row['x_copy'], '.2f')}, "
+          f"speed-up {_fmt(row['speedup'], '.1f')} {note}", flush=True)  # progress, if cut off
+
+
+def _cuda_ms(fn: Callable[[], object], reps: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def _cpu_ms(fn: Callable[[], object], reps: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def _inputs(size: int, device: str, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(1, 3, size, size, generator=gen).to(device)
+    k = (laplacian_operator(3) + 0.05 * torch.randn(3, 3, 3, 3, generator=gen)).to(device)
+    return x, k
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version(), "torch": torch.__version__}
+    for mod in ("triton", "cv2", "medpy", "numpy"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - report what is there
+            out[mod] = "-"
+    return out
+
+
+def _time_safely(fn: Callable[[], float]) -> tuple[float | None, str]:
+    try:
+        return fn(), ""
+    except Exception as exc:  # noqa: BLE001 - a failing path is a row, not a crash
+        return None, f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda") -> None:
+    """The GPU table; ``device="cpu"`` (with TRITON_INTERPRET=1) only checks that it runs."""
+    global _cuda_ms
+    if device == "cpu":
+        _cuda_ms = _cpu_ms  # noqa: F811 - --check: same code path, CPU timer
+        torch.cuda.synchronize = lambda: None
+    from minart.kernels import dispatch
+    from minart.kernels import triton_diffusion as td
+    from minart.kernels import triton_fractal as tf
+
+    x, k = _inputs(size, device)
+    dst = torch.empty_like(x)
+    copy = _cuda_ms(lambda: dst.copy_(x), reps)
+    _row("memory", f"copy {size}^2 RGB f32 (read+write)", copy, copy_ms=copy)
+    kappa, dt = 0.2, 0.2
+
+    # seed step -------------------------------------------------------------------------------
+    eager = _cuda_ms(lambda: seed_step(x, k, kappa=kappa, dt=dt), reps)
+    _row("seed step", "eager (reflect pad + conv2d + exp + clamp)", eager, ref_ms=eager,
+         copy_ms=copy)
+    configs = [(1, 512, 4)] if quick else [(1, 256, 4), (1, 512, 4), (1, 1024, 4), (1, 1024, 8),
+                                           (2, 256, 4), (2, 512, 8), (4, 128, 4), (8, 128, 4)]
+    for bh, bw, nw in configs:
+        ms, note = _time_safely(lambda: _cuda_ms(lambda: td.seed_forward_triton(
+            x, k, kappa=kappa, dt=dt, store_g=False, block=(bh, bw), num_warps=nw), reps))
+        default = " (default)" if (bh, bw) == td.DEFAULT_BLOCK and nw == 4 else ""
+        _row("seed step", f"triton {bh}x{bw} tile, {nw} warps{default}", ms, ref_ms=eager,
+             copy_ms=copy, note=note)
+    ms, note = _time_safely(lambda: _cuda_ms(lambda: td.seed_forward_triton(
+        x, k, kappa=kappa, dt=dt, store_g=True), reps))
+    _row("seed step", "triton default tile, also writing g", ms, ref_ms=eager, copy_ms=copy,
+         note=note)
+
+    # classic step ----------------------------------------------------------------------------
+    eager_c = _cuda_ms(lambda: classic_step(x, kappa=0.1, dt=dt), reps)
+    _row("classic step", "eager", eager_c, ref_ms=eager_c, copy_ms=copy)
+    for bh, bw, nw in ([(1, 512, 4)] if quick else [(1, 512, 4), (1, 1024, 4), (4, 256, 4),
+                                                     (8, 128, 4)]):
+        ms, note = _time_safely(lambda: _cuda_ms(lambda: td.classic_step_triton(
+            x, kappa=0.1, dt=dt, block=(bh, bw), num_warps=nw), reps))
+        _row("classic step", f"triton {bh}x{bw} tile, {nw} warps", ms, ref_ms=eager_c,
+             copy_ms=copy, note=note)
+
+    # learned step ----------------------------------------------------------------------------
+    x0 = x.clone()
+
+    def learned(step_fn):
+        kp = k.clone().requires_grad_()
+        opt = torch.optim.SGD([kp], lr=1e-6, momentum=0.9, weight_decay=5e-4, dampening=0)
+
+        def run():
+            opt.zero_grad(set_to_none=True)
+            loss = step_fn(kp)
+            loss.backward()
+            opt.step()
+        return run
+
+    def eager_loss(kp):
+        new, g = seed_step(x, kp, kappa=kappa, dt=dt)
+        return ((new - x0) ** 2 + g.abs() + new ** 2).sum()
+
+    def general_loss(kp):
+        new, g = td.SeedStep.apply(x, kp, kappa, dt, "exp")
+        return ((new - x0) ** 2 + g.abs() + new ** 2).sum()
+
+    eager_l = _cuda_ms(learned(eager_loss), reps)
+    _row("learned step", "eager (forward + loss + backward + SGD)", eager_l, ref_ms=eager_l,
+         copy_ms=copy)
+    ms, note = _time_safely(lambda: _cuda_ms(learned(general_loss), reps))
+    _row("learned step", "triton SeedStep + torch loss + backward", ms, ref_ms=eager_l,
+         copy_ms=copy, note=note)
+    for bh, bw, nw in ([(4, 256, 4)] if quick else [(2, 256, 4), (4, 256, 4), (4, 256, 8),
+                                                     (8, 128, 4)]):
+        def fused(kp, bh=bh, bw=bw, nw=nw):
+            if (bh, bw) == td.LOSS_BLOCK and nw == 4:
+                return td.SeedLossStep.apply(x, x0, kp, kappa, dt, "exp")[1]
+            return _fused_custom(td, x, x0, kp, kappa, dt, (bh, bw), nw)
+
+        ms, note = _time_safely(lambda: _cuda_ms(learned(fused), reps))
+        default = " (default)" if (bh, bw) == td.LOSS_BLOCK and nw == 4 else ""
+        _row("learned step", f"triton fused loss step {bh}x{bw}, {nw} warps{default}", ms,
+             ref_ms=eager_l, copy_ms=copy, note=note)
+
+    # fractal -----------------------------------------------------------------------------------
+    from minart.fractal import fractal_field
+
+    its = 64 if device == "cuda" else 4
+    pix_it = size * size * its / 1e9
+    eager_f = _cuda_ms(lambda: fractal_field(size, size, iterations=its, device=device),
+                       max(3, reps // 4), warmup=1)
+    _row("fractal", f"eager fractal_field, {its} iterations (Gpix-iter/s = {pix_it / eager_f * 1e3:.1f})",
+         eager_f, ref_ms=eager_f)
+    t = time.perf_counter()
+    dispatch.fractal_field_fast(64, 64, iterations=its, device=device)
+    torch.cuda.synchronize()
+    warm = time.perf_counter() - t
+    fast_f, note = _time_safely(lambda: _cuda_ms(
+        lambda: dispatch.fractal_field_fast(size, size, iterations=its, device=device), reps))
+    rate = f"{pix_it / fast_f * 1e3:.1f}" if fast_f else "-"
+    _row("fractal", f"triton fractal_field_fast (Gpix-iter/s = {rate}; first call {warm:.1f} s)",
+         fast_f, ref_ms=eager_f, note=note)
+    from minart.fractal import _grid
+
+    start = _grid(size, size, 0j, 2.8, torch.float32, torch.device(device))
+    kern, note = _time_safely(lambda: _cuda_ms(lambda: tf.fractal_iterate_triton(
+        start, iterations=its, trap=None), reps))
+    rate = f"{pix_it / kern * 1e3:.1f}" if kern else "-"
+    _row("fractal", f"triton kernel only, no trap (Gpix-iter/s = {rate})", kern, ref_ms=eager_f,
+         note=note)
+
+    # sweep ---------------------------------------------------------------------------------------
+    xs, _ = _inputs(512 if device == "cuda" else size, device, seed=1)
+    gen = torch.Generator().manual_seed(2)
+    ops = (laplacian_operator(3) + 0.1 * torch.randn(16, 3, 3, 3, 3, generator=gen)).to(device)
+    kaps = [0.1 + 0.02 * i for i in range(16)]
+
+    def one_at_a_time():
+        for i in range(16):
+            seed_step(xs, ops[i], kappa=kaps[i], dt=dt)
+
+    eager_s = _cuda_ms(one_at_a_time, reps)
+    _row("sweep 16 x 512^2", "eager, one variant at a time", eager_s, ref_ms=eager_s)
+    ms, note = _time_safely(lambda: _cuda_ms(
+        lambda: dispatch.seed_sweep(xs, ops, kappa=kaps, dt=dt), reps))
+    _row("sweep 16 x 512^2", "seed_sweep (one launch)", ms, ref_ms=eager_s, note=note)
+
+
+def _fused_custom(td, x, x0, kp, kappa, dt, block, nw):
+    """The fused learned step with another tile shape (same maths as SeedLossStep)."""
+
+    class _Custom(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, kk):
+            _, loss, dk, _ = td.seed_loss_triton(x, x0, kk, kappa=kappa, dt=dt, block=block,
+                                                 num_warps=nw)
+            ctx.save_for_backward(dk)
+            return loss
+
+        @staticmethod
+        def backward(ctx, grad):
+            (dk,) = ctx.saved_tensors
+            return dk * grad
+
+    return _Custom.apply(kp)
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def bench_cpu(size: int, reps: int) -> None:
+    import numpy as np
+
+    from minart.kernels import cpu
+
+    x, k = _inputs(size, "cpu")
+    dst = torch.empty_like(x)
+    copy = _cpu_ms(lambda: dst.copy_(x), reps)
+    _row("memory", f"copy {size}^2 RGB f32 (read+write)", copy, copy_ms=copy)
+    kappa, dt = 0.2, 0.2
+
+    eager = _cpu_ms(lambda: seed_step(x, k, kappa=kappa, dt=dt), reps)
+    _row("seed step", "eager (reflect pad + conv2d + exp + clamp)", eager, ref_ms=eager,
+         copy_ms=copy)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="minart-bench-inductor-")
+    t = time.perf_counter()
+    cpu.seed_step_compiled(x, k, kappa=kappa, dt=dt, need_g=False)
+    cold = time.perf_counter() - t
+    torch._dynamo.reset()
+    cpu._COMPILED.clear()
+    t = time.perf_counter()
+    cpu.seed_step_compiled(x, k, kappa=kappa, dt=dt, need_g=False)
+    warm = time.perf_counter() - t
+    ms = _cpu_ms(lambda: cpu.seed_step_compiled(x, k, kappa=kappa, dt=dt, need_g=False), reps)
+    _row("seed step", "compiled (torch.compile, Inductor)", ms, ref_ms=eager, copy_ms=copy,
+         note=f"compile: cold {cold:.1f} s, warm cache {warm:.1f} s")
+
+    eager_c = _cpu_ms(lambda: classic_step(x, kappa=0.1, dt=dt), reps)
+    _row("classic step", "eager", eager_c, ref_ms=eager_c, copy_ms=copy)
+    t = time.perf_counter()
+    cpu.classic_step_compiled(x, kappa=0.1, dt=dt)
+    cold_c = time.perf_counter() - t
+    ms = _cpu_ms(lambda: cpu.classic_step_compiled(x, kappa=0.1, dt=dt), reps)
+    _row("classic step", "compiled (torch.compile, Inductor)", ms, ref_ms=eager_c, copy_ms=copy,
+         note=f"compile {cold_c:.1f} s")
+    niter = 10
+    img8 = (x[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)  # (3, H, W) -> (H, W, 3)
+    try:
+        import cv2
+
+        ms = _cpu_ms(lambda: cv2.ximgproc.anisotropicDiffusion(img8, 0.2, 25.0, niter),
+                     reps) / niter
+        _row("classic step", "anchor: cv2.ximgproc.anisotropicDiffusion (uint8), per step", ms,
+             ref_ms=eager_c, copy_ms=copy, note=f"{cv2.getNumThreads()} OpenCV threads")
+    except Exception as exc:  # noqa: BLE001
+        _row("classic step", "anchor: cv2.ximgproc.anisotropicDiffusion", None,
+             note=f"unavailable: {exc}")
+    try:
+        from medpy.filter.smoothing import anisotropic_diffusion
+
+        planes = [x[0, c].numpy() for c in range(3)]
+        ms = _cpu_ms(lambda: [anisotropic_diffusion(p, niter=niter, kappa=0.1, gamma=dt, option=1)
+                              for p in planes], max(1, reps // 2), warmup=0) / niter
+        _row("classic step", "anchor: medpy anisotropic_diffusion per channel, per step", ms,
+             ref_ms=eager_c, copy_ms=copy)
+    except Exception as exc:  # noqa: BLE001
+        _row("classic step", "anchor: medpy", None, note=f"unavailable: {exc}")
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def _fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    parser.add_argument("--size", type=int, default=None,
+                        help="image side (default 4096 on CUDA, 1024 on CPU)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch and OpenCV)")
+    parser.add_argument("--reps", type=int, default=None, help="timed repetitions (median)")
+    parser.add_argument("--quick", action="store_true", help="default tile shapes only")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--check", action="store_true",
+                        help="run the GPU code path on CPU through Triton's interpreter at 32^2 "
+                             "(checks the script, times nothing meaningful)")
+    args = parser.parse_args(argv)
+    device = args.device
+    if args.check:
+        os.environ["TRITON_INTERPRET"] = "1"
+        bench_cuda(args.size or 32, 1, True, device="cpu")
+        for r in ROWS:
+            print(r)
+        return 0
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    size = args.size or (4096 if device == "cuda" else 1024)
+    torch.manual_seed(0)
+    if device == "cuda":
+        name = torch.cuda.get_device_name()
+        bench_cuda(size, args.reps or 20, args.quick)
+    else:
+        torch.set_num_threads(args.threads)
+        try:
+            import cv2
+
+            cv2.setNumThreads(args.threads)
+        except Exception:  # noqa: BLE001
+            pass
+        name = f"{platform.processor() or platform.machine()} CPU, {args.threads} threads"
+        bench_cpu(size, args.reps or 5)
+    versions = _versions()
+    print(f"\n## minart kernels benchmark: {name}, {size}x{size} RGB float32")
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    print("\n| group | path | ms | x copy | speed-up vs eager | note |")
+    print("| --- | --- | ---: | ---: | ---: | --- |")
+    for r in ROWS:
+        print(f"| {r['group']} | {r['name']} | {_fmt(r['ms'], '.3f')} | {_fmt(r['x_copy'], '.2f')} "
+              f"| {_fmt(r['speedup'], '.1f')} | {r['note']} |")
+    if args.json:
+        args.json.write_text(json.dumps(dict(device=name, size=size, versions=versions,
+                                             rows=ROWS), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

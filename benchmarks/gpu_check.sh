@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# GPU check for minart's kernels, for a fresh, bare GPU machine (the device tool's run), ~6 min.
+#
+#   run from the repository root:   bash benchmarks/gpu_check.sh
+#   device tool:                    command "bash benchmarks/gpu_check.sh", carry [".whl"],
+#                                   timeout_s 420
+#
+# 1. prints the GPU, driver, torch and triton versions;
+# 2. installs minart's pure-Python import needs that the machine lacks (pydantic & co) from the
+#    carried wheels in .whl/ (see /work/.library/device/README.md), never from a registry;
+# 3. runs the GPU tests: pytest -m gpu tests/unit/test_kernels.py (exactness vs eager on CUDA,
+#    bit-identical determinism, the dispatcher's choice);
+# 4. runs the benchmark at 4096^2 RGB float32 (benchmarks/bench_kernels.py);
+# 5. prints a short summary last. Logs and the benchmark's JSON go to $OUT (or a temp folder).
+# Each part has its own timeout, so a hang in one still leaves the others' output.
+
+set -uo pipefail
+OUT="${OUT:-$(mktemp -d /tmp/minart-gpu-check.XXXXXX)}"
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/gpu_check.log") 2>&1
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+PY="${PYTHON:-python3}"
+T0=$(date +%s)
+echo "minart gpu_check: logs in $OUT"
+set -x
+
+date -u
+timeout 30 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv || true
+timeout 60 "$PY" -c "import sys, torch, triton; print(sys.version.split()[0], 'torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())" || true
+
+# minart imports pydantic (and friends) at import time; the GPU image has none of them.
+if ! "$PY" -c "import pydantic, platformdirs" 2>/dev/null; then
+    wheels=$(ls .whl/pydantic-*.whl .whl/pydantic_core-*.whl .whl/annotated_types-*.whl \
+                .whl/typing_inspection-*.whl .whl/platformdirs-*.whl 2>/dev/null)
+    if [ -n "$wheels" ]; then
+        timeout 120 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+            --target /tmp/minart-site $wheels && export PYTHONPATH="/tmp/minart-site:${PYTHONPATH:-}"
+    else
+        echo "WARNING: pydantic missing and no wheels in .whl/ (carry .whl); minart will not import"
+    fi
+fi
+export PYTHONPATH="$PWD:${PYTHONPATH:-}"
+timeout 60 "$PY" -c "import minart.kernels, minart.diffusion; print('minart imports')" || true
+
+timeout 200 "$PY" -m pytest tests/unit/test_kernels.py -m gpu -q -p no:cacheprovider -rA \
+    2>&1 | tee "$OUT/pytest_gpu.log"
+PYTEST_RC=${PIPESTATUS[0]}
+
+timeout 240 "$PY" benchmarks/bench_kernels.py --device cuda --size 4096 \
+    --json "$OUT/bench_gpu.json" 2>&1 | tee "$OUT/bench_gpu.txt"
+BENCH_RC=${PIPESTATUS[0]}
+
+set +x
+echo
+echo "==================== minart gpu_check summary ($(( $(date +%s) - T0 )) s) ===================="
+echo "pytest -m gpu: exit $PYTEST_RC (124 = timed out)"
+grep -E "passed|failed|error|skipped" "$OUT/pytest_gpu.log" | tail -n 1
+echo "benchmark: exit $BENCH_RC (124 = timed out)"
+sed -n '/^## minart kernels benchmark/,$p' "$OUT/bench_gpu.txt"
+exit $(( PYTEST_RC != 0 || BENCH_RC != 0 ))
