@@ -123,3 +123,11 @@ def test_entry_point_and_light_import():
                            "seed=-3"], capture_output=True, text=True)
     assert done.returncode == EXIT_INVALID
     assert done.stderr == "error: --set seed: seed=-3 must be a whole number from 0 to 2^63-1\n"
+
+
+def test_docs_stage_reference_is_up_to_date():
+    text = (ROOT / "docs" / "recipes.md").read_text()
+    marker = "<!-- generated stage reference: do not edit below this line -->\n"
+    assert marker in text
+    generated = "\n".join(describe_stage(s.name, markdown=True) for s in stages()) + "\n"
+    assert text.split(marker, 1)[1] == generated, "regenerate the reference (see docs/recipes.md)"
