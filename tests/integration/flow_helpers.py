@@ -46,11 +46,12 @@ def run_report(recipe: Path, *extra: str, env: dict, cwd: Path, name: str = "rep
     return json.loads(report.read_text())
 
 
-def task_run_states(api_url: str, flow_run_name: str | None = None) -> dict[str, str]:
-    """``{task run name: state name}`` of the most recent flow run on the server."""
+def task_run_states(api_url: str) -> dict[str, str]:
+    """``{task run name: state name}`` of the most recently started completed flow run."""
     request = urllib.request.Request(
         f"{api_url}/flow_runs/filter", method="POST",
-        data=json.dumps({"sort": "EXPECTED_START_TIME_DESC", "limit": 1}).encode(),
+        data=json.dumps({"sort": "START_TIME_DESC", "limit": 1, "flow_runs": {
+            "state": {"type": {"any_": ["COMPLETED"]}}}}).encode(),
         headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10) as response:
         flow_run = json.loads(response.read())[0]
