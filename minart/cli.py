@@ -164,6 +164,13 @@ def params_table(model: type[BaseModel], *, markdown: bool = False) -> str:
     """The parameters of a stage model as a text or Markdown table (name, type, default,
     limits, description), generated from the model so it never disagrees with it.
 
+    Args:
+        model: a stage's parameter model.
+        markdown: a Markdown table instead of aligned text.
+
+    Returns:
+        The table (``"(no parameters)"`` for an empty model).
+
     Example:
         >>> from minart.registry import get_stage
         >>> print(params_table(get_stage("subsample").params).splitlines()[0])
@@ -192,6 +199,13 @@ def params_table(model: type[BaseModel], *, markdown: bool = False) -> str:
 
 def describe_stage(name: str, *, markdown: bool = False) -> str:
     """Everything about one stage: summary, inputs and output, version and parameter table.
+
+    Args:
+        name: the stage name.
+        markdown: a Markdown section (as in ``docs/recipes.md``) instead of plain text.
+
+    Returns:
+        The description.
 
     Raises:
         RecipeError: unknown stage (with a suggestion).
@@ -260,8 +274,22 @@ from . import cli_render  # noqa: E402, F401  (registers run, reproduce, cache, 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``minart`` script: run ``app``, report MinartErrors without traceback.
 
+    Args:
+        argv: arguments without the program name (default ``sys.argv[1:]``).
+
     Returns:
-        The exit status (0 success, 2 invalid recipe or arguments, 1 other failures).
+        The exit status (0 success, 2 invalid recipe or arguments, 1 other failures); the
+        ``minart`` script exits with it.
+
+    Example:
+        >>> main(["describe", "reverse"])
+        reverse: Play a clip backwards.
+          takes: frames:frames -> frames
+          version: 1
+          library: minart.composite.reverse
+        <BLANKLINE>
+        (no parameters)
+        0
     """
     try:
         app(args=argv, prog_name="minart")  # usage errors: click prints them and exits 2

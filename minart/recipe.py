@@ -293,8 +293,18 @@ class Recipe:
     def step(self, name: str) -> RecipeStep:
         """The step called ``name``.
 
+        Args:
+            name: a step name (``out.<output>`` for steps made from ``outputs:``).
+
+        Returns:
+            The :class:`RecipeStep`.
+
         Raises:
             RecipeError: no such step (with a suggestion).
+
+        Example:
+            >>> parse_recipe("steps: {a: {stage: fractal}}").step("a").stage
+            'fractal'
         """
         if name not in self._by_name:
             raise RecipeError(f"no step named {name!r}{suggest(name, list(self._by_name))}")
@@ -302,6 +312,12 @@ class Recipe:
 
     def canonical(self) -> dict[str, Any]:
         """JSON-able description with YAML types normalised (``1`` and ``1.0`` agree).
+
+        Parameters go through :func:`minart.keys.canonical` (numbers as floats, tuples as lists);
+        each step also records its stage ``version``.
+
+        Returns:
+            ``{name, description, seed, device, size, preview_factor, steps, outputs}``.
 
         Example:
             >>> r = parse_recipe("steps: {a: {stage: fractal, params: {power: 7}}}")
@@ -331,6 +347,12 @@ class Recipe:
         ``factor**2`` (a summed loss has ``factor**2`` fewer terms), grid spacing is divided by
         ``factor`` and ``load_image`` downscales its image by ``factor``. The name gets
         ``-preview`` appended, so ``{name}`` paths do not overwrite full renders.
+
+        Args:
+            factor: shrink factor per dimension (whole, >= 1; 1 returns the recipe itself).
+
+        Returns:
+            A new :class:`Recipe` with ``preview_factor`` multiplied by ``factor``.
 
         Raises:
             ParamError: ``factor`` below 1.
@@ -771,9 +793,23 @@ def parse_recipe(text: str, *, source: str = "<string>", overrides: Iterable[str
 def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
     """Read and validate the recipe file at ``path`` (see :func:`parse_recipe`).
 
+    Args:
+        path: the YAML file; errors name it as given, relative input paths resolve against its
+            folder and the recipe's name defaults to its stem.
+        overrides: ``"dotted.path=value"`` strings applied before validation.
+
+    Returns:
+        The validated :class:`Recipe` (``text`` and ``path`` set, for ``minart reproduce``).
+
     Raises:
         RecipeError: the file is missing or unreadable, or the recipe is invalid.
         ParamError: a parameter is invalid.
+
+    Example:
+        >>> load_recipe("no/such/recipe.yaml")
+        Traceback (most recent call last):
+        ...
+        minart.errors.RecipeError: no/such/recipe.yaml: no such recipe file
     """
     source = str(path)
     try:
@@ -799,7 +835,7 @@ def recipe_schema() -> dict[str, Any]:
     ``params``.
 
     Returns:
-        A JSON Schema (draft 2020-12) as a dict.
+        A JSON Schema (draft 2020-12) as a dict; ``minart schema`` writes it as JSON.
 
     Example:
         >>> schema = recipe_schema()

@@ -139,7 +139,14 @@ class Stage:
         return self.consumes == ("none",)
 
     def accepts(self, count: int) -> bool:
-        """Whether the stage takes ``count`` inputs.
+        """Whether the stage takes ``count`` inputs (generators none, variadic stages at least
+        ``len(inputs)``, the others exactly ``len(inputs)``).
+
+        Args:
+            count: number of inputs a step gives it.
+
+        Returns:
+            ``True`` when the count fits.
 
         Example:
             >>> get_stage("blend").accepts(2), get_stage("blend").accepts(1)
@@ -153,6 +160,14 @@ class Stage:
 
     def output_kind(self, input_kinds: Sequence[str]) -> str:
         """The kind this stage produces from inputs of ``input_kinds``.
+
+        ``"same"`` stages produce ``"frames"`` when any input is a clip, else ``"image"``.
+
+        Args:
+            input_kinds: ``"image"`` or ``"frames"`` per input, in order.
+
+        Returns:
+            ``"image"`` or ``"frames"``.
 
         Example:
             >>> get_stage("perona_malik").output_kind(["frames"])
@@ -168,6 +183,12 @@ _REGISTRY: dict[str, Stage] = {}
 
 def register(stage: Stage) -> Stage:
     """Add ``stage`` to the registry and return it.
+
+    Args:
+        stage: the stage record.
+
+    Returns:
+        ``stage``, so ``register(Stage(...))`` can be assigned.
 
     Raises:
         RecipeError: the name is taken or not snake_case, or the kinds are unknown.
@@ -193,6 +214,15 @@ def register(stage: Stage) -> Stage:
 def suggest(name: str, choices: Sequence[str]) -> str:
     """``"; did you mean 'x'?"`` for the closest of ``choices``, or ``""``.
 
+    Closeness is :func:`difflib.get_close_matches` (ratio >= 0.6).
+
+    Args:
+        name: what was written.
+        choices: what would have been valid.
+
+    Returns:
+        The suffix to append to an error message.
+
     Example:
         >>> suggest("perona_malk", ["perona_malik", "fractal"])
         "; did you mean 'perona_malik'?"
@@ -203,6 +233,12 @@ def suggest(name: str, choices: Sequence[str]) -> str:
 
 def get_stage(name: str) -> Stage:
     """The stage registered as ``name``.
+
+    Args:
+        name: the snake_case stage name a recipe writes as ``stage:``.
+
+    Returns:
+        The :class:`Stage`.
 
     Raises:
         RecipeError: no such stage (with the closest name as a suggestion).
@@ -224,6 +260,9 @@ def get_stage(name: str) -> Stage:
 
 def stages() -> list[Stage]:
     """Every registered stage, sorted by name.
+
+    Returns:
+        A new list of :class:`Stage` records.
 
     Example:
         >>> "save_image" in [s.name for s in stages()]

@@ -365,6 +365,12 @@ def _input_path(params: LoadImageParams, recipe_dir: Path) -> Path:
 def file_sha256(path: Path) -> str:
     """Hex SHA-256 of a file's bytes (read in 1 MiB chunks).
 
+    Args:
+        path: the file.
+
+    Returns:
+        64 lowercase hex digits.
+
     Raises:
         OSError: the file cannot be read.
 
@@ -716,6 +722,13 @@ def output_source(recipe: Any, step: str) -> str:
     For a step made from the recipe's ``outputs:`` this is the output's ``step:``, also when a
     contact sheet sits between them; otherwise the output step's first input.
 
+    Args:
+        recipe: a :class:`minart.recipe.Recipe` (or anything with ``outputs`` and ``steps``).
+        step: the output step's name.
+
+    Returns:
+        The source step's name (``step`` itself when nothing better is known).
+
     Example:
         >>> from types import SimpleNamespace as S
         >>> output_source(S(outputs=[S(step="out.x", source="art")], steps=[]), "out.x")
@@ -732,6 +745,13 @@ def output_source(recipe: Any, step: str) -> str:
 
 def output_targets(params: BaseModel, ctx: StageContext) -> list[Path]:
     """The files an output stage will write, expanded and confined to ``ctx.output_dir``.
+
+    Args:
+        params: ``SaveImageParams`` or ``EncodeVideoParams`` (anything with a ``path`` template).
+        ctx: the step's context (``recipe``, ``seed``, ``step``, ``output_dir``).
+
+    Returns:
+        One absolute path.
 
     Raises:
         RecipeError: the template expands outside the output folder.
