@@ -62,6 +62,7 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _RECIPE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")
 _SIZE_RANGE = (8, 16384)
+_MAX_NODES = 100_000  # after alias expansion: refuses "billion laughs" documents
 
 
 # -- YAML with positions -------------------------------------------------------------------------
@@ -110,6 +111,7 @@ class _Doc:
         self.keys: dict[Path_, tuple[int, int]] = {}
         self.values: dict[Path_, tuple[int, int]] = {}
         self.overrides: dict[Path_, str] = {}
+        self._count = 0
         loader = _Loader(text)
         try:
             node = loader.get_single_node()
@@ -125,8 +127,17 @@ class _Doc:
         finally:
             loader.dispose()
 
-    def _build(self, node: yaml.Node, path: Path_, loader: _Loader) -> Any:
+    def _build(self, node: yaml.Node, path: Path_, loader: _Loader,
+               active: frozenset[int] = frozenset()) -> Any:
         self.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        self._count += 1
+        if self._count > _MAX_NODES or id(node) in active:
+            problem = ("an alias refers to itself" if id(node) in active else
+                       f"more than {_MAX_NODES} values once aliases are expanded")
+            raise RecipeError(f"invalid YAML: {problem}", file=self.source,
+                              line=node.start_mark.line + 1, column=node.start_mark.column + 1)
+        if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+            active = active | {id(node)}
         if isinstance(node, yaml.MappingNode):
             out: dict[Any, Any] = {}
             for key_node, value_node in node.value:
@@ -144,10 +155,11 @@ class _Doc:
                     raise RecipeError(f"key {key!r} appears twice", file=self.source,
                                       line=where[0], column=where[1])
                 self.keys[(*path, key)] = where
-                out[key] = self._build(value_node, (*path, key), loader)
+                out[key] = self._build(value_node, (*path, key), loader, active)
             return out
         if isinstance(node, yaml.SequenceNode):
-            return [self._build(item, (*path, i), loader) for i, item in enumerate(node.value)]
+            return [self._build(item, (*path, i), loader, active)
+                    for i, item in enumerate(node.value)]
         return loader.construct_object(node, deep=True)
 
     def where(self, path: Path_, *, key: bool = False) -> dict[str, Any]:

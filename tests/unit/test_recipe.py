@@ -226,6 +226,11 @@ def test_many_errors_report_the_first_and_count_the_rest():
     ("steps: {a: {stage: fractal}}\nnmae: x\n",
      "<string>:2:1: unknown key 'nmae' in the recipe; did you mean 'name'? (allowed: name, "
      "description, seed, device, size, steps, outputs)"),
+    ("steps: &s\n  a: *s\n", "<string>:1:8: invalid YAML: an alias refers to itself"),
+    ("a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+     "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+     "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nsteps: {}\n",
+     "<string>:1:35: invalid YAML: more than 100000 values once aliases are expanded"),
     ("steps:\n  a:\n    <<: {stage: fractal}\n",
      "<string>:3:5: merge keys ('<<') are not supported; write the keys out"),
     ("steps: {a: {stage: fractal}}\noutputs:\n  o: {path: x.png}\n",
