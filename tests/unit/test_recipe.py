@@ -249,7 +249,7 @@ def test_alias_bombs_are_refused(monkeypatch):
             "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nsteps: {}\n")
     with pytest.raises(RecipeError) as info:
         parse_recipe(text)
-    assert str(info.value) == ("<string>:1:35: invalid YAML: more than 500 values once aliases "
+    assert str(info.value) == ("<string>:1:32: invalid YAML: more than 500 values once aliases "
                                "are expanded")
 
 
