@@ -6,6 +6,9 @@ The library is pure PyTorch and never imports Prefect; ``minart.flows`` and ``mi
 
 from . import errors, ops
 from . import registry, stages  # noqa: F401  (registering the stages is the only import-time work)
+from . import recipe
+from .recipe import Recipe, load_recipe, parse_recipe
+from .registry import get_stage
 from .errors import CacheError, MediaError, MinartError, ParamError, RecipeError, ShapeError
 
 __version__ = "0.1.0"
@@ -15,9 +18,16 @@ __all__ = [
     "MediaError",
     "MinartError",
     "ParamError",
+    "Recipe",
     "RecipeError",
     "ShapeError",
     "__version__",
     "errors",
+    "get_stage",
+    "load_recipe",
     "ops",
+    "parse_recipe",
+    "recipe",
+    "registry",
+    "stages",
 ]
