@@ -204,11 +204,13 @@ def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda") -> None:
     from minart.fractal import _grid
 
     start = _grid(size, size, 0j, 2.8, torch.float32, torch.device(device))
-    kern, note = _time_safely(lambda: _cuda_ms(lambda: tf.fractal_iterate_triton(
-        start, iterations=its, trap=None), reps))
-    rate = f"{pix_it / kern * 1e3:.1f}" if kern else "-"
-    _row("fractal", f"triton kernel only, no trap (Gpix-iter/s = {rate})", kern, ref_ms=eager_f,
-         note=note)
+    for blk, nw, unroll in ([(128, 1, 4)] if quick else [(128, 1, 4), (128, 1, 8), (256, 2, 4),
+                                                          (256, 4, 4), (64, 1, 4)]):
+        kern, note = _time_safely(lambda: _cuda_ms(lambda: tf.fractal_iterate_triton(
+            start, iterations=its, trap=None, block=blk, num_warps=nw, unroll=unroll), reps))
+        rate = f"{pix_it / kern * 1e3:.1f}" if kern else "-"
+        _row("fractal", f"triton kernel only, no trap, block {blk}, {nw} warps, unroll {unroll} "
+             f"(Gpix-iter/s = {rate})", kern, ref_ms=eager_f, note=note)
 
     # sweep ---------------------------------------------------------------------------------------
     xs, _ = _inputs(512 if device == "cuda" else size, device, seed=1)

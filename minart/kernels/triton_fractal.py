@@ -71,7 +71,7 @@ def _trap_dist(zr, zi, qr, qi, radius, sin_a, cos_a, TRAP: tl.constexpr):
 def _fractal_kernel(c_ptr, count_ptr, done_ptr, z_ptr, trap_ptr, n, iterations,
                     ar, ai, jr, ji, eps2, bail2, qr, qi, radius, sin_a, cos_a,
                     FORMULA: tl.constexpr, P: tl.constexpr, LOW: tl.constexpr, JULIA: tl.constexpr,
-                    TRAP: tl.constexpr, BLOCK: tl.constexpr):
+                    TRAP: tl.constexpr, UNROLL: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     pr = tl.load(c_ptr + 2 * offs, mask=mask, other=0.0)
@@ -96,34 +96,39 @@ def _fractal_kernel(c_ptr, count_ptr, done_ptr, z_ptr, trap_ptr, n, iterations,
         trap = _trap_dist(zr, zi, qr, qi, radius, sin_a, cos_a, TRAP)
     k = iterations * 0 + 1
     live_any = tl.sum((~done).to(tl.int32), axis=0) > 0
+    # UNROLL masked iterations between two "is any orbit of this block still live?" tests: the
+    # test is a reduction over the block, the iterations are per-pixel arithmetic.
     while (k <= iterations) & live_any:
-        if FORMULA == 0:
-            inv = 1.0 / (zr * zr + zi * zi)
-            wr, wi = _cpow(zr * inv, -zi * inv, P, LOW)
-            nr = ar * wr - ai * wi + cr
-            ni = ar * wi + ai * wr + ci
-            finite = (tl.abs(nr) <= 3.4028234663852886e38) & (tl.abs(ni) <= 3.4028234663852886e38)
-            ni = tl.where(finite, ni, 0.0)
-            nr = tl.where(finite, nr, 3.4028234663852886e38)
-        else:
-            wr, wi = _cpow(zr, zi, P, LOW)
-            nr = wr + cr
-            ni = wi + ci
-        zr = tl.where(done, zr, nr)
-        zi = tl.where(done, zi, ni)
-        if TRAP != 0:
-            trap = tl.where(done, trap,
-                            tl.minimum(trap, _trap_dist(zr, zi, qr, qi, radius, sin_a, cos_a, TRAP)))
-        m2 = zr * zr + zi * zi
-        if FORMULA == 0:
-            hit = m2 < eps2
-        else:
-            hit = m2 > bail2
-        hit = hit & ~done
-        count = tl.where(hit, k, count)
-        done = done | hit
+        for u in tl.static_range(UNROLL):
+            live = (~done) & (k + u <= iterations)
+            if FORMULA == 0:
+                inv = 1.0 / (zr * zr + zi * zi)
+                wr, wi = _cpow(zr * inv, -zi * inv, P, LOW)
+                nr = ar * wr - ai * wi + cr
+                ni = ar * wi + ai * wr + ci
+                finite = (tl.abs(nr) <= 3.4028234663852886e38) & \
+                    (tl.abs(ni) <= 3.4028234663852886e38)
+                ni = tl.where(finite, ni, 0.0)
+                nr = tl.where(finite, nr, 3.4028234663852886e38)
+            else:
+                wr, wi = _cpow(zr, zi, P, LOW)
+                nr = wr + cr
+                ni = wi + ci
+            zr = tl.where(live, nr, zr)
+            zi = tl.where(live, ni, zi)
+            if TRAP != 0:
+                trap = tl.where(live, tl.minimum(
+                    trap, _trap_dist(zr, zi, qr, qi, radius, sin_a, cos_a, TRAP)), trap)
+            m2 = zr * zr + zi * zi
+            if FORMULA == 0:
+                hit = m2 < eps2
+            else:
+                hit = m2 > bail2
+            hit = hit & live
+            count = tl.where(hit, k + u, count)
+            done = done | hit
+        k += UNROLL
         live_any = tl.sum((~done).to(tl.int32), axis=0) > 0
-        k += 1
     finished = done & mask
     tl.store(count_ptr + offs, tl.where(finished, count, iterations), mask=mask)
     tl.store(done_ptr + offs, finished.to(tl.int8), mask=mask)
@@ -137,7 +142,7 @@ def fractal_iterate_triton(start: Tensor, *, iterations: int, formula: str = "in
                            julia: complex | None = None, eps: float = 0.7, bailout: float = 16.0,
                            trap: str | None = "point", trap_point: complex = 0j,
                            trap_radius: float = 0.5, trap_angle: float = 0.0,
-                           block: int = 256, num_warps: int = 4
+                           block: int = 128, num_warps: int = 1, unroll: int = 4
                            ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Iterate every pixel of ``start`` in one launch; the fields of ``minart.fractal.FractalField``.
 
@@ -159,7 +164,8 @@ def fractal_iterate_triton(start: Tensor, *, iterations: int, formula: str = "in
         trap_radius: circle radius.
         trap_angle: line angle in radians.
         block: pixels per program.
-        num_warps: warps per program.
+        num_warps: warps per program (1: the early-exit test is a warp vote, no barrier).
+        unroll: iterations between two early-exit tests.
 
     Returns:
         ``(counts int64, done bool, final_z complex64, trap float32)``, each ``(H, W)``.
@@ -190,7 +196,7 @@ def fractal_iterate_triton(start: Tensor, *, iterations: int, formula: str = "in
         f32(j.imag), f32(eps) ** 2, f32(bailout) ** 2, f32(q.real), f32(q.imag), f32(trap_radius),
         math.sin(trap_angle), math.cos(trap_angle),
         FORMULA=_FORMULAS[formula], P=int(power), LOW=(power & -power).bit_length() - 1, JULIA=julia is not None, TRAP=_TRAPS[trap],
-        BLOCK=block, num_warps=num_warps,
+        UNROLL=unroll, BLOCK=block, num_warps=num_warps,
     )
     return (counts.to(torch.int64), done.bool(), torch.view_as_complex(final),
             trap_d)

@@ -300,8 +300,9 @@ def test_kernels_lower_to_ptx_for_hopper_without_a_gpu():
     fsig = dict(c_ptr=p, count_ptr="*i32", done_ptr="*i8", z_ptr=p, trap_ptr=p,
                 **dict.fromkeys(("ar", "ai", "jr", "ji", "eps2", "bail2", "qr", "qi", "radius",
                                  "sin_a", "cos_a"), "fp32"))
-    lower(tf._fractal_kernel, fsig, dict(FORMULA=0, P=7, LOW=0, JULIA=False, TRAP=1, BLOCK=256))
-    lower(tf._fractal_kernel, fsig, dict(FORMULA=1, P=2, LOW=1, JULIA=True, TRAP=3, BLOCK=256))
+    for consts in (dict(FORMULA=0, P=7, LOW=0, JULIA=False, TRAP=1),
+                   dict(FORMULA=1, P=2, LOW=1, JULIA=True, TRAP=3)):
+        lower(tf._fractal_kernel, fsig, dict(consts, UNROLL=4, BLOCK=128))
 
 
 @pytest.mark.slow
