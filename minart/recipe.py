@@ -26,6 +26,7 @@ are validated like the file; their errors are located at ``--set <path>``.
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -692,7 +693,8 @@ def _build(doc: _Doc, *, path: Path | None, text: str, overrides: tuple[str, ...
     user_steps = [d.name for d in drafts if d.output is None]
     for draft in drafts:
         for ref, where in zip(draft.inputs, draft.input_paths):
-            if ref not in by_name or (by_name[ref].output is not None and draft.output is None):
+            generated = ref in by_name and by_name[ref].output is not None
+            if ref not in by_name or (generated and by_name[ref].output != draft.output):
                 label = f"output {draft.output!r}: step" if draft.output else "input"
                 raise doc.error(RecipeError, f"{label} {ref!r} is not a step of this recipe"
                                 f"{suggest(ref, user_steps)}", where,
@@ -747,9 +749,30 @@ def _build(doc: _Doc, *, path: Path | None, text: str, overrides: tuple[str, ...
     outputs = tuple(written_by_steps) + tuple(
         Output(**info, location=Location(**doc.where(("outputs", info["name"]))))
         for info in outputs_info)
+    _check_distinct_files(doc, outputs, name=top["name"], seed=top["seed"])
     return Recipe(name=top["name"], description=top["description"], seed=top["seed"],
                   device=top["device"], size=size, steps=tuple(steps), outputs=outputs,
                   text=text, path=path, overrides=overrides)
+
+
+def _check_distinct_files(doc: _Doc, outputs: Sequence[Output], *, name: str, seed: int) -> None:
+    """Refuse two outputs that would write the same file (on any date)."""
+    seen: dict[str, Output] = {}
+    for out in outputs:
+        expanded = posixpath.normpath(out.path.format(name=name, seed=seed, date="{date}",
+                                                      step=out.source))
+        other = seen.get(expanded)
+        if other is None:
+            seen[expanded] = out
+            continue
+        is_step = out.name == out.step
+        what = f"step {other.name!r}" if other.name == other.step else f"output {other.name!r}"
+        message = f"path {out.path!r} writes the same file as {what}"
+        if is_step:
+            raise doc.error(RecipeError, message, ("steps", out.name, "params", "path"),
+                            step=out.name, param="path")
+        raise doc.error(RecipeError, f"output {out.name!r}: {message}",
+                        ("outputs", out.name, "path"), param="path")
 
 
 def _kind_need(draft: _Draft) -> str:

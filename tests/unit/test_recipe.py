@@ -186,6 +186,11 @@ def test_steps_are_sorted_topologically():
      "recipes/ocean.yaml:20:17: output 'still': step 'nope' is not a step of this recipe"),
     ("    params: {power: 7, iterations: 32}", "    params: {power: 7, iterations: 32\n",
      RecipeError, "recipes/ocean.yaml:9:9: invalid YAML: expected ',' or '}', but got ':'"),
+    ('path: "{name}-sheet.png"', 'path: "ocean-7.png"', RecipeError,
+     "recipes/ocean.yaml:21:28: output 'sheet': path 'ocean-7.png' writes the same file as "
+     "output 'still'"),
+    ('step: art, path: "{name}.webm"', 'step: out.still, path: "{name}.webm"', RecipeError,
+     "recipes/ocean.yaml:22:17: output 'movie': step 'out.still' is not a step of this recipe"),
     ("  soften:\n", "  soften:\n  soften:\n", RecipeError,
      "recipes/ocean.yaml:9:3: key 'soften' appears twice"),
 ])
@@ -388,6 +393,11 @@ def test_writer_steps_among_steps_are_outputs():
                      "params: {path: 'x/{step}.png'}}\n")
     assert [(o.name, o.step, o.source, o.path) for o in r.outputs] == [
         ("save", "save", "a", "x/{step}.png")]
+    with pytest.raises(RecipeError) as info:
+        parse_recipe("steps:\n  a: {stage: fractal}\n  save: {stage: save_image, input: a, "
+                     "params: {path: 'x/{step}.png'}}\noutputs:\n  o: {step: a, path: x/a.png}\n")
+    assert str(info.value) == ("<string>:5:22: output 'o': path 'x/a.png' writes the same file "
+                               "as step 'save'")
     with pytest.raises(RecipeError) as info:
         parse_recipe("steps:\n  a: {stage: fractal}\n  save: {stage: save_image, input: a, "
                      "params: {path: '/abs.png'}}\n")
