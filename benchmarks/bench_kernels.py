@@ -172,7 +172,7 @@ def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda") -> None:
     _row("learned step", "triton SeedStep + torch loss + backward", ms, ref_ms=eager_l,
          copy_ms=copy, note=note)
     for bh, bw, nw in ([(4, 256, 4)] if quick else [(2, 256, 4), (4, 256, 4), (4, 256, 8),
-                                                     (8, 128, 4)]):
+                                                     (8, 128, 4), (8, 256, 8)]):
         def fused(kp, bh=bh, bw=bw, nw=nw):
             if (bh, bw) == td.LOSS_BLOCK and nw == 4:
                 return td.SeedLossStep.apply(x, x0, kp, kappa, dt, "exp")[1]

@@ -161,13 +161,17 @@ def _load_params(p_ptr, b, p_bstride):
 
 @triton.jit
 def _dk_partials(gs, x_ptr, HW, C: tl.constexpr, offs, mask, part_ptr):
-    """Store ``sum_tile gg_o * I_i[offs[t]]`` at ``part[(o*C + i)*9 + t]`` for every o, i, t."""
+    """Store ``sum_tile gg_o * I_i[offs[t]]`` at ``part[(o*C + i)*9 + t]`` for every o, i, t.
+
+    The tile's rows live in each thread's registers: summing them first (axis 0) leaves one
+    cross-thread reduction per value instead of one per row.
+    """
     for i in tl.static_range(C):
         v = _taps(x_ptr + i * HW, offs, mask)
         for o in tl.static_range(C):
             pb = part_ptr + (o * C + i) * 9
             for t in tl.static_range(9):
-                tl.store(pb + t, tl.sum(tl.sum(gs[o] * v[t], axis=1), axis=0))
+                tl.store(pb + t, tl.sum(tl.sum(gs[o] * v[t], axis=0), axis=0))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -366,7 +370,7 @@ def _seed_loss_out(x_ptr, x0_ptr, new_ptr, gg_ptr, di_ptr, g, HW, o: tl.constexp
     if NEED_DI:
         tl.store(gg_ptr + at, gg, mask=mask)
         tl.store(di_ptr + at, gu, mask=mask)
-    return gg, tl.sum(tl.sum(term, axis=1), axis=0)
+    return gg, tl.sum(tl.sum(term, axis=0), axis=0)
 
 
 @triton.jit
