@@ -118,6 +118,11 @@ def step_path(image: Tensor, *, channels_ok: bool = True, grad: bool = False,
     return "eager"
 
 
+def _seed_kernel_fits(image: Tensor) -> bool:
+    """The seed kernels take 4-D images of at most 4 channels and 65535 images (grid axis 1)."""
+    return image.ndim == 4 and image.shape[1] <= _MAX_TRITON_CHANNELS and image.shape[0] < 65536
+
+
 def _needs_grad(*tensors: Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
@@ -151,7 +156,7 @@ def seed_step_fast(image: Tensor, operator: Tensor, *, kappa: float, dt: float,
     from ..diffusion import seed_step
 
     grad = _needs_grad(image, operator)
-    path = step_path(image, channels_ok=image.shape[1] <= _MAX_TRITON_CHANNELS, grad=grad,
+    path = step_path(image, channels_ok=_seed_kernel_fits(image), grad=grad,
                      grad_ok=conduction in ("exp", "tukey"), work=work, compiled="seed")
     if path == "triton":
         from . import triton_diffusion as td
@@ -192,8 +197,9 @@ def classic_step_fast(image: Tensor, *, kappa: float, dt: float, conduction: str
     """
     from ..diffusion import classic_step
 
-    path = step_path(image, grad=_needs_grad(image), grad_ok=False, work=work,
-                     compiled="classic")
+    planes_ok = image.ndim == 4 and image.shape[0] * image.shape[1] < 65536  # grid axis 1
+    path = step_path(image, channels_ok=planes_ok,
+                     grad=_needs_grad(image), grad_ok=False, work=work, compiled="classic")
     if path == "triton":
         from . import triton_diffusion as td
 
@@ -276,7 +282,7 @@ def seed_loss_step(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: fl
     if image0.shape != image.shape:
         raise ShapeError(f"image0 {tuple(image0.shape)} must match the image "
                          f"{tuple(image.shape)}", param="image0")
-    path = step_path(image, channels_ok=image.shape[1] <= _MAX_TRITON_CHANNELS,
+    path = step_path(image, channels_ok=_seed_kernel_fits(image),
                      grad_ok=conduction in ("exp", "tukey"), grad=True)
     if path == "triton" and image0.dtype == torch.float32 and operator.dtype == torch.float32:
         from . import triton_diffusion as td
@@ -331,7 +337,7 @@ def seed_sweep(image: Tensor, operators: Tensor, *, kappa: float | Tensor | list
     n = operators.shape[0]
     kaps = _per_variant("kappa", kappa, n)
     dts = _per_variant("dt", dt, n)
-    path = step_path(batch, channels_ok=c <= _MAX_TRITON_CHANNELS,
+    path = step_path(batch, channels_ok=c <= _MAX_TRITON_CHANNELS and n < 65536,
                      grad=_needs_grad(batch, operators), grad_ok=False)
     if path == "triton" and operators.dtype == torch.float32:
         from . import triton_diffusion as td

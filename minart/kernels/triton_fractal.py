@@ -195,7 +195,8 @@ def fractal_iterate_triton(start: Tensor, *, iterations: int, formula: str = "in
         c, counts, done, final, trap_d, n, int(iterations), f32(a.real), f32(a.imag), f32(j.real),
         f32(j.imag), f32(eps) ** 2, f32(bailout) ** 2, f32(q.real), f32(q.imag), f32(trap_radius),
         math.sin(trap_angle), math.cos(trap_angle),
-        FORMULA=_FORMULAS[formula], P=int(power), LOW=(power & -power).bit_length() - 1, JULIA=julia is not None, TRAP=_TRAPS[trap],
+        FORMULA=_FORMULAS[formula], P=int(power), LOW=(power & -power).bit_length() - 1,
+        JULIA=julia is not None, TRAP=_TRAPS[trap],
         UNROLL=unroll, BLOCK=block, num_warps=num_warps,
     )
     return (counts.to(torch.int64), done.bool(), torch.view_as_complex(final),
