@@ -1,0 +1,100 @@
+"""kill -9 in the middle of a run loses at most the step in progress; locks do not outlive it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from flow_helpers import MINART, run_report
+
+from minart import engine
+from minart.cache import TensorCache
+
+
+def _has_minimize() -> bool:
+    import minart.minimize
+
+    return callable(getattr(minart.minimize, "minimize", None))
+
+
+SLOW = """\
+name: slow
+seed: 2
+size: [48, 48]
+device: cpu
+steps:
+  base:  {stage: fractal, params: {iterations: 16}}
+  other: {stage: fractal, params: {iterations: 8, power: 5}}
+  soft:  {stage: perona_malik, input: base, params: {steps: %d, kappa: 0.1, dt: 0.2}}
+  mix:   {stage: blend, inputs: [soft, other], params: {opacity: 0.5}}
+outputs:
+  still: {step: mix, path: "{name}.png"}
+"""
+
+
+def _start_and_kill_during(recipe, marker: str, env: dict, cwd, *, timeout: float = 120) -> str:
+    """Start ``minart run``, SIGKILL it once ``marker`` shows in its log; return the log."""
+    process = subprocess.Popen([*MINART, "run", str(recipe), "--output-dir", str(cwd / "out")],
+                               env={**env, "PREFECT_LOGGING_LEVEL": "INFO"}, cwd=cwd,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    deadline = time.monotonic() + timeout
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if marker in line or time.monotonic() > deadline:
+                break
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    log = "".join(lines)
+    assert marker in log, log[-3000:]
+    return log
+
+
+def test_kill_9_mid_step_then_rerun_resumes_from_the_cache(tmp_path, env):
+    recipe = tmp_path / "slow.yaml"
+    recipe.write_text(SLOW % 20000)  # long enough to be killed while it runs
+    _start_and_kill_during(recipe, "step 'soft' (perona_malik): computing", env, tmp_path)
+    cache = TensorCache(env["MINART_CACHE"])
+    done_before = {e.step for e in cache.entries()}
+    assert {"base", "other"} <= done_before and "soft" not in done_before
+    killed = engine.load_plan(recipe, output_dir=tmp_path / "out").steps["soft"].key
+    with cache.lock(killed, timeout=5):  # the dead holder's lock is free at once
+        pass
+
+    recipe.write_text(SLOW % 20)  # same recipe but a short diffusion, so the test is quick
+    report = run_report(recipe, env=env, cwd=tmp_path)  # does not hang on the dead run's lock
+    assert sorted(report["computed"]) == ["mix", "out.still", "soft"]  # base, other: cached
+    assert (tmp_path / "out" / "slow.png").is_file()
+
+
+@pytest.mark.skipif(not _has_minimize(), reason="minart.minimize.minimize is not available yet")
+def test_kill_9_mid_minimize_resumes_from_its_checkpoint(tmp_path, env):
+    recipe = tmp_path / "art.yaml"
+    text = """\
+name: art
+seed: 3
+size: [32, 32]
+device: cpu
+steps:
+  base: {stage: fractal, params: {iterations: 16}}
+  art:  {stage: minimize, input: base, params: {iterations: 4000, frame_every: 50}}
+outputs:
+  sheet: {step: art, path: "{name}.png", sheet: {frames: 4}}
+"""
+    recipe.write_text(text)
+    cache = TensorCache(env["MINART_CACHE"])
+    _start_and_kill_during(recipe, "step 'art' (minimize): computing", env, tmp_path)
+    deadline = time.monotonic() + 60
+    while not any(e.kind == "checkpoint" for e in cache.entries()):
+        assert time.monotonic() < deadline, "no checkpoint written within 60 s"
+        time.sleep(0.2)
+    report = run_report(recipe, env=env, cwd=tmp_path)
+    art = next(s for s in report["steps"] if s["step"] == "art")
+    assert art["status"] == "computed" and art["resumed_from"] is not None
+    assert art["resumed_from"] > 0
+    assert not any(e.kind == "checkpoint" for e in cache.entries())  # dropped once stored
