@@ -383,7 +383,12 @@ class TensorCache:
         return "/".join((self.root, *parts))
 
     def payload_path(self, key: str) -> str:
-        """Path of ``key``'s safetensors payload inside the store."""
+        """Path of ``key``'s safetensors payload inside the store.
+
+        Example:
+            >>> TensorCache("memory://c").payload_path("abc123")
+            '/c/objects/ab/abc123.safetensors'
+        """
         _check_key(key)
         return self._join("objects", key[:2], f"{key}.safetensors")
 
@@ -441,6 +446,13 @@ class TensorCache:
 
         Raises:
             CacheError: a bad key, a non-tensor value or an unwritable store.
+
+        Example:
+            >>> cache = TensorCache("memory://minart-doctest-put")
+            >>> size = cache.put_tensors("k", {"image": torch.ones(3, 2, 2)}, info={"iteration": "4"})
+            >>> tensors, info = cache.get_tensors("k")
+            >>> tensors["image"].shape, info["iteration"], cache.clear()
+            (torch.Size([3, 2, 2]), '4', 1)
         """
         _check_key(key)
         metadata = {**{str(k): str(v) for k, v in (info or {}).items()}, _KEYFIELD: key,
@@ -455,10 +467,16 @@ class TensorCache:
         return size
 
     def put(self, key: str, tensor: Tensor, *, info: Mapping[str, str] | None = None) -> None:
-        """Store one result tensor under ``key`` (see :meth:`put_tensors`).
+        """Store one result tensor (any shape and dtype) under ``key`` (see :meth:`put_tensors`).
 
         Raises:
             CacheError: a bad key, a non-tensor value or an unwritable store.
+
+        Example:
+            >>> cache = TensorCache("memory://minart-doctest-put1")
+            >>> cache.put("k", torch.zeros(2, 3, 4, 4))
+            >>> cache.get("k").shape, cache.clear()
+            (torch.Size([2, 3, 4, 4]), 1)
         """
         self.put_tensors(key, {"result": tensor}, info=info, kind="result")
 
@@ -467,8 +485,15 @@ class TensorCache:
 
         Refreshes the entry's access time (LRU).
 
+        Returns:
+            ``({name: tensor}, {metadata key: text})`` with the tensors on the CPU, or ``None``.
+
         Raises:
             CacheError: the entry exists but is truncated, corrupt or not safetensors.
+
+        Example:
+            >>> TensorCache("memory://minart-doctest-get").get_tensors("missing") is None
+            True
         """
         path = self.payload_path(key)
         try:
@@ -486,6 +511,12 @@ class TensorCache:
 
         Raises:
             CacheError: the entry is truncated, corrupt or holds no ``result`` tensor.
+
+        Example:
+            >>> cache = TensorCache("memory://minart-doctest-get1")
+            >>> cache.put("k", torch.full((1, 2, 2), 0.5))
+            >>> cache.get("k").tolist(), cache.get("other"), cache.clear()
+            ([[[0.5, 0.5], [0.5, 0.5]]], None, 1)
         """
         found = self.get_tensors(key)
         if found is None:
@@ -496,7 +527,14 @@ class TensorCache:
         return tensors["result"]
 
     def delete(self, key: str) -> bool:
-        """Remove ``key``'s records, payload and sidecar (in that order); True if it existed."""
+        """Remove ``key``'s records, payload and sidecar (in that order); True if it existed.
+
+        Example:
+            >>> cache = TensorCache("memory://minart-doctest-delete")
+            >>> cache.put("k", torch.zeros(1))
+            >>> cache.delete("k"), cache.delete("k")
+            (True, False)
+        """
         existed = self.contains(key)
         for path in self._record_paths(key):
             with contextlib.suppress(FileNotFoundError):
@@ -564,7 +602,12 @@ class TensorCache:
         return sorted(found, key=lambda e: (e.accessed, e.key))
 
     def size(self) -> int:
-        """Total payload bytes."""
+        """Total payload bytes.
+
+        Example:
+            >>> TensorCache("memory://minart-doctest-size").size()
+            0
+        """
         return sum(e.size for e in self.entries())
 
     def gc(self, max_size: int | str) -> GcReport:
@@ -619,7 +662,12 @@ class TensorCache:
                     self.fs.rm_file(path)
 
     def clear(self) -> int:
-        """Remove every entry, record and temp file; return the number of entries removed."""
+        """Remove every entry, record and temp file; return the number of entries removed.
+
+        Example:
+            >>> TensorCache("memory://minart-doctest-clear").clear()
+            0
+        """
         count = len(self.entries())
         for folder in ("records", "objects", "tmp"):
             path = self._join(folder)
@@ -664,7 +712,12 @@ class TensorCache:
             lock.release()
 
     def local_path(self) -> Path | None:
-        """The store's folder when it is local, else ``None``."""
+        """The store's folder when it is local, else ``None``.
+
+        Example:
+            >>> TensorCache("memory://x").local_path() is None
+            True
+        """
         return Path(self.root) if self._local else None
 
 

@@ -376,6 +376,17 @@ def plan(recipe: Any, *, device: str | torch.device = "cpu",
     Raises:
         RecipeError: unknown stages or inputs, cycles, output paths leaving ``output_dir``.
         ParamError: parameters with no canonical form, a bad device.
+
+    Example:
+        >>> from minart.recipe import parse_recipe
+        >>> recipe = parse_recipe("size: [8, 8]\\nsteps:\\n  a: {stage: fractal}\\n"
+        ...                       "  b: {stage: perona_malik, input: a, "
+        ...                       "params: {steps: 1, kappa: 0.1, dt: 0.2}}")
+        >>> p = plan(recipe)
+        >>> list(p.steps), p.targets, p.device_class, len(p.steps["b"].key)
+        (['a', 'b'], ('b',), 'cpu-float32', 40)
+        >>> p.steps["b"].input_keys == (p.steps["a"].key,)
+        True
     """
     registry = _registry()
     dclass = device_class(device)
@@ -492,6 +503,12 @@ def load_plan(path: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[s
 
     Raises:
         RecipeError, ParamError: the recipe does not validate.
+
+    Example:
+        >>> load_plan("no/such/recipe.yaml")
+        Traceback (most recent call last):
+        ...
+        minart.errors.RecipeError: no/such/recipe.yaml: no such recipe file
     """
     shown = path = os.fspath(path)
     try:
@@ -596,6 +613,15 @@ def run_step(plan_: Plan, name: str, *, cache: TensorCache, progress: ProgressFn
     Raises:
         MinartError: the stage rejects its inputs or parameters.
         CacheError: the cache cannot be written.
+
+    Example:
+        >>> from minart.recipe import parse_recipe
+        >>> p = plan(parse_recipe("size: [8, 8]\\nsteps: {a: {stage: fractal}}"))
+        >>> cache = TensorCache("memory://minart-doctest-run-step")
+        >>> run_step(p, "a", cache=cache).status, run_step(p, "a", cache=cache).status
+        ('computed', 'cached')
+        >>> cache.get(p.steps["a"].key).shape, cache.clear()
+        (torch.Size([3, 8, 8]), 1)
     """
     log = log or _LOG
     step = plan_.step(name)
@@ -658,6 +684,17 @@ def render(plan_: Plan, *, cache: TensorCache, progress: ProgressFn | None = Non
 
     Raises:
         MinartError: a stage rejects its inputs or parameters; the cache is unusable.
+
+    Example:
+        >>> from minart.recipe import parse_recipe
+        >>> p = plan(parse_recipe("size: [8, 8]\\nsteps:\\n  a: {stage: fractal}\\n"
+        ...                       "  b: {stage: perona_malik, input: a, "
+        ...                       "params: {steps: 1, kappa: 0.1, dt: 0.2}}"))
+        >>> cache = TensorCache("memory://minart-doctest-render")
+        >>> render(p, cache=cache).computed, render(p, cache=cache).computed
+        (['a', 'b'], [])
+        >>> [s.status for s in render(p, cache=cache).steps], cache.clear()
+        (['skipped', 'cached'], 2)
     """
     start = time.perf_counter()
     to_run, status, corrupt = plan_.schedule(cache, log=log)
