@@ -245,11 +245,13 @@ def perona_malik_step_fast(image: Tensor, *, kappa: float, dt: float, scheme: st
 
 
 def seed_loss_step(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: float, dt: float,
-                   conduction: str = "exp") -> tuple[Tensor, Tensor]:
+                   conduction: str = "exp", weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                   reduction: Literal["sum", "mean"] = "sum") -> tuple[Tensor, Tensor]:
     """One learned step of :mod:`minart.minimize`: the next image and the loss, fused on CUDA.
 
     ``g = K * reflect_pad(I)``, ``I' = clamp(I + dt g c(g), 0, 1)``,
-    ``loss = sum((I' - I_0)^2 + |g| + I'^2)`` (the "Art with Math" energy). ``loss`` is
+    ``loss = reduce(w_f (I' - I_0)^2 + w_e |g| + w_i I'^2)``, by default
+    ``sum((I' - I_0)^2 + |g| + I'^2)``, the "Art with Math" energy. ``loss`` is
     differentiable in ``operator`` (and ``image`` if it requires grad) through the usual
     ``loss.backward()``; ``I'`` is returned detached, ready to be the next step's input. On CUDA
     (conduction ``exp``/``tukey``) forward, loss and ``dL/dK`` are one Triton pass and
@@ -262,12 +264,15 @@ def seed_loss_step(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: fl
         kappa: conduction scale (> 0).
         dt: time step (> 0).
         conduction: ``"exp"``, ``"inverse"`` or ``"tukey"``.
+        weights: ``(w_f, w_e, w_i)``: weights of the fidelity, edge and energy terms.
+        reduction: ``"sum"`` or ``"mean"`` over all elements.
 
     Returns:
         ``(next_image, loss)``: ``(B, C, H, W)`` detached and a 0-dim tensor.
 
     Raises:
         ShapeError: ``image0`` of another shape than ``image``.
+        ParamError: an unknown ``reduction`` or a non-finite weight.
 
     Example:
         >>> from minart.diffusion import laplacian_operator
@@ -282,16 +287,21 @@ def seed_loss_step(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: fl
     if image0.shape != image.shape:
         raise ShapeError(f"image0 {tuple(image0.shape)} must match the image "
                          f"{tuple(image.shape)}", param="image0")
+    check_choice("reduction", reduction, ("sum", "mean"))
+    for name, w in zip(("w_f", "w_e", "w_i"), weights):
+        check_range(f"weights {name}", w)
+    w_f, w_e, w_i = (float(w) for w in weights)
     path = step_path(image, channels_ok=_seed_kernel_fits(image),
                      grad_ok=conduction in ("exp", "tukey"), grad=True)
     if path == "triton" and image0.dtype == torch.float32 and operator.dtype == torch.float32:
         from . import triton_diffusion as td
 
+        scale = 1.0 / image.numel() if reduction == "mean" else 1.0
         return td.SeedLossStep.apply(image.contiguous(), image0.contiguous(), operator,
-                                     float(kappa), float(dt), conduction)
+                                     float(kappa), float(dt), conduction, (w_f, w_e, w_i), scale)
     new, g = seed_step(image, operator, kappa=kappa, dt=dt, conduction=conduction)
-    loss = ((new - image0) ** 2 + g.abs() + new ** 2).sum()
-    return new.detach(), loss
+    terms = w_f * (new - image0) ** 2 + w_e * g.abs() + w_i * new ** 2
+    return new.detach(), (terms.sum() if reduction == "sum" else terms.mean())
 
 
 def seed_sweep(image: Tensor, operators: Tensor, *, kappa: float | Tensor | list[float],

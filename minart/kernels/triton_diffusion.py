@@ -353,7 +353,8 @@ def _seed_bwd_b_kernel(gg_ptr, k_ptr, di_ptr, H, W, n_tw, C: tl.constexpr,
 
 @triton.jit
 def _seed_loss_out(x_ptr, x0_ptr, new_ptr, gg_ptr, di_ptr, g, HW, o: tl.constexpr, mask, center,
-                   kappa2, tukey_s, dt, COND: tl.constexpr, NEED_DI: tl.constexpr):
+                   kappa2, tukey_s, dt, w_fid, w_edge, w_energy, COND: tl.constexpr,
+                   NEED_DI: tl.constexpr):
     """Update of channel ``o``, its loss terms summed over the tile, and its ``dL/dg``."""
     c, dc = _seed_conduction(g, kappa2, tukey_s, COND)
     at = o * HW + center
@@ -363,9 +364,9 @@ def _seed_loss_out(x_ptr, x0_ptr, new_ptr, gg_ptr, di_ptr, g, HW, o: tl.constexp
     new = tl.minimum(tl.maximum(u, 0.0), 1.0)
     tl.store(new_ptr + at, new, mask=mask)
     diff = new - x0
-    term = tl.where(mask, diff * diff + tl.abs(g) + new * new, 0.0)
-    gu = tl.where((u >= 0.0) & (u <= 1.0), 2.0 * diff + 2.0 * new, 0.0)
-    sign = tl.where(g > 0.0, 1.0, tl.where(g < 0.0, -1.0, 0.0))
+    term = tl.where(mask, w_fid * (diff * diff) + w_edge * tl.abs(g) + w_energy * (new * new), 0.0)
+    gu = tl.where((u >= 0.0) & (u <= 1.0), 2.0 * w_fid * diff + 2.0 * w_energy * new, 0.0)
+    sign = tl.where(g > 0.0, w_edge, tl.where(g < 0.0, -w_edge, 0.0))
     gg = tl.where(mask, sign + gu * dt * dc, 0.0)
     if NEED_DI:
         tl.store(gg_ptr + at, gg, mask=mask)
@@ -385,27 +386,31 @@ def _seed_loss_kernel(x_ptr, x0_ptr, k_ptr, p_ptr, new_ptr, gg_ptr, di_ptr, part
     base = b * C * HW
     kappa2, tukey_s, dt = _load_params(p_ptr, b, 0)
     part = part_ptr + (b * n_tiles + tl.program_id(0)) * (C * C * 9 + 1)
+    w_fid = tl.load(p_ptr + 3)
+    w_edge = tl.load(p_ptr + 4)
+    w_energy = tl.load(p_ptr + 5)
     xb = x_ptr + base
     gs = _conv_all(xb, k_ptr, HW, C, offs, mask, BLOCK_H, BLOCK_W)
     gg0, loss = _seed_loss_out(xb, x0_ptr + base, new_ptr + base, gg_ptr + base, di_ptr + base,
-                               gs[0], HW, 0, mask, center, kappa2, tukey_s, dt, COND, NEED_DI)
+                               gs[0], HW, 0, mask, center, kappa2, tukey_s, dt, w_fid, w_edge,
+                               w_energy, COND, NEED_DI)
     gg1 = gg0
     gg2 = gg0
     gg3 = gg0
     if C > 1:
         gg1, l1 = _seed_loss_out(xb, x0_ptr + base, new_ptr + base, gg_ptr + base,
                                  di_ptr + base, gs[1], HW, 1, mask, center, kappa2, tukey_s, dt,
-                                 COND, NEED_DI)
+                                 w_fid, w_edge, w_energy, COND, NEED_DI)
         loss += l1
     if C > 2:
         gg2, l2 = _seed_loss_out(xb, x0_ptr + base, new_ptr + base, gg_ptr + base,
                                  di_ptr + base, gs[2], HW, 2, mask, center, kappa2, tukey_s, dt,
-                                 COND, NEED_DI)
+                                 w_fid, w_edge, w_energy, COND, NEED_DI)
         loss += l2
     if C > 3:
         gg3, l3 = _seed_loss_out(xb, x0_ptr + base, new_ptr + base, gg_ptr + base,
                                  di_ptr + base, gs[3], HW, 3, mask, center, kappa2, tukey_s, dt,
-                                 COND, NEED_DI)
+                                 w_fid, w_edge, w_energy, COND, NEED_DI)
         loss += l3
     _dk_partials((gg0, gg1, gg2, gg3), xb, HW, C, offs, mask, part + 1)
     tl.store(part, loss)
@@ -631,10 +636,14 @@ def _apply_adjoint(gg: Tensor, operator: Tensor, di: Tensor, *, num_warps: int =
 
 
 def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: float, dt: float,
-                     conduction: str = "exp", need_image_grad: bool = False,
+                     conduction: str = "exp", weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                     scale: float = 1.0, need_image_grad: bool = False,
                      block: tuple[int, int] | None = None, num_warps: int = 4
                      ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-    """Fused learned step: ``I'``, ``L = sum((I' - I_0)^2 + |g| + I'^2)``, ``dL/dK``, ``dL/dI``.
+    """Fused learned step: ``I'``, the loss ``L``, ``dL/dK`` and ``dL/dI``.
+
+    ``L = scale * sum(w_f (I' - I_0)^2 + w_e |g| + w_i I'^2)`` with ``(w_f, w_e, w_i) = weights``
+    (the post's energy: all 1, ``scale`` 1 for a sum, ``1/numel`` for a mean).
 
     Args:
         image: ``I_{t-1}``, ``(B, C, H, W)``.
@@ -643,6 +652,8 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
         kappa: conduction scale.
         dt: time step.
         conduction: ``"exp"`` or ``"tukey"``.
+        weights: ``(w_f, w_e, w_i)``, the weights of the fidelity, edge and energy terms.
+        scale: factor on the whole loss (``1/numel`` for a mean).
         need_image_grad: also return ``dL/dI`` (one more pass).
         block: tile.
         num_warps: warps per program.
@@ -666,7 +677,9 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
         raise ShapeError(f"image0 {tuple(image0.shape)} must match the image {tuple(image.shape)}")
     b, c, h, w = image.shape
     params = _params(torch.tensor([kappa], dtype=torch.float64),
-                     torch.tensor([dt], dtype=torch.float64)).to(image.device)
+                     torch.tensor([dt], dtype=torch.float64))
+    w_f, w_e, w_i = (float(v) * float(scale) for v in weights)
+    params = torch.cat([params.reshape(-1), torch.tensor([w_f, w_e, w_i])]).to(image.device)
     block = _block_for(w, block, LOSS_BLOCK)
     n_tiles, nb, n_tw, _ = _grid(h, w, b, block)
     new = torch.empty_like(image)
@@ -756,18 +769,21 @@ class SeedStep(torch.autograd.Function):
 
 
 class SeedLossStep(torch.autograd.Function):
-    """Fused learned step: ``(new, loss) = apply(image, image0, operator, kappa, dt, conduction)``.
+    """Fused learned step: ``(new, loss) = apply(image, image0, operator, kappa, dt, conduction,
+    weights=(1, 1, 1), scale=1)``.
 
-    ``loss = sum((new - image0)^2 + |g| + new^2)`` with ``g = K * reflect_pad(image)``. The
+    ``loss = scale * sum(w_f (new - image0)^2 + w_e |g| + w_i new^2)`` with
+    ``g = K * reflect_pad(image)``. The
     forward already computes ``dL/dK`` (and ``dL/dI`` when ``image`` needs it), so the backward
     only scales them by the upstream gradient of ``loss``. ``new`` is returned without a gradient
     path (``minimize`` detaches it for the next step anyway); use :class:`SeedStep` when it needs one.
     """
 
     @staticmethod
-    def forward(ctx, image, image0, operator, kappa, dt, conduction):  # noqa: D102
+    def forward(ctx, image, image0, operator, kappa, dt, conduction, weights=(1.0, 1.0, 1.0),
+                scale=1.0):  # noqa: D102
         new, loss, dk, di = seed_loss_triton(image, image0, operator, kappa=kappa, dt=dt,
-                                             conduction=conduction,
+                                             conduction=conduction, weights=weights, scale=scale,
                                              need_image_grad=ctx.needs_input_grad[0])
         ctx.save_for_backward(dk, di if di is not None else dk)
         ctx.has_di = di is not None
@@ -778,4 +794,4 @@ class SeedLossStep(torch.autograd.Function):
     def backward(ctx, grad_new, grad_loss):  # noqa: D102
         dk, di = ctx.saved_tensors
         di_out = di * grad_loss if ctx.has_di else None
-        return di_out, None, dk * grad_loss, None, None, None
+        return di_out, None, dk * grad_loss, None, None, None, None, None

@@ -107,6 +107,16 @@ def _check_backward(device: str, shape=(2, 3, 13, 17)) -> None:
         assert _rel(lt.detach(), le.detach()) < 1e-5
         assert _rel(xt.grad, xe.grad) < 1e-4, (cond, _rel(xt.grad, xe.grad))
         assert _rel(kt.grad, ke.grad) < 1e-4, (cond, _rel(kt.grad, ke.grad))
+    # weighted terms and a mean, through the dispatcher's eager composition as the reference
+    ke = k.clone().requires_grad_()
+    _, le = seed_loss_step(x.cpu(), x0.cpu(), ke.cpu(), kappa=0.3, dt=0.2,
+                           weights=(0.5, 2.0, 0.25), reduction="mean")
+    le.backward()
+    kt = k.clone().requires_grad_()
+    lt = td.SeedLossStep.apply(x, x0, kt, 0.3, 0.2, "exp", (0.5, 2.0, 0.25), 1.0 / x.numel())[1]
+    lt.backward()
+    assert _rel(lt.detach().cpu(), le.detach()) < 1e-5
+    assert _rel(kt.grad.cpu(), ke.grad.cpu()) < 1e-4
 
 
 def _check_determinism(device: str, shape=(1, 3, 29, 37)) -> None:
@@ -231,6 +241,10 @@ def test_seed_loss_step_eager_path_is_the_post_energy_and_trains_the_operator():
     assert k.grad is not None and float(k.grad.abs().sum()) > 0
     with pytest.raises(ShapeError, match=r"image0 \(1, 3, 4, 4\) must match the image"):
         seed_loss_step(x, torch.zeros(1, 3, 4, 4), k, kappa=0.3, dt=0.2)
+    _, mean = seed_loss_step(x, x0, k, kappa=0.3, dt=0.2, weights=(1, 0, 0), reduction="mean")
+    torch.testing.assert_close(mean, ((ref_new - x0) ** 2).mean())
+    with pytest.raises(ParamError, match="reduction='max' is not one of 'sum', 'mean'"):
+        seed_loss_step(x, x0, k, kappa=0.3, dt=0.2, reduction="max")
 
 
 def test_sweep_matches_one_step_per_variant_and_checks_its_inputs():
