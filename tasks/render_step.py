@@ -20,8 +20,8 @@ How it ties minart's tensor cache to Prefect's own caching (facts measured on Pr
 * Isolation stays ``READ_COMMITTED``: two runs computing the same step are serialised by the
   tensor cache's per-key lock (an OS lock that the kernel frees on ``kill -9``), whereas Prefect's
   ``SERIALIZABLE`` file locks never expire after ``kill -9`` and hang the next run.
-* Long steps publish a Prefect progress artifact, updated at most every ``PROGRESS_EVERY``
-  seconds.
+* Steps that run longer than ``PROGRESS_EVERY`` seconds publish a Prefect progress artifact,
+  updated at most that often (and terminal bars through :mod:`minart.progress`).
 """
 
 from __future__ import annotations
@@ -77,14 +77,15 @@ class _ProgressArtifact:
     def __init__(self, step: str) -> None:
         self.step = step
         self.artifact_id = None
-        self.last = 0.0
+        self.last = time.monotonic()  # steps shorter than PROGRESS_EVERY get no artifact
 
     def __call__(self, step: str, done: int, total: int) -> None:
         from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
         emit(step, done, total)  # terminal bars of the CLI, when it runs the flow in-process
         now = time.monotonic()
-        if total <= 0 or (now - self.last < PROGRESS_EVERY and done < total):
+        final = done >= total and self.artifact_id is not None  # always show 100 %
+        if total <= 0 or (now - self.last < PROGRESS_EVERY and not final):
             return
         self.last = now
         percent = 100.0 * min(done, total) / total

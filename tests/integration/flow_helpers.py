@@ -61,3 +61,14 @@ def task_run_states(api_url: str) -> dict[str, str]:
         headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10) as response:
         return {t["name"]: t["state"]["name"] for t in json.loads(response.read())}
+
+
+def artifacts(api_url: str, key: str) -> list[dict]:
+    """The server's artifacts stored under ``key``, newest first."""
+    request = urllib.request.Request(
+        f"{api_url}/artifacts/filter", method="POST",
+        data=json.dumps({"artifacts": {"key": {"any_": [key]}},
+                         "sort": "CREATED_DESC"}).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())

@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import pytest
-from flow_helpers import MINART, run_report
+from flow_helpers import MINART, artifacts, run_report
 
 from minart import engine
 from minart.cache import TensorCache
@@ -35,17 +35,22 @@ outputs:
 """
 
 
-def _start_and_kill_during(recipe, marker: str, env: dict, cwd, *, timeout: float = 120) -> str:
-    """Start ``minart run``, SIGKILL it once ``marker`` shows in its log; return the log."""
+def _start_and_kill_during(recipe, marker: str, env: dict, cwd, *, timeout: float = 120,
+                          then=None) -> str:
+    """Start ``minart run``, SIGKILL it once ``marker`` shows in its log (and ``then()``
+    returned); return the log."""
+    run_env = {**env, "PREFECT_LOGGING_LEVEL": "INFO", "MINART_KERNELS": "eager"}  # no compile
     process = subprocess.Popen([*MINART, "run", str(recipe), "--output-dir", str(cwd / "out")],
-                               env={**env, "PREFECT_LOGGING_LEVEL": "INFO"}, cwd=cwd,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               env=run_env, cwd=cwd, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
     lines = []
     deadline = time.monotonic() + timeout
     try:
         for line in process.stdout:
             lines.append(line)
             if marker in line or time.monotonic() > deadline:
+                if then is not None and marker in line:
+                    then()
                 break
     finally:
         os.kill(process.pid, signal.SIGKILL)
@@ -55,10 +60,21 @@ def _start_and_kill_during(recipe, marker: str, env: dict, cwd, *, timeout: floa
     return log
 
 
-def test_kill_9_mid_step_then_rerun_resumes_from_the_cache(tmp_path, env):
+def _wait_for_progress_artifact(api_url: str, key: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not artifacts(api_url, key):
+        assert time.monotonic() < deadline, f"no progress artifact {key!r} within {timeout} s"
+        time.sleep(0.5)
+    found = artifacts(api_url, key)[0]
+    assert found["type"] == "progress" and 0 <= float(found["data"]) < 100
+
+
+def test_kill_9_mid_step_then_rerun_resumes_from_the_cache(tmp_path, env, prefect_server):
     recipe = tmp_path / "slow.yaml"
-    recipe.write_text(SLOW % 20000)  # long enough to be killed while it runs
-    _start_and_kill_during(recipe, "step 'soft' (perona_malik): computing", env, tmp_path)
+    recipe.write_text(SLOW % 100000)  # long enough to be killed while it runs
+    _start_and_kill_during(  # killed once the long step has published its progress artifact
+        recipe, "step 'soft' (perona_malik): computing", env, tmp_path,
+        then=lambda: _wait_for_progress_artifact(prefect_server.url, "minart-progress-soft"))
     cache = TensorCache(env["MINART_CACHE"])
     done_before = {e.step for e in cache.entries()}
     assert {"base", "other"} <= done_before and "soft" not in done_before

@@ -8,7 +8,7 @@ import subprocess
 
 from minart.cache import TensorCache
 
-from flow_helpers import MINART, minart, run_report, task_run_states
+from flow_helpers import MINART, artifacts, minart, run_report, task_run_states
 
 ALL = ["base", "mix", "other", "out.still", "soft"]
 
@@ -22,6 +22,8 @@ def test_caching_numbers(tiny, env, tmp_path, prefect_server):
     assert second["computed"] == []  # an unchanged recipe computes no step
     assert {s["step"]: s["status"] for s in second["steps"]}["out.still"] == "cached"
     assert task_run_states(prefect_server.url) == {"out.still": "Cached"}  # shown by Prefect
+    summary = artifacts(prefect_server.url, "minart-render")[0]  # the run's markdown artifact
+    assert summary["type"] == "markdown" and "| out.still | save_image | hit |" in summary["data"]
 
     last = run_report(tiny, "--set", "outputs.still.path=again-{seed}.png", env=env,
                       cwd=tmp_path)
