@@ -190,31 +190,66 @@ class Checkpoint:
 
     Long iterative stages call :meth:`save` at frame boundaries with a flat ``{name: tensor}``
     state and the iteration reached, and :meth:`load` when they start; the engine deletes the
-    checkpoint once the step's result is stored.
+    checkpoint once the step's result is stored. Saves are throttled to one every ``every``
+    seconds (a state holding all frames so far can be large): a crash loses at most that much
+    work.
+
+    Args:
+        cache: the tensor cache.
+        key: the step's key.
+        step: the step's name (shown by ``minart cache ls``).
+        stage: the step's stage.
+        every: seconds between two saves (default ``$MINART_CHECKPOINT_SECONDS``, else 30;
+            0 saves at every call).
+
+    Raises:
+        ParamError: ``every`` (or the variable) is not a number >= 0.
 
     Example:
-        >>> ckpt = Checkpoint(TensorCache("memory://minart-doctest-ckpt"), "abc")
+        >>> ckpt = Checkpoint(TensorCache("memory://minart-doctest-ckpt"), "abc", every=0)
         >>> ckpt.load() is None
         True
         >>> ckpt.save(3, {"image": torch.zeros(1, 3, 2, 2)})
+        True
         >>> state, iteration = ckpt.load()
         >>> iteration, list(state)
         (3, ['image'])
         >>> ckpt.delete()
     """
 
-    def __init__(self, cache: TensorCache, key: str, *, step: str = "", stage: str = "") -> None:
+    def __init__(self, cache: TensorCache, key: str, *, step: str = "", stage: str = "",
+                 every: float | None = None) -> None:
+        if every is None:
+            text = os.environ.get("MINART_CHECKPOINT_SECONDS", "30")
+            try:
+                every = float(text)
+            except ValueError:
+                raise ParamError(f"MINART_CHECKPOINT_SECONDS={text!r} must be a number of "
+                                 "seconds", param="MINART_CHECKPOINT_SECONDS") from None
+        if not every >= 0:
+            raise ParamError(f"every={every} must be >= 0 seconds", param="every")
         self.cache, self.key = cache, f"{key}-ckpt"
-        self.step, self.stage = step, stage
+        self.step, self.stage, self.every = step, stage, every
         self.saved = 0
         self.resumed_from: int | None = None
+        self._last = time.monotonic()
 
-    def save(self, iteration: int, state: Mapping[str, Tensor]) -> None:
-        """Store ``state`` as reached after ``iteration`` iterations (replacing older ones)."""
+    def save(self, iteration: int, state: Mapping[str, Tensor], *, force: bool = False) -> bool:
+        """Store ``state`` as reached after ``iteration`` iterations, replacing the older one,
+        unless the last save is less than ``every`` seconds old (``force`` saves anyway).
+
+        Returns:
+            Whether it was written.
+        """
+        now = time.monotonic()
+        if not force and now - self._last < self.every:
+            return False
         self.cache.put_tensors(self.key, dict(state), kind="checkpoint",
                                info={"iteration": str(int(iteration)), "step": self.step,
                                      "stage": self.stage})
+        self._last = now
         self.saved += 1
+        return True
 
     def load(self) -> tuple[dict[str, Tensor], int] | None:
         """The last saved ``(state, iteration)``, or ``None`` (a corrupt checkpoint is dropped)."""

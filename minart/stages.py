@@ -465,7 +465,8 @@ class MinimizeParams(_Params):
     iterations: int = Field(..., ge=1, le=1_000_000, description=(
         "Gradient steps of the minimization; every step is one diffusion step of the image."))
     frame_every: int = Field(75, ge=1, le=1_000_000, description=(
-        "Keep one frame of the animation every this many iterations."))
+        "Keep one frame every this many iterations: the clip has ceil(iterations / frame_every) "
+        "frames."))
     lr: float = Field(2e-6, gt=0, le=1.0, description=(
         "Learning rate of the operator. With reduction 'sum' it must shrink as images grow "
         "(the post used 2e-6 for ~800 px photos)."))
@@ -474,23 +475,45 @@ class MinimizeParams(_Params):
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum of the operator.")
     weight_decay: float = Field(5e-4, ge=0, le=1, description="SGD weight decay of the operator.")
     refresh_every: int = Field(375, ge=1, le=1_000_000, description=(
-        "Every this many iterations the image is blended back towards the original."))
+        "Refresh period: once per period the image is blended back towards the original and "
+        "the learned operator restarts."))
     refresh_at: int = Field(300, ge=0, le=1_000_000, description=(
-        "Iteration within each refresh period at which the blend happens."))
+        "Iteration within each refresh period at which the refresh happens (below "
+        "refresh_every, on a frame boundary)."))
     blend: float = Field(0.6, ge=0, le=1, description=(
         "Weight of the current image in the refresh blend (1 keeps it, 0 restarts)."))
     loss: Literal["seed", "seed_video"] = Field("seed", description=(
-        "'seed': fidelity + operator response + intensity (the post's loss); 'seed_video' "
-        "the variant of the post's videos."))
+        "'seed': fidelity + operator response + intensity (the post's loss) on one image; "
+        "'seed_video' the variant of the post's videos, which also takes a clip as input."))
     reduction: Literal["sum", "mean"] = Field("sum", description=(
-        "Sum the loss over pixels (the post; lr depends on the size) or average it (lr "
-        "independent of the size)."))
+        "Sum the loss over pixels (the post; lr must shrink as the image grows) or average it "
+        "(lr independent of the size)."))
+    conduction: Literal["exp", "inverse", "tukey"] = Field("exp", description=(
+        "Edge-stopping function of the diffusion step, as in perona_malik's seed scheme."))
+
+
+def _check_minimize(params: MinimizeParams, ctx: CheckContext) -> None:
+    from .errors import ShapeError
+    from .minimize import minimize
+
+    if "frames" in ctx.input_kinds and params.loss != "seed_video":
+        raise ParamError(f"loss={params.loss!r} takes one image, but the input is a clip of "
+                         "frames; use loss: seed_video", param="loss")
+    probe = _kwargs(params)
+    probe["iterations"] = 0  # validates every option (refresh_at < refresh_every, ...) without work
+    try:
+        minimize(torch.zeros(3, 2, 2), **probe)
+    except ShapeError as exc:  # the probe's own tiny image is not the recipe's problem
+        raise ParamError(exc.message, param=exc.param) from None
 
 
 def _run_minimize(inputs: list[Tensor], params: MinimizeParams, ctx: StageContext) -> Tensor:
     minimize = _function("minart.minimize:minimize")
+    checkpoint = ctx.checkpoint  # minart.engine.Checkpoint: resume a killed run, save as it goes
+    saved = checkpoint.load() if checkpoint is not None else None
     result = minimize(inputs[0], **_kwargs(params), generator=ctx.generator,
-                      callback=_progress(ctx, params.iterations))
+                      callback=_progress(ctx, params.iterations),
+                      state=saved[0] if saved else None, checkpoint=checkpoint)
     return result.frames
 
 
@@ -827,7 +850,7 @@ register(Stage(
     function="minart.diffusion:perona_malik"))
 register(Stage(
     name="minimize", params=MinimizeParams, run=_run_minimize, consumes=_ANY, produces="frames",
-    inputs=("image",), preview=_preview_minimize,
+    inputs=("image",), check=_check_minimize, preview=_preview_minimize,
     summary="Minimization art: learn the diffusion operator by gradient descent; a clip.",
     function="minart.minimize:minimize"))
 register(Stage(

@@ -139,7 +139,7 @@ def test_concurrent_runs_compute_each_step_once(tmp_path, cache):
 def test_checkpoint_is_dropped_once_the_step_is_stored(tmp_path, cache):
     plan = engine.plan(_recipe(tmp_path), output_dir=tmp_path / "out")
     soft = plan.steps["soft"]
-    engine.Checkpoint(cache, soft.key).save(1, {"image": torch.zeros(3, 8, 8)})
+    engine.Checkpoint(cache, soft.key, every=0).save(1, {"image": torch.zeros(3, 8, 8)})
     assert cache.contains(f"{soft.key}-ckpt")
     report = engine.render(plan, cache=cache)
     assert next(s for s in report.steps if s.step == "soft").resumed_from is None  # not used
@@ -147,9 +147,9 @@ def test_checkpoint_is_dropped_once_the_step_is_stored(tmp_path, cache):
 
 
 def test_checkpoint_round_trip_and_corrupt_checkpoint_is_dropped(tmp_path, cache):
-    ckpt = engine.Checkpoint(cache, "k1", step="s", stage="minimize")
+    ckpt = engine.Checkpoint(cache, "k1", step="s", stage="minimize", every=0)
     assert ckpt.load() is None and ckpt.resumed_from is None
-    ckpt.save(7, {"image": torch.ones(3, 4, 4), "momentum": torch.zeros(3, 3, 3, 3)})
+    assert ckpt.save(7, {"image": torch.ones(3, 4, 4), "momentum": torch.zeros(3, 3, 3, 3)})
     state, iteration = ckpt.load()
     assert iteration == 7 == ckpt.resumed_from and torch.equal(state["image"], torch.ones(3, 4, 4))
     path = cache.payload_path("k1-ckpt")
@@ -222,3 +222,52 @@ def test_output_steps_store_a_reference_not_a_copy(tmp_path, cache):
     from minart.diffusion import perona_malik
     expected = perona_malik(cache.get(keys["mix"]), steps=1, kappa=0.1, dt=0.1)
     assert torch.allclose(cache.get(plan.steps["after"].key), expected)
+
+
+def test_checkpoint_saves_are_throttled(tmp_path, cache, monkeypatch):
+    ckpt = engine.Checkpoint(cache, "k2", every=3600)
+    assert not ckpt.save(1, {"x": torch.zeros(1)}) and not cache.contains("k2-ckpt")
+    assert ckpt.save(2, {"x": torch.zeros(1)}, force=True) and ckpt.load()[1] == 2
+    monkeypatch.setenv("MINART_CHECKPOINT_SECONDS", "0")
+    assert engine.Checkpoint(cache, "k2").save(3, {"x": torch.zeros(1)})
+    monkeypatch.setenv("MINART_CHECKPOINT_SECONDS", "soon")
+    with pytest.raises(ParamError, match="MINART_CHECKPOINT_SECONDS='soon'"):
+        engine.Checkpoint(cache, "k2")
+    with pytest.raises(ParamError, match="every=-1"):
+        engine.Checkpoint(cache, "k2", every=-1)
+
+
+@pytest.mark.slow  # minimize's first call in a process costs seconds
+def test_minimize_resumes_from_its_checkpoint_bit_identically():
+    from minart.minimize import minimize
+    from minart.recipe import parse_recipe
+
+    plan = engine.plan(parse_recipe(
+        "size: [12, 12]\nsteps:\n  base: {stage: fractal, params: {iterations: 8}}\n"
+        "  art: {stage: minimize, input: base, params: {iterations: 60, frame_every: 10}}\n"))
+    whole = TensorCache("memory://minart-test-minimize-whole")
+    engine.render(plan, cache=whole)
+    reference = whole.get(plan.steps["art"].key)
+
+    cache = TensorCache("memory://minart-test-minimize-resumed")
+    engine.run_step(plan, "base", cache=cache)
+    checkpoint = engine.Checkpoint(cache, plan.steps["art"].key, every=0)
+    params = plan.recipe.step("art").params
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_30(done, state):
+        if done > 30:
+            raise Killed
+
+    with pytest.raises(Killed):  # a run that dies after iteration 30, as kill -9 would
+        minimize(cache.get(plan.steps["base"].key), callback=kill_at_30, checkpoint=checkpoint,
+                 **params.model_dump())
+    report = engine.render(plan, cache=cache)
+    art = next(s for s in report.steps if s.step == "art")
+    assert art.status == "computed" and art.resumed_from == 21  # the last frame saved
+    assert torch.equal(cache.get(plan.steps["art"].key), reference)
+    assert not cache.contains(plan.steps["art"].key + "-ckpt")
+    whole.clear()
+    cache.clear()
