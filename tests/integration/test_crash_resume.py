@@ -7,17 +7,10 @@ import signal
 import subprocess
 import time
 
-import pytest
 from flow_helpers import MINART, artifacts, run_report
 
 from minart import engine
 from minart.cache import TensorCache
-
-
-def _has_minimize() -> bool:
-    import minart.minimize
-
-    return callable(getattr(minart.minimize, "minimize", None))
 
 
 SLOW = """\
@@ -88,29 +81,35 @@ def test_kill_9_mid_step_then_rerun_resumes_from_the_cache(tmp_path, env, prefec
     assert (tmp_path / "out" / "slow.png").is_file()
 
 
-@pytest.mark.skipif(not _has_minimize(), reason="minart.minimize.minimize is not available yet")
 def test_kill_9_mid_minimize_resumes_from_its_checkpoint(tmp_path, env):
     recipe = tmp_path / "art.yaml"
-    text = """\
+    recipe.write_text("""\
 name: art
 seed: 3
-size: [32, 32]
+size: [24, 24]
 device: cpu
 steps:
   base: {stage: fractal, params: {iterations: 16}}
-  art:  {stage: minimize, input: base, params: {iterations: 4000, frame_every: 50}}
+  art:  {stage: minimize, input: base, params: {iterations: 1500, frame_every: 50}}
 outputs:
   sheet: {step: art, path: "{name}.png", sheet: {frames: 4}}
-"""
-    recipe.write_text(text)
+""")
     cache = TensorCache(env["MINART_CACHE"])
-    _start_and_kill_during(recipe, "step 'art' (minimize): computing", env, tmp_path)
-    deadline = time.monotonic() + 60
-    while not any(e.kind == "checkpoint" for e in cache.entries()):
-        assert time.monotonic() < deadline, "no checkpoint written within 60 s"
-        time.sleep(0.2)
+    env = {**env, "MINART_CHECKPOINT_SECONDS": "0.5"}
+
+    def checkpoint_written(timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(e.kind == "checkpoint" for e in cache.entries()):
+            assert time.monotonic() < deadline, f"no checkpoint within {timeout} s"
+            time.sleep(0.2)
+
+    _start_and_kill_during(recipe, "step 'art' (minimize): computing", env, tmp_path,
+                           then=checkpoint_written)
+    saved = next(e for e in cache.entries() if e.kind == "checkpoint")
+    assert saved.step == "art"
     report = run_report(recipe, env=env, cwd=tmp_path)
     art = next(s for s in report["steps"] if s["step"] == "art")
-    assert art["status"] == "computed" and art["resumed_from"] is not None
-    assert art["resumed_from"] > 0
+    assert art["status"] == "computed" and art["resumed_from"] and art["resumed_from"] > 0
+    assert "base" not in report["computed"]  # finished before the kill: cached
     assert not any(e.kind == "checkpoint" for e in cache.entries())  # dropped once stored
+    assert (tmp_path / "out" / "art.png").is_file()
