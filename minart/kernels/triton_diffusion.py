@@ -154,7 +154,7 @@ def _seed_conduction(g, kappa2, tukey_s, COND: tl.constexpr):
 
 @triton.jit
 def _load_params(p_ptr, b, p_bstride):
-    """Per-image ``(kappa^2, tukey_s, dt)`` (stride 0 when every image shares them)."""
+    """Per-image ``(kappa^2, tukey_s, dt)`` of a sweep, rows of ``p_bstride`` floats."""
     pb = p_ptr + b * p_bstride
     return tl.load(pb + 0), tl.load(pb + 1), tl.load(pb + 2)
 
@@ -196,7 +196,8 @@ def _seed_out(x_ptr, new_ptr, g_ptr, g, HW, o: tl.constexpr, mask, center, kappa
 
 @triton.jit
 def _seed_fwd_kernel(x_ptr, k_ptr, p_ptr, new_ptr, g_ptr, H, W, n_tw, x_bstride, k_bstride,
-                     p_bstride, C: tl.constexpr, COND: tl.constexpr, STORE_G: tl.constexpr,
+                     kappa2, tukey_s, dt, C: tl.constexpr, COND: tl.constexpr,
+                     STORE_G: tl.constexpr, PER_IMAGE: tl.constexpr,
                      BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
     b = tl.program_id(1).to(tl.int64)
     y, x, mask = _tile(H, W, n_tw, BLOCK_H, BLOCK_W)
@@ -205,7 +206,8 @@ def _seed_fwd_kernel(x_ptr, k_ptr, p_ptr, new_ptr, g_ptr, H, W, n_tw, x_bstride,
     center = y * W + x
     base = b * C * HW
     xb = x_ptr + b * x_bstride
-    kappa2, tukey_s, dt = _load_params(p_ptr, b, p_bstride)
+    if PER_IMAGE:  # a sweep: one (kappa^2, s, dt) row per image
+        kappa2, tukey_s, dt = _load_params(p_ptr, b, 3)
     gs = _conv_all(xb, k_ptr + b * k_bstride, HW, C, offs, mask, BLOCK_H, BLOCK_W)
     cinv = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
     if COND == 1:
@@ -243,8 +245,9 @@ def _seed_bwd_a_out(x_ptr, g_ptr, gn_ptr, gg_in_ptr, gg_ptr, di_ptr, HW, o: tl.c
 
 
 @triton.jit
-def _seed_bwd_a_kernel(x_ptr, g_ptr, gn_ptr, gg_in_ptr, p_ptr, gg_ptr, di_ptr, part_ptr,
-                       H, W, n_tw, n_tiles, C: tl.constexpr, COND: tl.constexpr,
+def _seed_bwd_a_kernel(x_ptr, g_ptr, gn_ptr, gg_in_ptr, gg_ptr, di_ptr, part_ptr,
+                       H, W, n_tw, n_tiles, kappa2, tukey_s, dt, C: tl.constexpr,
+                       COND: tl.constexpr,
                        HAS_GN: tl.constexpr, HAS_GG: tl.constexpr,
                        BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
     b = tl.program_id(1).to(tl.int64)
@@ -253,7 +256,6 @@ def _seed_bwd_a_kernel(x_ptr, g_ptr, gn_ptr, gg_in_ptr, p_ptr, gg_ptr, di_ptr, p
     offs = _reflect_offsets(y, x, H, W)
     center = y * W + x
     base = b * C * HW
-    kappa2, tukey_s, dt = _load_params(p_ptr, b, 0)
     part = part_ptr + (b * n_tiles + tl.program_id(0)) * (C * C * 9)
     xb = x_ptr + base
     gg0 = _seed_bwd_a_out(xb, g_ptr + base, gn_ptr + base, gg_in_ptr + base, gg_ptr + base,
@@ -375,8 +377,9 @@ def _seed_loss_out(x_ptr, x0_ptr, new_ptr, gg_ptr, di_ptr, g, HW, o: tl.constexp
 
 
 @triton.jit
-def _seed_loss_kernel(x_ptr, x0_ptr, k_ptr, p_ptr, new_ptr, gg_ptr, di_ptr, part_ptr,
-                      H, W, n_tw, n_tiles, C: tl.constexpr, COND: tl.constexpr,
+def _seed_loss_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_ptr,
+                      H, W, n_tw, n_tiles, kappa2, tukey_s, dt, w_fid, w_edge, w_energy,
+                      C: tl.constexpr, COND: tl.constexpr,
                       NEED_DI: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
     b = tl.program_id(1).to(tl.int64)
     y, x, mask = _tile(H, W, n_tw, BLOCK_H, BLOCK_W)
@@ -384,11 +387,7 @@ def _seed_loss_kernel(x_ptr, x0_ptr, k_ptr, p_ptr, new_ptr, gg_ptr, di_ptr, part
     offs = _reflect_offsets(y, x, H, W)
     center = y * W + x
     base = b * C * HW
-    kappa2, tukey_s, dt = _load_params(p_ptr, b, 0)
     part = part_ptr + (b * n_tiles + tl.program_id(0)) * (C * C * 9 + 1)
-    w_fid = tl.load(p_ptr + 3)
-    w_edge = tl.load(p_ptr + 4)
-    w_energy = tl.load(p_ptr + 5)
     xb = x_ptr + base
     gs = _conv_all(xb, k_ptr, HW, C, offs, mask, BLOCK_H, BLOCK_W)
     gg0, loss = _seed_loss_out(xb, x0_ptr + base, new_ptr + base, gg_ptr + base, di_ptr + base,
@@ -502,6 +501,13 @@ def _params(kappa: Tensor, dt: Tensor) -> Tensor:
     return torch.stack([k * k, k * _SQRT2, dt.to(torch.float64)], dim=-1).to(torch.float32)
 
 
+def _scalars(kappa: float, dt: float) -> tuple[float, float, float]:
+    """``(kappa^2, kappa*sqrt(2), dt)`` formed in float64 as the eager code does (Triton then
+    passes them as float32 kernel arguments: no tensor, no host-to-device copy per step)."""
+    kappa = float(kappa)
+    return kappa * kappa, kappa * _SQRT2, float(dt)
+
+
 def seed_forward_triton(image: Tensor, operator: Tensor, *, kappa: float | Tensor,
                         dt: float | Tensor, conduction: str = "exp", store_g: bool = True,
                         block: tuple[int, int] | None = None,
@@ -550,8 +556,10 @@ def seed_forward_triton(image: Tensor, operator: Tensor, *, kappa: float | Tenso
         if n not in (1, b):
             raise ShapeError(f"{name} has {n} entries; every batched input must have 1 or {b}")
     per_image = kap.numel() > 1 or dts.numel() > 1
-    params = _params(kap.expand(b) if per_image else kap, dts.expand(b) if per_image else dts)
-    params = params.to(image.device).contiguous()
+    scalars = _scalars(float(kap[0]), float(dts[0]))
+    params = image  # unused unless per_image
+    if per_image:
+        params = _params(kap.expand(b), dts.expand(b)).to(image.device).contiguous()
     operator = operator.contiguous()
     new = torch.empty((b, c, h, w), dtype=image.dtype, device=image.device)
     g = torch.empty_like(new) if store_g else new
@@ -559,9 +567,9 @@ def seed_forward_triton(image: Tensor, operator: Tensor, *, kappa: float | Tenso
     n_tiles, nb, n_tw, _ = _grid(h, w, b, block)
     _seed_fwd_kernel[(n_tiles, nb)](
         image, operator, params, new, g, h, w, n_tw, c * h * w if nb_img > 1 else 0,
-        c * c * 9 if nb_op > 1 else 0, 3 if per_image else 0,
-        C=c, COND=COND_CODES[conduction], STORE_G=store_g, BLOCK_H=block[0], BLOCK_W=block[1],
-        num_warps=num_warps,
+        c * c * 9 if nb_op > 1 else 0, *scalars,
+        C=c, COND=COND_CODES[conduction], STORE_G=store_g, PER_IMAGE=per_image,
+        BLOCK_H=block[0], BLOCK_W=block[1], num_warps=num_warps,
     )
     return new, (g if store_g else None)
 
@@ -605,8 +613,6 @@ def seed_backward_triton(image: Tensor, operator: Tensor, g: Tensor, grad_new: T
                          param="conduction")
     _check_image(image)
     b, c, h, w = image.shape
-    params = _params(torch.tensor([kappa], dtype=torch.float64),
-                     torch.tensor([dt], dtype=torch.float64)).to(image.device)
     block = _block_for(w, block, LOSS_BLOCK)
     n_tiles, nb, n_tw, _ = _grid(h, w, b, block)
     gg = torch.empty_like(image)
@@ -615,7 +621,7 @@ def seed_backward_triton(image: Tensor, operator: Tensor, g: Tensor, grad_new: T
     gn = grad_new.contiguous() if grad_new is not None else image
     ggi = grad_g.contiguous() if grad_g is not None else image
     _seed_bwd_a_kernel[(n_tiles, nb)](
-        image, g, gn, ggi, params, gg, di, part, h, w, n_tw, n_tiles, C=c,
+        image, g, gn, ggi, gg, di, part, h, w, n_tw, n_tiles, *_scalars(kappa, dt), C=c,
         COND=COND_CODES[conduction], HAS_GN=grad_new is not None, HAS_GG=grad_g is not None,
         BLOCK_H=block[0], BLOCK_W=block[1], num_warps=num_warps,
     )
@@ -676,10 +682,7 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
     if image0.shape != image.shape:
         raise ShapeError(f"image0 {tuple(image0.shape)} must match the image {tuple(image.shape)}")
     b, c, h, w = image.shape
-    params = _params(torch.tensor([kappa], dtype=torch.float64),
-                     torch.tensor([dt], dtype=torch.float64))
     w_f, w_e, w_i = (float(v) * float(scale) for v in weights)
-    params = torch.cat([params.reshape(-1), torch.tensor([w_f, w_e, w_i])]).to(image.device)
     block = _block_for(w, block, LOSS_BLOCK)
     n_tiles, nb, n_tw, _ = _grid(h, w, b, block)
     new = torch.empty_like(image)
@@ -687,8 +690,8 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
     di = torch.empty_like(image) if need_image_grad else new
     part = torch.empty((b * n_tiles, c * c * 9 + 1), dtype=torch.float32, device=image.device)
     _seed_loss_kernel[(n_tiles, nb)](
-        image, image0, operator.contiguous(), params, new, gg, di, part, h, w, n_tw, n_tiles,
-        C=c, COND=COND_CODES[conduction], NEED_DI=need_image_grad,
+        image, image0, operator.contiguous(), new, gg, di, part, h, w, n_tw, n_tiles,
+        *_scalars(kappa, dt), w_f, w_e, w_i, C=c, COND=COND_CODES[conduction], NEED_DI=need_image_grad,
         BLOCK_H=block[0], BLOCK_W=block[1], num_warps=num_warps,
     )
     sums = part.sum(dim=0)
@@ -729,9 +732,8 @@ def classic_step_triton(image: Tensor, *, kappa: float, dt: float, conduction: s
     out = torch.empty_like(image)
     block = _block_for(w, block, DEFAULT_BLOCK)
     n_tiles, _, n_tw, _ = _grid(h, w, b * c, block)
-    s = float(torch.tensor(kappa * _SQRT2, dtype=torch.float32))
-    _classic_kernel[(n_tiles, b * c)](image, out, h, w, n_tw, float(kappa), s, float(dt),
-                                      COND=COND_CODES[conduction], BLOCK_H=block[0],
+    _classic_kernel[(n_tiles, b * c)](image, out, h, w, n_tw, float(kappa), float(kappa) * _SQRT2,
+                                      float(dt), COND=COND_CODES[conduction], BLOCK_H=block[0],
                                       BLOCK_W=block[1], num_warps=num_warps)
     return out
 

@@ -313,11 +313,14 @@ def test_kernels_lower_to_ptx_for_hopper_without_a_gpu():
         pytest.skip(f"cannot compile for sm_90 here: {exc}")
     ptrs = dict.fromkeys(("x_ptr", "k_ptr", "p_ptr", "new_ptr", "g_ptr", "x0_ptr", "gg_ptr",
                           "di_ptr", "part_ptr", "gn_ptr", "gg_in_ptr"), p)
+    ptrs.update(dict.fromkeys(("kappa2", "tukey_s", "dt", "w_fid", "w_edge", "w_energy"), "fp32"))
     for cond in (0, 1, 2):
-        ptx = lower(td._seed_fwd_kernel, ptrs, dict(C=3, COND=cond, STORE_G=True, BLOCK_H=1,
-                                                    BLOCK_W=512)).asm["ptx"]
+        ptx = lower(td._seed_fwd_kernel, ptrs, dict(C=3, COND=cond, STORE_G=True, PER_IMAGE=False,
+                                                    BLOCK_H=1, BLOCK_W=512)).asm["ptx"]
         # the 27 neighbours are loaded once per pixel (not once per output channel)
         assert ptx.count("ld.global") < 260
+    lower(td._seed_fwd_kernel, ptrs, dict(C=3, COND=0, STORE_G=False, PER_IMAGE=True, BLOCK_H=1,
+                                          BLOCK_W=512))
     lower(td._seed_bwd_a_kernel, ptrs, dict(C=3, COND=0, HAS_GN=True, HAS_GG=True, BLOCK_H=4,
                                             BLOCK_W=256))
     lower(td._seed_bwd_b_kernel, ptrs, dict(C=3, BLOCK_H=1, BLOCK_W=512))
