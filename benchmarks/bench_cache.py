@@ -8,8 +8,9 @@ target is a second run under 15 % of the first. Prefect start-up (the temporary 
 without PREFECT_API_URL) is excluded: a warm-up flow runs first, then both renders are timed as
 flow calls in the same process. Set PREFECT_API_URL to measure against a running server.
 Prefect 3.9 adds about 1 s to every flow run, cached or not (the flow-run heartbeat thread is
-joined at the end); the benchmark prints that fixed cost too. Diffusion runs the eager reference (``MINART_KERNELS=eager`` unless set), so a one-off
-``torch.compile`` of the CPU fast path does not land in whichever run comes first.
+joined at the end); the benchmark prints that fixed cost too. Diffusion runs the eager
+reference (``MINART_KERNELS=eager`` unless set), so a one-off ``torch.compile`` of the CPU fast
+path does not land in whichever run comes first.
 """
 
 from __future__ import annotations

@@ -192,7 +192,8 @@ def _decode(raw: bytes, key: str) -> tuple[dict[str, Tensor], dict[str, str]]:
         raise CacheError(f"cache entry {key} is truncated ({len(raw)} bytes)")
     (n,) = struct.unpack("<Q", raw[:8])
     if n > len(raw) - 8:
-        raise CacheError(f"cache entry {key} is truncated (header of {n} bytes, file of {len(raw)})")
+        raise CacheError(f"cache entry {key} is truncated (header of {n} bytes, file of "
+                         f"{len(raw)})")
     try:
         header = json.loads(raw[8 : 8 + n])
         metadata = dict(header.get("__metadata__") or {})
@@ -215,7 +216,7 @@ def _decode(raw: bytes, key: str) -> tuple[dict[str, Tensor], dict[str, str]]:
 
 
 class _OsLock:
-    """Local-folder lock: an OS lock (fcntl/msvcrt via ``filelock``); the kernel frees it on death."""
+    """Local-folder lock: an OS lock (``filelock``: fcntl/msvcrt), freed by the kernel on death."""
 
     def __init__(self, path: str) -> None:
         import filelock
@@ -279,7 +280,8 @@ class _FileLock:
             if hasattr(mtime, "timestamp"):
                 mtime = mtime.timestamp()
             return mtime is None or time.time() - float(mtime) > self._stale_after
-        if holder.get("host") == socket.gethostname() and not _pid_alive(int(holder.get("pid", -1))):
+        same_host = holder.get("host") == socket.gethostname()
+        if same_host and not _pid_alive(int(holder.get("pid", -1))):
             return True
         return time.time() - float(holder.get("time", 0.0)) > self._stale_after
 
@@ -449,7 +451,8 @@ class TensorCache:
 
         Example:
             >>> cache = TensorCache("memory://minart-doctest-put")
-            >>> size = cache.put_tensors("k", {"image": torch.ones(3, 2, 2)}, info={"iteration": "4"})
+            >>> size = cache.put_tensors("k", {"image": torch.ones(3, 2, 2)},
+            ...                          info={"iteration": "4"})
             >>> tensors, info = cache.get_tensors("k")
             >>> tensors["image"].shape, info["iteration"], cache.clear()
             (torch.Size([3, 2, 2]), '4', 1)

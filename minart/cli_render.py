@@ -60,7 +60,8 @@ def _print_run(result: dict) -> None:
     console.print(table)
     cached = sum(s["status"] == "cached" for s in result["steps"])
     console.print(f"{len(result['computed'])} computed, {cached} cached, "
-                  f"{result['corrupt']} corrupt cache entries recomputed, {result['seconds']:.2f} s")
+                  f"{result['corrupt']} corrupt cache entries recomputed, "
+                  f"{result['seconds']:.2f} s")
 
 
 Opt = Optional  # noqa: UP045  (typer reads the annotations at run time)

@@ -396,8 +396,8 @@ def plan(recipe: Any, *, device: str | torch.device = "cpu",
     """Compute every step's key for ``recipe`` on ``device``.
 
     Output steps (stages with a ``targets`` hook: ``save_image``, ``encode_video``) also hash the
-    absolute paths they will write, so rendering into another folder (or on another ``{date}``) writes
-    the files again while everything upstream stays cached.
+    absolute paths they will write, so rendering into another folder (or on another ``{date}``)
+    writes the files again while everything upstream stays cached.
 
     Args:
         recipe: a loaded recipe (``minart.recipe.load_recipe``): ``steps`` with ``name``,

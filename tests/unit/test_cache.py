@@ -44,7 +44,8 @@ def test_named_tensors_and_info_round_trip(cache, gen):
     cache.put_tensors("k-ckpt", state, info={"iteration": "12"}, kind="checkpoint")
     tensors, meta = cache.get_tensors("k-ckpt")
     assert set(tensors) == set(state)
-    assert all(torch.equal(tensors[n], state[n]) and tensors[n].dtype == state[n].dtype for n in state)
+    assert all(torch.equal(tensors[n], state[n]) and tensors[n].dtype == state[n].dtype
+               for n in state)
     assert meta["iteration"] == "12"
     assert cache.entries()[0].kind == "checkpoint"
     with pytest.raises(CacheError, match="holds no result tensor"):

@@ -33,8 +33,8 @@ def _recipe(tmp_path, *, kappa=0.1, opacity=0.5, path="out/{name}.png", extra=()
         _step("save", "save_image", ["mix"], path=path),
         *extra,
     ]
-    return SimpleNamespace(steps=steps, seed=3, name="tiny", size=(8, 8), path=str(tmp_path / "r.yaml"),
-                           text="name: tiny\n", outputs=())
+    return SimpleNamespace(steps=steps, seed=3, name="tiny", size=(8, 8),
+                           path=str(tmp_path / "r.yaml"), text="name: tiny\n", outputs=())
 
 
 def _render(tmp_path, cache, out="out-a", **changes):

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from minart.errors import ParamError, RecipeError
-from minart.keys import canonical, canonical_json, device_class, plan_keys, step_key, topological_order
+from minart.keys import (canonical, canonical_json, device_class, plan_keys, step_key,
+                         topological_order)
 
 BASE = dict(stage="fractal", version=1, params={"size": 32, "zoom": 1.5}, input_keys=[], seed=7,
             device="cpu-float32")
@@ -73,9 +74,11 @@ def test_device_class():
 def _steps(**params):
     return [
         S(name="base", stage="fractal", inputs=[], params={"size": params.get("size", 32)}),
-        S(name="soft", stage="perona_malik", inputs=["base"], params={"kappa": params.get("kappa", 0.1)}),
+        S(name="soft", stage="perona_malik", inputs=["base"],
+          params={"kappa": params.get("kappa", 0.1)}),
         S(name="other", stage="fractal", inputs=[], params={"size": 16}),
-        S(name="mix", stage="blend", inputs=["soft", "other"], params={"alpha": params.get("alpha", 0.5)}),
+        S(name="mix", stage="blend", inputs=["soft", "other"],
+          params={"alpha": params.get("alpha", 0.5)}),
     ]
 
 
