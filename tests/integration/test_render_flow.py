@@ -98,3 +98,12 @@ def test_bad_recipe_fails_fast_without_prefect(tmp_path, env):
     assert done.returncode == 2
     assert "unknown stage 'fractl'; did you mean 'fractal'?" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_cache_at_an_fsspec_url(tiny, env, tmp_path):
+    url = f"file://{tmp_path}/shared-cache"
+    first = run_report(tiny, "--cache", url, env=env, cwd=tmp_path)
+    second = run_report(tiny, "--cache", url, env=env, cwd=tmp_path)
+    assert sorted(first["computed"]) == ALL and second["computed"] == []
+    assert {e.step for e in TensorCache(url).entries()} == set(ALL)
+    assert TensorCache(env["MINART_CACHE"]).entries() == []  # --cache wins over MINART_CACHE

@@ -16,10 +16,15 @@ from minart.cache import TensorCache, format_size, parse_size
 from minart.errors import CacheError, ParamError
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "file-url", "memory"])
 def cache(request, tmp_path):
     if request.param == "local":
         yield TensorCache(tmp_path / "cache")
+        return
+    if request.param == "file-url":
+        store = TensorCache(f"file://{tmp_path}/cache")
+        assert store.is_local and store.local_path() == tmp_path / "cache"
+        yield store
         return
     store = TensorCache(f"memory://minart-test-{uuid.uuid4().hex}")
     yield store
