@@ -548,18 +548,22 @@ def seed_forward_triton(image: Tensor, operator: Tensor, *, kappa: float | Tenso
     else:
         raise ShapeError(f"operator must be ({c}, {c}, 3, 3) or (N, {c}, {c}, 3, 3), got "
                          f"{tuple(operator.shape)}")
-    kap = torch.as_tensor(kappa, dtype=torch.float64).reshape(-1)  # () -> (1,) or (N,)
-    dts = torch.as_tensor(dt, dtype=torch.float64).reshape(-1)  # () -> (1,) or (N,)
-    b = max(nb_img, nb_op, kap.numel(), dts.numel())
-    for name, n in (("image batch", nb_img), ("operator batch", nb_op), ("kappa", kap.numel()),
-                    ("dt", dts.numel())):
+    per_image = isinstance(kappa, Tensor) or isinstance(dt, Tensor)
+    params = image  # unused unless per_image
+    b = max(nb_img, nb_op)
+    if per_image:  # a sweep: one (kappa, dt) per variant, read by the kernel from a small tensor
+        kap = torch.as_tensor(kappa, dtype=torch.float64).reshape(-1)  # () -> (1,) or (N,)
+        dts = torch.as_tensor(dt, dtype=torch.float64).reshape(-1)  # () -> (1,) or (N,)
+        b = max(b, kap.numel(), dts.numel())
+        for name, n in (("kappa", kap.numel()), ("dt", dts.numel())):
+            if n not in (1, b):
+                raise ShapeError(f"{name} has {n} entries; every batched input must have 1 or {b}")
+        params = _params(kap.expand(b), dts.expand(b)).to(image.device).contiguous()
+        kappa, dt = float(kap[0]), float(dts[0])
+    for name, n in (("image batch", nb_img), ("operator batch", nb_op)):
         if n not in (1, b):
             raise ShapeError(f"{name} has {n} entries; every batched input must have 1 or {b}")
-    per_image = kap.numel() > 1 or dts.numel() > 1
-    scalars = _scalars(float(kap[0]), float(dts[0]))
-    params = image  # unused unless per_image
-    if per_image:
-        params = _params(kap.expand(b), dts.expand(b)).to(image.device).contiguous()
+    scalars = _scalars(kappa, dt)
     operator = operator.contiguous()
     new = torch.empty((b, c, h, w), dtype=image.dtype, device=image.device)
     g = torch.empty_like(new) if store_g else new
