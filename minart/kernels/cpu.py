@@ -78,7 +78,11 @@ def seed_step_compiled(image: Tensor, operator: Tensor, *, kappa: float, dt: flo
         ``(new_image, g or None)``.
 
     Example:
-        >>> # compiles on first use (seconds); see tests/unit/test_kernels.py
+        >>> from minart.diffusion import laplacian_operator  # compiling takes seconds
+        >>> x = torch.rand(1, 3, 32, 32)  # doctest: +SKIP
+        >>> new, g = seed_step_compiled(x, laplacian_operator(3), kappa=0.2, dt=0.2)  # doctest: +SKIP
+        >>> new.shape  # doctest: +SKIP
+        torch.Size([1, 3, 32, 32])
     """
     out = _compiled("seed", _seed_core)(image, operator, _scalar(kappa), _scalar(dt), conduction,
                                         need_g)
@@ -101,7 +105,8 @@ def classic_step_compiled(image: Tensor, *, kappa: float, dt: float,
         Tensor of the same shape.
 
     Example:
-        >>> # compiles on first use (seconds); see tests/unit/test_kernels.py
+        >>> classic_step_compiled(torch.full((1, 1, 8, 8), 0.5), kappa=0.1, dt=0.2).unique().tolist()  # doctest: +SKIP
+        [0.5]
     """
     return _compiled("classic", _classic_core)(image, _scalar(kappa), _scalar(dt),
                                                conduction)

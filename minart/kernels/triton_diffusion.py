@@ -535,7 +535,14 @@ def seed_forward_triton(image: Tensor, operator: Tensor, *, kappa: float | Tenso
         ShapeError: tensors of the wrong shape, dtype or device, or batches that differ.
 
     Example:
-        >>> # runs on CUDA tensors, or on CPU tensors with TRITON_INTERPRET=1 set before import
+        >>> from minart.diffusion import laplacian_operator  # CUDA (or TRITON_INTERPRET=1)
+        >>> x = torch.rand(1, 3, 64, 64, device="cuda")  # doctest: +SKIP
+        >>> k = laplacian_operator(3, device="cuda")  # doctest: +SKIP
+        >>> new, g = seed_forward_triton(x, k, kappa=0.2, dt=0.2)  # doctest: +SKIP
+        >>> sweep, _ = seed_forward_triton(x, torch.stack([k, 0.5 * k]), kappa=torch.tensor([0.2, 0.1]),
+        ...                                dt=0.2, store_g=False)  # doctest: +SKIP
+        >>> sweep.shape  # doctest: +SKIP
+        torch.Size([2, 3, 64, 64])
     """
     _check_image(image)
     nb_img, c, h, w = image.shape
@@ -610,7 +617,14 @@ def seed_backward_triton(image: Tensor, operator: Tensor, g: Tensor, grad_new: T
         ParamError: ``conduction="inverse"``.
 
     Example:
-        >>> # runs on CUDA tensors, or on CPU tensors with TRITON_INTERPRET=1 set before import
+        >>> from minart.diffusion import laplacian_operator  # CUDA (or TRITON_INTERPRET=1)
+        >>> x = torch.rand(1, 3, 64, 64, device="cuda")  # doctest: +SKIP
+        >>> k = laplacian_operator(3, device="cuda")  # doctest: +SKIP
+        >>> new, g = seed_forward_triton(x, k, kappa=0.2, dt=0.2)  # doctest: +SKIP
+        >>> di, dk = seed_backward_triton(x, k, g, torch.ones_like(new), None, kappa=0.2,
+        ...                               dt=0.2)  # doctest: +SKIP
+        >>> dk.shape  # doctest: +SKIP
+        torch.Size([3, 3, 3, 3])
     """
     if conduction not in ("exp", "tukey"):
         raise ParamError(f"conduction={conduction!r} has no Triton backward; use 'exp' or 'tukey'",
@@ -676,7 +690,12 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
         ShapeError: bad shapes.
 
     Example:
-        >>> # runs on CUDA tensors, or on CPU tensors with TRITON_INTERPRET=1 set before import
+        >>> from minart.diffusion import laplacian_operator  # CUDA (or TRITON_INTERPRET=1)
+        >>> x = torch.rand(1, 3, 64, 64, device="cuda")  # doctest: +SKIP
+        >>> k = laplacian_operator(3, device="cuda")  # doctest: +SKIP
+        >>> new, loss, dk, _ = seed_loss_triton(x, x, k, kappa=0.2, dt=0.2)  # doctest: +SKIP
+        >>> loss.shape, dk.shape  # doctest: +SKIP
+        (torch.Size([]), torch.Size([3, 3, 3, 3]))
     """
     if conduction not in ("exp", "tukey"):
         raise ParamError(f"conduction={conduction!r} has no Triton backward; use 'exp' or 'tukey'",
@@ -729,7 +748,9 @@ def classic_step_triton(image: Tensor, *, kappa: float, dt: float, conduction: s
         ShapeError: not a contiguous float32 4-D tensor.
 
     Example:
-        >>> # runs on CUDA tensors, or on CPU tensors with TRITON_INTERPRET=1 set before import
+        >>> x = torch.full((1, 3, 8, 8), 0.5, device="cuda")  # CUDA (or TRITON_INTERPRET=1)  # doctest: +SKIP
+        >>> classic_step_triton(x, kappa=0.1, dt=0.2).unique().tolist()  # doctest: +SKIP
+        [0.5]
     """
     _check_image(image, "classic image")
     b, c, h, w = image.shape

@@ -174,7 +174,11 @@ def fractal_iterate_triton(start: Tensor, *, iterations: int, formula: str = "in
         ShapeError: ``start`` is not a 2-D complex64 tensor.
 
     Example:
-        >>> # runs on CUDA tensors, or on CPU tensors with TRITON_INTERPRET=1 set before import
+        >>> from minart.fractal import _grid  # CUDA (or TRITON_INTERPRET=1)
+        >>> start = _grid(64, 48, 0j, 2.8, torch.float32, torch.device("cuda"))  # doctest: +SKIP
+        >>> counts, done, final_z, trap = fractal_iterate_triton(start, iterations=64)  # doctest: +SKIP
+        >>> counts.shape, counts.dtype  # doctest: +SKIP
+        (torch.Size([48, 64]), torch.int64)
     """
     if start.ndim != 2 or start.dtype != torch.complex64:
         raise ShapeError(f"start must be an (H, W) complex64 tensor, got {start.dtype} of shape "
