@@ -139,7 +139,7 @@ def _check_fractal(device: str) -> None:
 
     ``z <- a z^-p + c`` is chaotic: on long orbits even float32 vs float64 eager runs disagree on
     0.2 % of pixels (p = 7, 320x240, 64 iterations), so every case here is one where float32 and
-    float64 agree (the post's map is checked on a short run); ulp-level differences between the
+    float64 agree to 0.02 % (the post's map on a shorter run); ulp-level differences between the
     kernel's and torch's complex arithmetic then stay below the 0.1 % threshold.
     """
     from minart.fractal import _grid
@@ -147,7 +147,7 @@ def _check_fractal(device: str) -> None:
 
     big = device != "cpu"  # the interpreter is slow: small views on CPU
     cases = [
-        (48, 40, 40, dict(formula="inverse_power", power=7, eps=0.7)),
+        (160, 120, 24, dict(formula="inverse_power", power=7, eps=0.7)),
         (320, 240, 64, dict(formula="inverse_power", power=3, eps=0.6, trap="circle")),
         (320, 240, 64, dict(formula="multibrot", power=2)),
         (320, 240, 64, dict(formula="multibrot", power=3, julia=(-0.4, 0.6), trap="line",
