@@ -8,6 +8,7 @@ makes every later run start in about a second, and gives the Prefect UI.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -35,17 +36,25 @@ class ServerHandle:
     pid: int
     log: Path
     process: subprocess.Popen | None = None
+    detached: bool = True
 
     def stop(self, timeout: float = 15.0) -> None:
-        """Terminate the server (SIGTERM, then SIGKILL after ``timeout`` seconds)."""
-        if self.process is None:
+        """Terminate the server and its children (SIGTERM, then SIGKILL after ``timeout`` s)."""
+        if self.process is None or self.process.poll() is not None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                if self.detached:  # started in its own session: stop its whole group
+                    os.killpg(self.process.pid, sig)
+                else:
+                    self.process.send_signal(sig)
+            except (ProcessLookupError, PermissionError):
+                return
+            try:
+                self.process.wait(timeout)
+                return
+            except subprocess.TimeoutExpired:
+                continue
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -119,4 +128,5 @@ def start_server(*, host: str = "127.0.0.1", port: int | None = None,
         if process.poll() is None:
             process.kill()
         raise
-    return ServerHandle(url=url, pid=process.pid, log=log_path, process=process)
+    return ServerHandle(url=url, pid=process.pid, log=log_path, process=process,
+                        detached=detach)

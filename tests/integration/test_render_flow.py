@@ -107,3 +107,22 @@ def test_cache_at_an_fsspec_url(tiny, env, tmp_path):
     assert sorted(first["computed"]) == ALL and second["computed"] == []
     assert {e.step for e in TensorCache(url).entries()} == set(ALL)
     assert TensorCache(env["MINART_CACHE"]).entries() == []  # --cache wins over MINART_CACHE
+
+
+def test_minart_server_starts_a_server_to_export(tmp_path, env):
+    import os
+    import re
+    import signal
+    import urllib.request
+
+    from minart.flows.server import free_port
+
+    port = free_port()
+    done = minart("server", "--port", port, "--home", tmp_path / "home", env=env, cwd=tmp_path)
+    pid = int(re.search(r"pid (\d+)", done.stdout).group(1))
+    try:
+        assert f"export PREFECT_API_URL=http://127.0.0.1:{port}/api" in done.stdout
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=10) as reply:
+            assert reply.status == 200
+    finally:
+        os.killpg(pid, signal.SIGTERM)  # the server runs in its own session

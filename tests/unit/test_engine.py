@@ -271,3 +271,19 @@ def test_minimize_resumes_from_its_checkpoint_bit_identically():
     assert not cache.contains(plan.steps["art"].key + "-ckpt")
     whole.clear()
     cache.clear()
+
+
+def test_embedded_recipe_from_a_video_sidecar(tmp_path):
+    import json
+
+    from minart.video import sidecar_path
+
+    video = tmp_path / "clip.webm"
+    video.write_bytes(b"not decoded")
+    sidecar_path(video).write_text(json.dumps({
+        "minart_recipe": "name: clip\n", "minart_recipe_path": "",
+        "minart_overrides": json.dumps(["seed=4"]), "minart_preview": "4"}))
+    embedded = engine.embedded_recipe(video)
+    assert (embedded.text, embedded.path, embedded.overrides, embedded.preview) == (
+        "name: clip\n", None, ("seed=4",), 4)
+    assert embedded.materialize(tmp_path / "x").read_text() == "name: clip\n"
