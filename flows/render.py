@@ -34,16 +34,26 @@ def render(recipe: str, overrides: dict[str, Any] | None = None,
 
     Args:
         recipe: path of the recipe file.
-        overrides: ``{"step.param": value}`` applied on top of the recipe.
+        overrides: ``{"steps.soften.params.kappa": 0.05, "seed": 3}`` applied to the recipe
+            before it is validated (values as YAML would read them).
         preview: render the quick preview variant (true: 4x smaller; a number: that factor).
-        output_dir: where output files go (default: next to the recipe, as the recipe says).
+        output_dir: folder the outputs' path templates are expanded in (default: the current
+            folder; a deployment runs in the repository folder).
         device: torch device the stages run on (``cpu``, ``cuda``, ``cuda:1``).
         cache: tensor cache location (default ``$MINART_CACHE`` or the user cache folder).
         report: also write the JSON report to this path.
+
+    Returns:
+        The run report (:meth:`minart.engine.RunReport.to_dict`): every step's key, status
+        (computed, cached or skipped), seconds and output files.
+
+    Raises:
+        MinartError: the recipe does not validate, or a step fails (the first failure).
     """
     logger = get_run_logger()
     start = time.perf_counter()
     recipe = os.path.abspath(recipe)
+    output_dir = os.path.abspath(output_dir) if output_dir else None
     overrides = dict(overrides or {})
     store = TensorCache(cache)
     plan = engine.load_plan(recipe, overrides, preview=preview, device=device,
