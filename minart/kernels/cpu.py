@@ -19,10 +19,11 @@ from torch import Tensor
 
 from ..diffusion import classic_step, seed_step
 
-__all__ = ["classic_step_compiled", "is_compiled", "seed_step_compiled"]
+__all__ = ["classic_step_compiled", "is_broken", "is_compiled", "mark_broken", "seed_step_compiled"]
 
 _LOCK = threading.Lock()
 _COMPILED: dict[str, Callable] = {}
+_BROKEN: set[str] = set()
 
 
 def _seed_core(image: Tensor, operator: Tensor, kappa: Tensor, dt: Tensor, conduction: str,
@@ -49,7 +50,22 @@ def is_compiled(name: str) -> bool:
         >>> is_compiled("no-such-step")
         False
     """
-    return name in _COMPILED
+    return name in _COMPILED and name not in _BROKEN
+
+
+def is_broken(name: str) -> bool:
+    """Whether compiling ``name`` failed in this process (no C++ compiler, say): use eager then.
+
+    Example:
+        >>> is_broken("no-such-step")
+        False
+    """
+    return name in _BROKEN
+
+
+def mark_broken(name: str) -> None:
+    """Record that compiling ``name`` failed, so the dispatcher stops trying in this process."""
+    _BROKEN.add(name)
 
 
 def _scalar(value: float) -> Tensor:

@@ -113,7 +113,8 @@ def step_path(image: Tensor, *, channels_ok: bool = True, grad: bool = False,
     if image.device.type == "cpu" and compiled and not grad:
         from . import cpu
 
-        if cpu.is_compiled(compiled) or (work is not None and work >= CPU_COMPILE_MIN_WORK):
+        if not cpu.is_broken(compiled) and (
+                cpu.is_compiled(compiled) or (work is not None and work >= CPU_COMPILE_MIN_WORK)):
             return "compiled"
     return "eager"
 
@@ -169,8 +170,11 @@ def seed_step_fast(image: Tensor, operator: Tensor, *, kappa: float, dt: float,
     if path == "compiled":
         from . import cpu
 
-        return cpu.seed_step_compiled(image, operator, kappa=kappa, dt=dt, conduction=conduction,
-                                      need_g=need_g)
+        try:
+            return cpu.seed_step_compiled(image, operator, kappa=kappa, dt=dt,
+                                          conduction=conduction, need_g=need_g)
+        except RuntimeError:  # Inductor could not build here (no C++ compiler, ...): stay eager
+            cpu.mark_broken("seed")
     return seed_step(image, operator, kappa=kappa, dt=dt, conduction=conduction)
 
 
@@ -208,7 +212,10 @@ def classic_step_fast(image: Tensor, *, kappa: float, dt: float, conduction: str
     if path == "compiled":
         from . import cpu
 
-        return cpu.classic_step_compiled(image, kappa=kappa, dt=dt, conduction=conduction)
+        try:
+            return cpu.classic_step_compiled(image, kappa=kappa, dt=dt, conduction=conduction)
+        except RuntimeError:  # Inductor could not build here (no C++ compiler, ...): stay eager
+            cpu.mark_broken("classic")
     return classic_step(image, kappa=kappa, dt=dt, conduction=conduction)
 
 

@@ -211,6 +211,26 @@ def test_cpu_paths_are_eager_for_small_runs_and_compiled_for_long_ones(monkeypat
     assert step_path(x, compiled="seed", work=2 ** 40) == "eager"
 
 
+def test_a_failed_cpu_compile_falls_back_to_eager_and_is_not_retried(monkeypatch):
+    from minart.kernels import cpu
+
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(cpu, "classic_step_compiled", broken)
+    monkeypatch.setattr(cpu, "_BROKEN", set())
+    monkeypatch.setenv("MINART_KERNELS", "auto")
+    x, *_ = _inputs("cpu")
+    for _ in range(2):
+        out = classic_step_fast(x, kappa=0.1, dt=0.2, work=2 ** 40)
+        assert torch.equal(out, classic_step(x, kappa=0.1, dt=0.2))
+    assert calls == [1] and cpu.is_broken("classic")
+    assert step_path(x, compiled="classic", work=2 ** 40) == "eager"
+
+
 def test_fast_steps_fall_back_to_the_references_on_small_cpu_runs():
     x, k, *_ = _inputs("cpu")
     new, g = seed_step_fast(x, k, kappa=0.3, dt=0.2, conduction="tukey")
