@@ -486,7 +486,7 @@ def minimize(
     Raises:
         ShapeError: bad image shape, dtype or values, or a state that does not fit the image.
         ParamError: a parameter out of range, a state from another input or past
-            ``iterations``, or a diverging run (non-finite frames; lower ``lr``).
+            ``iterations``, or a diverging run (non-finite frames or operator; lower ``lr``).
 
     Example:
         >>> x = torch.linspace(0, 1, 3 * 8 * 8).reshape(3, 8, 8)  # (C*H*W,) -> (C, H, W)
@@ -548,9 +548,9 @@ def minimize(
 
     result = run.state_dict()
     frames, operators = result["frames"], result["operators"]
-    if not bool(torch.isfinite(frames).all()):
-        raise ParamError(f"the run diverged (NaN or Inf frames) with lr={lr}; lower lr",
-                         param="lr")
+    if not (bool(torch.isfinite(frames).all()) and bool(torch.isfinite(operators).all())):
+        raise ParamError(f"the run diverged (NaN or Inf in the frames or the operator) with "
+                         f"lr={lr}; lower lr", param="lr")
     return MinimizeResult(frames, operators)
 
 

@@ -71,7 +71,7 @@ def _reference(image0, *, iterations, frame_every, refresh_every, refresh_at, lr
 
 
 def _video_reference(frames_in, *, iterations, frame_every, refresh_every, refresh_at, lr, kappa,
-                     dt, momentum, weight_decay, blend):
+                     dt, momentum, weight_decay, blend, skip=8, g_sign=1.0):
     """demo_video.py's order: free step, 0.8/0.2 bleed-in except every 8th, learned step."""
     c = frames_in.shape[1]
     k = _laplacian(c).requires_grad_()
@@ -82,11 +82,11 @@ def _video_reference(frames_in, *, iterations, frame_every, refresh_every, refre
         x0 = frames_in[i % frames_in.shape[0]].unsqueeze(0)  # (C, H, W) -> (1, C, H, W)
         with torch.no_grad():
             x = _eager_step(x, k, kappa=kappa, dt=dt)[0]
-            if i % 8 != 0:
+            if i % skip != 0:
                 x = x * 0.8 + x0 * 0.2
         opt.zero_grad()
         x, g = _eager_step(x, k, kappa=kappa, dt=dt)
-        energy = torch.sum((g * (x - x0)) ** 2 + g + 10 * (x * g) ** 2)
+        energy = torch.sum((g * (x - x0)) ** 2 + g_sign * g + 10 * (x * g) ** 2)
         energy.backward()
         opt.step()
         x = x.detach()
@@ -255,6 +255,8 @@ def test_seed_video_matches_its_reference(gen):
     ref = _video_reference(frames_in, **kw)
     assert ours.frames.shape == (4, 3, 32, 32)
     torch.testing.assert_close(ours.frames, ref, atol=1e-4, rtol=0)
+    for wrong in ({"skip": 7}, {"g_sign": -1.0}):  # a wrong bleed-in schedule or energy sign
+        assert (ours.frames - _video_reference(frames_in, **kw, **wrong)).abs().max() > 1e-3
     assert bool(torch.isfinite(ours.frames).all())
     assert float(ours.frames.min()) >= 0 and float(ours.frames.max()) <= 1
     # the input frames matter: one still image gives another result
@@ -356,6 +358,10 @@ def test_state_errors(image):
 def test_a_diverging_run_is_refused(image):
     with pytest.raises(ParamError, match="^the run diverged .* lower lr$"):
         minimize(image[:, :8, :8], iterations=3, frame_every=1, lr=1e30)
+    # seed_video's "+ g" term is unbounded below: a large lr sends K to infinity while the
+    # conduction exp(-g^2/kappa^2) freezes the frames, so the operator is checked too.
+    with pytest.raises(ParamError, match="^the run diverged .* lower lr$"):
+        minimize(image[:, :16, :16], iterations=12, frame_every=3, lr=1e-2, loss="seed_video")
 
 
 @pytest.mark.gpu
