@@ -467,7 +467,7 @@ class MinimizeParams(_Params):
     frame_every: int = Field(75, ge=1, le=1_000_000, description=(
         "Keep one frame every this many iterations: the clip has ceil(iterations / frame_every) "
         "frames."))
-    lr: float = Field(2e-6, gt=0, le=1.0, description=(
+    lr: float = Field(2e-6, gt=0, le=100.0, description=(
         "Learning rate of the operator. With reduction 'sum' it must shrink as images grow "
         "(the post used 2e-6 for ~800 px photos)."))
     kappa: float = Field(0.2, gt=0, le=10, description="Conduction scale of the diffusion step.")

@@ -27,14 +27,14 @@ def test_check_ok_prints_one_line(capsys):
     code, out, err = _cli(capsys, "check", str(OCEAN))
     assert code == 0 and err == ""
     assert out.count("\n") == 1
-    assert out.startswith(f"OK {OCEAN}: 'ocean', 4 steps (droplet, soften, art, loop), 256x256, "
+    assert out.startswith(f"OK {OCEAN}: 'ocean', 4 steps (droplet, soften, art, loop), 192x192, "
                           "seed 7; writes {name}/{name}-{seed}.png")
 
 
 def test_check_with_overrides_and_preview(capsys):
     code, out, _ = _cli(capsys, "check", str(OCEAN), "--set", "seed=11", "-s",
                         "steps.art.params.lr=1e-5", "--preview")
-    assert code == 0 and "'ocean-preview'" in out and "64x64, seed 11" in out
+    assert code == 0 and "'ocean-preview'" in out and "48x48, seed 11" in out
 
 
 def test_check_error_is_one_line_with_location_and_exit_2(capsys, tmp_path):

@@ -233,3 +233,40 @@ def test_preview_rules():
     assert frac.preview(frac.params(width=100, height=20), 4) == {"width": 25, "height": 8}
     assert get_stage("load_image").preview(get_stage("load_image").params(path="x"), 4) == {
         "downscale": 4}
+
+
+def test_minimize_stage_matches_the_library_and_saves_checkpoints(img):
+    from minart.minimize import minimize
+
+    class Memory:
+        def __init__(self):
+            self.saved = []
+
+        def load(self):
+            return None
+
+        def save(self, iteration, state):
+            self.saved.append(iteration)
+
+    memory = Memory()
+    out = _run("minimize", [img], StageContext(checkpoint=memory), iterations=10, frame_every=5,
+               lr=1e-3)
+    assert torch.equal(out, minimize(img, iterations=10, frame_every=5, lr=1e-3).frames)
+    assert out.shape == (2, 3, 8, 12) and len(memory.saved) == 2
+
+
+@pytest.mark.parametrize("text,message", [
+    ("  a: {stage: fractal_frames, params: {frames: 2}}\n"
+     "  b: {stage: minimize, input: a, params: {iterations: 5}}\n",
+     "<string>:3:42: step 'b': loss='seed' takes one image, but the input is a clip of frames; "
+     "use loss: seed_video"),
+    ("  a: {stage: fractal}\n"
+     "  b: {stage: minimize, input: a, params: {iterations: 5, refresh_at: 400}}\n",
+     "<string>:3:70: step 'b': refresh_at=400 must be < refresh_every=375"),
+])
+def test_minimize_check_hook(text, message):
+    with pytest.raises(ParamError) as info:
+        parse_recipe("steps:\n" + text)
+    assert str(info.value) == message
+    assert parse_recipe("steps:\n" + text.replace("iterations: 5", "iterations: 5, loss: "
+                                                  "seed_video").replace(", refresh_at: 400", ""))
