@@ -33,7 +33,18 @@ facts in ``/work/shared/notes/prefect-facts.md``:
   recently used entries until the store fits ``max_size``. Records in ``records/`` that refer to
   an entry are removed *before* its payload, so no record outlives the tensor it points at.
 
-This module never imports Prefect; ``tasks/`` ties these entries to Prefect's cache records.
+How it ties into Prefect (``tasks/render_step.py``; this module never imports Prefect): a step's
+task takes the step key and paths, never tensors (Prefect would hash and pickle them, and tensor
+hashes differ between processes); a custom ``CachePolicy`` returns that key, so a cached step
+shows as Cached in the UI without running. Prefect's record holds only the step's small JSON
+report (JSON serializer, ``key_storage`` = ``<cache>/records`` as a ``Path``), never a tensor: no
+safetensors serializer is needed, nothing is base64-pickled, nothing is kept in memory
+(``cache_result_in_memory=False``), and :meth:`TensorCache.delete` drops the record before the
+payload. The policy also drops a record whose payload is gone, and the flow refreshes the record
+of any step it has to run. Isolation stays ``READ_COMMITTED``: the per-key lock here already
+serialises two runs of a step, and Prefect's ``SERIALIZABLE`` file locks never expire after
+``kill -9``. The flow skips every step whose whole subtree is cached
+(:meth:`minart.engine.Plan.schedule`), so Prefect never loads inputs it does not need.
 """
 
 from __future__ import annotations
