@@ -77,10 +77,13 @@ class _Loader(yaml.SafeLoader):
 
 
 _BOOL = "tag:yaml.org,2002:bool"
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"  # dates stay text: "2026-11-27" in a description
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != _BOOL]
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _TIMESTAMP)]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+_CORE_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("map", "seq", "str", "int", "float", "bool",
+                                                  "null", "merge")}
 _Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
                               list("tTfF"))
 _Loader.add_implicit_resolver(
@@ -136,6 +139,10 @@ class _Doc:
             problem = ("an alias refers to itself" if id(node) in active else
                        f"more than {_MAX_NODES} values once aliases are expanded")
             raise RecipeError(f"invalid YAML: {problem}", file=self.source,
+                              line=node.start_mark.line + 1, column=node.start_mark.column + 1)
+        if node.tag not in _CORE_TAGS:
+            raise RecipeError(f"invalid YAML: tag {node.tag!r} is not allowed in recipes (plain "
+                              "values, lists and mappings only)", file=self.source,
                               line=node.start_mark.line + 1, column=node.start_mark.column + 1)
         if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
             active = active | {id(node)}
@@ -413,6 +420,23 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
+def _clean_errors(errors: list[Any]) -> list[dict[str, Any]]:
+    """Pydantic errors with union-member names dropped from ``loc``, one per place, the most
+    telling first (a value out of range says more than "not a number" for another union member).
+    """
+    cleaned: dict[tuple, dict[str, Any]] = {}
+    for err in errors:
+        loc = tuple(p for i, p in enumerate(err["loc"]) if i == 0 or isinstance(p, int))
+        entry = {**err, "loc": loc}
+        vague = err["type"].endswith("_type") or err["type"].endswith("_parsing")
+        entry["_rank"] = (vague, -len(err["loc"]))
+        field_ = loc[:1]
+        if field_ not in cleaned or entry["_rank"] < cleaned[field_]["_rank"]:
+            cleaned[field_] = entry
+    return sorted(cleaned.values(), key=lambda e: [i for i, x in enumerate(errors)
+                                                   if tuple(x["loc"])[:1] == e["loc"][:1]][0])
+
+
 def _pydantic_message(err: Mapping[str, Any], stage: Stage) -> tuple[str, str]:
     """One artist-facing line for a pydantic error, and the parameter name."""
     loc = err["loc"]
@@ -440,6 +464,8 @@ def _pydantic_message(err: Mapping[str, Any], stage: Stage) -> tuple[str, str]:
         return f"{shown}={_show(value)} must be {bounds[kind]} {_show(limit)}", name
     if kind == "literal_error":
         return f"{shown}={_show(value)} is not one of {ctx.get('expected')}", name
+    if kind == "finite_number":
+        return f"{shown}={_show(value)} must be a finite number", name
     if kind.startswith("int_"):
         return f"{shown}={_show(value)} must be a whole number", name
     if kind.startswith("float_"):
@@ -478,7 +504,7 @@ def _validate_params(doc: _Doc, stage: Stage, raw: Any, path: Path_, step: str,
     try:
         params = stage.params.model_validate(raw)
     except ValidationError as exc:
-        errors = exc.errors()
+        errors = _clean_errors(exc.errors())
         first = errors[0]
         message, name = _pydantic_message(first, stage)
         if len(errors) > 1:
@@ -660,6 +686,9 @@ def _output_drafts(doc: _Doc, name: Any, body: Any) -> tuple[list[_Draft], dict[
     feed = source
     if "sheet" in body and body["sheet"] is not False:
         sheet = body["sheet"]
+        if not (sheet is True or sheet is None or isinstance(sheet, dict)):
+            raise doc.error(RecipeError, f"{label}: sheet={_show(sheet)} must be true or a mapping "
+                            "of contact-sheet options (frames, columns, ...)", (*path, "sheet"))
         sheet_params = {} if sheet is True or sheet is None else sheet
         kind = "contact_sheet"
         drafts.append(_Draft(name=f"{step_name}.sheet", stage=get_stage("contact_sheet"),
@@ -719,7 +748,10 @@ def _build(doc: _Doc, *, path: Path | None, text: str, overrides: tuple[str, ...
                                    for k in draft.stage.consumes)
                 got = "a clip of frames" if kind == "frames" else "an image"
                 source = ref if not ref.startswith("out.") else ref.split(".")[1]
-                if draft.output and draft.stage.name == "save_image":
+                if draft.output and draft.stage.name == "contact_sheet":
+                    msg = (f"{label}: step {source!r} produces an image; 'sheet' makes a contact "
+                           "sheet of a clip, so drop it")
+                elif draft.output and draft.stage.name == "save_image":
                     msg = (f"{label}: step {source!r} produces {got}; write it to a video path "
                            "(.webm, .mp4, .gif) or add 'sheet: true' for a contact sheet")
                 elif draft.output:

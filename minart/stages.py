@@ -207,7 +207,7 @@ Palette = Annotated[Union[str, tuple[Stop, ...]], BeforeValidator(_to_stops)]
 
 class _Params(BaseModel):
     # strict: YAML "0.4" (a string) or true (a boolean) is not silently taken as a number
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 def _kwargs(params: BaseModel, *, drop: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -232,6 +232,17 @@ def test_many_errors_report_the_first_and_count_the_rest():
      "<string>:2:1: unknown key 'nmae' in the recipe; did you mean 'name'? (allowed: name, "
      "description, seed, device, size, steps, outputs)"),
     ("steps: &s\n  a: *s\n", "<string>:1:8: invalid YAML: an alias refers to itself"),
+    ("!!python/object:os.system {}\n", "<string>:1:1: invalid YAML: tag "
+     "'tag:yaml.org,2002:python/object:os.system' is not allowed in recipes (plain values, lists "
+     "and mappings only)"),
+    ("steps: !!binary aGVsbG8=\n", "<string>:1:8: invalid YAML: tag 'tag:yaml.org,2002:binary' "
+     "is not allowed in recipes (plain values, lists and mappings only)"),
+    ("steps: {a: {stage: fractal}}\noutputs: {o: {step: a, path: x.png, sheet: 3}}\n",
+     "<string>:2:44: output 'o': sheet=3 must be true or a mapping of contact-sheet options "
+     "(frames, columns, ...)"),
+    ("steps: {a: {stage: fractal}}\noutputs: {o: {step: a, path: x.png, sheet: true}}\n",
+     "<string>:2:21: output 'o': step 'a' produces an image; 'sheet' makes a contact sheet of a "
+     "clip, so drop it"),
     ("steps:\n  a:\n    <<: {stage: fractal}\n",
      "<string>:3:5: merge keys ('<<') are not supported; write the keys out"),
     ("steps: {a: {stage: fractal}}\noutputs:\n  o: {path: x.png}\n",
@@ -264,6 +275,30 @@ def test_yaml_12_scalars_exponent_floats_and_off_is_a_string():
                      "{steps: 1, kappa: 0.1, dt: 0.1, substep: off}}\n")
     assert r.step("b").params.lr == 2e-6
     assert r.step("c").params.substep == "off"
+
+
+@pytest.mark.parametrize("params,message", [
+    ("{span: .inf}", "<string>:1:44: step 'a': span=inf must be a finite number"),
+    ("{span: .nan}", "<string>:1:44: step 'a': span=nan must be a finite number"),
+    ("{palette: [[0, '#000000'], [2, '#ffffff']]}",
+     "<string>:1:65: step 'a': palette[1][0]=2 must be <= 1"),
+])
+def test_parameter_values_are_checked_inside_lists(params, message):
+    with pytest.raises(ParamError) as info:
+        parse_recipe(f"steps: {{a: {{stage: fractal, params: {params}}}}}\n")
+    assert str(info.value) == message
+
+
+def test_union_errors_name_the_item_not_the_union_member():
+    with pytest.raises(ParamError) as info:
+        parse_recipe("steps: {a: {stage: fractal}, b: {stage: resize, input: a, params: "
+                     "{background: [0.1, 2]}}}\n")
+    assert str(info.value) == "<string>:1:86: step 'b': background[1]=2 must be <= 1"
+
+
+def test_dates_stay_text():
+    r = parse_recipe("description: 2026-11-27\nsteps: {a: {stage: fractal}}\n")
+    assert r.description == "2026-11-27"
 
 
 def test_booleans_are_not_numbers():
