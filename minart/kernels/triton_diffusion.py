@@ -483,6 +483,23 @@ def _block_for(w: int, block: tuple[int, int] | None, default: tuple[int, int]) 
     return (bh, min(bw, narrow))
 
 
+def _empty(shape, *, like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """``torch.empty`` for a kernel output that the kernel writes in full.
+
+    Under ``torch.use_deterministic_algorithms(True)`` (as :func:`minart.minimize.minimize` runs
+    on CUDA) torch fills every new tensor with NaN first, a wasted write pass over memory here:
+    every element of these outputs is stored by the kernel (masked stores cover the whole tensor).
+    """
+    det = torch.utils.deterministic
+    if det.fill_uninitialized_memory and torch.are_deterministic_algorithms_enabled():
+        det.fill_uninitialized_memory = False
+        try:
+            return torch.empty(shape, dtype=dtype or like.dtype, device=like.device)
+        finally:
+            det.fill_uninitialized_memory = True
+    return torch.empty(shape, dtype=dtype or like.dtype, device=like.device)
+
+
 def _check_image(image: Tensor, name: str = "image") -> None:
     if image.ndim != 4 or image.dtype != torch.float32 or not image.is_contiguous():
         raise ShapeError(
@@ -572,8 +589,8 @@ def seed_forward_triton(image: Tensor, operator: Tensor, *, kappa: float | Tenso
             raise ShapeError(f"{name} has {n} entries; every batched input must have 1 or {b}")
     scalars = _scalars(kappa, dt)
     operator = operator.contiguous()
-    new = torch.empty((b, c, h, w), dtype=image.dtype, device=image.device)
-    g = torch.empty_like(new) if store_g else new
+    new = _empty((b, c, h, w), like=image)
+    g = _empty((b, c, h, w), like=image) if store_g else new
     block = _block_for(w, block, DEFAULT_BLOCK)
     n_tiles, nb, n_tw, _ = _grid(h, w, b, block)
     _seed_fwd_kernel[(n_tiles, nb)](
@@ -633,9 +650,9 @@ def seed_backward_triton(image: Tensor, operator: Tensor, g: Tensor, grad_new: T
     b, c, h, w = image.shape
     block = _block_for(w, block, LOSS_BLOCK)
     n_tiles, nb, n_tw, _ = _grid(h, w, b, block)
-    gg = torch.empty_like(image)
-    di = torch.empty_like(image)
-    part = torch.empty((b * n_tiles, c * c * 9), dtype=torch.float32, device=image.device)
+    gg = _empty(image.shape, like=image)
+    di = _empty(image.shape, like=image)
+    part = _empty((b * n_tiles, c * c * 9), like=image)
     gn = grad_new.contiguous() if grad_new is not None else image
     ggi = grad_g.contiguous() if grad_g is not None else image
     _seed_bwd_a_kernel[(n_tiles, nb)](
@@ -708,10 +725,10 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
     w_f, w_e, w_i = (float(v) * float(scale) for v in weights)
     block = _block_for(w, block, LOSS_BLOCK)
     n_tiles, nb, n_tw, _ = _grid(h, w, b, block)
-    new = torch.empty_like(image)
-    gg = torch.empty_like(image) if need_image_grad else new
-    di = torch.empty_like(image) if need_image_grad else new
-    part = torch.empty((b * n_tiles, c * c * 9 + 1), dtype=torch.float32, device=image.device)
+    new = _empty(image.shape, like=image)
+    gg = _empty(image.shape, like=image) if need_image_grad else new
+    di = _empty(image.shape, like=image) if need_image_grad else new
+    part = _empty((b * n_tiles, c * c * 9 + 1), like=image)
     _seed_loss_kernel[(n_tiles, nb)](
         image, image0, operator.contiguous(), new, gg, di, part, h, w, n_tw, n_tiles,
         *_scalars(kappa, dt), w_f, w_e, w_i, C=c, COND=COND_CODES[conduction], NEED_DI=need_image_grad,
@@ -754,7 +771,7 @@ def classic_step_triton(image: Tensor, *, kappa: float, dt: float, conduction: s
     """
     _check_image(image, "classic image")
     b, c, h, w = image.shape
-    out = torch.empty_like(image)
+    out = _empty(image.shape, like=image)
     block = _block_for(w, block, DEFAULT_BLOCK)
     n_tiles, _, n_tw, _ = _grid(h, w, b * c, block)
     _classic_kernel[(n_tiles, b * c)](image, out, h, w, n_tw, float(kappa), float(kappa) * _SQRT2,

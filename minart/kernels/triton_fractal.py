@@ -24,6 +24,7 @@ import triton.language as tl
 from torch import Tensor
 
 from ..errors import ShapeError
+from .triton_diffusion import _empty
 
 __all__ = ["fractal_iterate_triton"]
 
@@ -186,11 +187,10 @@ def fractal_iterate_triton(start: Tensor, *, iterations: int, formula: str = "in
     h, w = start.shape
     c = torch.view_as_real(start.contiguous()).contiguous()  # (H, W) complex -> (H, W, 2)
     n = h * w
-    dev = start.device
-    counts = torch.empty((h, w), dtype=torch.int32, device=dev)
-    done = torch.empty((h, w), dtype=torch.int8, device=dev)
-    final = torch.empty((h, w, 2), dtype=torch.float32, device=dev)
-    trap_d = torch.empty((h, w), dtype=torch.float32, device=dev)
+    counts = _empty((h, w), like=c, dtype=torch.int32)
+    done = _empty((h, w), like=c, dtype=torch.int8)
+    final = _empty((h, w, 2), like=c)
+    trap_d = _empty((h, w), like=c)
     a = complex(coefficient)
     j = complex(julia) if julia is not None else 0j
     q = complex(trap_point)

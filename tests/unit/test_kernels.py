@@ -124,12 +124,17 @@ def _check_determinism(device: str, shape=(1, 3, 29, 37)) -> None:
 
     x, k, x0, *_ = _inputs(device, shape)
     runs = []
-    for _ in range(2):
-        kt = k.clone().requires_grad_()
-        new, loss = td.SeedLossStep.apply(x, x0, kt, 0.3, 0.2, "exp")
-        loss.backward()
-        fwd, _ = td.seed_forward_triton(new, k, kappa=0.3, dt=0.2)
-        runs.append((new, loss.detach(), kt.grad, fwd))
+    for deterministic in (False, True):  # minimize runs under use_deterministic_algorithms
+        previous = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(deterministic)
+        try:
+            kt = k.clone().requires_grad_()
+            new, loss = td.SeedLossStep.apply(x, x0, kt, 0.3, 0.2, "exp")
+            loss.backward()
+            fwd, _ = td.seed_forward_triton(new, k, kappa=0.3, dt=0.2)
+            runs.append((new, loss.detach(), kt.grad, fwd))
+        finally:
+            torch.use_deterministic_algorithms(previous)
     for a, b in zip(*runs):
         assert torch.equal(a, b)
 
