@@ -334,6 +334,11 @@ class Plan:
 
         Raises:
             RecipeError: no such step.
+
+        Example:
+            >>> from minart.recipe import parse_recipe
+            >>> plan(parse_recipe("steps: {a: {stage: fractal}}")).step("a").stage
+            'fractal'
         """
         if name not in self.steps:
             raise RecipeError(f"no step named {name!r}; steps: {', '.join(self.steps)}")
@@ -354,6 +359,18 @@ class Plan:
             ``(to_run, status, corrupt)``: steps to submit in dependency order (cached ones
             included, so the orchestrator shows them as cached), ``{step: "cached" | "missing" |
             "skipped"}`` for every step, and the number of corrupt entries found.
+
+
+        Example:
+            >>> from minart.recipe import parse_recipe
+            >>> p = plan(parse_recipe("size: [8, 8]\\nsteps:\\n  a: {stage: fractal}\\n"
+            ...                       "  b: {stage: blend, inputs: [a, a]}"))
+            >>> cache = TensorCache("memory://minart-doctest-schedule")
+            >>> p.schedule(cache)
+            (['a', 'b'], {'b': 'missing', 'a': 'missing'}, 0)
+            >>> _ = render(p, cache=cache)
+            >>> p.schedule(cache), cache.clear()
+            ((['b'], {'b': 'cached', 'a': 'skipped'}, 0), 2)
         """
         log = log or _LOG
         status: dict[str, str] = {}
