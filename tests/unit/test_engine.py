@@ -238,13 +238,16 @@ def test_checkpoint_saves_are_throttled(tmp_path, cache, monkeypatch):
 
 
 @pytest.mark.slow  # minimize's first call in a process costs seconds
-def test_minimize_resumes_from_its_checkpoint_bit_identically():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_minimize_resumes_from_its_checkpoint_bit_identically(device):
     from minart.minimize import minimize
     from minart.recipe import parse_recipe
 
     plan = engine.plan(parse_recipe(
         "size: [12, 12]\nsteps:\n  base: {stage: fractal, params: {iterations: 8}}\n"
-        "  art: {stage: minimize, input: base, params: {iterations: 60, frame_every: 10}}\n"))
+        "  art: {stage: minimize, input: base, params: {iterations: 60, frame_every: 10}}\n"),
+        device=device)
+    assert plan.device_class == f"{device}-float32"
     whole = TensorCache("memory://minart-test-minimize-whole")
     engine.render(plan, cache=whole)
     reference = whole.get(plan.steps["art"].key)
@@ -262,8 +265,8 @@ def test_minimize_resumes_from_its_checkpoint_bit_identically():
             raise Killed
 
     with pytest.raises(Killed):  # a run that dies after iteration 30, as kill -9 would
-        minimize(cache.get(plan.steps["base"].key), callback=kill_at_30, checkpoint=checkpoint,
-                 **params.model_dump())
+        minimize(cache.get(plan.steps["base"].key).to(device), callback=kill_at_30,
+                 checkpoint=checkpoint, **params.model_dump())
     report = engine.render(plan, cache=cache)
     art = next(s for s in report.steps if s.step == "art")
     assert art.status == "computed" and art.resumed_from == 21  # the last frame saved
