@@ -488,3 +488,11 @@ def test_schema_discriminates_steps_on_stage():
     pm = schema["$defs"]["PeronaMalikParams"]
     assert pm["additionalProperties"] is False
     assert pm["properties"]["dt"]["exclusiveMinimum"] == 0
+
+
+def test_step_lookup_suggests_a_name():
+    r = _parse()
+    assert r.step("out.movie").stage == "encode_video"
+    with pytest.raises(RecipeError) as info:
+        r.step("sotfen")
+    assert str(info.value) == "no step named 'sotfen'; did you mean 'soften'?"
