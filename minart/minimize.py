@@ -465,7 +465,8 @@ def minimize(
             (``0 <= refresh_at < refresh_every``).
         blend: weight of the running image in a refresh, in [0, 1].
         loss: ``"seed"`` or ``"seed_video"``.
-        reduction: ``"sum"`` (the post) or ``"mean"`` (energy divided by ``C*H*W``).
+        reduction: ``"sum"`` (the post) or ``"mean"`` (energy divided by ``N = C*H*W``; weight
+            decay is not, so ``lr * N`` with ``weight_decay / N`` reproduces a ``"sum"`` run).
         conduction: ``"exp"``, ``"inverse"`` or ``"tukey"`` (see :func:`minart.diffusion.seed_step`).
         generator: unused (the loop has no randomness); kept so every stage takes one.
         callback: called as ``callback(iterations_done, state)`` after every frame boundary and

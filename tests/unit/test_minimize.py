@@ -237,10 +237,11 @@ def test_mean_reduction_divides_the_energy_by_the_element_count(image):
     step_mean = s_mean.operator.detach() - lap
     assert step_sum.abs().max() > 1e-4
     torch.testing.assert_close(step_mean, step_sum, rtol=1e-4, atol=1e-9)
-    # ... and a short run agrees (no weight decay: it is not divided by n)
-    kw = dict(iterations=8, frame_every=2, weight_decay=0.0, refresh_every=4, refresh_at=2)
-    a = minimize(image, lr=1e-4, **kw)
-    b = minimize(image, lr=1e-4 * n, reduction="mean", **kw)
+    # ... and a short run agrees once weight decay (added to the gradient, not divided by n)
+    # is divided by n too
+    kw = dict(iterations=8, frame_every=2, refresh_every=4, refresh_at=2)
+    a = minimize(image, lr=1e-4, weight_decay=5e-4, **kw)
+    b = minimize(image, lr=1e-4 * n, weight_decay=5e-4 / n, reduction="mean", **kw)
     torch.testing.assert_close(b.frames, a.frames, atol=1e-4, rtol=0)
     # while the same lr with mean barely moves the operator
     c = minimize(image, lr=1e-4, reduction="mean", **kw)
