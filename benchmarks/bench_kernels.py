@@ -7,11 +7,12 @@ same run)::
     python benchmarks/bench_kernels.py --device cuda --size 4096
     python benchmarks/bench_kernels.py --device cpu --size 1024 --threads 2
 
-CUDA (CUDA events, median of ``--reps``): copy time of one RGB float32 image (read + write once),
+CUDA (CUDA events, median of ``--reps`` timings of 5 back-to-back calls): copy time of one RGB float32 image (read + write once),
 seed step (eager conv2d vs Triton, several tile shapes), classic step, learned step (forward + loss
 + backward + SGD with momentum 0.9, weight decay 5e-4), fractal iterations (Gpix-iter/s, with the
 first call's compile time), and a 16-variant sweep at 512^2 (one eager step per variant vs one
-launch). CPU (``time.perf_counter``, median): copy, seed and classic steps eager vs compiled
+launch). CPU (``time.perf_counter``, every path once per round over ``--reps`` interleaved
+rounds, minimum reported with the median in the note): copy, seed and classic steps eager vs compiled
 (cold and warm compile times), ``cv2.ximgproc.anisotropicDiffusion`` (uint8) and medpy's
 Perona-Malik per channel. Nothing here is a test: it prints numbers, it asserts nothing.
 """
@@ -258,59 +259,89 @@ def _fused_custom(td, x, x0, kp, kappa, dt, block, nw):
 # ------------------------------------------------------------------------------------------------
 
 
+def _interleaved_ms(paths: dict[str, Callable[[], object]], rounds: int,
+                    per_call: dict[str, int]) -> dict[str, tuple[float, float]]:
+    """``(min, median)`` ms per path, timing every path once per round, rounds interleaved.
+
+    On a shared machine other processes come and go: interleaving exposes every path to the same
+    load, and the minimum over rounds estimates the unloaded time (the median is reported too).
+    """
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for fn in paths.values():
+        fn()  # warm-up
+    for _ in range(rounds):
+        for name, fn in paths.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t) * 1e3 / per_call.get(name, 1))
+    return {name: (min(v), statistics.median(v)) for name, v in times.items()}
+
+
 def bench_cpu(size: int, reps: int) -> None:
+    """CPU table: ratios of minimum times over interleaved rounds (see :func:`_interleaved_ms`)."""
     import numpy as np
 
     from minart.kernels import cpu
 
     x, k = _inputs(size, "cpu")
     dst = torch.empty_like(x)
-    copy = _cpu_ms(lambda: dst.copy_(x), reps)
-    _row("memory", f"copy {size}^2 RGB f32 (read+write)", copy, copy_ms=copy)
     kappa, dt = 0.2, 0.2
-
-    eager = _cpu_ms(lambda: seed_step(x, k, kappa=kappa, dt=dt), reps)
-    _row("seed step", "eager (reflect pad + conv2d + exp + clamp)", eager, ref_ms=eager,
-         copy_ms=copy)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="minart-bench-inductor-")
     t = time.perf_counter()
     cpu.seed_step_compiled(x, k, kappa=kappa, dt=dt, need_g=False)
     cold = time.perf_counter() - t
     warm = _warm_compile_seconds(size, torch.get_num_threads())
-    ms = _cpu_ms(lambda: cpu.seed_step_compiled(x, k, kappa=kappa, dt=dt, need_g=False), reps)
-    _row("seed step", "compiled (torch.compile, Inductor)", ms, ref_ms=eager, copy_ms=copy,
-         note=f"first call: cold cache {cold:.1f} s, new process on the warm cache {warm}")
-
-    eager_c = _cpu_ms(lambda: classic_step(x, kappa=0.1, dt=dt), reps)
-    _row("classic step", "eager", eager_c, ref_ms=eager_c, copy_ms=copy)
     t = time.perf_counter()
     cpu.classic_step_compiled(x, kappa=0.1, dt=dt)
     cold_c = time.perf_counter() - t
-    ms = _cpu_ms(lambda: cpu.classic_step_compiled(x, kappa=0.1, dt=dt), reps)
-    _row("classic step", "compiled (torch.compile, Inductor)", ms, ref_ms=eager_c, copy_ms=copy,
-         note=f"compile {cold_c:.1f} s")
     niter = 10
     img8 = (x[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)  # (3, H, W) -> (H, W, 3)
+    planes = [x[0, c].numpy() for c in range(3)]
+    paths: dict[str, Callable[[], object]] = {
+        "copy": lambda: dst.copy_(x),
+        "seed eager": lambda: seed_step(x, k, kappa=kappa, dt=dt),
+        "seed compiled": lambda: cpu.seed_step_compiled(x, k, kappa=kappa, dt=dt, need_g=False),
+        "classic eager": lambda: classic_step(x, kappa=0.1, dt=dt),
+        "classic compiled": lambda: cpu.classic_step_compiled(x, kappa=0.1, dt=dt),
+    }
+    notes = {}
     try:
         import cv2
 
-        ms = _cpu_ms(lambda: cv2.ximgproc.anisotropicDiffusion(img8, 0.2, 25.0, niter),
-                     reps) / niter
-        _row("classic step", "anchor: cv2.ximgproc.anisotropicDiffusion (uint8), per step", ms,
-             ref_ms=eager_c, copy_ms=copy, note=f"{cv2.getNumThreads()} OpenCV threads")
+        paths["cv2"] = lambda: cv2.ximgproc.anisotropicDiffusion(img8, 0.2, 25.0, niter)
+        notes["cv2"] = f"uint8 HxWx3, {cv2.getNumThreads()} OpenCV threads, per step of {niter}"
     except Exception as exc:  # noqa: BLE001
-        _row("classic step", "anchor: cv2.ximgproc.anisotropicDiffusion", None,
-             note=f"unavailable: {exc}")
+        notes["cv2"] = f"unavailable: {exc}"
     try:
         from medpy.filter.smoothing import anisotropic_diffusion
 
-        planes = [x[0, c].numpy() for c in range(3)]
-        ms = _cpu_ms(lambda: [anisotropic_diffusion(p, niter=niter, kappa=0.1, gamma=dt, option=1)
-                              for p in planes], max(1, reps // 2), warmup=0) / niter
-        _row("classic step", "anchor: medpy anisotropic_diffusion per channel, per step", ms,
-             ref_ms=eager_c, copy_ms=copy)
+        paths["medpy"] = lambda: [anisotropic_diffusion(p, niter=niter, kappa=0.1, gamma=dt,
+                                                        option=1) for p in planes]
+        notes["medpy"] = f"float64 per channel, per step of {niter}"
     except Exception as exc:  # noqa: BLE001
-        _row("classic step", "anchor: medpy", None, note=f"unavailable: {exc}")
+        notes["medpy"] = f"unavailable: {exc}"
+    res = _interleaved_ms(paths, reps, {"cv2": niter, "medpy": niter})
+    ms = {name: v[0] for name, v in res.items()}
+    med = {name: f"median {v[1]:.1f} ms" for name, v in res.items()}
+    copy = ms["copy"]
+    _row("memory", f"copy {size}^2 RGB f32 (read+write)", copy, copy_ms=copy, note=med["copy"])
+    _row("seed step", "eager (reflect pad + conv2d + exp + clamp)", ms["seed eager"],
+         ref_ms=ms["seed eager"], copy_ms=copy, note=med["seed eager"])
+    _row("seed step", "compiled (torch.compile, Inductor)", ms["seed compiled"],
+         ref_ms=ms["seed eager"], copy_ms=copy,
+         note=f"{med['seed compiled']}; first call: cold cache {cold:.1f} s, "
+              f"new process on the warm cache {warm}")
+    _row("classic step", "eager", ms["classic eager"], ref_ms=ms["classic eager"], copy_ms=copy,
+         note=med["classic eager"])
+    _row("classic step", "compiled (torch.compile, Inductor)", ms["classic compiled"],
+         ref_ms=ms["classic eager"], copy_ms=copy,
+         note=f"{med['classic compiled']}; first call {cold_c:.1f} s")
+    _row("classic step", "anchor: cv2.ximgproc.anisotropicDiffusion, per step", ms.get("cv2"),
+         ref_ms=ms["classic eager"], copy_ms=copy,
+         note=notes["cv2"] + (f"; {med['cv2']}" if "cv2" in med else ""))
+    _row("classic step", "anchor: medpy anisotropic_diffusion per channel, per step",
+         ms.get("medpy"), ref_ms=ms["classic eager"], copy_ms=copy,
+         note=notes["medpy"] + (f"; {med['medpy']}" if "medpy" in med else ""))
 
 
 def _warm_compile_seconds(size: int, threads: int) -> str:
@@ -373,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception:  # noqa: BLE001
             pass
         name = f"{platform.processor() or platform.machine()} CPU, {args.threads} threads"
-        bench_cpu(size, args.reps or 5)
+        bench_cpu(size, args.reps or 7)
     versions = _versions()
     print(f"\n## minart kernels benchmark: {name}, {size}x{size} RGB float32")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))

@@ -364,10 +364,11 @@ def test_compiled_cpu_steps_match_the_references(tmp_path, monkeypatch):
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
     x, k, *_ = _inputs("cpu", (1, 3, 16, 20))
-    new, g = cpu.seed_step_compiled(x, k, kappa=0.3, dt=0.2)
-    ref_new, ref_g = seed_step(x, k, kappa=0.3, dt=0.2)
-    torch.testing.assert_close(new, ref_new, **FWD_TOL)
-    torch.testing.assert_close(g, ref_g, **FWD_TOL)
+    for cond in ("exp", "inverse", "tukey"):
+        new, g = cpu.seed_step_compiled(x, k, kappa=0.3, dt=0.2, conduction=cond)
+        ref_new, ref_g = seed_step(x, k, kappa=0.3, dt=0.2, conduction=cond)
+        torch.testing.assert_close(new, ref_new, **FWD_TOL)
+        torch.testing.assert_close(g, ref_g, **FWD_TOL)
     for kappa in (0.1, 0.05):  # a new kappa must not need a recompile to be right
         torch.testing.assert_close(cpu.classic_step_compiled(x, kappa=kappa, dt=0.2),
                                    classic_step(x, kappa=kappa, dt=0.2), **FWD_TOL)
