@@ -272,8 +272,32 @@ class MinimizeState:
         return self.original[i:i + 1]  # (T, C, H, W) -> (1, C, H, W)
 
 
+class _StateView(Mapping[str, Tensor]):
+    """:meth:`MinimizeState.state_dict` computed on first access (a throttled save skips it)."""
+
+    def __init__(self, state: MinimizeState) -> None:
+        self._state = state
+        self._dict: dict[str, Tensor] | None = None
+
+    def _tensors(self) -> dict[str, Tensor]:
+        if self._dict is None:
+            self._dict = self._state.state_dict()
+        return self._dict
+
+    def __getitem__(self, key: str) -> Tensor:
+        return self._tensors()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tensors())
+
+    def __len__(self) -> int:
+        return len(self._tensors())
+
+
 class _Checkpoint(Protocol):
     def save(self, iteration: int, state: Mapping[str, Tensor]) -> None: ...
+
+    def load(self) -> tuple[Mapping[str, Tensor], int] | None: ...
 
 
 def _check_input(image: Tensor, loss: str) -> Tensor:
@@ -476,8 +500,12 @@ def minimize(
             by refreshes) replaces ``lr``.
         checkpoint: called at every frame boundary with ``(iterations_done, state_dict)``, either
             a callable or an object with such a ``save`` method (e.g.
-            :class:`minart.engine.Checkpoint`). The dict holds the frames so far, so a resumed run
-            returns all frames.
+            :class:`minart.engine.Checkpoint`). ``state_dict`` is a read-only mapping built on
+            first access, so a save that skips this boundary costs nothing; read it (or copy it
+            with ``dict()``) during the call. It holds the frames so far, so a resumed run
+            returns all frames. When ``state`` is ``None`` and the object also has ``load()``
+            returning ``(state_dict, iteration)`` or ``None``, the run resumes from what it
+            returns.
 
     Returns:
         :class:`MinimizeResult` ``(frames (T, C, H, W), operators (T, C, C, 3, 3))`` with
@@ -523,6 +551,9 @@ def minimize(
         raise ParamError("checkpoint must be callable or have a save(iteration, state) method",
                          param="checkpoint")
 
+    if state is None and callable(getattr(checkpoint, "load", None)):
+        found = checkpoint.load()  # type: ignore[union-attr]
+        state = found[0] if found is not None else None
     if state is None:
         run = MinimizeState.start(image, lr=lr, kappa=kappa, dt=dt, loss=loss,
                                   conduction=conduction)
@@ -543,7 +574,7 @@ def minimize(
             if callback is not None:
                 callback(run.iteration, run)
             if save is not None:
-                save(run.iteration, run.state_dict())
+                save(run.iteration, _StateView(run))
         if callback is not None and iterations > 0 and (iterations - 1) % frame_every != 0:
             callback(run.iteration, run)
 

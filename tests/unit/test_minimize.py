@@ -176,7 +176,7 @@ def test_resume_from_a_safetensors_checkpoint_is_bit_identical(scheduled):
 
     class Recorder:  # the engine's Checkpoint has this save(iteration, state) method
         def save(self, iteration, state):
-            saved[iteration] = st_save(state)
+            saved[iteration] = st_save(dict(state))
 
     minimize(image, **SCHEDULE, **FAST, checkpoint=Recorder())
     assert sorted(saved) == [1, 6, 11, 16]
@@ -186,6 +186,35 @@ def test_resume_from_a_safetensors_checkpoint_is_bit_identical(scheduled):
         resumed = minimize(image, **SCHEDULE, **FAST, state=state)
         assert torch.equal(resumed.frames, full.frames)
         assert torch.equal(resumed.operators, full.operators)
+
+
+def test_resumes_through_the_engine_checkpoint(scheduled, tmp_path):
+    from minart.cache import TensorCache
+    from minart.engine import Checkpoint
+
+    image, full = scheduled
+    ckpt = Checkpoint(TensorCache(str(tmp_path / "cache")), "k", every=0)
+    stopped = []
+
+    def stop_after_second_frame(done, state):
+        stopped.append(done)
+        if len(stopped) == 2:
+            raise KeyboardInterrupt  # a render cut off between two frames
+
+    with pytest.raises(KeyboardInterrupt):
+        minimize(image, **SCHEDULE, **FAST, callback=stop_after_second_frame, checkpoint=ckpt)
+    assert ckpt.load()[1] == 1  # the callback runs before the save of its frame
+    resumed = minimize(image, **SCHEDULE, **FAST, checkpoint=ckpt)
+    assert ckpt.resumed_from == 1
+    assert torch.equal(resumed.frames, full.frames)
+
+
+def test_a_skipped_save_does_not_build_the_state_dict(image, monkeypatch):
+    built = []
+    real = MinimizeState.state_dict
+    monkeypatch.setattr(MinimizeState, "state_dict", lambda self: built.append(1) or real(self))
+    minimize(image[:, :8, :8], iterations=12, frame_every=5, checkpoint=lambda done, state: None)
+    assert built == [1]  # once, for the result; the three ignored saves built nothing
 
 
 def test_minimize_step_resumes_from_a_state_dict_bit_for_bit(image):
@@ -270,7 +299,7 @@ def test_seed_video_resume_is_bit_identical(gen):
     kw = dict(iterations=10, frame_every=3, loss="seed_video", lr=1e-4)
     full = minimize(frames_in, **kw)
     states = []
-    minimize(frames_in, **kw, checkpoint=lambda it, st: states.append(st))
+    minimize(frames_in, **kw, checkpoint=lambda it, st: states.append(dict(st)))
     resumed = minimize(frames_in, **kw, state=states[1])
     assert torch.equal(resumed.frames, full.frames)
 
