@@ -96,6 +96,12 @@ class MinimizeResult(NamedTuple):
         frames: ``(T, C, H, W)`` images in [0, 1], one per frame boundary
             (``T = ceil(iterations / frame_every)``).
         operators: ``(T, C, C, 3, 3)`` operator ``K`` at each frame (after that iteration's update).
+
+    Example:
+        >>> r = MinimizeResult(torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 3, 3, 3))
+        >>> frames, operators = r
+        >>> tuple(frames.shape)
+        (2, 3, 4, 4)
     """
 
     frames: Tensor
@@ -267,7 +273,20 @@ class MinimizeState:
         )
 
     def input_frame(self, iteration: int) -> Tensor:
-        """``I_0`` of iteration ``iteration``: ``original[iteration % T]`` as ``(1, C, H, W)``."""
+        """``I_0`` of iteration ``iteration``: ``original[iteration % T]`` as ``(1, C, H, W)``.
+
+        Args:
+            iteration: 0-based iteration index (>= 0).
+
+        Returns:
+            A ``(1, C, H, W)`` view of :attr:`original`.
+
+        Example:
+            >>> frames = torch.stack([torch.zeros(3, 4, 4), torch.ones(3, 4, 4)])
+            >>> s = MinimizeState.start(frames, lr=1e-3, kappa=0.2, dt=0.2, loss="seed_video")
+            >>> [float(s.input_frame(i).mean()) for i in range(3)]
+            [0.0, 1.0, 0.0]
+        """
         i = iteration % self.original.shape[0]
         return self.original[i:i + 1]  # (T, C, H, W) -> (1, C, H, W)
 
@@ -491,7 +510,8 @@ def minimize(
         loss: ``"seed"`` or ``"seed_video"``.
         reduction: ``"sum"`` (the post) or ``"mean"`` (energy divided by ``N = C*H*W``; weight
             decay is not, so ``lr * N`` with ``weight_decay / N`` reproduces a ``"sum"`` run).
-        conduction: ``"exp"``, ``"inverse"`` or ``"tukey"`` (see :func:`minart.diffusion.seed_step`).
+        conduction: ``"exp"``, ``"inverse"`` or ``"tukey"`` (see
+            :func:`minart.diffusion.seed_step`).
         generator: unused (the loop has no randomness); kept so every stage takes one.
         callback: called as ``callback(iterations_done, state)`` after every frame boundary and
             after the last iteration; it must not change ``state``.

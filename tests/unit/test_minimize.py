@@ -1,4 +1,5 @@
-"""Learned-operator minimization: an eager reference of the post's loop, resume, reductions, errors."""
+"""Learned-operator minimization: an eager reference of the post's loop, resume, reductions,
+errors."""
 
 from __future__ import annotations
 
@@ -139,7 +140,8 @@ def test_a_perturbed_reference_does_not_match(scheduled, perturbation):
 
 def test_frame_count_follows_the_schedule(image):
     small = image[:, :8, :8]
-    for iterations, frame_every, expected in [(0, 5, 0), (1, 5, 1), (5, 5, 1), (6, 5, 2), (7, 1, 7)]:
+    cases = [(0, 5, 0), (1, 5, 1), (5, 5, 1), (6, 5, 2), (7, 1, 7)]
+    for iterations, frame_every, expected in cases:
         result = minimize(small, iterations=iterations, frame_every=frame_every)
         assert result.frames.shape == (expected, 3, 8, 8)
         assert result.operators.shape == (expected, 3, 3, 3, 3)
@@ -278,7 +280,8 @@ def test_mean_reduction_divides_the_energy_by_the_element_count(image):
 
 
 def test_seed_video_matches_its_reference(gen):
-    frames_in = torch.stack([_pattern(gen, h=32, w=32) for _ in range(3)])  # 3 x (C, H, W) -> (T, C, H, W)
+    # 3 x (C, H, W) -> (T, C, H, W)
+    frames_in = torch.stack([_pattern(gen, h=32, w=32) for _ in range(3)])
     kw = dict(iterations=12, frame_every=3, refresh_every=6, refresh_at=3, lr=1e-4, kappa=0.5,
               dt=0.2, momentum=0.9, weight_decay=5e-4, blend=0.6)
     ours = minimize(frames_in, loss="seed_video", **kw)
