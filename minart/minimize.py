@@ -515,7 +515,8 @@ def minimize(
         generator: unused (the loop has no randomness); kept so every stage takes one.
         callback: called as ``callback(iterations_done, state)`` after every frame boundary and
             after the last iteration; it must not change ``state``.
-        state: a :class:`MinimizeState` or its :meth:`~MinimizeState.state_dict` to resume from;
+        state: a :class:`MinimizeState` (advanced in place) or its
+            :meth:`~MinimizeState.state_dict` to resume from;
             ``image`` must be the run's input and the other parameters the same. Its ``lr`` (decayed
             by refreshes) replaces ``lr``.
         checkpoint: called at every frame boundary with ``(iterations_done, state_dict)``, either
