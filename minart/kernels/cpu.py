@@ -27,16 +27,19 @@ _COMPILED: dict[str, Callable] = {}
 _BROKEN: set[str] = set()
 
 
-def _seed_core(image: Tensor, operator: Tensor, kappa: Tensor, dt: Tensor, conduction: str,
+def _seed_core(padded: Tensor, operator: Tensor, kappa: Tensor, dt: Tensor, conduction: str,
                need_g: bool):
-    """``seed_step`` with ``g`` as an explicit 27-term stencil per output channel.
+    """``seed_step`` on the reflect-padded image, ``g`` as an explicit 27-term stencil.
 
-    Inductor turns the stencil into one vectorised loop with the weights as scalars, which beats
-    the oneDNN convolution that it keeps as an external call for ``F.conv2d`` (3 channels are too
-    few for it). Conduction, update and clamp are the reference's.
+    Inductor turns the stencil into one vectorised loop with the weights as scalars; it beats the
+    oneDNN convolution that ``F.conv2d`` stays (an external call, 3 channels are too few for it).
+    The padding is done before, in eager: inside the graph Inductor folds it into every load as
+    ``abs()`` index arithmetic, which stops vectorisation. Conduction, update and clamp are the
+    reference's.
     """
-    b, c, h, w = image.shape
-    padded = F.pad(image, (1, 1, 1, 1), mode="reflect")  # (B, C, H, W) -> (B, C, H+2, W+2)
+    b, c, hp, wp = padded.shape
+    h, w = hp - 2, wp - 2
+    image = padded[:, :, 1:-1, 1:-1]
     rows = []
     for o in range(c):
         acc = None
@@ -50,7 +53,7 @@ def _seed_core(image: Tensor, operator: Tensor, kappa: Tensor, dt: Tensor, condu
     if conduction == "exp":
         cond = torch.exp(-(g * g) / (kappa * kappa))
     elif conduction == "inverse":
-        kx, ky = scharr_operators(c, dtype=image.dtype, device=image.device)
+        kx, ky = scharr_operators(c, dtype=padded.dtype, device=padded.device)
         magnitude = torch.sqrt(F.conv2d(padded, kx) ** 2 + F.conv2d(padded, ky) ** 2)
         cond = 1.0 / (1.0 + magnitude / (kappa * kappa))
     else:
@@ -127,7 +130,8 @@ def seed_step_compiled(image: Tensor, operator: Tensor, *, kappa: float, dt: flo
         >>> new.shape  # doctest: +SKIP
         torch.Size([1, 3, 32, 32])
     """
-    out = _compiled("seed", _seed_core)(image, operator, _scalar(kappa), _scalar(dt), conduction,
+    padded = F.pad(image, (1, 1, 1, 1), mode="reflect")  # (B, C, H, W) -> (B, C, H+2, W+2)
+    out = _compiled("seed", _seed_core)(padded, operator, _scalar(kappa), _scalar(dt), conduction,
                                         need_g)
     return out if need_g else (out, None)
 
