@@ -406,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
         name = f"{platform.processor() or platform.machine()} CPU, {args.threads} threads"
         bench_cpu(size, args.reps or 7)
     versions = _versions()
+    if device == "cpu" and hasattr(os, "getloadavg"):  # other processes skew shared-CPU timings
+        load = os.getloadavg()
+        versions["load average (1/5/15 min)"] = "/".join(f"{v:.2f}" for v in load)
     print(f"\n## minart kernels benchmark: {name}, {size}x{size} RGB float32")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     print("\n| group | path | ms | x copy | speed-up vs eager | note |")
