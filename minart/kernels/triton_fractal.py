@@ -95,7 +95,7 @@ def _fractal_kernel(c_ptr, count_ptr, done_ptr, z_ptr, trap_ptr, n, iterations,
     trap = tl.zeros((BLOCK,), dtype=tl.float32)
     if TRAP != 0:
         trap = _trap_dist(zr, zi, qr, qi, radius, sin_a, cos_a, TRAP)
-    k = iterations * 0 + 1
+    k = tl.program_id(0) * 0 + 1  # an i32 tensor even when `iterations` is specialised to 1
     live_any = tl.sum((~done).to(tl.int32), axis=0) > 0
     # UNROLL masked iterations between two "is any orbit of this block still live?" tests: the
     # test is a reduction over the block, the iterations are per-pixel arithmetic.

@@ -346,16 +346,20 @@ def test_kernels_lower_to_ptx_for_hopper_without_a_gpu():
         assert ptx.count("ld.global") < 260
     lower(td._seed_fwd_kernel, ptrs, dict(C=3, COND=0, STORE_G=False, PER_IMAGE=True, BLOCK_H=1,
                                           BLOCK_W=512))
+    # integer arguments equal to 1 are specialised into constants by the launcher (small images)
     lower(td._seed_bwd_a_kernel, ptrs, dict(C=3, COND=0, HAS_GN=True, HAS_GG=True, BLOCK_H=4,
-                                            BLOCK_W=256))
-    lower(td._seed_bwd_b_kernel, ptrs, dict(C=3, BLOCK_H=1, BLOCK_W=512))
+                                            BLOCK_W=256, n_tw=1, n_tiles=1))
+    lower(td._seed_bwd_b_kernel, ptrs, dict(C=3, BLOCK_H=1, BLOCK_W=512, n_tw=1))
     lower(td._seed_loss_kernel, ptrs, dict(C=4, COND=2, NEED_DI=True, BLOCK_H=4, BLOCK_W=256))
+    lower(td._seed_loss_kernel, ptrs, dict(C=1, COND=0, NEED_DI=False, BLOCK_H=4, BLOCK_W=256,
+                                           n_tw=1, n_tiles=1))
     fsig = dict(c_ptr=p, count_ptr="*i32", done_ptr="*i8", z_ptr=p, trap_ptr=p,
                 **dict.fromkeys(("ar", "ai", "jr", "ji", "eps2", "bail2", "qr", "qi", "radius",
                                  "sin_a", "cos_a"), "fp32"))
     for consts in (dict(FORMULA=0, P=7, LOW=0, JULIA=False, TRAP=1),
                    dict(FORMULA=1, P=2, LOW=1, JULIA=True, TRAP=3)):
         lower(tf._fractal_kernel, fsig, dict(consts, UNROLL=4, BLOCK=128))
+        lower(tf._fractal_kernel, fsig, dict(consts, UNROLL=4, BLOCK=128, iterations=1))
 
 
 @pytest.mark.slow
