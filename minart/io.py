@@ -259,8 +259,20 @@ def _quantize(image: Tensor, bits: int) -> np.ndarray:
 def _temp_path(target: Path) -> Path:
     """A fresh, empty file next to ``target`` whose name ends like ``target``'s."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=f".tmp{target.suffix}")
-    os.close(fd)
+    try:
+        # mkstemp makes the file private (0600); a rendered image gets the usual mode (0644 under
+        # the common umask 022), as if opened with open(path, "w").
+        os.fchmod(fd, 0o666 & ~_umask())
+    finally:
+        os.close(fd)
     return Path(tmp)
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _atomic_write_bytes(target: Path, data: bytes) -> None:

@@ -244,3 +244,13 @@ def test_write_is_atomic(tmp_path, monkeypatch):
         write_image(target, torch.ones(3, 2, 2))
     assert target.read_bytes() == before
     assert sorted(p.name for p in target.parent.iterdir()) == ["art.png"]
+
+
+def test_written_files_get_the_usual_mode_not_mkstemps_private_one(tmp_path):
+    import stat
+
+    path = tmp_path / "mode.png"
+    mio.write_image(path, torch.zeros(3, 4, 4))
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
