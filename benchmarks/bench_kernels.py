@@ -126,7 +126,7 @@ def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda") -> None:
     # seed step -------------------------------------------------------------------------------
     eager = _cuda_ms(lambda: seed_step(x, k, kappa=kappa, dt=dt), reps)
     _row("seed step", "eager (reflect pad + conv2d + exp + clamp)", eager, ref_ms=eager,
-         copy_ms=copy)
+         copy_ms=copy, note=f"torch defaults: cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}")
     configs = [(1, 512, 4)] if quick else [(1, 256, 4), (1, 512, 4), (1, 1024, 4), (1, 1024, 8),
                                            (2, 256, 4), (2, 512, 8), (4, 128, 4), (8, 128, 4)]
     for bh, bw, nw in configs:
