@@ -90,6 +90,9 @@ def _compiled(name: str, fn: Callable) -> Callable:
 def is_compiled(name: str) -> bool:
     """Whether ``"seed"`` or ``"classic"`` has been compiled in this process already.
 
+    Args:
+        name: ``"seed"`` or ``"classic"``.
+
     Example:
         >>> is_compiled("no-such-step")
         False
@@ -100,6 +103,9 @@ def is_compiled(name: str) -> bool:
 def is_broken(name: str) -> bool:
     """Whether compiling ``name`` failed in this process (no C++ compiler, say): use eager then.
 
+    Args:
+        name: ``"seed"`` or ``"classic"``.
+
     Example:
         >>> is_broken("no-such-step")
         False
@@ -108,7 +114,15 @@ def is_broken(name: str) -> bool:
 
 
 def mark_broken(name: str) -> None:
-    """Record that compiling ``name`` failed, so the dispatcher stops trying in this process."""
+    """Record that compiling ``name`` failed, so the dispatcher stops trying in this process.
+
+    Args:
+        name: ``"seed"`` or ``"classic"``.
+
+    Example:
+        >>> mark_broken("example-step"); is_broken("example-step")
+        True
+    """
     _BROKEN.add(name)
 
 
