@@ -404,7 +404,14 @@ def fractal_field_fast(width: int, height: int, **options):
     if kernels_mode() == "eager" or device.type != "cuda" or dtype != torch.float32 \
             or not triton_available():
         return fr.fractal_field(width, height, **options)
-    # validate and normalise exactly as the reference does, then iterate on the GPU
+    return _fractal_field_triton(width, height, device, **options)
+
+
+def _fractal_field_triton(width: int, height: int, device: torch.device, **options):
+    """The Triton branch of :func:`fractal_field_fast` (CPU tensors need TRITON_INTERPRET=1)."""
+    from .. import fractal as fr
+
+    # validate and normalise exactly as the reference does, then iterate with the kernel
     opts = {**_fractal_defaults(), **options}
     centre = fr._point("center", opts["center"])
     width, height = fr._check_view(width, height, centre, opts["span"], torch.float32)

@@ -192,6 +192,16 @@ def _check_fractal(device: str) -> None:
             assert float(dz.quantile(0.99)) < 1e-4 and float(dtrap.quantile(0.99)) < 1e-4, case
         else:  # z <- a z^-p + c amplifies rounding by p|a||z|^-(p+1): compare typical pixels
             assert float(dz.median()) < 1e-5 and float(dtrap.median()) < 1e-5, case
+    # the dispatcher's Triton branch: fractal_field's validation and grid, then the kernel
+    from minart.kernels.dispatch import _fractal_field_triton
+
+    field = _fractal_field_triton(40, 30, torch.device(device), iterations=20, power=3, eps=0.6,
+                                  trap="circle")
+    ref = fractal_field(40, 30, iterations=20, power=3, eps=0.6, trap="circle")
+    assert field.counts.dtype == ref.counts.dtype and field.done.dtype == ref.done.dtype
+    assert (field.counts.cpu() == ref.counts).float().mean().item() >= 0.999
+    with pytest.raises(ParamError):
+        _fractal_field_triton(40, 30, torch.device(device), power=0)
 
 
 def _interpret(check: str) -> None:
