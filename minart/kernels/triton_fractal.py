@@ -24,7 +24,7 @@ import triton.language as tl
 from torch import Tensor
 
 from ..errors import ShapeError
-from .triton_diffusion import _empty
+from .triton_diffusion import _FMA, _empty
 
 __all__ = ["fractal_iterate_triton"]
 
@@ -201,7 +201,7 @@ def fractal_iterate_triton(start: Tensor, *, iterations: int, formula: str = "in
         math.sin(trap_angle), math.cos(trap_angle),
         FORMULA=_FORMULAS[formula], P=int(power), LOW=(power & -power).bit_length() - 1,
         JULIA=julia is not None, TRAP=_TRAPS[trap],
-        UNROLL=unroll, BLOCK=block, num_warps=num_warps,
+        UNROLL=unroll, BLOCK=block, num_warps=num_warps, **_FMA,
     )
     return (counts.to(torch.int64), done.bool(), torch.view_as_complex(final),
             trap_d)
