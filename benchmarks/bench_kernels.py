@@ -40,9 +40,11 @@ ROWS: list[dict] = []
 
 
 def _row(group: str, name: str, ms: float | None, *, ref_ms: float | None = None,
-         copy_ms: float | None = None, note: str = "") -> None:
+         copy_ms: float | None = None, note: str = "", rate: float | None = None,
+         first_s: float | None = None) -> None:
     row = dict(group=group, name=name, ms=ms, x_copy=(ms / copy_ms) if (ms and copy_ms) else None,
-               speedup=(ref_ms / ms) if (ms and ref_ms) else None, note=note)
+               speedup=(ref_ms / ms) if (ms and ref_ms) else None, note=note, rate=rate,
+               first_s=first_s)
     ROWS.append(row)
     print(f"  {group}: {name}: {_fmt(ms, '.3f')} ms, x copy {_fmt(row['x_copy'], '.2f')}, "
           f"speed-up {_fmt(row['speedup'], '.1f')} {note}", flush=True)  # progress, if cut off
@@ -208,7 +210,8 @@ def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda") -> None:
         lambda: dispatch.fractal_field_fast(size, size, iterations=its, device=device), reps))
     rate = f"{pix_it / fast_f * 1e3:.1f}" if fast_f else "-"
     _row("fractal", f"triton fractal_field_fast (Gpix-iter/s = {rate}; first call {warm:.1f} s)",
-         fast_f, ref_ms=eager_f, note=note)
+         fast_f, ref_ms=eager_f, note=note, rate=pix_it / fast_f * 1e3 if fast_f else None,
+         first_s=warm)
     from minart.fractal import _grid
 
     start = _grid(size, size, 0j, 2.8, torch.float32, torch.device(device))
@@ -218,7 +221,8 @@ def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda") -> None:
             start, iterations=its, trap=None, block=blk, num_warps=nw, unroll=unroll), reps))
         rate = f"{pix_it / kern * 1e3:.1f}" if kern else "-"
         _row("fractal", f"triton kernel only, no trap, block {blk}, {nw} warps, unroll {unroll} "
-             f"(Gpix-iter/s = {rate})", kern, ref_ms=eager_f, note=note)
+             f"(Gpix-iter/s = {rate})", kern, ref_ms=eager_f, note=note,
+             rate=pix_it / kern * 1e3 if kern else None)
 
     # sweep ---------------------------------------------------------------------------------------
     xs, _ = _inputs(512 if device == "cuda" else size, device, seed=1)
@@ -364,6 +368,44 @@ def _warm_compile_seconds(size: int, threads: int) -> str:
 # ------------------------------------------------------------------------------------------------
 
 
+def _targets(device: str) -> list[tuple[str, str, bool | None]]:
+    """Issue 4's targets against this run's rows: ``(target, measured, met)``."""
+
+    def pick(group: str, prefix: str, key: str, best=min):
+        vals = [(r[key], r["name"]) for r in ROWS if r["group"] == group
+                and r["name"].startswith(prefix) and r[key] is not None]
+        return best(vals) if vals else (None, "-")
+
+    out = []
+    if device == "cuda":
+        for group, prefix, limit, label in (
+                ("seed step", "triton", 2.0, "seed step <= 2x copy (aim 1.5x)"),
+                ("learned step", "triton fused", 5.0, "learned step <= 5x copy"),
+                ("classic step", "triton", 1.5, "classic step <= 1.5x copy")):
+            v, name = pick(group, prefix, "x_copy")
+            out.append((label, "-" if v is None else f"{v:.2f}x copy ({name})",
+                        None if v is None else v <= limit))
+        v, name = pick("fractal", "triton", "rate", best=max)
+        out.append(("fractal >= 500 Gpix-iter/s", "-" if v is None else f"{v:.0f} ({name})",
+                    None if v is None else v >= 500))
+        first = [r["first_s"] for r in ROWS if r.get("first_s") is not None]
+        out.append(("fractal compile/warm-up < 10 s", f"{first[0]:.1f} s" if first else "-",
+                    (first[0] < 10) if first else None))
+        v, _ = pick("sweep 16 x 512^2", "seed_sweep", "speedup", best=max)
+        out.append(("16-variant sweep >= 8x eager", "-" if v is None else f"{v:.1f}x",
+                    None if v is None else v >= 8))
+    else:
+        v, _ = pick("seed step", "compiled", "speedup", best=max)
+        out.append(("seed step >= 3x eager", "-" if v is None else f"{v:.1f}x",
+                    None if v is None else v >= 3))
+        ours, _ = pick("classic step", "compiled", "ms")
+        cv, _ = pick("classic step", "anchor: cv2", "ms")
+        out.append(("classic step <= OpenCV per step",
+                    "-" if None in (ours, cv) else f"{ours:.2f} ms vs {cv:.2f} ms",
+                    None if None in (ours, cv) else ours <= cv))
+    return out
+
+
 def _fmt(v, spec):
     return "-" if v is None else format(v, spec)
 
@@ -385,8 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         os.environ["TRITON_INTERPRET"] = "1"
         bench_cuda(args.size or 32, 1, True, device="cpu")
-        for r in ROWS:
-            print(r)
+        for label, measured, met in _targets("cuda"):
+            print(label, measured, met)
         return 0
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -416,9 +458,14 @@ def main(argv: list[str] | None = None) -> int:
     for r in ROWS:
         print(f"| {r['group']} | {r['name']} | {_fmt(r['ms'], '.3f')} | {_fmt(r['x_copy'], '.2f')} "
               f"| {_fmt(r['speedup'], '.1f')} | {r['note']} |")
+    targets = _targets(device)
+    print("\n| target (issue 4) | this run | met |")
+    print("| --- | --- | --- |")
+    for label, measured, met in targets:
+        print(f"| {label} | {measured} | {'-' if met is None else ('yes' if met else 'NO')} |")
     if args.json:
         args.json.write_text(json.dumps(dict(device=name, size=size, versions=versions,
-                                             rows=ROWS), indent=1))
+                                             rows=ROWS, targets=targets), indent=1))
     return 0
 
 
