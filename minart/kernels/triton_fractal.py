@@ -140,7 +140,7 @@ def _fractal_kernel(c_ptr, count_ptr, done_ptr, z_ptr, trap_ptr, n, iterations,
 
 def fractal_iterate_triton(start: Tensor, *, iterations: int, formula: str = "inverse_power",
                            power: int = 7, coefficient: complex = -1j / math.pi,
-                           julia: complex | None = None, eps: float = 0.7, bailout: float = 16.0,
+                           julia: complex | None = None, eps: float = 0.75, bailout: float = 16.0,
                            trap: str | None = "point", trap_point: complex = 0j,
                            trap_radius: float = 0.5, trap_angle: float = 0.0,
                            block: int = 128, num_warps: int = 1, unroll: int = 4
