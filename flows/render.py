@@ -10,6 +10,7 @@ cached step is skipped entirely.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -20,9 +21,32 @@ from prefect.artifacts import create_markdown_artifact
 
 from minart import engine
 from minart.cache import TensorCache
+from minart.errors import MinartError
 from minart.tasks.render_step import step_task
 
 __all__ = ["render", "render_here"]
+
+
+class _NoTracebackForMinartErrors(logging.Filter):
+    """Drop the traceback Prefect attaches when a run fails with a :class:`MinartError`.
+
+    Such an error is a complete one-line message for the artist (file, line, step, parameter);
+    Prefect's task and flow engines log failures with ``exc_info``, which buried that line
+    under forty lines of engine frames. Other exceptions (bugs) keep their traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], MinartError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _quiet_minart_errors() -> None:
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoTracebackForMinartErrors) for f in logger.filters):
+            logger.addFilter(_NoTracebackForMinartErrors())
 
 
 @flow(name="render", persist_result=False, log_prints=False)
@@ -50,6 +74,7 @@ def render(recipe: str, overrides: dict[str, Any] | None = None,
     Raises:
         MinartError: the recipe does not validate, or a step fails (the first failure).
     """
+    _quiet_minart_errors()
     logger = get_run_logger()
     start = time.perf_counter()
     recipe = os.path.abspath(recipe)

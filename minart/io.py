@@ -174,7 +174,10 @@ def decode_image(data: bytes, *, mode: ImageMode = "RGB", max_pixels: int | None
                 array = _pillow_to_float(im, mode, source)
         except Image.DecompressionBombError as exc:
             raise MediaError(f"image is too large to decode safely ({exc})", file=source) from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        except UnidentifiedImageError:
+            raise MediaError("not a readable image: Pillow recognises no image format in it "
+                             "(use PNG or JPEG)", file=source) from None
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise MediaError(f"not a readable image ({type(exc).__name__}: {exc})", file=source) from None
     tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     return tensor.permute(2, 0, 1).contiguous()  # (H, W, C) -> (C, H, W)

@@ -100,6 +100,22 @@ def test_bad_recipe_fails_fast_without_prefect(tmp_path, env):
     assert "Traceback" not in done.stderr
 
 
+def test_a_step_failing_on_bad_input_prints_one_line_and_no_traceback(tmp_path, env):
+    (tmp_path / "broken.png").write_bytes(b"this is not a picture")
+    recipe = tmp_path / "broken.yaml"
+    recipe.write_text("name: broken\nsize: [16, 16]\nsteps:\n"
+                      "  img: {stage: load_image, params: {path: broken.png}}\n"
+                      "outputs:\n  still: {step: img, path: out.png}\n")
+    done = minart("run", recipe, "--output-dir", tmp_path / "out", env=env, cwd=tmp_path,
+                  check=False)
+    assert done.returncode == 2
+    output = done.stdout + done.stderr
+    assert "Traceback" not in output
+    assert (f"error: {tmp_path / 'broken.png'}: step 'img': not a readable image: Pillow "
+            "recognises no image format in it (use PNG or JPEG)") in done.stderr
+    assert not (tmp_path / "out" / "out.png").exists()
+
+
 def test_cache_at_an_fsspec_url(tiny, env, tmp_path):
     url = f"file://{tmp_path}/shared-cache"
     first = run_report(tiny, "--cache", url, env=env, cwd=tmp_path)
