@@ -81,8 +81,9 @@ def render(recipe: str, overrides: dict[str, Any] | None = None,
     output_dir = os.path.abspath(output_dir) if output_dir else None
     overrides = dict(overrides or {})
     store = TensorCache(cache)
+    day = time.strftime("%Y-%m-%d", time.gmtime())  # one {date} for the whole run
     plan = engine.load_plan(recipe, overrides, preview=preview, device=device,
-                            output_dir=output_dir)
+                            output_dir=output_dir, date=day)
     to_run, status, corrupt = plan.schedule(store, log=logger)
     logger.info("recipe %s: %d steps, %d to submit (%d cached), cache %s", recipe,
                 len(plan.steps), len(to_run), sum(status[n] == "cached" for n in to_run),
@@ -94,7 +95,7 @@ def render(recipe: str, overrides: dict[str, Any] | None = None,
         task = step_task(store, stage=step.stage, step=name, refresh=status[name] != "cached")
         futures[name] = task.submit(
             recipe=recipe, overrides=overrides, preview=preview, device=plan.device, step=name,
-            key=step.key, cache=store.location, output_dir=output_dir,
+            key=step.key, cache=store.location, output_dir=output_dir, date=day,
             wait_for=[futures[i] for i in step.inputs if i in futures])
 
     run = engine.RunReport(recipe=recipe, device=plan.device_class, corrupt_found=corrupt)

@@ -323,6 +323,7 @@ class Plan:
     steps: Mapping[str, PlannedStep]
     targets: tuple[str, ...]
     output_dir: Path | None = None
+    date: str | None = None
 
     @property
     def label(self) -> str:
@@ -409,7 +410,7 @@ class Plan:
 
 
 def plan(recipe: Any, *, device: str | torch.device = "cpu",
-         output_dir: str | os.PathLike | None = None) -> Plan:
+         output_dir: str | os.PathLike | None = None, date: str | None = None) -> Plan:
     """Compute every step's key for ``recipe`` on ``device``.
 
     Output steps (stages with a ``targets`` hook: ``save_image``, ``encode_video``) also hash the
@@ -421,6 +422,8 @@ def plan(recipe: Any, *, device: str | torch.device = "cpu",
             ``stage``, ``inputs``, ``params``; ``seed``; optional ``outputs``.
         device: where stages run; its class (``cpu-float32``, ``cuda-float32``) enters the keys.
         output_dir: folder output files go to (default: the current folder).
+        date: the ``{date}`` of output path templates (default: today, UTC); the steps of a run
+            expand their paths with this one date, even if they finish after midnight.
 
     Returns:
         A :class:`Plan`.
@@ -449,7 +452,7 @@ def plan(recipe: Any, *, device: str | torch.device = "cpu",
     for step in steps:
         params = step.params
         try:
-            written = _output_files(registry.get_stage(step.stage), step, recipe, out)
+            written = _output_files(registry.get_stage(step.stage), step, recipe, out, date)
         except MinartError as exc:
             raise exc.at(step=step.name) from None
         if written is not None:
@@ -467,16 +470,17 @@ def plan(recipe: Any, *, device: str | torch.device = "cpu",
         for name in topological_order(steps)
     }
     return Plan(recipe=recipe, device=str(device), device_class=dclass, steps=planned,
-                targets=tuple(_target_names(recipe, list(planned))), output_dir=out)
+                targets=tuple(_target_names(recipe, list(planned))), output_dir=out, date=date)
 
 
-def _output_files(stage: Any, step: Any, recipe: Any, output_dir: Path | None
-                  ) -> tuple[str, ...] | None:
+def _output_files(stage: Any, step: Any, recipe: Any, output_dir: Path | None,
+                  date: str | None) -> tuple[str, ...] | None:
     """Absolute paths an output step will write (its stage's ``targets`` hook), else ``None``."""
     hook = getattr(stage, "targets", None)
     if hook is None:
         return None
-    ctx = _base_context(recipe, step.name, device=torch.device("cpu"), output_dir=output_dir)
+    ctx = _base_context(recipe, step.name, device=torch.device("cpu"), output_dir=output_dir,
+                        date=date)
     return tuple(str(Path(f).resolve()) for f in hook(step.params, ctx))
 
 
@@ -524,7 +528,7 @@ def _load_plan_cached(path: str, stamp: tuple, overrides: tuple[str, ...], previ
     if preview > 1:
         recipe = recipe.preview(preview)
     device = resolve_device(device or getattr(recipe, "device", None))
-    return plan(recipe, device=device, output_dir=output_dir)
+    return plan(recipe, device=device, output_dir=output_dir, date=day)
 
 
 def _preview_factor(preview: bool | int) -> int:
@@ -538,7 +542,7 @@ def _preview_factor(preview: bool | int) -> int:
 
 def load_plan(path: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[str] | None = None,
               *, preview: bool | int = False, device: str | None = None,
-              output_dir: str | os.PathLike | None = None) -> Plan:
+              output_dir: str | os.PathLike | None = None, date: str | None = None) -> Plan:
     """Load, validate and plan a recipe file (memoised per file version, overrides and device).
 
     Args:
@@ -549,6 +553,8 @@ def load_plan(path: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[s
         device: where stages run (default: the recipe's ``device``; ``auto`` picks CUDA if
             present).
         output_dir: folder output files go to (default: the current folder).
+        date: the ``{date}`` of output path templates, ``YYYY-MM-DD`` (default: today, UTC);
+            a run fixes it once so that steps finishing after midnight keep their keys.
 
     Returns:
         A :class:`Plan`.
@@ -569,7 +575,7 @@ def load_plan(path: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[s
     except OSError:
         stamp = ()
     out = os.path.abspath(output_dir) if output_dir is not None else os.getcwd()
-    day = time.strftime("%Y-%m-%d", time.gmtime())  # output templates may use {date}
+    day = date or time.strftime("%Y-%m-%d", time.gmtime())  # output templates may use {date}
     return _load_plan_cached(os.path.abspath(path), stamp, overrides_list(overrides),
                              _preview_factor(preview), None if device is None else str(device),
                              out, day,
@@ -605,7 +611,7 @@ def _make_context(plan_: Plan, step: PlannedStep, *, cache: TensorCache,
         step_seed(getattr(plan_.recipe, "seed", None)))
     report = (lambda done, total: progress(step.name, done, total)) if progress else None
     return _base_context(plan_.recipe, step.name, device=device, output_dir=plan_.output_dir,
-                         generator=generator, progress=report,
+                         date=plan_.date, generator=generator, progress=report,
                          checkpoint=Checkpoint(cache, step.key, step=step.name, stage=step.stage))
 
 

@@ -61,6 +61,8 @@ class StageContext:
         step: the name of the step being run.
         checkpoint: resumable state for long stages (see :class:`minart.engine.Checkpoint`).
         written: files the stage wrote; output stages append to it.
+        date: the ``{date}`` of output path templates (``YYYY-MM-DD``; ``None``: today, UTC),
+            fixed once per run.
     """
 
     seed: int | None = 0
@@ -74,6 +76,7 @@ class StageContext:
     step: str = ""
     checkpoint: Any = None
     written: list[Path] = field(default_factory=list)
+    date: str | None = None
 
 
 @dataclass(frozen=True)

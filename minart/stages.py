@@ -787,7 +787,7 @@ def output_targets(params: BaseModel, ctx: StageContext) -> list[Path]:
     recipe = ctx.recipe
     return [expand_output_path(params.path, output_dir=ctx.output_dir or Path.cwd(),
                                name=getattr(recipe, "name", None) or "minart", seed=ctx.seed,
-                               step=output_source(recipe, ctx.step))]
+                               step=output_source(recipe, ctx.step), date=ctx.date)]
 
 
 def _metadata(ctx: StageContext) -> dict[str, str]:

@@ -290,3 +290,17 @@ def test_embedded_recipe_from_a_video_sidecar(tmp_path):
     assert (embedded.text, embedded.path, embedded.overrides, embedded.preview) == (
         "name: clip\n", None, ("seed=4",), 4)
     assert embedded.materialize(tmp_path / "x").read_text() == "name: clip\n"
+
+
+def test_a_run_fixes_its_date_so_steps_after_midnight_write_where_it_planned(tmp_path):
+    recipe = tmp_path / "dated.yaml"
+    recipe.write_text("name: dated\nsize: [8, 8]\nsteps:\n  a: {stage: fractal}\n"
+                      "outputs:\n  still: {step: a, path: \"{date}/{name}.png\"}\n")
+    before = engine.load_plan(recipe, output_dir=tmp_path, date="2026-11-26")
+    after = engine.load_plan(recipe, output_dir=tmp_path, date="2026-11-27")
+    assert before.step("out.still").files == (str(tmp_path / "2026-11-26" / "dated.png"),)
+    assert after.step("out.still").files == (str(tmp_path / "2026-11-27" / "dated.png"),)
+    assert before.step("a").key == after.step("a").key
+    engine.render(before, cache=TensorCache(tmp_path / "cache"))
+    assert (tmp_path / "2026-11-26" / "dated.png").is_file()
+    assert not (tmp_path / "2026-11-27").exists()
