@@ -18,18 +18,21 @@ same clamp; only the order of float additions differs, within 1e-5):
 ``seed`` learned step
     The loss of :mod:`minart.minimize`, ``sum((I' - I_0)^2 + |g| + I'^2)``, its gradient in ``g``
     and the ``dL/dK`` partial sums are fused into the forward pass, so a whole learned step
-    (forward, loss, backward in ``K``) reads ``I`` and ``I_0`` and writes ``I'`` once.
+    (forward, loss, backward in ``K``) reads ``I`` and ``I_0`` and writes ``I'`` once. A
+    ``persistent`` variant runs a fixed number of programs that each loop over their tiles,
+    adding the ``C*C*9 + 1`` sums per pixel in registers and reducing them once per program.
 ``classic``
     The zero-flux four-neighbour scheme, one plane per program row.
 
-Reductions are deterministic: partial sums per tile go to a buffer that ``torch.sum`` reduces in
-a fixed order; no float atomics. This module imports :mod:`triton`: import it lazily (the
+Reductions are deterministic: partial sums per tile (or per persistent program, whose tiles come
+in a fixed order) go to a buffer that ``torch.sum`` reduces in a fixed order; no float atomics. This module imports :mod:`triton`: import it lazily (the
 dispatcher does), and set ``TRITON_INTERPRET=1`` before the first import to run it on CPU tensors.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import triton
@@ -66,9 +69,14 @@ _FMA = {"enable_fp_fusion": True}
 @triton.jit
 def _tile(H, W, n_tw, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
     """Row/column indices ``(BLOCK_H, 1)``, ``(1, BLOCK_W)`` of this program's tile and its mask."""
-    pid = tl.program_id(0)
-    th = pid // n_tw
-    tw = pid % n_tw
+    return _tile_at(tl.program_id(0), H, W, n_tw, BLOCK_H, BLOCK_W)
+
+
+@triton.jit
+def _tile_at(tile, H, W, n_tw, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    """Row/column indices and mask of tile number ``tile`` (row-major over the tile grid)."""
+    th = tile // n_tw
+    tw = tile % n_tw
     y = (th * BLOCK_H + tl.arange(0, BLOCK_H))[:, None]
     x = (tw * BLOCK_W + tl.arange(0, BLOCK_W))[None, :]
     mask = (y < H) & (x < W)
@@ -175,6 +183,40 @@ def _dk_partials(gs, x_ptr, HW, C: tl.constexpr, offs, mask, part_ptr):
             pb = part_ptr + (o * C + i) * 9
             for t in tl.static_range(9):
                 tl.store(pb + t, tl.sum(tl.sum(gs[o] * v[t], axis=0), axis=0))
+
+
+@triton.jit
+def _dk_zeros(C: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    """``C * C * 9`` zero tiles: the elementwise ``dL/dK`` accumulators of a persistent program."""
+    acc = ()
+    for n in tl.static_range(C * C * 9):
+        acc = acc + (tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32),)
+    return acc
+
+
+@triton.jit
+def _dk_accumulate(acc, gs, x_ptr, HW, C: tl.constexpr, offs, mask):
+    """``acc[(i*C + o)*9 + t] += gg_o * I_i[offs[t]]`` elementwise, no reduction (input-major).
+
+    Each input channel's 9 neighbours are loaded once and feed every output channel.
+    """
+    out = ()
+    for i in tl.static_range(C):
+        v = _taps(x_ptr + i * HW, offs, mask)
+        for o in tl.static_range(C):
+            for t in tl.static_range(9):
+                out = out + (acc[(i * C + o) * 9 + t] + gs[o] * v[t],)
+    return out
+
+
+@triton.jit
+def _dk_store_sums(acc, C: tl.constexpr, part_ptr):
+    """Reduce each accumulator of :func:`_dk_accumulate` once, stored at ``part[(o*C + i)*9 + t]``."""
+    for i in tl.static_range(C):
+        for o in tl.static_range(C):
+            for t in tl.static_range(9):
+                tl.store(part_ptr + (o * C + i) * 9 + t,
+                         tl.sum(tl.sum(acc[(i * C + o) * 9 + t], axis=0), axis=0))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -361,6 +403,16 @@ def _seed_loss_out(x_ptr, x0_ptr, new_ptr, gg_ptr, di_ptr, g, HW, o: tl.constexp
                    kappa2, tukey_s, dt, w_fid, w_edge, w_energy, COND: tl.constexpr,
                    NEED_DI: tl.constexpr):
     """Update of channel ``o``, its loss terms summed over the tile, and its ``dL/dg``."""
+    gg, term = _seed_loss_terms(x_ptr, x0_ptr, new_ptr, gg_ptr, di_ptr, g, HW, o, mask, center,
+                                kappa2, tukey_s, dt, w_fid, w_edge, w_energy, COND, NEED_DI)
+    return gg, tl.sum(tl.sum(term, axis=0), axis=0)
+
+
+@triton.jit
+def _seed_loss_terms(x_ptr, x0_ptr, new_ptr, gg_ptr, di_ptr, g, HW, o: tl.constexpr, mask, center,
+                     kappa2, tukey_s, dt, w_fid, w_edge, w_energy, COND: tl.constexpr,
+                     NEED_DI: tl.constexpr):
+    """Update of channel ``o`` (stored), its ``dL/dg`` and its loss terms, per pixel (0 off-mask)."""
     c, dc = _seed_conduction(g, kappa2, tukey_s, COND)
     at = o * HW + center
     xo = tl.load(x_ptr + at, mask=mask, other=0.0)
@@ -376,7 +428,7 @@ def _seed_loss_out(x_ptr, x0_ptr, new_ptr, gg_ptr, di_ptr, g, HW, o: tl.constexp
     if NEED_DI:
         tl.store(gg_ptr + at, gg, mask=mask)
         tl.store(di_ptr + at, gu, mask=mask)
-    return gg, tl.sum(tl.sum(term, axis=0), axis=0)
+    return gg, term
 
 
 @triton.jit
@@ -416,6 +468,58 @@ def _seed_loss_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_ptr,
         loss += l3
     _dk_partials((gg0, gg1, gg2, gg3), xb, HW, C, offs, mask, part + 1)
     tl.store(part, loss)
+
+
+@triton.jit
+def _seed_loss_persistent_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_ptr,
+                                 H, W, n_tw, n_tiles, total, n_programs, kappa2, tukey_s, dt,
+                                 w_fid, w_edge, w_energy, C: tl.constexpr, COND: tl.constexpr,
+                                 NEED_DI: tl.constexpr, BLOCK_H: tl.constexpr,
+                                 BLOCK_W: tl.constexpr):
+    """The learned step of :func:`_seed_loss_kernel` with a fixed number of programs.
+
+    Program ``pid`` visits tiles ``pid, pid + n_programs, ...`` (over every image of the batch) in
+    that fixed order, adds the loss terms and the ``C*C*9`` ``dL/dK`` products elementwise into
+    register tiles, and reduces each one once at the end into its row of ``part``.
+    """
+    pid = tl.program_id(0)
+    HW = H * W
+    part = part_ptr + pid.to(tl.int64) * (C * C * 9 + 1)
+    acc = _dk_zeros(C, BLOCK_H, BLOCK_W)
+    loss = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
+    for tile in range(pid, total, n_programs):
+        b = (tile // n_tiles).to(tl.int64)
+        y, x, mask = _tile_at(tile % n_tiles, H, W, n_tw, BLOCK_H, BLOCK_W)
+        offs = _reflect_offsets(y, x, H, W)
+        center = y * W + x
+        base = b * C * HW
+        xb = x_ptr + base
+        gs = _conv_all(xb, k_ptr, HW, C, offs, mask, BLOCK_H, BLOCK_W)
+        gg0, term = _seed_loss_terms(xb, x0_ptr + base, new_ptr + base, gg_ptr + base,
+                                     di_ptr + base, gs[0], HW, 0, mask, center, kappa2, tukey_s,
+                                     dt, w_fid, w_edge, w_energy, COND, NEED_DI)
+        loss += term
+        gg1 = gg0
+        gg2 = gg0
+        gg3 = gg0
+        if C > 1:
+            gg1, term = _seed_loss_terms(xb, x0_ptr + base, new_ptr + base, gg_ptr + base,
+                                         di_ptr + base, gs[1], HW, 1, mask, center, kappa2,
+                                         tukey_s, dt, w_fid, w_edge, w_energy, COND, NEED_DI)
+            loss += term
+        if C > 2:
+            gg2, term = _seed_loss_terms(xb, x0_ptr + base, new_ptr + base, gg_ptr + base,
+                                         di_ptr + base, gs[2], HW, 2, mask, center, kappa2,
+                                         tukey_s, dt, w_fid, w_edge, w_energy, COND, NEED_DI)
+            loss += term
+        if C > 3:
+            gg3, term = _seed_loss_terms(xb, x0_ptr + base, new_ptr + base, gg_ptr + base,
+                                         di_ptr + base, gs[3], HW, 3, mask, center, kappa2,
+                                         tukey_s, dt, w_fid, w_edge, w_energy, COND, NEED_DI)
+            loss += term
+        acc = _dk_accumulate(acc, (gg0, gg1, gg2, gg3), xb, HW, C, offs, mask)
+    _dk_store_sums(acc, C, part + 1)
+    tl.store(part, tl.sum(tl.sum(loss, axis=0), axis=0))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -469,6 +573,26 @@ DEFAULT_BLOCK = (1, 512)
 
 LOSS_BLOCK = (4, 256)
 """Tile of the kernels that reduce per tile (fewer, larger tiles: a smaller partial-sum buffer)."""
+
+PERSISTENT_BLOCK = (1, 128)
+"""Tile of the persistent learned step: one pixel per thread of 4 warps, so each of the
+``C*C*9 + 1`` register accumulators costs one register per thread."""
+
+PERSISTENT_PROGRAMS_PER_SM = 2
+"""Programs of the persistent learned step per streaming multiprocessor (CUDA): ptxas (Triton
+3.6, sm_90) gives the ``C = 3`` kernel 196 registers per thread at 4 warps, so two programs of
+128 threads fit an SM at once and every program runs in the first wave. Unmeasured."""
+
+PERSISTENT_PROGRAMS_CPU = 4
+"""Programs of the persistent learned step off CUDA (Triton's interpreter)."""
+
+
+def _persistent_programs(device: torch.device) -> int:
+    """Default program count: a few per SM of the tensor's GPU, a handful elsewhere."""
+    if device.type == "cuda":
+        sms = torch.cuda.get_device_properties(device).multi_processor_count
+        return PERSISTENT_PROGRAMS_PER_SM * sms
+    return PERSISTENT_PROGRAMS_CPU
 
 
 def _grid(h: int, w: int, batch: int, block: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -683,12 +807,21 @@ def _apply_adjoint(gg: Tensor, operator: Tensor, di: Tensor, *, num_warps: int =
 def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: float, dt: float,
                      conduction: str = "exp", weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
                      scale: float = 1.0, need_image_grad: bool = False,
-                     block: tuple[int, int] | None = None, num_warps: int = 4
+                     block: tuple[int, int] | None = None, num_warps: int = 4,
+                     variant: Literal["tiles", "persistent"] = "tiles",
+                     n_programs: int | None = None
                      ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """Fused learned step: ``I'``, the loss ``L``, ``dL/dK`` and ``dL/dI``.
 
     ``L = scale * sum(w_f (I' - I_0)^2 + w_e |g| + w_i I'^2)`` with ``(w_f, w_e, w_i) = weights``
     (the post's energy: all 1, ``scale`` 1 for a sum, ``1/numel`` for a mean).
+
+    Two variants compute the same ``I'`` (bit for bit) and the same sums (up to the order of
+    float additions); both are deterministic. ``"tiles"``: one program per tile (default
+    :data:`LOSS_BLOCK`), each reducing its ``C*C*9 + 1`` sums across the block.
+    ``"persistent"``: ``n_programs`` programs, program ``p`` taking tiles ``p, p + n_programs, ...``
+    (default :data:`PERSISTENT_BLOCK`) and adding into per-pixel register accumulators, so the
+    block-wide reductions happen once per program instead of once per tile.
 
     Args:
         image: ``I_{t-1}``, ``(B, C, H, W)``.
@@ -702,12 +835,16 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
         need_image_grad: also return ``dL/dI`` (one more pass).
         block: tile.
         num_warps: warps per program.
+        variant: ``"tiles"`` or ``"persistent"``.
+        n_programs: programs of the persistent variant (default
+            :data:`PERSISTENT_PROGRAMS_PER_SM` per SM on CUDA, :data:`PERSISTENT_PROGRAMS_CPU`
+            elsewhere; never more than there are tiles).
 
     Returns:
         ``(new_image, loss (0-dim), dL/dK (C, C, 3, 3), dL/dI or None)``.
 
     Raises:
-        ParamError: ``conduction="inverse"``.
+        ParamError: ``conduction="inverse"``, an unknown ``variant``, ``n_programs < 1``.
         ShapeError: bad shapes.
 
     Example:
@@ -717,27 +854,48 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
         >>> new, loss, dk, _ = seed_loss_triton(x, x, k, kappa=0.2, dt=0.2)  # doctest: +SKIP
         >>> loss.shape, dk.shape  # doctest: +SKIP
         (torch.Size([]), torch.Size([3, 3, 3, 3]))
+        >>> _, loss_p, dk_p, _ = seed_loss_triton(x, x, k, kappa=0.2, dt=0.2,
+        ...                                       variant="persistent")  # doctest: +SKIP
+        >>> torch.allclose(dk_p, dk, rtol=1e-5, atol=1e-6)  # doctest: +SKIP
+        True
     """
     if conduction not in ("exp", "tukey"):
         raise ParamError(f"conduction={conduction!r} has no Triton backward; use 'exp' or 'tukey'",
                          param="conduction")
+    if variant not in ("tiles", "persistent"):
+        raise ParamError(f"variant={variant!r} is not a learned-step kernel; use 'tiles' or "
+                         "'persistent'", param="variant")
+    if n_programs is not None and (isinstance(n_programs, bool) or int(n_programs) != n_programs
+                                   or n_programs < 1):
+        raise ParamError(f"n_programs={n_programs!r} must be an integer >= 1", param="n_programs")
     _check_image(image)
     _check_image(image0, "image0")
     if image0.shape != image.shape:
         raise ShapeError(f"image0 {tuple(image0.shape)} must match the image {tuple(image.shape)}")
     b, c, h, w = image.shape
     w_f, w_e, w_i = (float(v) * float(scale) for v in weights)
-    block = _block_for(w, block, LOSS_BLOCK)
+    persistent = variant == "persistent"
+    block = _block_for(w, block, PERSISTENT_BLOCK if persistent else LOSS_BLOCK)
     n_tiles, nb, n_tw, _ = _grid(h, w, b, block)
     new = _empty(image.shape, like=image)
     gg = _empty(image.shape, like=image) if need_image_grad else new
     di = _empty(image.shape, like=image) if need_image_grad else new
-    part = _empty((b * n_tiles, c * c * 9 + 1), like=image)
-    _seed_loss_kernel[(n_tiles, nb)](
-        image, image0, operator.contiguous(), new, gg, di, part, h, w, n_tw, n_tiles,
-        *_scalars(kappa, dt), w_f, w_e, w_i, C=c, COND=COND_CODES[conduction], NEED_DI=need_image_grad,
-        BLOCK_H=block[0], BLOCK_W=block[1], num_warps=num_warps, **_FMA,
-    )
+    args = (image, image0, operator.contiguous(), new, gg, di)
+    consts = dict(C=c, COND=COND_CODES[conduction], NEED_DI=need_image_grad, BLOCK_H=block[0],
+                  BLOCK_W=block[1], num_warps=num_warps, **_FMA)
+    if persistent:
+        total = b * n_tiles
+        programs = min(int(n_programs or _persistent_programs(image.device)), total)
+        part = _empty((programs, c * c * 9 + 1), like=image)
+        _seed_loss_persistent_kernel[(programs,)](
+            *args, part, h, w, n_tw, n_tiles, total, programs, *_scalars(kappa, dt), w_f, w_e,
+            w_i, **consts,
+        )
+    else:
+        part = _empty((b * n_tiles, c * c * 9 + 1), like=image)
+        _seed_loss_kernel[(n_tiles, nb)](
+            *args, part, h, w, n_tw, n_tiles, *_scalars(kappa, dt), w_f, w_e, w_i, **consts,
+        )
     sums = part.sum(dim=0)
     loss = sums[0]
     dk = sums[1:].reshape(c, c, 3, 3)  # (C*C*9,) -> (C, C, 3, 3)
