@@ -191,6 +191,21 @@ def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda") -> None:
         default = " (default)" if (bh, bw) == td.LOSS_BLOCK and nw == 4 else ""
         _row("learned step", f"triton fused loss step {bh}x{bw}, {nw} warps{default}", ms,
              ref_ms=eager_l, copy_ms=copy, note=note)
+    # the persistent variant: a fixed number of programs, one block reduction per sum per program
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device == "cuda" else 1
+    pb = td.PERSISTENT_BLOCK
+    per_sm_default = td.PERSISTENT_PROGRAMS_PER_SM
+    for bh, bw, nw, per_sm in ([(*pb, 4, per_sm_default)] if quick else
+                               [(*pb, 4, 2), (*pb, 4, 4), (*pb, 4, 8), (2, 64, 4, 2)]):
+        def persistent(kp, bh=bh, bw=bw, nw=nw, per_sm=per_sm):
+            return _fused_custom(td, x, x0, kp, kappa, dt, (bh, bw), nw, variant="persistent",
+                                 n_programs=per_sm * sms if device == "cuda" else None)
+
+        ms, note = _time_safely(lambda: _cuda_ms(learned(persistent), reps))
+        default = " (variant default)" if ((bh, bw) == pb and nw == 4
+                                           and per_sm == per_sm_default) else ""
+        _row("learned step", f"triton fused persistent {bh}x{bw}, {nw} warps, {per_sm} "
+             f"programs/SM{default}", ms, ref_ms=eager_l, copy_ms=copy, note=note)
 
     # fractal -----------------------------------------------------------------------------------
     from minart.fractal import fractal_field
@@ -241,14 +256,15 @@ def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda") -> None:
     _row("sweep 16 x 512^2", "seed_sweep (one launch)", ms, ref_ms=eager_s, note=note)
 
 
-def _fused_custom(td, x, x0, kp, kappa, dt, block, nw):
-    """The fused learned step with another tile shape (same maths as SeedLossStep)."""
+def _fused_custom(td, x, x0, kp, kappa, dt, block, nw, variant="tiles", n_programs=None):
+    """The fused learned step with another tile shape or variant (same maths as SeedLossStep)."""
 
     class _Custom(torch.autograd.Function):
         @staticmethod
         def forward(ctx, kk):
             _, loss, dk, _ = td.seed_loss_triton(x, x0, kk, kappa=kappa, dt=dt, block=block,
-                                                 num_warps=nw)
+                                                 num_warps=nw, variant=variant,
+                                                 n_programs=n_programs)
             ctx.save_for_backward(dk)
             return loss
 
