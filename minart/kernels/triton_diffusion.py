@@ -480,14 +480,16 @@ def _seed_loss_persistent_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, 
 
     Program ``pid`` visits tiles ``pid, pid + n_programs, ...`` (over every image of the batch) in
     that fixed order, adds the loss terms and the ``C*C*9`` ``dL/dK`` products elementwise into
-    register tiles, and reduces each one once at the end into its row of ``part``.
+    register tiles, and reduces each one once at the end into its row of ``part``. (A ``while``
+    loop: Triton 3.6's interpreter cannot take ``range`` bounds from kernel arguments.)
     """
     pid = tl.program_id(0)
     HW = H * W
     part = part_ptr + pid.to(tl.int64) * (C * C * 9 + 1)
     acc = _dk_zeros(C, BLOCK_H, BLOCK_W)
     loss = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
-    for tile in range(pid, total, n_programs):
+    tile = pid
+    while tile < total:
         b = (tile // n_tiles).to(tl.int64)
         y, x, mask = _tile_at(tile % n_tiles, H, W, n_tw, BLOCK_H, BLOCK_W)
         offs = _reflect_offsets(y, x, H, W)
@@ -518,6 +520,7 @@ def _seed_loss_persistent_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, 
                                          tukey_s, dt, w_fid, w_edge, w_energy, COND, NEED_DI)
             loss += term
         acc = _dk_accumulate(acc, (gg0, gg1, gg2, gg3), xb, HW, C, offs, mask)
+        tile += n_programs
     _dk_store_sums(acc, C, part + 1)
     tl.store(part, tl.sum(tl.sum(loss, axis=0), axis=0))
 

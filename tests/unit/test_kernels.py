@@ -133,6 +133,39 @@ def _check_backward(device: str, shape=(2, 3, 13, 17)) -> None:
     assert _rel(kt.grad.cpu(), ke.grad.cpu()) < 1e-4
 
 
+def _check_persistent(device: str, shapes=((1, 3, 13, 17), (2, 3, 9, 33)),
+                      n_programs=(3, None)) -> None:
+    """The persistent learned step against eager autograd, the tiles variant and itself."""
+    from minart.kernels import triton_diffusion as td
+
+    for shape, conds in zip(shapes, (("exp", "tukey"), ("exp",))):
+        x, k, x0, *_ = _inputs(device, shape)
+        for cond in conds:
+            xe, ke = x.clone().requires_grad_(), k.clone().requires_grad_()
+            ne, ge = seed_step(xe, ke, kappa=0.3, dt=0.2, conduction=cond)
+            le = ((ne - x0) ** 2 + ge.abs() + ne ** 2).sum()
+            le.backward()
+            tiles_new = td.seed_loss_triton(x, x0, k, kappa=0.3, dt=0.2, conduction=cond)[0]
+            for n in n_programs:
+                new, loss, dk, di = td.seed_loss_triton(
+                    x, x0, k, kappa=0.3, dt=0.2, conduction=cond, need_image_grad=True,
+                    variant="persistent", n_programs=n)
+                assert torch.equal(new, tiles_new), (shape, cond, n)
+                torch.testing.assert_close(new, ne.detach(), **FWD_TOL)
+                assert _rel(loss, le.detach()) < 1e-5, (shape, cond, n, _rel(loss, le.detach()))
+                assert _rel(dk, ke.grad) < 1e-5, (shape, cond, n, _rel(dk, ke.grad))
+                assert _rel(di, xe.grad) < 1e-4, (shape, cond, n, _rel(di, xe.grad))
+    # weights and a mean, one program per tile and more programs than tiles; bit-identical reruns
+    x, k, x0, *_ = _inputs(device, shapes[0])
+    kw = dict(kappa=0.3, dt=0.2, weights=(0.5, 2.0, 0.25), scale=1.0 / x.numel())
+    _, ref_loss, ref_dk, _ = td.seed_loss_triton(x, x0, k, **kw)
+    runs = [td.seed_loss_triton(x, x0, k, variant="persistent", n_programs=n, **kw)
+            for n in (1, 10_000, 1)]
+    for _, loss, dk, _ in runs:
+        assert _rel(loss, ref_loss) < 1e-5 and _rel(dk, ref_dk) < 1e-5
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][:3], runs[2][:3]))
+
+
 def _check_determinism(device: str, shape=(1, 3, 29, 37)) -> None:
     from minart.kernels import triton_diffusion as td
 
@@ -296,6 +329,20 @@ def test_seed_loss_step_eager_path_is_the_post_energy_and_trains_the_operator():
         seed_loss_step(x, x0, k, kappa=0.3, dt=0.2, reduction="max")
 
 
+def test_fused_learned_step_rejects_an_unknown_variant_or_program_count():
+    pytest.importorskip("triton")
+    from minart.kernels import triton_diffusion as td
+
+    x, k, x0, *_ = _inputs("cpu")
+    with pytest.raises(ParamError, match=r"^variant='rows' is not a learned-step kernel; use "
+                                         r"'tiles' or 'persistent'$"):
+        td.seed_loss_triton(x, x0, k, kappa=0.3, dt=0.2, variant="rows")
+    for bad in (0, -2, 2.5, True):
+        with pytest.raises(ParamError, match=rf"^n_programs={bad!r} must be an integer >= 1$"):
+            td.seed_loss_triton(x, x0, k, kappa=0.3, dt=0.2, variant="persistent",
+                                n_programs=bad)
+
+
 def test_sweep_matches_one_step_per_variant_and_checks_its_inputs():
     x, k, *_ = _inputs("cpu")
     ops = torch.stack([k, 0.5 * k])
@@ -333,7 +380,7 @@ def test_importing_the_package_does_not_import_triton():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("check", ["_check_forward", "_check_backward", "_check_determinism",
-                                   "_check_fractal"])
+                                   "_check_persistent", "_check_fractal"])
 def test_triton_kernels_in_the_interpreter(check):
     pytest.importorskip("triton")
     _interpret(check)
@@ -377,6 +424,11 @@ def test_kernels_lower_to_ptx_for_hopper_without_a_gpu():
     lower(td._seed_loss_kernel, ptrs, dict(C=4, COND=2, NEED_DI=True, BLOCK_H=4, BLOCK_W=256))
     lower(td._seed_loss_kernel, ptrs, dict(C=1, COND=0, NEED_DI=False, BLOCK_H=4, BLOCK_W=256,
                                            n_tw=1, n_tiles=1))
+    for consts in (dict(C=3, COND=0, NEED_DI=False, BLOCK_H=1, BLOCK_W=128),
+                   dict(C=4, COND=2, NEED_DI=True, BLOCK_H=2, BLOCK_W=64),
+                   dict(C=1, COND=0, NEED_DI=False, BLOCK_H=1, BLOCK_W=16, n_tw=1, n_tiles=1,
+                        total=1, n_programs=1)):
+        lower(td._seed_loss_persistent_kernel, ptrs, consts)
     fsig = dict(c_ptr=p, count_ptr="*i32", done_ptr="*i8", z_ptr=p, trap_ptr=p,
                 **dict.fromkeys(("ar", "ai", "jr", "ji", "eps2", "bail2", "qr", "qi", "radius",
                                  "sin_a", "cos_a"), "fp32"))
@@ -409,7 +461,7 @@ def test_compiled_cpu_steps_match_the_references(tmp_path, monkeypatch):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("check", ["_check_forward", "_check_backward", "_check_determinism",
-                                   "_check_fractal"])
+                                   "_check_persistent", "_check_fractal"])
 def test_triton_kernels_on_cuda(check):
     globals()[check]("cuda")
 
@@ -419,6 +471,7 @@ def test_triton_kernels_on_cuda_at_a_larger_odd_size():
     _check_forward("cuda", shapes=((2, 3, 131, 257), (1, 4, 67, 515)))
     _check_backward("cuda", shape=(2, 3, 131, 257))
     _check_determinism("cuda", shape=(1, 3, 257, 1031))
+    _check_persistent("cuda", shapes=((2, 3, 131, 257), (1, 4, 67, 515)), n_programs=(7, None))
 
 
 @pytest.mark.gpu
