@@ -228,15 +228,23 @@ def _dk_store_sums(acc, C: tl.constexpr, part_ptr):
 def _seed_out(x_ptr, new_ptr, g_ptr, g, HW, o: tl.constexpr, mask, center, kappa2, tukey_s, dt,
               cinv, COND: tl.constexpr, STORE_G: tl.constexpr):
     """Conduction, update and clamp of output channel ``o`` from its operator response ``g``."""
+    xo = tl.load(x_ptr + o * HW + center, mask=mask, other=0.0)
+    _seed_update(xo, new_ptr, g_ptr, g, o * HW + center, mask, kappa2, tukey_s, dt, cinv, COND,
+                 STORE_G)
+
+
+@triton.jit
+def _seed_update(xo, new_ptr, g_ptr, g, at, mask, kappa2, tukey_s, dt, cinv, COND: tl.constexpr,
+                 STORE_G: tl.constexpr):
+    """``I' = clamp(I + dt g c(g), 0, 1)`` of one channel at offsets ``at`` from its value ``xo``."""
     if COND == 1:
         c = cinv
     else:
         c, _dc = _seed_conduction(g, kappa2, tukey_s, COND)
-    xo = tl.load(x_ptr + o * HW + center, mask=mask, other=0.0)
     new = tl.minimum(tl.maximum(xo + dt * g * c, 0.0), 1.0)
-    tl.store(new_ptr + o * HW + center, new, mask=mask)
+    tl.store(new_ptr + at, new, mask=mask)
     if STORE_G:
-        tl.store(g_ptr + o * HW + center, g, mask=mask)
+        tl.store(g_ptr + at, g, mask=mask)
 
 
 @triton.jit
@@ -413,9 +421,17 @@ def _seed_loss_terms(x_ptr, x0_ptr, new_ptr, gg_ptr, di_ptr, g, HW, o: tl.conste
                      kappa2, tukey_s, dt, w_fid, w_edge, w_energy, COND: tl.constexpr,
                      NEED_DI: tl.constexpr):
     """Update of channel ``o`` (stored), its ``dL/dg`` and its loss terms, per pixel (0 off-mask)."""
-    c, dc = _seed_conduction(g, kappa2, tukey_s, COND)
     at = o * HW + center
     xo = tl.load(x_ptr + at, mask=mask, other=0.0)
+    return _seed_loss_terms_at(xo, x0_ptr, new_ptr, gg_ptr, di_ptr, g, at, mask, kappa2, tukey_s,
+                               dt, w_fid, w_edge, w_energy, COND, NEED_DI)
+
+
+@triton.jit
+def _seed_loss_terms_at(xo, x0_ptr, new_ptr, gg_ptr, di_ptr, g, at, mask, kappa2, tukey_s, dt,
+                        w_fid, w_edge, w_energy, COND: tl.constexpr, NEED_DI: tl.constexpr):
+    """:func:`_seed_loss_terms` at offsets ``at`` from the channel's value ``xo``."""
+    c, dc = _seed_conduction(g, kappa2, tukey_s, COND)
     x0 = tl.load(x0_ptr + at, mask=mask, other=0.0)
     u = xo + dt * g * c
     new = tl.minimum(tl.maximum(u, 0.0), 1.0)
@@ -568,6 +584,236 @@ def _classic_kernel(x_ptr, out_ptr, H, W, n_tw, kappa, tukey_s, dt, COND: tl.con
 
 
 # ----------------------------------------------------------------------------------------------
+# row-marching variants: each program walks down a strip of columns with a 3-row window
+# ----------------------------------------------------------------------------------------------
+#
+# A program covers ``ROWS x BLOCK_W`` pixels of one image: it loads the reflected rows above and
+# below its first row once, then for each row loads only the row two below (one row ahead of its
+# use, so those loads are in flight while the current row computes), keeping the ``C x 3``
+# horizontal neighbours of the three rows it needs in registers. Per pixel that is ``3 C`` loads
+# instead of ``9 C``, with one pixel per thread (each load a plain coalesced row segment), the
+# column reflection computed once per program, and the operator's weights loaded once per program.
+# Every pixel's arithmetic is the tile kernels' in the same order: the results are bit-identical.
+
+
+@triton.jit
+def _strip(H, W, n_tw, ROWS: tl.constexpr, BLOCK_W: tl.constexpr):
+    """Columns ``(1, BLOCK_W)`` of this program, their reflected neighbours, mask and first row."""
+    pid = tl.program_id(0)
+    tw = pid % n_tw
+    y0 = (pid // n_tw) * ROWS
+    x = (tw * BLOCK_W + tl.arange(0, BLOCK_W))[None, :]
+    xm = tl.where(x == 0, 1, x - 1)
+    xp = tl.where(x == W - 1, W - 2, x + 1)
+    return x, xm, xp, x < W, y0
+
+
+@triton.jit
+def _reflect_row(r, H):
+    """Row ``r`` of the reflect-padded image (``-1 -> 1``, ``H -> H - 2``), clamped into the image
+    past that (rows there are loaded but never stored)."""
+    return tl.where(r < 0, 1, tl.where(r < H, r, tl.maximum(2 * H - 2 - r, 0)))
+
+
+@triton.jit
+def _row_values(xb, HW, row, W, x, xm, xp, cmask, C: tl.constexpr):
+    """``(I_i[row, x-1], I_i[row, x], I_i[row, x+1])`` for every channel ``i``, flattened."""
+    out = ()
+    for i in tl.static_range(C):
+        p = xb + i * HW + row * W
+        out = out + (tl.load(p + xm, mask=cmask, other=0.0), tl.load(p + x, mask=cmask, other=0.0),
+                     tl.load(p + xp, mask=cmask, other=0.0))
+    return out
+
+
+@triton.jit
+def _window(up, mid, down, i: tl.constexpr):
+    """Channel ``i``'s 9 neighbours in the operator's tap order ``(dy, dx)``."""
+    return (up[3 * i], up[3 * i + 1], up[3 * i + 2], mid[3 * i], mid[3 * i + 1], mid[3 * i + 2],
+            down[3 * i], down[3 * i + 1], down[3 * i + 2])
+
+
+@triton.jit
+def _weights(k_ptr, C: tl.constexpr):
+    """The ``C * C * 9`` operator weights as scalars."""
+    kw = ()
+    for n in tl.static_range(C * C * 9):
+        kw = kw + (tl.load(k_ptr + n),)
+    return kw
+
+
+@triton.jit
+def _dot9w(kw, n: tl.constexpr, v):
+    """``sum_t kw[n + t] * v[t]``: :func:`_dot9` with preloaded weights, same order."""
+    return (kw[n + 0] * v[0] + kw[n + 1] * v[1] + kw[n + 2] * v[2] + kw[n + 3] * v[3]
+            + kw[n + 4] * v[4] + kw[n + 5] * v[5] + kw[n + 6] * v[6] + kw[n + 7] * v[7]
+            + kw[n + 8] * v[8])
+
+
+@triton.jit
+def _conv_window(kw, up, mid, down, C: tl.constexpr, BLOCK_W: tl.constexpr):
+    """:func:`_conv_all` on the register window (same order of operations)."""
+    g0 = tl.zeros((1, BLOCK_W), dtype=tl.float32)
+    g1 = tl.zeros((1, BLOCK_W), dtype=tl.float32)
+    g2 = tl.zeros((1, BLOCK_W), dtype=tl.float32)
+    g3 = tl.zeros((1, BLOCK_W), dtype=tl.float32)
+    for i in tl.static_range(C):
+        v = _window(up, mid, down, i)
+        g0 += _dot9w(kw, i * 9, v)
+        if C > 1:
+            g1 += _dot9w(kw, (C + i) * 9, v)
+        if C > 2:
+            g2 += _dot9w(kw, (2 * C + i) * 9, v)
+        if C > 3:
+            g3 += _dot9w(kw, (3 * C + i) * 9, v)
+    return g0, g1, g2, g3
+
+
+@triton.jit
+def _scharr_window(up, mid, down, C: tl.constexpr, BLOCK_W: tl.constexpr):
+    """:func:`_scharr_magnitude` on the register window."""
+    sx = tl.zeros((1, BLOCK_W), dtype=tl.float32)
+    sy = tl.zeros((1, BLOCK_W), dtype=tl.float32)
+    for i in tl.static_range(C):
+        v = _window(up, mid, down, i)
+        sx += 3.0 * v[0] - 3.0 * v[2] + 10.0 * v[3] - 10.0 * v[5] + 3.0 * v[6] - 3.0 * v[8]
+        sy += 3.0 * v[0] + 10.0 * v[1] + 3.0 * v[2] - 3.0 * v[6] - 10.0 * v[7] - 3.0 * v[8]
+    return tl.sqrt(sx * sx + sy * sy)
+
+
+@triton.jit
+def _dk_accumulate_window(acc, gs, up, mid, down, C: tl.constexpr):
+    """:func:`_dk_accumulate` with the neighbours taken from the register window."""
+    out = ()
+    for i in tl.static_range(C):
+        v = _window(up, mid, down, i)
+        for o in tl.static_range(C):
+            for t in tl.static_range(9):
+                out = out + (acc[(i * C + o) * 9 + t] + gs[o] * v[t],)
+    return out
+
+
+@triton.jit
+def _seed_fwd_rows_kernel(x_ptr, k_ptr, p_ptr, new_ptr, g_ptr, H, W, n_tw, x_bstride, k_bstride,
+                          kappa2, tukey_s, dt, C: tl.constexpr, COND: tl.constexpr,
+                          STORE_G: tl.constexpr, PER_IMAGE: tl.constexpr, ROWS: tl.constexpr,
+                          BLOCK_W: tl.constexpr):
+    """:func:`_seed_fwd_kernel`, row-marching (``ROWS`` rows of ``BLOCK_W`` pixels a program)."""
+    b = tl.program_id(1).to(tl.int64)
+    x, xm, xp, cmask, y0 = _strip(H, W, n_tw, ROWS, BLOCK_W)
+    HW = H * W
+    base = b * C * HW
+    xb = x_ptr + b * x_bstride
+    if PER_IMAGE:
+        kappa2, tukey_s, dt = _load_params(p_ptr, b, 3)
+    kw = _weights(k_ptr + b * k_bstride, C)
+    up = _row_values(xb, HW, _reflect_row(y0 - 1, H), W, x, xm, xp, cmask, C)
+    mid = _row_values(xb, HW, y0, W, x, xm, xp, cmask, C)
+    down = _row_values(xb, HW, _reflect_row(y0 + 1, H), W, x, xm, xp, cmask, C)
+    for r in range(ROWS):
+        y = y0 + r
+        ahead = _row_values(xb, HW, _reflect_row(y + 2, H), W, x, xm, xp, cmask, C)
+        mask = cmask & (x * 0 + y < H)  # a tensor: the interpreter takes no scalar masks
+        at = y * W + x
+        gs = _conv_window(kw, up, mid, down, C, BLOCK_W)
+        cinv = tl.zeros((1, BLOCK_W), dtype=tl.float32)
+        if COND == 1:
+            cinv = 1.0 / (1.0 + _scharr_window(up, mid, down, C, BLOCK_W) / kappa2)
+        for o in tl.static_range(C):
+            _seed_update(mid[3 * o + 1], new_ptr + base, g_ptr + base, gs[o], o * HW + at, mask,
+                         kappa2, tukey_s, dt, cinv, COND, STORE_G)
+        up = mid
+        mid = down
+        down = ahead
+
+
+@triton.jit
+def _seed_loss_rows_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_ptr,
+                           H, W, n_tw, n_tiles, kappa2, tukey_s, dt, w_fid, w_edge, w_energy,
+                           C: tl.constexpr, COND: tl.constexpr, NEED_DI: tl.constexpr,
+                           ROWS: tl.constexpr, BLOCK_W: tl.constexpr):
+    """:func:`_seed_loss_kernel`, row-marching: the loss and the ``C*C*9`` ``dL/dK`` products
+    accumulate per pixel in registers down the strip and are reduced once per program."""
+    b = tl.program_id(1).to(tl.int64)
+    x, xm, xp, cmask, y0 = _strip(H, W, n_tw, ROWS, BLOCK_W)
+    HW = H * W
+    base = b * C * HW
+    xb = x_ptr + base
+    part = part_ptr + (b * n_tiles + tl.program_id(0)) * (C * C * 9 + 1)
+    kw = _weights(k_ptr, C)
+    acc = _dk_zeros(C, 1, BLOCK_W)
+    loss = tl.zeros((1, BLOCK_W), dtype=tl.float32)
+    up = _row_values(xb, HW, _reflect_row(y0 - 1, H), W, x, xm, xp, cmask, C)
+    mid = _row_values(xb, HW, y0, W, x, xm, xp, cmask, C)
+    down = _row_values(xb, HW, _reflect_row(y0 + 1, H), W, x, xm, xp, cmask, C)
+    for r in range(ROWS):
+        y = y0 + r
+        ahead = _row_values(xb, HW, _reflect_row(y + 2, H), W, x, xm, xp, cmask, C)
+        mask = cmask & (x * 0 + y < H)  # a tensor: the interpreter takes no scalar masks
+        at = y * W + x
+        gs = _conv_window(kw, up, mid, down, C, BLOCK_W)
+        gg0, term = _seed_loss_terms_at(mid[1], x0_ptr + base, new_ptr + base, gg_ptr + base,
+                                        di_ptr + base, gs[0], at, mask, kappa2, tukey_s, dt,
+                                        w_fid, w_edge, w_energy, COND, NEED_DI)
+        loss += term
+        gg1 = gg0
+        gg2 = gg0
+        gg3 = gg0
+        if C > 1:
+            gg1, term = _seed_loss_terms_at(mid[4], x0_ptr + base, new_ptr + base, gg_ptr + base,
+                                            di_ptr + base, gs[1], HW + at, mask, kappa2, tukey_s,
+                                            dt, w_fid, w_edge, w_energy, COND, NEED_DI)
+            loss += term
+        if C > 2:
+            gg2, term = _seed_loss_terms_at(mid[7], x0_ptr + base, new_ptr + base, gg_ptr + base,
+                                            di_ptr + base, gs[2], 2 * HW + at, mask, kappa2,
+                                            tukey_s, dt, w_fid, w_edge, w_energy, COND, NEED_DI)
+            loss += term
+        if C > 3:
+            gg3, term = _seed_loss_terms_at(mid[10], x0_ptr + base, new_ptr + base,
+                                            gg_ptr + base, di_ptr + base, gs[3], 3 * HW + at,
+                                            mask, kappa2, tukey_s, dt, w_fid, w_edge, w_energy,
+                                            COND, NEED_DI)
+            loss += term
+        acc = _dk_accumulate_window(acc, (gg0, gg1, gg2, gg3), up, mid, down, C)
+        up = mid
+        mid = down
+        down = ahead
+    _dk_store_sums(acc, C, part + 1)
+    tl.store(part, tl.sum(tl.sum(loss, axis=0), axis=0))
+
+
+@triton.jit
+def _classic_rows_kernel(x_ptr, out_ptr, H, W, n_tw, kappa, tukey_s, dt, COND: tl.constexpr,
+                         ROWS: tl.constexpr, BLOCK_W: tl.constexpr):
+    """:func:`_classic_kernel`, row-marching: the rows above and below stay in registers, each
+    row loads its left/right neighbours and the row two below."""
+    plane = tl.program_id(1).to(tl.int64) * H * W
+    x, _xm, _xp, cmask, y0 = _strip(H, W, n_tw, ROWS, BLOCK_W)
+    xb = x_ptr + plane
+    up = tl.load(xb + _reflect_row(y0 - 1, H) * W + x, mask=cmask, other=0.0)
+    v = tl.load(xb + y0 * W + x, mask=cmask, other=0.0)
+    down = tl.load(xb + _reflect_row(y0 + 1, H) * W + x, mask=cmask, other=0.0)
+    for r in range(ROWS):
+        y = y0 + r
+        ahead = tl.load(xb + _reflect_row(y + 2, H) * W + x, mask=cmask, other=0.0)
+        mask = cmask & (x * 0 + y < H)  # a tensor: the interpreter takes no scalar masks
+        at = y * W + x
+        left = tl.load(xb + at - 1, mask=mask & (x >= 1), other=0.0)
+        right = tl.load(xb + at + 1, mask=mask & (x + 1 < W), other=0.0)
+        ds = tl.where(y + 1 < H, down - v, 0.0)
+        dn = tl.where(y >= 1, v - up, 0.0)
+        de = tl.where(x + 1 < W, right - v, 0.0)
+        dw = tl.where(x >= 1, v - left, 0.0)
+        div_y = _classic_flux(ds, kappa, tukey_s, COND) - _classic_flux(dn, kappa, tukey_s, COND)
+        div_x = _classic_flux(de, kappa, tukey_s, COND) - _classic_flux(dw, kappa, tukey_s, COND)
+        tl.store(out_ptr + plane + at, v + dt * (div_y + div_x), mask=mask)
+        up = v
+        v = down
+        down = ahead
+
+
+# ----------------------------------------------------------------------------------------------
 # launchers
 # ----------------------------------------------------------------------------------------------
 
@@ -576,6 +822,13 @@ DEFAULT_BLOCK = (1, 512)
 
 LOSS_BLOCK = (4, 256)
 """Tile of the kernels that reduce per tile (fewer, larger tiles: a smaller partial-sum buffer)."""
+
+ROWS_BLOCK = (64, 128)
+"""``(rows, BLOCK_W)`` of the row-marching kernels (``variant="rows"``): a program walks 64 rows
+of a 128-pixel strip, one pixel per thread of 4 warps."""
+
+VARIANTS = ("tiles", "rows")
+"""Kernel variants of the one-pass steps (see :data:`ROWS_BLOCK`)."""
 
 PERSISTENT_BLOCK = (1, 128)
 """Tile of the persistent learned step: one pixel per thread of 4 warps, so each of the
@@ -630,6 +883,14 @@ def _empty(shape, *, like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
     return torch.empty(shape, dtype=dtype or like.dtype, device=like.device)
 
 
+def _check_variant(variant: str, choices: tuple[str, ...]) -> None:
+    if variant not in choices:
+        names = " or ".join(repr(v) for v in choices) if len(choices) < 3 else \
+            ", ".join(repr(v) for v in choices[:-1]) + f" or {choices[-1]!r}"
+        raise ParamError(f"variant={variant!r} is not a kernel variant here; use {names}",
+                         param="variant")
+
+
 def _check_image(image: Tensor, name: str = "image") -> None:
     if image.ndim != 4 or image.dtype != torch.float32 or not image.is_contiguous():
         raise ShapeError(
@@ -657,8 +918,8 @@ def _scalars(kappa: float, dt: float) -> tuple[float, float, float]:
 
 def seed_forward_triton(image: Tensor, operator: Tensor, *, kappa: float | Tensor,
                         dt: float | Tensor, conduction: str = "exp", store_g: bool = True,
-                        block: tuple[int, int] | None = None,
-                        num_warps: int = 4) -> tuple[Tensor, Tensor | None]:
+                        block: tuple[int, int] | None = None, num_warps: int = 4,
+                        variant: Literal["tiles", "rows"] = "tiles") -> tuple[Tensor, Tensor | None]:
     """Seed-scheme step in one Triton pass; per-image operators and parameters for sweeps.
 
     Same formula as :func:`minart.diffusion.seed_step`:
@@ -672,8 +933,12 @@ def seed_forward_triton(image: Tensor, operator: Tensor, *, kappa: float | Tenso
         dt: float, or ``(N,)`` tensor.
         conduction: ``"exp"``, ``"inverse"`` or ``"tukey"``.
         store_g: also return ``g`` (else ``None``; saves a write pass).
-        block: tile ``(BLOCK_H, BLOCK_W)``, powers of two (default :data:`DEFAULT_BLOCK`).
+        block: tile ``(BLOCK_H, BLOCK_W)``, powers of two (default :data:`DEFAULT_BLOCK`); for
+            ``variant="rows"`` the rows a program walks and its strip width (default
+            :data:`ROWS_BLOCK`).
         num_warps: warps per program.
+        variant: ``"tiles"`` (one tile per program) or ``"rows"`` (row-marching); same result,
+            bit for bit.
 
     Returns:
         ``(new_image, g)``, each ``(max(B, N), C, H, W)``.
@@ -691,6 +956,7 @@ def seed_forward_triton(image: Tensor, operator: Tensor, *, kappa: float | Tenso
         >>> sweep.shape  # doctest: +SKIP
         torch.Size([2, 3, 64, 64])
     """
+    _check_variant(variant, VARIANTS)
     _check_image(image)
     nb_img, c, h, w = image.shape
     if operator.dtype != torch.float32 or operator.device != image.device:
@@ -721,13 +987,16 @@ def seed_forward_triton(image: Tensor, operator: Tensor, *, kappa: float | Tenso
     operator = operator.contiguous()
     new = _empty((b, c, h, w), like=image)
     g = _empty((b, c, h, w), like=image) if store_g else new
-    block = _block_for(w, block, DEFAULT_BLOCK)
+    rows = variant == "rows"
+    block = _block_for(w, block, ROWS_BLOCK if rows else DEFAULT_BLOCK)
     n_tiles, nb, n_tw, _ = _grid(h, w, b, block)
-    _seed_fwd_kernel[(n_tiles, nb)](
+    kernel, shape = ((_seed_fwd_rows_kernel, dict(ROWS=block[0], BLOCK_W=block[1])) if rows else
+                     (_seed_fwd_kernel, dict(BLOCK_H=block[0], BLOCK_W=block[1])))
+    kernel[(n_tiles, nb)](
         image, operator, params, new, g, h, w, n_tw, c * h * w if nb_img > 1 else 0,
         c * c * 9 if nb_op > 1 else 0, *scalars,
         C=c, COND=COND_CODES[conduction], STORE_G=store_g, PER_IMAGE=per_image,
-        BLOCK_H=block[0], BLOCK_W=block[1], num_warps=num_warps, **_FMA,
+        num_warps=num_warps, **shape, **_FMA,
     )
     return new, (g if store_g else None)
 
@@ -811,7 +1080,7 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
                      conduction: str = "exp", weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
                      scale: float = 1.0, need_image_grad: bool = False,
                      block: tuple[int, int] | None = None, num_warps: int = 4,
-                     variant: Literal["tiles", "persistent"] = "tiles",
+                     variant: Literal["tiles", "persistent", "rows"] = "tiles",
                      n_programs: int | None = None
                      ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """Fused learned step: ``I'``, the loss ``L``, ``dL/dK`` and ``dL/dI``.
@@ -865,9 +1134,7 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
     if conduction not in ("exp", "tukey"):
         raise ParamError(f"conduction={conduction!r} has no Triton backward; use 'exp' or 'tukey'",
                          param="conduction")
-    if variant not in ("tiles", "persistent"):
-        raise ParamError(f"variant={variant!r} is not a learned-step kernel; use 'tiles' or "
-                         "'persistent'", param="variant")
+    _check_variant(variant, ("tiles", "persistent", "rows"))
     if n_programs is not None and (isinstance(n_programs, bool) or int(n_programs) != n_programs
                                    or n_programs < 1):
         raise ParamError(f"n_programs={n_programs!r} must be an integer >= 1", param="n_programs")
@@ -878,7 +1145,8 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
     b, c, h, w = image.shape
     w_f, w_e, w_i = (float(v) * float(scale) for v in weights)
     persistent = variant == "persistent"
-    block = _block_for(w, block, PERSISTENT_BLOCK if persistent else LOSS_BLOCK)
+    default = {"tiles": LOSS_BLOCK, "persistent": PERSISTENT_BLOCK, "rows": ROWS_BLOCK}[variant]
+    block = _block_for(w, block, default)
     n_tiles, nb, n_tw, _ = _grid(h, w, b, block)
     new = _empty(image.shape, like=image)
     gg = _empty(image.shape, like=image) if need_image_grad else new
@@ -893,6 +1161,12 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
         _seed_loss_persistent_kernel[(programs,)](
             *args, part, h, w, n_tw, n_tiles, total, programs, *_scalars(kappa, dt), w_f, w_e,
             w_i, **consts,
+        )
+    elif variant == "rows":
+        part = _empty((b * n_tiles, c * c * 9 + 1), like=image)
+        consts["ROWS"] = consts.pop("BLOCK_H")
+        _seed_loss_rows_kernel[(n_tiles, nb)](
+            *args, part, h, w, n_tw, n_tiles, *_scalars(kappa, dt), w_f, w_e, w_i, **consts,
         )
     else:
         part = _empty((b * n_tiles, c * c * 9 + 1), like=image)
@@ -909,7 +1183,8 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
 
 
 def classic_step_triton(image: Tensor, *, kappa: float, dt: float, conduction: str = "exp",
-                        block: tuple[int, int] | None = None, num_warps: int = 4) -> Tensor:
+                        block: tuple[int, int] | None = None, num_warps: int = 4,
+                        variant: Literal["tiles", "rows"] = "tiles") -> Tensor:
     """Classic Perona-Malik step (zero-flux borders, per channel) in one Triton pass.
 
     Same formula as :func:`minart.diffusion.classic_step`:
@@ -920,8 +1195,9 @@ def classic_step_triton(image: Tensor, *, kappa: float, dt: float, conduction: s
         kappa: edge threshold (> 0).
         dt: time step.
         conduction: ``"exp"``, ``"inverse"`` or ``"tukey"``.
-        block: tile ``(BLOCK_H, BLOCK_W)``.
+        block: tile ``(BLOCK_H, BLOCK_W)`` (``variant="rows"``: rows per program, strip width).
         num_warps: warps per program.
+        variant: ``"tiles"`` or ``"rows"`` (row-marching); same result, bit for bit.
 
     Returns:
         ``(B, C, H, W)``.
@@ -934,14 +1210,18 @@ def classic_step_triton(image: Tensor, *, kappa: float, dt: float, conduction: s
         >>> classic_step_triton(x, kappa=0.1, dt=0.2).unique().tolist()  # doctest: +SKIP
         [0.5]
     """
+    _check_variant(variant, VARIANTS)
     _check_image(image, "classic image")
     b, c, h, w = image.shape
     out = _empty(image.shape, like=image)
-    block = _block_for(w, block, DEFAULT_BLOCK)
+    rows = variant == "rows"
+    block = _block_for(w, block, ROWS_BLOCK if rows else DEFAULT_BLOCK)
     n_tiles, _, n_tw, _ = _grid(h, w, b * c, block)
-    _classic_kernel[(n_tiles, b * c)](image, out, h, w, n_tw, float(kappa), float(kappa) * _SQRT2,
-                                      float(dt), COND=COND_CODES[conduction], BLOCK_H=block[0],
-                                      BLOCK_W=block[1], num_warps=num_warps, **_FMA)
+    kernel, shape = ((_classic_rows_kernel, dict(ROWS=block[0], BLOCK_W=block[1])) if rows else
+                     (_classic_kernel, dict(BLOCK_H=block[0], BLOCK_W=block[1])))
+    kernel[(n_tiles, b * c)](image, out, h, w, n_tw, float(kappa), float(kappa) * _SQRT2,
+                             float(dt), COND=COND_CODES[conduction], num_warps=num_warps,
+                             **shape, **_FMA)
     return out
 
 
