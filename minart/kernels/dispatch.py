@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -312,59 +313,85 @@ def seed_loss_step(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: fl
 
 
 def seed_sweep(image: Tensor, operators: Tensor, *, kappa: float | Tensor | list[float],
-               dt: float | Tensor | list[float], conduction: str = "exp") -> Tensor:
-    """``N`` variants of one seed step (operators and/or parameters) on one image, one launch on CUDA.
+               dt: float | Tensor | list[float], conduction: str = "exp", steps: int = 1,
+               callback: Callable[[int, Tensor], None] | None = None) -> Tensor:
+    """``N`` variants of a seed-scheme run (operators and/or parameters) from one image, batched.
 
-    Variant ``n`` is ``seed_step(image, operators[n], kappa=kappa[n], dt=dt[n])[0]``; on CUDA all
-    ``N`` run in one Triton launch (the image is read by every variant, not copied), elsewhere
-    one eager step per variant.
+    Variant ``n`` is ``steps`` calls of ``I <- seed_step(I, operators[n], kappa=kappa[n],
+    dt=dt[n])[0]`` from ``I = image``. On CUDA each step of all ``N`` variants is one Triton launch
+    (the first reads the shared image, not ``N`` copies of it) and the launches are queued without
+    waiting for the GPU: the inputs are checked once per call, the per-variant parameters copied
+    to the device once. Elsewhere it is one eager step per variant per step.
 
     Args:
-        image: ``(C, H, W)`` or ``(1, C, H, W)`` in [0, 1].
-        operators: ``(N, C, C, 3, 3)``.
+        image: ``(C, H, W)`` or ``(1, C, H, W)`` in [0, 1], ``H, W >= 2``.
+        operators: ``(N, C, C, 3, 3)``, same dtype and device as ``image``.
         kappa: one value or ``N`` values (> 0).
         dt: one value or ``N`` values (> 0).
         conduction: ``"exp"``, ``"inverse"`` or ``"tukey"``.
+        steps: number of steps (>= 0); ``0`` returns ``N`` copies of the image.
+        callback: called as ``callback(step, images)`` after each step (1-based) with the
+            ``(N, C, H, W)`` images, for progress or frames.
 
     Returns:
         ``(N, C, H, W)``.
 
     Raises:
-        ShapeError: bad shapes or lengths.
-        ParamError: a non-positive or non-finite ``kappa`` or ``dt``.
+        ShapeError: bad shapes or lengths, operators of another dtype or device, NaN/Inf input.
+        ParamError: a non-positive or non-finite ``kappa`` or ``dt``, a bad ``steps`` or
+            ``conduction``.
 
     Example:
-        >>> from minart.diffusion import laplacian_operator
+        >>> from minart.diffusion import laplacian_operator, seed_step
         >>> ops = torch.stack([laplacian_operator(3), 0.5 * laplacian_operator(3)])
         >>> seed_sweep(torch.full((3, 4, 4), 0.5), ops, kappa=[0.1, 0.2], dt=0.2).shape
         torch.Size([2, 3, 4, 4])
+        >>> x = torch.rand(3, 6, 6, generator=torch.Generator().manual_seed(0))
+        >>> seen = []
+        >>> out = seed_sweep(x, ops, kappa=0.2, dt=[0.2, 0.1], steps=3,
+        ...                  callback=lambda step, images: seen.append(step))
+        >>> one = x[None]
+        >>> for _ in range(3):
+        ...     one = seed_step(one, ops[1], kappa=0.2, dt=0.1)[0]
+        >>> seen, bool(torch.equal(out[1:], one))
+        ([1, 2, 3], True)
     """
     from ..diffusion import seed_step
 
     batch, _ = as_batch(image, min_size=2)
     if batch.shape[0] != 1:
-        raise ShapeError(f"image must be one (C, H, W) image, got shape {tuple(image.shape)}")
+        raise ShapeError(f"image must be one (C, H, W) image, got shape {tuple(image.shape)}",
+                         param="image")
     check_choice("conduction", conduction, _CONDUCTIONS)
-    check_finite(batch)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ParamError(f"steps={steps!r} must be a whole number >= 0", param="steps")
     c = batch.shape[1]
     if not isinstance(operators, Tensor) or operators.ndim != 5 \
             or operators.shape[1:] != (c, c, 3, 3):
         shape = tuple(operators.shape) if isinstance(operators, Tensor) else type(operators).__name__
         raise ShapeError(f"operators must be (N, {c}, {c}, 3, 3), got {shape}", param="operators")
+    if operators.dtype != batch.dtype or operators.device != batch.device:
+        raise ShapeError(f"operators are {operators.dtype} on {operators.device} but the image is "
+                         f"{batch.dtype} on {batch.device}; convert one of them explicitly",
+                         param="operators")
     n = operators.shape[0]
     kaps = _per_variant("kappa", kappa, n)
     dts = _per_variant("dt", dt, n)
+    check_finite(batch)  # the call's one wait for the device
+    if steps == 0:
+        return batch.expand(n, -1, -1, -1).clone()  # (1, C, H, W) -> (N, C, H, W)
     path = step_path(batch, channels_ok=c <= _MAX_TRITON_CHANNELS and n < 65536,
                      grad=_needs_grad(batch, operators), grad_ok=False)
-    if path == "triton" and operators.dtype == torch.float32:
-        from . import triton_diffusion as td
-
-        return td.seed_forward_triton(batch.contiguous(), operators,
-                                      kappa=torch.tensor(kaps, dtype=torch.float64),
-                                      dt=torch.tensor(dts, dtype=torch.float64),
-                                      conduction=conduction, store_g=False)[0]
-    return torch.cat([seed_step(batch, operators[i], kappa=kaps[i], dt=dts[i],
-                                conduction=conduction)[0] for i in range(n)])
+    if path == "triton":
+        return _seed_sweep_triton(batch, operators, kaps, dts, steps=steps, conduction=conduction,
+                                  callback=callback)
+    images = [batch] * n
+    for step in range(1, steps + 1):
+        images = [seed_step(images[i], operators[i], kappa=kaps[i], dt=dts[i],
+                            conduction=conduction)[0] for i in range(n)]
+        if callback is not None:
+            callback(step, torch.cat(images))  # N x (1, C, H, W) -> (N, C, H, W)
+    return torch.cat(images)  # N x (1, C, H, W) -> (N, C, H, W)
 
 
 def _per_variant(name: str, value, n: int) -> list[float]:
@@ -376,6 +403,45 @@ def _per_variant(name: str, value, n: int) -> list[float]:
     for v in values:
         check_range(name, v, gt=0)
     return [float(v) for v in values]
+
+
+def _seed_sweep_triton(batch: Tensor, operators: Tensor, kappa: list[float], dt: list[float], *,
+                       steps: int, conduction: str = "exp",
+                       callback: Callable[[int, Tensor], None] | None = None) -> Tensor:
+    """The Triton branch of :func:`seed_sweep`: ``steps`` launches, none waiting for the device.
+
+    Launches ``_seed_fwd_kernel`` with the arguments
+    :func:`~minart.kernels.triton_diffusion.seed_forward_triton` gives it for a sweep (per-image
+    operators and ``(kappa^2, kappa*sqrt(2), dt)`` rows), but builds the rows once per call and
+    hands them to the device without a wait: ``seed_forward_triton`` copies host parameters at
+    every call, and reads device ones back to the host. Inputs as checked by :func:`seed_sweep`;
+    CPU tensors need ``TRITON_INTERPRET=1``.
+    """
+    from . import triton_diffusion as td
+
+    n, (c, h, w) = operators.shape[0], batch.shape[1:]
+    rows = td._params(torch.tensor(kappa, dtype=torch.float64),
+                      torch.tensor(dt, dtype=torch.float64))  # (N, 3) float32, on the host
+    # from pageable memory the driver stages the copy at once: no wait for the device
+    params = rows.to(batch.device, non_blocking=True)
+    operators = operators.contiguous()
+    block = td._block_for(w, None, td.DEFAULT_BLOCK)
+    n_tiles, _, n_tw, _ = td._grid(h, w, n, block)
+    scalars = td._scalars(kappa[0], dt[0])  # unread with PER_IMAGE; seed_forward_triton passes them
+    cond = td.COND_CODES[conduction]
+    images = batch.contiguous()
+    for step in range(1, steps + 1):
+        new = td._empty((n, c, h, w), like=images)
+        td._seed_fwd_kernel[(n_tiles, n)](
+            images, operators, params, new, new, h, w, n_tw,
+            c * h * w if images.shape[0] > 1 else 0, c * c * 9 if n > 1 else 0, *scalars,
+            C=c, COND=cond, STORE_G=False, PER_IMAGE=True,
+            BLOCK_H=block[0], BLOCK_W=block[1], num_warps=4, **td._FMA,
+        )
+        images = new
+        if callback is not None:
+            callback(step, images)
+    return images
 
 
 def fractal_field_fast(width: int, height: int, **options):

@@ -237,6 +237,31 @@ def _check_fractal(device: str) -> None:
         _fractal_field_triton(40, 30, torch.device(device), power=0)
 
 
+def _check_sweep(device: str, shape=(1, 3, 6, 20)) -> None:
+    """The sweep's Triton branch, several steps, against eager ``seed_step`` per variant (few
+    rows: the interpreter's time grows with the number of programs, one per row and variant)."""
+    from minart.kernels.dispatch import _seed_sweep_triton
+
+    x, k, *_ = _inputs(device, shape)
+    ops = torch.stack([k, 0.5 * k])
+    kaps, dts = [0.3, 0.2], [0.2, 0.1]
+    for cond, steps in (("exp", 3), ("inverse", 2), ("tukey", 2)):
+        seen = []
+        out = _seed_sweep_triton(x, ops, kaps, dts, steps=steps, conduction=cond,
+                                 callback=lambda step, images: seen.append((step, images.clone())))
+        assert out.shape == (2, *shape[1:]) and [s for s, _ in seen] == list(range(1, steps + 1))
+        for n in range(2):
+            ref = x
+            for step in range(steps):
+                ref = seed_step(ref, ops[n], kappa=kaps[n], dt=dts[n], conduction=cond)[0]
+                torch.testing.assert_close(seen[step][1][n:n + 1], ref, **FWD_TOL)
+            torch.testing.assert_close(out[n:n + 1], ref, **FWD_TOL)
+    # one variant: every batch stride is 0
+    one = _seed_sweep_triton(x, ops[:1], kaps[:1], dts[:1], steps=2)
+    ref = seed_step(seed_step(x, k, kappa=0.3, dt=0.2)[0], k, kappa=0.3, dt=0.2)[0]
+    torch.testing.assert_close(one, ref, **FWD_TOL)
+
+
 def _interpret(check: str) -> None:
     """Run ``check("cpu")`` of this file in a fresh interpreter with ``TRITON_INTERPRET=1``."""
     code = (f"import runpy, sys; ns = runpy.run_path({str(HERE)!r}); ns[{check!r}]('cpu'); "
@@ -360,6 +385,41 @@ def test_sweep_matches_one_step_per_variant_and_checks_its_inputs():
         seed_sweep(torch.rand(2, 3, 4, 4), ops, kappa=0.3, dt=0.2)
 
 
+def test_sweep_runs_steps_like_a_loop_of_seed_step_per_variant():
+    x, k, *_ = _inputs("cpu", (1, 3, 16, 24))
+    ops = torch.stack([k, 0.5 * k])
+    kaps, dts = [0.3, 0.2], [0.2, 0.1]
+    seen = []
+    out = seed_sweep(x, ops, kappa=torch.tensor(kaps), dt=dts, steps=3, conduction="tukey",
+                     callback=lambda step, images: seen.append((step, images)))
+    assert [s for s, _ in seen] == [1, 2, 3] and torch.equal(seen[-1][1], out)
+    for n in range(2):
+        ref = x
+        for step in range(3):
+            ref = seed_step(ref, ops[n], kappa=kaps[n], dt=dts[n], conduction="tukey")[0]
+            assert torch.equal(seen[step][1][n:n + 1], ref)
+        assert torch.equal(out[n:n + 1], ref)
+    assert torch.equal(seed_sweep(x[0], ops, kappa=kaps, dt=dts, steps=0), x.expand(2, -1, -1, -1))
+    assert seed_sweep(x, ops, kappa=kaps, dt=dts, steps=0).data_ptr() != x.data_ptr()
+
+
+def test_sweep_rejects_bad_steps_and_mismatched_operators():
+    x, k, *_ = _inputs("cpu")
+    ops = torch.stack([k, 0.5 * k])
+    for bad in (-1, 2.0, True, None):
+        with pytest.raises(ParamError, match=rf"^steps={bad!r} must be a whole number >= 0$") \
+                as info:
+            seed_sweep(x, ops, kappa=0.3, dt=0.2, steps=bad)
+        assert info.value.param == "steps"
+    with pytest.raises(ShapeError, match=r"^operators are torch.float64 on cpu but the image is "
+                                         r"torch.float32 on cpu; convert one of them explicitly$"):
+        seed_sweep(x, ops.double(), kappa=0.3, dt=0.2)
+    with pytest.raises(ShapeError, match=r"^image contains NaN or Inf values$"):
+        seed_sweep(torch.full_like(x, float("nan")), ops, kappa=0.3, dt=0.2, steps=2)
+    with pytest.raises(ParamError, match=r"^conduction='gauss' is not one of"):
+        seed_sweep(x, ops, kappa=0.3, dt=0.2, conduction="gauss")
+
+
 def test_fractal_field_fast_is_the_reference_on_cpu():
     fast = fractal_field_fast(9, 7, iterations=12)
     ref = fractal_field(9, 7, iterations=12)
@@ -380,7 +440,7 @@ def test_importing_the_package_does_not_import_triton():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("check", ["_check_forward", "_check_backward", "_check_determinism",
-                                   "_check_persistent", "_check_fractal"])
+                                   "_check_persistent", "_check_fractal", "_check_sweep"])
 def test_triton_kernels_in_the_interpreter(check):
     pytest.importorskip("triton")
     _interpret(check)
@@ -461,7 +521,7 @@ def test_compiled_cpu_steps_match_the_references(tmp_path, monkeypatch):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("check", ["_check_forward", "_check_backward", "_check_determinism",
-                                   "_check_persistent", "_check_fractal"])
+                                   "_check_persistent", "_check_fractal", "_check_sweep"])
 def test_triton_kernels_on_cuda(check):
     globals()[check]("cuda")
 
@@ -492,6 +552,11 @@ def test_dispatcher_picks_triton_on_cuda_and_matches_eager(monkeypatch):
     for n, kap in enumerate((0.3, 0.2, 0.1)):
         torch.testing.assert_close(sweep[n:n + 1], seed_step(x, ops[n], kappa=kap, dt=0.2)[0],
                                    **FWD_TOL)
+    run = dict(kappa=[0.3, 0.2, 0.1], dt=[0.2, 0.1, 0.25], steps=3)
+    fast = seed_sweep(x, ops, **run)
+    monkeypatch.setenv("MINART_KERNELS", "eager")
+    torch.testing.assert_close(fast, seed_sweep(x, ops, **run), **FWD_TOL)
+    monkeypatch.setenv("MINART_KERNELS", "auto")
     f = fractal_field_fast(300, 200, iterations=64, power=3, eps=0.6, device="cuda")
     ref = fractal_field(300, 200, iterations=64, power=3, eps=0.6)
     assert (f.counts.cpu() == ref.counts).float().mean().item() >= 0.999
