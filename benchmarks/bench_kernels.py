@@ -134,14 +134,24 @@ def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda") -> None:
                                            (2, 256, 4), (2, 512, 8), (4, 128, 4), (8, 128, 4)]
     for bh, bw, nw in configs:
         ms, note = _time_safely(lambda: _cuda_ms(lambda: td.seed_forward_triton(
-            x, k, kappa=kappa, dt=dt, store_g=False, block=(bh, bw), num_warps=nw), reps))
-        default = " (default)" if (bh, bw) == td.DEFAULT_BLOCK and nw == 4 else ""
-        _row("seed step", f"triton {bh}x{bw} tile, {nw} warps{default}", ms, ref_ms=eager,
+            x, k, kappa=kappa, dt=dt, store_g=False, block=(bh, bw), num_warps=nw,
+            variant="tiles"), reps))
+        _row("seed step", f"triton {bh}x{bw} tile, {nw} warps", ms, ref_ms=eager,
+             copy_ms=copy, note=note)
+    for rows, bw, nw in _rows_configs(td, quick):
+        ms, note = _time_safely(lambda: _cuda_ms(lambda: td.seed_forward_triton(
+            x, k, kappa=kappa, dt=dt, store_g=False, block=(rows, bw), num_warps=nw,
+            variant="rows"), reps))
+        _row("seed step", f"triton rows {rows}x{bw}, {nw} warps", ms, ref_ms=eager,
              copy_ms=copy, note=note)
     ms, note = _time_safely(lambda: _cuda_ms(lambda: td.seed_forward_triton(
+        x, k, kappa=kappa, dt=dt, store_g=False), reps))
+    _row("seed step", f"triton auto (default; chose {_chosen(td, 'seed')})", ms, ref_ms=eager,
+         copy_ms=copy, note=note)
+    ms, note = _time_safely(lambda: _cuda_ms(lambda: td.seed_forward_triton(
         x, k, kappa=kappa, dt=dt, store_g=True), reps))
-    _row("seed step", "triton default tile, also writing g", ms, ref_ms=eager, copy_ms=copy,
-         note=note)
+    _row("seed step", f"triton auto, also writing g (chose {_chosen(td, 'seed')})", ms,
+         ref_ms=eager, copy_ms=copy, note=note)
 
     # classic step ----------------------------------------------------------------------------
     eager_c = _cuda_ms(lambda: classic_step(x, kappa=0.1, dt=dt), reps)
@@ -149,9 +159,18 @@ def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda") -> None:
     for bh, bw, nw in ([(1, 512, 4)] if quick else [(1, 512, 4), (1, 1024, 4), (4, 256, 4),
                                                      (8, 128, 4)]):
         ms, note = _time_safely(lambda: _cuda_ms(lambda: td.classic_step_triton(
-            x, kappa=0.1, dt=dt, block=(bh, bw), num_warps=nw), reps))
+            x, kappa=0.1, dt=dt, block=(bh, bw), num_warps=nw, variant="tiles"), reps))
         _row("classic step", f"triton {bh}x{bw} tile, {nw} warps", ms, ref_ms=eager_c,
              copy_ms=copy, note=note)
+    for rows, bw, nw in _rows_configs(td, quick):
+        ms, note = _time_safely(lambda: _cuda_ms(lambda: td.classic_step_triton(
+            x, kappa=0.1, dt=dt, block=(rows, bw), num_warps=nw, variant="rows"), reps))
+        _row("classic step", f"triton rows {rows}x{bw}, {nw} warps", ms, ref_ms=eager_c,
+             copy_ms=copy, note=note)
+    ms, note = _time_safely(lambda: _cuda_ms(lambda: td.classic_step_triton(
+        x, kappa=0.1, dt=dt), reps))
+    _row("classic step", f"triton auto (default; chose {_chosen(td, 'classic')})", ms,
+         ref_ms=eager_c, copy_ms=copy, note=note)
 
     # learned step ----------------------------------------------------------------------------
     x0 = x.clone()
@@ -181,16 +200,25 @@ def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda") -> None:
     ms, note = _time_safely(lambda: _cuda_ms(learned(general_loss), reps))
     _row("learned step", "triton SeedStep + torch loss + backward", ms, ref_ms=eager_l,
          copy_ms=copy, note=note)
+    ms, note = _time_safely(lambda: _cuda_ms(learned(
+        lambda kp: td.SeedLossStep.apply(x, x0, kp, kappa, dt, "exp")[1]), reps))
+    rows, bw = td.ROWS_BLOCK
+    _row("learned step", f"triton fused, default (SeedLossStep: rows {rows}x{bw}, 4 warps)", ms,
+         ref_ms=eager_l, copy_ms=copy, note=note)
     for bh, bw, nw in ([(4, 256, 4)] if quick else [(2, 256, 4), (4, 256, 4), (4, 256, 8),
                                                      (8, 128, 4), (8, 256, 8)]):
         def fused(kp, bh=bh, bw=bw, nw=nw):
-            if (bh, bw) == td.LOSS_BLOCK and nw == 4:
-                return td.SeedLossStep.apply(x, x0, kp, kappa, dt, "exp")[1]
             return _fused_custom(td, x, x0, kp, kappa, dt, (bh, bw), nw)
 
         ms, note = _time_safely(lambda: _cuda_ms(learned(fused), reps))
-        default = " (default)" if (bh, bw) == td.LOSS_BLOCK and nw == 4 else ""
-        _row("learned step", f"triton fused loss step {bh}x{bw}, {nw} warps{default}", ms,
+        _row("learned step", f"triton fused loss step, tiles {bh}x{bw}, {nw} warps", ms,
+             ref_ms=eager_l, copy_ms=copy, note=note)
+    for rows, bw, nw in _rows_configs(td, quick)[1:]:
+        def fused_rows(kp, rows=rows, bw=bw, nw=nw):
+            return _fused_custom(td, x, x0, kp, kappa, dt, (rows, bw), nw, variant="rows")
+
+        ms, note = _time_safely(lambda: _cuda_ms(learned(fused_rows), reps))
+        _row("learned step", f"triton fused loss step, rows {rows}x{bw}, {nw} warps", ms,
              ref_ms=eager_l, copy_ms=copy, note=note)
     # the persistent variant: a fixed number of programs, one block reduction per sum per program
     sms = torch.cuda.get_device_properties(device).multi_processor_count if device == "cuda" else 1
@@ -273,6 +301,21 @@ def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda") -> None:
         inner=1) / n_steps)
     _row("sweep 16 x 512^2", f"seed_sweep(steps={n_steps}), per step", ms, ref_ms=eager_r,
          note=note)
+
+
+def _rows_configs(td, quick: bool) -> list[tuple[int, int, int]]:
+    """``(rows, BLOCK_W, warps)`` of the row-marching variants to time."""
+    rows, bw = td.ROWS_BLOCK
+    if quick:
+        return [(rows, bw, 4)]
+    return [(rows, bw, 4), (16, 128, 4), (32, 128, 4), (128, 128, 4), (64, 256, 4), (64, 256, 8),
+            (64, 64, 2)]
+
+
+def _chosen(td, kind: str) -> str:
+    """The variant ``"auto"`` last chose for a ``kind`` of step (after the row is timed)."""
+    picks = [v for k, v in td._AUTO.items() if k[0] == kind]
+    return picks[-1] if picks else "tiles (off CUDA)"
 
 
 def _fused_custom(td, x, x0, kp, kappa, dt, block, nw, variant="tiles", n_programs=None):

@@ -32,6 +32,7 @@ dispatcher does), and set ``TRITON_INTERPRET=1`` before the first import to run 
 from __future__ import annotations
 
 import math
+import os
 from typing import Literal
 
 import torch
@@ -598,14 +599,17 @@ def _classic_kernel(x_ptr, out_ptr, H, W, n_tw, kappa, tukey_s, dt, COND: tl.con
 
 @triton.jit
 def _strip(H, W, n_tw, ROWS: tl.constexpr, BLOCK_W: tl.constexpr):
-    """Columns ``(1, BLOCK_W)`` of this program, their reflected neighbours, mask and first row."""
+    """Columns ``(1, BLOCK_W)`` of this program (clamped into the image), their reflected
+    neighbours, the mask of the columns inside the image, and the program's first row."""
     pid = tl.program_id(0)
     tw = pid % n_tw
     y0 = (pid // n_tw) * ROWS
     x = (tw * BLOCK_W + tl.arange(0, BLOCK_W))[None, :]
-    xm = tl.where(x == 0, 1, x - 1)
-    xp = tl.where(x == W - 1, W - 2, x + 1)
-    return x, xm, xp, x < W, y0
+    # columns past the image load column W - 1 (never stored): the loads need no mask
+    xc = tl.minimum(x, W - 1)
+    xm = tl.where(xc == 0, 1, xc - 1)
+    xp = tl.where(xc == W - 1, W - 2, xc + 1)
+    return xc, xm, xp, x < W, y0
 
 
 @triton.jit
@@ -621,8 +625,7 @@ def _row_values(xb, HW, row, W, x, xm, xp, cmask, C: tl.constexpr):
     out = ()
     for i in tl.static_range(C):
         p = xb + i * HW + row * W
-        out = out + (tl.load(p + xm, mask=cmask, other=0.0), tl.load(p + x, mask=cmask, other=0.0),
-                     tl.load(p + xp, mask=cmask, other=0.0))
+        out = out + (tl.load(p + xm), tl.load(p + x), tl.load(p + xp))
     return out
 
 
@@ -710,7 +713,7 @@ def _seed_fwd_rows_kernel(x_ptr, k_ptr, p_ptr, new_ptr, g_ptr, H, W, n_tw, x_bst
     up = _row_values(xb, HW, _reflect_row(y0 - 1, H), W, x, xm, xp, cmask, C)
     mid = _row_values(xb, HW, y0, W, x, xm, xp, cmask, C)
     down = _row_values(xb, HW, _reflect_row(y0 + 1, H), W, x, xm, xp, cmask, C)
-    for r in range(ROWS):
+    for r in tl.range(ROWS, loop_unroll_factor=3):  # unrolled: the window rotates in place
         y = y0 + r
         ahead = _row_values(xb, HW, _reflect_row(y + 2, H), W, x, xm, xp, cmask, C)
         mask = cmask & (x * 0 + y < H)  # a tensor: the interpreter takes no scalar masks
@@ -746,7 +749,7 @@ def _seed_loss_rows_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_p
     up = _row_values(xb, HW, _reflect_row(y0 - 1, H), W, x, xm, xp, cmask, C)
     mid = _row_values(xb, HW, y0, W, x, xm, xp, cmask, C)
     down = _row_values(xb, HW, _reflect_row(y0 + 1, H), W, x, xm, xp, cmask, C)
-    for r in range(ROWS):
+    for r in tl.range(ROWS, loop_unroll_factor=3):  # unrolled: the window rotates in place
         y = y0 + r
         ahead = _row_values(xb, HW, _reflect_row(y + 2, H), W, x, xm, xp, cmask, C)
         mask = cmask & (x * 0 + y < H)  # a tensor: the interpreter takes no scalar masks
@@ -789,18 +792,19 @@ def _classic_rows_kernel(x_ptr, out_ptr, H, W, n_tw, kappa, tukey_s, dt, COND: t
     """:func:`_classic_kernel`, row-marching: the rows above and below stay in registers, each
     row loads its left/right neighbours and the row two below."""
     plane = tl.program_id(1).to(tl.int64) * H * W
-    x, _xm, _xp, cmask, y0 = _strip(H, W, n_tw, ROWS, BLOCK_W)
+    x, xm, xp, cmask, y0 = _strip(H, W, n_tw, ROWS, BLOCK_W)
     xb = x_ptr + plane
-    up = tl.load(xb + _reflect_row(y0 - 1, H) * W + x, mask=cmask, other=0.0)
-    v = tl.load(xb + y0 * W + x, mask=cmask, other=0.0)
-    down = tl.load(xb + _reflect_row(y0 + 1, H) * W + x, mask=cmask, other=0.0)
-    for r in range(ROWS):
+    up = tl.load(xb + _reflect_row(y0 - 1, H) * W + x)
+    v = tl.load(xb + y0 * W + x)
+    down = tl.load(xb + _reflect_row(y0 + 1, H) * W + x)
+    for r in tl.range(ROWS, loop_unroll_factor=3):
         y = y0 + r
-        ahead = tl.load(xb + _reflect_row(y + 2, H) * W + x, mask=cmask, other=0.0)
+        ahead = tl.load(xb + _reflect_row(y + 2, H) * W + x)
         mask = cmask & (x * 0 + y < H)  # a tensor: the interpreter takes no scalar masks
         at = y * W + x
-        left = tl.load(xb + at - 1, mask=mask & (x >= 1), other=0.0)
-        right = tl.load(xb + at + 1, mask=mask & (x + 1 < W), other=0.0)
+        row = xb + _reflect_row(y, H) * W  # rows past the image load the last one (not stored)
+        left = tl.load(row + xm)  # the reflected neighbour at the border, where the flux is 0
+        right = tl.load(row + xp)
         ds = tl.where(y + 1 < H, down - v, 0.0)
         dn = tl.where(y >= 1, v - up, 0.0)
         de = tl.where(x + 1 < W, right - v, 0.0)
@@ -828,7 +832,44 @@ ROWS_BLOCK = (64, 128)
 of a 128-pixel strip, one pixel per thread of 4 warps."""
 
 VARIANTS = ("tiles", "rows")
-"""Kernel variants of the one-pass steps (see :data:`ROWS_BLOCK`)."""
+"""Kernel variants of the one-pass steps (see :data:`ROWS_BLOCK`); ``"auto"`` picks one."""
+
+_AUTO: dict[tuple, str] = {}
+"""The variant ``"auto"`` chose, per kernel, device, shape and constants (see :func:`_auto`)."""
+
+
+def _auto(key: tuple, device: torch.device, launch) -> str:
+    """The faster of the bit-identical ``"tiles"`` / ``"rows"`` variants for this call, timed once.
+
+    ``launch(variant)`` runs the kernel. On CUDA the first call with a new ``key`` times each
+    variant (one warm-up, which also compiles it, then the best of 3 runs between CUDA events)
+    and remembers the winner for the process; both write the same bits, so the choice changes
+    speed only, never pixels. ``MINART_KERNEL_VARIANT=tiles|rows`` forces one (benchmarks);
+    off CUDA (Triton's interpreter) the answer is ``"tiles"``.
+    """
+    forced = os.environ.get("MINART_KERNEL_VARIANT", "").strip()
+    if forced:
+        _check_variant(forced, VARIANTS)
+        return forced
+    if device.type != "cuda":
+        return "tiles"
+    key = (*key, device.index)
+    if key not in _AUTO:
+        best = {}
+        for variant in VARIANTS:
+            launch(variant)  # compile and warm up
+            times = []
+            for _ in range(3):
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
+                start.record()
+                launch(variant)
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+            best[variant] = min(times)
+        _AUTO[key] = min(best, key=best.get)
+    return _AUTO[key]
 
 PERSISTENT_BLOCK = (1, 128)
 """Tile of the persistent learned step: one pixel per thread of 4 warps, so each of the
@@ -919,7 +960,8 @@ def _scalars(kappa: float, dt: float) -> tuple[float, float, float]:
 def seed_forward_triton(image: Tensor, operator: Tensor, *, kappa: float | Tensor,
                         dt: float | Tensor, conduction: str = "exp", store_g: bool = True,
                         block: tuple[int, int] | None = None, num_warps: int = 4,
-                        variant: Literal["tiles", "rows"] = "tiles") -> tuple[Tensor, Tensor | None]:
+                        variant: Literal["auto", "tiles", "rows"] = "auto"
+                        ) -> tuple[Tensor, Tensor | None]:
     """Seed-scheme step in one Triton pass; per-image operators and parameters for sweeps.
 
     Same formula as :func:`minart.diffusion.seed_step`:
@@ -937,8 +979,9 @@ def seed_forward_triton(image: Tensor, operator: Tensor, *, kappa: float | Tenso
             ``variant="rows"`` the rows a program walks and its strip width (default
             :data:`ROWS_BLOCK`).
         num_warps: warps per program.
-        variant: ``"tiles"`` (one tile per program) or ``"rows"`` (row-marching); same result,
-            bit for bit.
+        variant: ``"tiles"`` (one tile per program), ``"rows"`` (row-marching) or ``"auto"``
+            (the faster one on this GPU and shape, timed on first use: :func:`_auto`; with an
+            explicit ``block``, ``"tiles"``); all give the same result, bit for bit.
 
     Returns:
         ``(new_image, g)``, each ``(max(B, N), C, H, W)``.
@@ -956,7 +999,7 @@ def seed_forward_triton(image: Tensor, operator: Tensor, *, kappa: float | Tenso
         >>> sweep.shape  # doctest: +SKIP
         torch.Size([2, 3, 64, 64])
     """
-    _check_variant(variant, VARIANTS)
+    _check_variant(variant, ("auto", *VARIANTS))
     _check_image(image)
     nb_img, c, h, w = image.shape
     if operator.dtype != torch.float32 or operator.device != image.device:
@@ -987,17 +1030,25 @@ def seed_forward_triton(image: Tensor, operator: Tensor, *, kappa: float | Tenso
     operator = operator.contiguous()
     new = _empty((b, c, h, w), like=image)
     g = _empty((b, c, h, w), like=image) if store_g else new
-    rows = variant == "rows"
-    block = _block_for(w, block, ROWS_BLOCK if rows else DEFAULT_BLOCK)
-    n_tiles, nb, n_tw, _ = _grid(h, w, b, block)
-    kernel, shape = ((_seed_fwd_rows_kernel, dict(ROWS=block[0], BLOCK_W=block[1])) if rows else
-                     (_seed_fwd_kernel, dict(BLOCK_H=block[0], BLOCK_W=block[1])))
-    kernel[(n_tiles, nb)](
-        image, operator, params, new, g, h, w, n_tw, c * h * w if nb_img > 1 else 0,
-        c * c * 9 if nb_op > 1 else 0, *scalars,
-        C=c, COND=COND_CODES[conduction], STORE_G=store_g, PER_IMAGE=per_image,
-        num_warps=num_warps, **shape, **_FMA,
-    )
+
+    def launch(variant: str) -> None:
+        rows = variant == "rows"
+        blk = _block_for(w, block, ROWS_BLOCK if rows else DEFAULT_BLOCK)
+        n_tiles, nb, n_tw, _ = _grid(h, w, b, blk)
+        kernel, shape = ((_seed_fwd_rows_kernel, dict(ROWS=blk[0], BLOCK_W=blk[1])) if rows else
+                         (_seed_fwd_kernel, dict(BLOCK_H=blk[0], BLOCK_W=blk[1])))
+        kernel[(n_tiles, nb)](
+            image, operator, params, new, g, h, w, n_tw, c * h * w if nb_img > 1 else 0,
+            c * c * 9 if nb_op > 1 else 0, *scalars,
+            C=c, COND=COND_CODES[conduction], STORE_G=store_g, PER_IMAGE=per_image,
+            num_warps=num_warps, **shape, **_FMA,
+        )
+
+    if variant == "auto":  # an explicit block is a tile shape
+        variant = "tiles" if block is not None else _auto(
+            ("seed", b, nb_img, nb_op, c, h, w, conduction, store_g, per_image, num_warps),
+            image.device, launch)
+    launch(variant)
     return new, (g if store_g else None)
 
 
@@ -1080,7 +1131,7 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
                      conduction: str = "exp", weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
                      scale: float = 1.0, need_image_grad: bool = False,
                      block: tuple[int, int] | None = None, num_warps: int = 4,
-                     variant: Literal["tiles", "persistent", "rows"] = "tiles",
+                     variant: Literal["tiles", "persistent", "rows"] = "rows",
                      n_programs: int | None = None
                      ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """Fused learned step: ``I'``, the loss ``L``, ``dL/dK`` and ``dL/dI``.
@@ -1088,12 +1139,16 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
     ``L = scale * sum(w_f (I' - I_0)^2 + w_e |g| + w_i I'^2)`` with ``(w_f, w_e, w_i) = weights``
     (the post's energy: all 1, ``scale`` 1 for a sum, ``1/numel`` for a mean).
 
-    Two variants compute the same ``I'`` (bit for bit) and the same sums (up to the order of
-    float additions); both are deterministic. ``"tiles"``: one program per tile (default
-    :data:`LOSS_BLOCK`), each reducing its ``C*C*9 + 1`` sums across the block.
-    ``"persistent"``: ``n_programs`` programs, program ``p`` taking tiles ``p, p + n_programs, ...``
-    (default :data:`PERSISTENT_BLOCK`) and adding into per-pixel register accumulators, so the
-    block-wide reductions happen once per program instead of once per tile.
+    Three variants compute the same ``I'`` (bit for bit) and the same sums (up to the order of
+    float additions); each is deterministic. ``"rows"`` (default): each program walks a strip of
+    :data:`ROWS_BLOCK` with a 3-row register window and adds the sums per pixel into registers,
+    reducing them once per program (sm_90, Triton 3.9: 255 registers, 8 bytes of stack).
+    ``"tiles"``: one program per tile (:data:`LOSS_BLOCK`), each reducing its ``C*C*9 + 1`` sums
+    across the block (sm_90: 255 registers and 728 bytes of spills for ``C = 3``; measured 34.7x
+    the copy time on an H200). ``"persistent"``: ``n_programs`` programs, program ``p`` taking
+    tiles ``p, p + n_programs, ...`` (:data:`PERSISTENT_BLOCK`) into per-pixel register
+    accumulators. The default is fixed, not timed: the variants sum in different orders, and the
+    same recipe must render the same bits on every run.
 
     Args:
         image: ``I_{t-1}``, ``(B, C, H, W)``.
@@ -1107,7 +1162,7 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
         need_image_grad: also return ``dL/dI`` (one more pass).
         block: tile.
         num_warps: warps per program.
-        variant: ``"tiles"`` or ``"persistent"``.
+        variant: ``"rows"``, ``"tiles"`` or ``"persistent"``.
         n_programs: programs of the persistent variant (default
             :data:`PERSISTENT_PROGRAMS_PER_SM` per SM on CUDA, :data:`PERSISTENT_PROGRAMS_CPU`
             elsewhere; never more than there are tiles).
@@ -1184,7 +1239,7 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
 
 def classic_step_triton(image: Tensor, *, kappa: float, dt: float, conduction: str = "exp",
                         block: tuple[int, int] | None = None, num_warps: int = 4,
-                        variant: Literal["tiles", "rows"] = "tiles") -> Tensor:
+                        variant: Literal["auto", "tiles", "rows"] = "auto") -> Tensor:
     """Classic Perona-Malik step (zero-flux borders, per channel) in one Triton pass.
 
     Same formula as :func:`minart.diffusion.classic_step`:
@@ -1197,7 +1252,8 @@ def classic_step_triton(image: Tensor, *, kappa: float, dt: float, conduction: s
         conduction: ``"exp"``, ``"inverse"`` or ``"tukey"``.
         block: tile ``(BLOCK_H, BLOCK_W)`` (``variant="rows"``: rows per program, strip width).
         num_warps: warps per program.
-        variant: ``"tiles"`` or ``"rows"`` (row-marching); same result, bit for bit.
+        variant: ``"tiles"``, ``"rows"`` (row-marching) or ``"auto"`` (timed on first use, as in
+            :func:`seed_forward_triton`); same result, bit for bit.
 
     Returns:
         ``(B, C, H, W)``.
@@ -1210,18 +1266,25 @@ def classic_step_triton(image: Tensor, *, kappa: float, dt: float, conduction: s
         >>> classic_step_triton(x, kappa=0.1, dt=0.2).unique().tolist()  # doctest: +SKIP
         [0.5]
     """
-    _check_variant(variant, VARIANTS)
+    _check_variant(variant, ("auto", *VARIANTS))
     _check_image(image, "classic image")
     b, c, h, w = image.shape
     out = _empty(image.shape, like=image)
-    rows = variant == "rows"
-    block = _block_for(w, block, ROWS_BLOCK if rows else DEFAULT_BLOCK)
-    n_tiles, _, n_tw, _ = _grid(h, w, b * c, block)
-    kernel, shape = ((_classic_rows_kernel, dict(ROWS=block[0], BLOCK_W=block[1])) if rows else
-                     (_classic_kernel, dict(BLOCK_H=block[0], BLOCK_W=block[1])))
-    kernel[(n_tiles, b * c)](image, out, h, w, n_tw, float(kappa), float(kappa) * _SQRT2,
-                             float(dt), COND=COND_CODES[conduction], num_warps=num_warps,
-                             **shape, **_FMA)
+
+    def launch(variant: str) -> None:
+        rows = variant == "rows"
+        blk = _block_for(w, block, ROWS_BLOCK if rows else DEFAULT_BLOCK)
+        n_tiles, _, n_tw, _ = _grid(h, w, b * c, blk)
+        kernel, shape = ((_classic_rows_kernel, dict(ROWS=blk[0], BLOCK_W=blk[1])) if rows else
+                         (_classic_kernel, dict(BLOCK_H=blk[0], BLOCK_W=blk[1])))
+        kernel[(n_tiles, b * c)](image, out, h, w, n_tw, float(kappa), float(kappa) * _SQRT2,
+                                 float(dt), COND=COND_CODES[conduction], num_warps=num_warps,
+                                 **shape, **_FMA)
+
+    if variant == "auto":  # an explicit block is a tile shape
+        variant = "tiles" if block is not None else _auto(
+            ("classic", b, c, h, w, conduction, num_warps), image.device, launch)
+    launch(variant)
     return out
 
 

@@ -166,6 +166,57 @@ def _check_persistent(device: str, shapes=((1, 3, 13, 17), (2, 3, 9, 33)),
     assert all(torch.equal(a, b) for a, b in zip(runs[0][:3], runs[2][:3]))
 
 
+def _check_rows(device: str, shapes=((1, 3, 13, 17), (2, 1, 2, 5)),
+                blocks=(None, (3, 8))) -> None:
+    """The row-marching variants: bit-identical to the tile kernels (forward, classic, ``I'`` of
+    the learned step) and to eager autograd within the tolerances (loss, dL/dK, dL/dI)."""
+    from minart.kernels import triton_diffusion as td
+
+    for shape in shapes:
+        x, k, x0, *_ = _inputs(device, shape)
+        for cond in ("exp", "inverse", "tukey"):
+            tiles = td.seed_forward_triton(x, k, kappa=0.3, dt=0.2, conduction=cond)
+            classic = td.classic_step_triton(x, kappa=0.1, dt=0.2, conduction=cond)
+            torch.testing.assert_close(classic, classic_step(x, kappa=0.1, dt=0.2,
+                                                             conduction=cond), **FWD_TOL)
+            for block in blocks:
+                new, g = td.seed_forward_triton(x, k, kappa=0.3, dt=0.2, conduction=cond,
+                                                variant="rows", block=block)
+                assert torch.equal(new, tiles[0]) and torch.equal(g, tiles[1]), (shape, cond, block)
+                assert torch.equal(td.classic_step_triton(x, kappa=0.1, dt=0.2, conduction=cond,
+                                                          variant="rows", block=block),
+                                   classic), (shape, cond, block)
+            if cond == "inverse":
+                continue
+            xe, ke = x.clone().requires_grad_(), k.clone().requires_grad_()
+            ne, ge = seed_step(xe, ke, kappa=0.3, dt=0.2, conduction=cond)
+            le = ((ne - x0) ** 2 + ge.abs() + ne ** 2).sum()
+            le.backward()
+            for block in blocks:
+                new, loss, dk, di = td.seed_loss_triton(x, x0, k, kappa=0.3, dt=0.2,
+                                                        conduction=cond, need_image_grad=True,
+                                                        variant="rows", block=block)
+                assert torch.equal(new, tiles[0]) or cond != "exp", (shape, block)
+                torch.testing.assert_close(new, ne.detach(), **FWD_TOL)
+                assert _rel(loss, le.detach()) < 1e-5, (shape, cond, block)
+                assert _rel(dk, ke.grad) < 1e-5, (shape, cond, block, _rel(dk, ke.grad))
+                assert _rel(di, xe.grad) < 1e-4, (shape, cond, block, _rel(di, xe.grad))
+    # a sweep through the row-marching forward: per-image operators and parameters
+    x, k, *_ = _inputs(device)
+    ops = torch.stack([k, laplacian_operator(3, device=device), 0.5 * k])
+    kap = torch.tensor([0.3, 0.2, 0.5], dtype=torch.float64)
+    dts = torch.tensor([0.2, 0.1, 0.25], dtype=torch.float64)
+    tiles, _ = td.seed_forward_triton(x, ops, kappa=kap, dt=dts, store_g=False)
+    rows, _ = td.seed_forward_triton(x, ops, kappa=kap, dt=dts, store_g=False, variant="rows",
+                                     block=(4, 8))
+    assert torch.equal(rows, tiles)
+    # bit-identical reruns of the learned step
+    x, k, x0, *_ = _inputs(device, (1, 3, 29, 37))
+    runs = [td.seed_loss_triton(x, x0, k, kappa=0.3, dt=0.2, variant="rows", block=(8, 16))
+            for _ in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][:3], runs[1][:3]))
+
+
 def _check_determinism(device: str, shape=(1, 3, 29, 37)) -> None:
     from minart.kernels import triton_diffusion as td
 
@@ -222,7 +273,12 @@ def _check_fractal(device: str) -> None:
         dz = (final_z.cpu()[finished] - ref.final_z[finished]).abs()
         dtrap = (trap.cpu()[finished] - ref.trap[finished]).abs()
         if case["formula"] == "multibrot":
-            assert float(dz.quantile(0.99)) < 1e-4 and float(dtrap.quantile(0.99)) < 1e-4, case
+            # the escape step squares |z| up to the bailout (256): rounding grows with |z| and with
+            # the orbit's length near the set; eager float32 vs float64 differ by a relative
+            # 1.7e-3 at the 99th percentile (p = 2, 320x240) and 4e-7 at the median
+            rel = dz / ref.final_z[finished].abs().clamp_min(1.0)
+            assert float(rel.median()) < 1e-5 and float(rel.quantile(0.99)) < 1e-2, case
+            assert float(dtrap.quantile(0.99)) < 1e-4, case
         else:  # z <- a z^-p + c amplifies rounding by p|a||z|^-(p+1): compare typical pixels
             assert float(dz.median()) < 1e-5 and float(dtrap.median()) < 1e-5, case
     # the dispatcher's Triton branch: fractal_field's validation and grid, then the kernel
@@ -359,9 +415,12 @@ def test_fused_learned_step_rejects_an_unknown_variant_or_program_count():
     from minart.kernels import triton_diffusion as td
 
     x, k, x0, *_ = _inputs("cpu")
-    with pytest.raises(ParamError, match=r"^variant='rows' is not a learned-step kernel; use "
-                                         r"'tiles' or 'persistent'$"):
-        td.seed_loss_triton(x, x0, k, kappa=0.3, dt=0.2, variant="rows")
+    with pytest.raises(ParamError, match=r"^variant='diagonal' is not a kernel variant here; use "
+                                         r"'tiles', 'persistent' or 'rows'$"):
+        td.seed_loss_triton(x, x0, k, kappa=0.3, dt=0.2, variant="diagonal")
+    with pytest.raises(ParamError, match=r"^variant='persistent' is not a kernel variant here; "
+                                         r"use 'auto', 'tiles' or 'rows'$"):
+        td.seed_forward_triton(x, k, kappa=0.3, dt=0.2, variant="persistent")
     for bad in (0, -2, 2.5, True):
         with pytest.raises(ParamError, match=rf"^n_programs={bad!r} must be an integer >= 1$"):
             td.seed_loss_triton(x, x0, k, kappa=0.3, dt=0.2, variant="persistent",
@@ -440,7 +499,8 @@ def test_importing_the_package_does_not_import_triton():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("check", ["_check_forward", "_check_backward", "_check_determinism",
-                                   "_check_persistent", "_check_fractal", "_check_sweep"])
+                                   "_check_persistent", "_check_rows", "_check_fractal",
+                                   "_check_sweep"])
 def test_triton_kernels_in_the_interpreter(check):
     pytest.importorskip("triton")
     _interpret(check)
@@ -489,6 +549,34 @@ def test_kernels_lower_to_ptx_for_hopper_without_a_gpu():
                    dict(C=1, COND=0, NEED_DI=False, BLOCK_H=1, BLOCK_W=16, n_tw=1, n_tiles=1,
                         total=1, n_programs=1)):
         lower(td._seed_loss_persistent_kernel, ptrs, consts)
+    # the row-marching variants, and the resources ptxas gives them (cuobjdump ships with triton)
+    ptrs.update(out_ptr=p, kappa="fp32")
+    rows = {}
+    for cond in (0, 1, 2):
+        rows[f"fwd{cond}"] = lower(td._seed_fwd_rows_kernel, ptrs, dict(
+            C=3, COND=cond, STORE_G=cond == 2, PER_IMAGE=cond == 1, ROWS=64, BLOCK_W=128))
+        rows[f"classic{cond}"] = lower(td._classic_rows_kernel, ptrs,
+                                       dict(COND=cond, ROWS=64, BLOCK_W=128))
+    lower(td._seed_fwd_rows_kernel, ptrs, dict(C=4, COND=0, STORE_G=True, PER_IMAGE=True, ROWS=7,
+                                               BLOCK_W=16, n_tw=1))
+    rows["loss"] = lower(td._seed_loss_rows_kernel, ptrs, dict(C=3, COND=0, NEED_DI=False, ROWS=64,
+                                                               BLOCK_W=128))
+    lower(td._seed_loss_rows_kernel, ptrs, dict(C=4, COND=2, NEED_DI=True, ROWS=3, BLOCK_W=32))
+    lower(td._seed_loss_rows_kernel, ptrs, dict(C=1, COND=0, NEED_DI=False, ROWS=1, BLOCK_W=16,
+                                                n_tw=1, n_tiles=1))
+    cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    if cuobjdump.exists():
+        for name, kernel in rows.items():
+            cubin = Path(os.environ.get("TMPDIR", "/tmp")) / f"minart-{os.getpid()}-{name}.cubin"
+            cubin.write_bytes(kernel.asm["cubin"])
+            try:
+                usage = subprocess.run([str(cuobjdump), "-res-usage", str(cubin)],
+                                       capture_output=True, text=True, check=True).stdout
+            finally:
+                cubin.unlink()
+            stack = int(usage.split("STACK:")[1].split()[0])
+            # spills would cost a local-memory round trip per pixel: the window must fit
+            assert stack <= 16, (name, usage)
     fsig = dict(c_ptr=p, count_ptr="*i32", done_ptr="*i8", z_ptr=p, trap_ptr=p,
                 **dict.fromkeys(("ar", "ai", "jr", "ji", "eps2", "bail2", "qr", "qi", "radius",
                                  "sin_a", "cos_a"), "fp32"))
@@ -521,7 +609,8 @@ def test_compiled_cpu_steps_match_the_references(tmp_path, monkeypatch):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("check", ["_check_forward", "_check_backward", "_check_determinism",
-                                   "_check_persistent", "_check_fractal", "_check_sweep"])
+                                   "_check_persistent", "_check_rows", "_check_fractal",
+                                   "_check_sweep"])
 def test_triton_kernels_on_cuda(check):
     globals()[check]("cuda")
 
@@ -532,6 +621,7 @@ def test_triton_kernels_on_cuda_at_a_larger_odd_size():
     _check_backward("cuda", shape=(2, 3, 131, 257))
     _check_determinism("cuda", shape=(1, 3, 257, 1031))
     _check_persistent("cuda", shapes=((2, 3, 131, 257), (1, 4, 67, 515)), n_programs=(7, None))
+    _check_rows("cuda", shapes=((2, 3, 131, 257), (1, 4, 67, 515)), blocks=(None, (7, 64)))
 
 
 @pytest.mark.gpu

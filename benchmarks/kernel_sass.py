@@ -1,0 +1,145 @@
+"""Static profile of minart's Triton diffusion kernels for sm_90 (H100/H200), without a GPU.
+
+Compiles each kernel the way the launcher specialises it (pointers and sizes divisible by 16, as
+for a 4096^2 image), disassembles the cubin with the ``cuobjdump`` that ships with Triton, and
+prints per kernel: registers and stack (spills) per thread, and the SASS instructions and global
+loads each pixel costs (for the row-marching and persistent kernels: the loop body, whose
+prologue is amortised over the strip). It predicts nothing about time on its own; it shows what
+a timing on a GPU (``bench_kernels.py``) has to explain: register pressure, spills, and how many
+instructions each pixel issues (an H200 issues about 1.05e12 warp instructions per second:
+``n`` instructions per pixel cost ``n / 32 / 1.05e12 * 4096^2`` s, 0.5 us per instruction
+at 4096^2, against a copy time of about 99 us).
+
+    python benchmarks/kernel_sass.py            # the table (about a minute on two cores)
+    python benchmarks/kernel_sass.py --dump DIR # also write each kernel's SASS to DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from minart.kernels import triton_diffusion as td  # noqa: E402
+
+BIN = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+_INSTR = re.compile(r"^\s+/\*([0-9a-f]{4,})\*/\s+(.*?);")
+_OP = re.compile(r"^(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)")
+_BRA = re.compile(r"BRA\s+(?:`\(\.L_x_\d+\)\s*)?0x([0-9a-f]+)")
+
+
+def compile_sm90(fn, consts: dict, num_warps: int = 4):
+    """The kernel as the launcher builds it for a 4096^2 float32 image on sm_90."""
+    sig = {}
+    attrs = {}
+    for i, name in enumerate(fn.arg_names):
+        if name in consts:
+            sig[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            sig[name] = "*i32" if name == "count_ptr" else "*fp32"
+            attrs[(i,)] = [["tt.divisibility", 16]]
+        elif name in ("kappa2", "tukey_s", "dt", "w_fid", "w_edge", "w_energy", "kappa"):
+            sig[name] = "fp32"
+        else:
+            sig[name] = "i32"
+            if name in ("H", "W", "n_tw", "n_tiles", "x_bstride", "total"):
+                attrs[(i,)] = [["tt.divisibility", 16]]
+    return triton.compile(ASTSource(fn, sig, consts, attrs), target=GPUTarget("cuda", 90, 32),
+                          options=dict(num_warps=num_warps, enable_fp_fusion=True))
+
+
+def profile(kernel) -> dict:
+    """Registers, stack, instruction histogram, and the largest loop's body of a compiled kernel."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cubin = Path(tmp) / "k.cubin"
+        cubin.write_bytes(kernel.asm["cubin"])
+        sass = subprocess.run([str(BIN / "cuobjdump"), "-sass", str(cubin)], capture_output=True,
+                              text=True, check=True).stdout
+        usage = subprocess.run([str(BIN / "cuobjdump"), "-res-usage", str(cubin)],
+                               capture_output=True, text=True, check=True).stdout
+    instrs = []
+    for line in sass.splitlines():
+        m = _INSTR.match(line)
+        if m:
+            op = _OP.match(m.group(2))
+            instrs.append((int(m.group(1), 16), op.group(1) if op else "?", m.group(2)))
+    loop = []
+    for addr, op, text in instrs:
+        m = _BRA.search(text) if op == "BRA" else None
+        if m and int(m.group(1), 16) < addr:
+            body = [i for i in instrs if int(m.group(1), 16) <= i[0] <= addr]
+            if len(body) > len(loop):
+                loop = body
+    return {
+        "regs": int(re.search(r"REG:(\d+)", usage).group(1)),
+        "stack": int(re.search(r"STACK:(\d+)", usage).group(1)),
+        "all": collections.Counter(op for _, op, _ in instrs),
+        "loop": collections.Counter(op for _, op, _ in loop),
+        "sass": sass,
+    }
+
+
+def cases() -> list[tuple[str, object, dict, int, float]]:
+    """``(label, kernel, constexprs, warps, pixels per thread per pass of the measured code)``."""
+    fwd = dict(C=3, COND=0, STORE_G=False, PER_IMAGE=False)
+    loss = dict(C=3, COND=0, NEED_DI=False)
+    rows, bw = td.ROWS_BLOCK
+    unroll = 3  # the row loops are unrolled 3 times: one loop body is 3 rows
+    return [
+        ("seed step, tiles 1x512", td._seed_fwd_kernel, {**fwd, "BLOCK_H": 1, "BLOCK_W": 512}, 4,
+         4),
+        (f"seed step, rows {rows}x{bw}", td._seed_fwd_rows_kernel,
+         {**fwd, "ROWS": rows, "BLOCK_W": bw}, 4, unroll * bw / 128),
+        (f"seed step, rows {rows}x256", td._seed_fwd_rows_kernel,
+         {**fwd, "ROWS": rows, "BLOCK_W": 256}, 4, unroll * 2),
+        ("classic step, tiles 1x512", td._classic_kernel,
+         dict(COND=0, BLOCK_H=1, BLOCK_W=512), 4, 4),
+        (f"classic step, rows {rows}x{bw}", td._classic_rows_kernel,
+         dict(COND=0, ROWS=rows, BLOCK_W=bw), 4, unroll * bw / 128),
+        ("learned step, tiles 4x256", td._seed_loss_kernel,
+         {**loss, "BLOCK_H": 4, "BLOCK_W": 256}, 4, 8),
+        ("learned step, persistent 1x128", td._seed_loss_persistent_kernel,
+         {**loss, "BLOCK_H": 1, "BLOCK_W": 128}, 4, 1),
+        (f"learned step, rows {rows}x{bw}", td._seed_loss_rows_kernel,
+         {**loss, "ROWS": rows, "BLOCK_W": bw}, 4, unroll * bw / 128),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dump", type=Path, default=None, help="write each kernel's SASS here")
+    args = parser.parse_args(argv)
+    if not (BIN / "cuobjdump").exists():
+        print(f"no cuobjdump in {BIN}: this triton build cannot disassemble for sm_90",
+              file=sys.stderr)
+        return 2
+    print(f"triton {triton.__version__}, sm_90, C = 3, exp conduction, 4096^2 specialisation\n")
+    print("| kernel | registers | stack (B) | SASS / pixel | loads / pixel | loop body, top ops |")
+    print("| --- | ---: | ---: | ---: | ---: | --- |")
+    for label, fn, consts, warps, px in cases():
+        prof = profile(compile_sm90(fn, consts, warps))
+        counts = prof["loop"] or prof["all"]
+        n = sum(counts.values())
+        top = ", ".join(f"{op} {c}" for op, c in counts.most_common(5))
+        print(f"| {label} | {prof['regs']} | {prof['stack']} | {n / px:.0f} | "
+              f"{counts['LDG'] / px:.1f} | {'loop' if prof['loop'] else 'whole kernel'}: {top} |",
+              flush=True)
+        if args.dump:
+            args.dump.mkdir(parents=True, exist_ok=True)
+            (args.dump / (re.sub(r"\W+", "_", label) + ".sass")).write_text(prof["sass"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
