@@ -138,11 +138,11 @@ def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda") -> None:
             variant="tiles"), reps))
         _row("seed step", f"triton {bh}x{bw} tile, {nw} warps", ms, ref_ms=eager,
              copy_ms=copy, note=note)
-    for rows, bw, nw in _rows_configs(td, quick):
+    for rows, bw, nw, u in _rows_configs(td, quick):
         ms, note = _time_safely(lambda: _cuda_ms(lambda: td.seed_forward_triton(
             x, k, kappa=kappa, dt=dt, store_g=False, block=(rows, bw), num_warps=nw,
-            variant="rows"), reps))
-        _row("seed step", f"triton rows {rows}x{bw}, {nw} warps", ms, ref_ms=eager,
+            variant="rows", unroll=u), reps))
+        _row("seed step", f"triton rows {rows}x{bw}, {nw} warps, unroll {u}", ms, ref_ms=eager,
              copy_ms=copy, note=note)
     ms, note = _time_safely(lambda: _cuda_ms(lambda: td.seed_forward_triton(
         x, k, kappa=kappa, dt=dt, store_g=False), reps))
@@ -162,11 +162,12 @@ def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda") -> None:
             x, kappa=0.1, dt=dt, block=(bh, bw), num_warps=nw, variant="tiles"), reps))
         _row("classic step", f"triton {bh}x{bw} tile, {nw} warps", ms, ref_ms=eager_c,
              copy_ms=copy, note=note)
-    for rows, bw, nw in _rows_configs(td, quick):
+    for rows, bw, nw, u in _rows_configs(td, quick):
         ms, note = _time_safely(lambda: _cuda_ms(lambda: td.classic_step_triton(
-            x, kappa=0.1, dt=dt, block=(rows, bw), num_warps=nw, variant="rows"), reps))
-        _row("classic step", f"triton rows {rows}x{bw}, {nw} warps", ms, ref_ms=eager_c,
-             copy_ms=copy, note=note)
+            x, kappa=0.1, dt=dt, block=(rows, bw), num_warps=nw, variant="rows", unroll=u),
+            reps))
+        _row("classic step", f"triton rows {rows}x{bw}, {nw} warps, unroll {u}", ms,
+             ref_ms=eager_c, copy_ms=copy, note=note)
     ms, note = _time_safely(lambda: _cuda_ms(lambda: td.classic_step_triton(
         x, kappa=0.1, dt=dt), reps))
     _row("classic step", f"triton auto (default; chose {_chosen(td, 'classic')})", ms,
@@ -213,7 +214,7 @@ def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda") -> None:
         ms, note = _time_safely(lambda: _cuda_ms(learned(fused), reps))
         _row("learned step", f"triton fused loss step, tiles {bh}x{bw}, {nw} warps", ms,
              ref_ms=eager_l, copy_ms=copy, note=note)
-    for rows, bw, nw in _rows_configs(td, quick)[1:]:
+    for rows, bw, nw, _u in [c for c in _rows_configs(td, quick)[1:] if c[3] == td.ROWS_UNROLL]:
         def fused_rows(kp, rows=rows, bw=bw, nw=nw):
             return _fused_custom(td, x, x0, kp, kappa, dt, (rows, bw), nw, variant="rows")
 
@@ -303,19 +304,23 @@ def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda") -> None:
          note=note)
 
 
-def _rows_configs(td, quick: bool) -> list[tuple[int, int, int]]:
-    """``(rows, BLOCK_W, warps)`` of the row-marching variants to time."""
+def _rows_configs(td, quick: bool) -> list[tuple[int, int, int, int]]:
+    """``(rows, BLOCK_W, warps, unroll)`` of the row-marching variants to time."""
     rows, bw = td.ROWS_BLOCK
+    u = td.ROWS_UNROLL
     if quick:
-        return [(rows, bw, 4)]
-    return [(rows, bw, 4), (16, 128, 4), (32, 128, 4), (128, 128, 4), (64, 256, 4), (64, 256, 8),
-            (64, 64, 2)]
+        return [(rows, bw, 4, u)]
+    return [(rows, bw, 4, u), (rows, bw, 4, 1), (16, 128, 4, u), (32, 128, 4, u),
+            (128, 128, 4, u), (64, 256, 4, u), (64, 256, 8, 1), (64, 64, 2, u)]
 
 
 def _chosen(td, kind: str) -> str:
     """The variant ``"auto"`` last chose for a ``kind`` of step (after the row is timed)."""
     picks = [v for k, v in td._AUTO.items() if k[0] == kind]
-    return picks[-1] if picks else "tiles (off CUDA)"
+    if not picks:
+        return "tiles (off CUDA)"
+    variant, unroll = picks[-1]
+    return variant if variant == "tiles" else f"{variant}, unroll {unroll}"
 
 
 def _fused_custom(td, x, x0, kp, kappa, dt, block, nw, variant="tiles", n_programs=None):

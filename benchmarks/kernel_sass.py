@@ -95,24 +95,26 @@ def cases() -> list[tuple[str, object, dict, int, float]]:
     fwd = dict(C=3, COND=0, STORE_G=False, PER_IMAGE=False)
     loss = dict(C=3, COND=0, NEED_DI=False)
     rows, bw = td.ROWS_BLOCK
-    unroll = 3  # the row loops are unrolled 3 times: one loop body is 3 rows
+    unroll = td.ROWS_UNROLL  # one loop body is this many rows
     return [
         ("seed step, tiles 1x512", td._seed_fwd_kernel, {**fwd, "BLOCK_H": 1, "BLOCK_W": 512}, 4,
          4),
         (f"seed step, rows {rows}x{bw}", td._seed_fwd_rows_kernel,
-         {**fwd, "ROWS": rows, "BLOCK_W": bw}, 4, unroll * bw / 128),
+         {**fwd, "ROWS": rows, "BLOCK_W": bw, "UNROLL": unroll}, 4, unroll * bw / 128),
+        (f"seed step, rows {rows}x{bw}, unroll 1", td._seed_fwd_rows_kernel,
+         {**fwd, "ROWS": rows, "BLOCK_W": bw, "UNROLL": 1}, 4, bw / 128),
         (f"seed step, rows {rows}x256", td._seed_fwd_rows_kernel,
-         {**fwd, "ROWS": rows, "BLOCK_W": 256}, 4, unroll * 2),
+         {**fwd, "ROWS": rows, "BLOCK_W": 256, "UNROLL": unroll}, 4, unroll * 256 / 128),
         ("classic step, tiles 1x512", td._classic_kernel,
          dict(COND=0, BLOCK_H=1, BLOCK_W=512), 4, 4),
         (f"classic step, rows {rows}x{bw}", td._classic_rows_kernel,
-         dict(COND=0, ROWS=rows, BLOCK_W=bw), 4, unroll * bw / 128),
+         dict(COND=0, ROWS=rows, BLOCK_W=bw, UNROLL=unroll), 4, unroll * bw / 128),
         ("learned step, tiles 4x256", td._seed_loss_kernel,
          {**loss, "BLOCK_H": 4, "BLOCK_W": 256}, 4, 8),
         ("learned step, persistent 1x128", td._seed_loss_persistent_kernel,
          {**loss, "BLOCK_H": 1, "BLOCK_W": 128}, 4, 1),
         (f"learned step, rows {rows}x{bw}", td._seed_loss_rows_kernel,
-         {**loss, "ROWS": rows, "BLOCK_W": bw}, 4, unroll * bw / 128),
+         {**loss, "ROWS": rows, "BLOCK_W": bw, "UNROLL": unroll}, 4, unroll * bw / 128),
     ]
 
 

@@ -595,6 +595,9 @@ def _classic_kernel(x_ptr, out_ptr, H, W, n_tw, kappa, tukey_s, dt, COND: tl.con
 # instead of ``9 C``, with one pixel per thread (each load a plain coalesced row segment), the
 # column reflection computed once per program, and the operator's weights loaded once per program.
 # Every pixel's arithmetic is the tile kernels' in the same order: the results are bit-identical.
+# ``UNROLL = 3`` unrolls the row loop so that the window rotates by renaming registers instead of
+# moving them (fewer instructions per pixel, more registers: 194 vs 133 for the C = 3 seed step
+# with Triton 3.6 on sm_90, i.e. 2 vs 3 programs per SM); ``"auto"`` times both.
 
 
 @triton.jit
@@ -700,7 +703,7 @@ def _dk_accumulate_window(acc, gs, up, mid, down, C: tl.constexpr):
 def _seed_fwd_rows_kernel(x_ptr, k_ptr, p_ptr, new_ptr, g_ptr, H, W, n_tw, x_bstride, k_bstride,
                           kappa2, tukey_s, dt, C: tl.constexpr, COND: tl.constexpr,
                           STORE_G: tl.constexpr, PER_IMAGE: tl.constexpr, ROWS: tl.constexpr,
-                          BLOCK_W: tl.constexpr):
+                          BLOCK_W: tl.constexpr, UNROLL: tl.constexpr):
     """:func:`_seed_fwd_kernel`, row-marching (``ROWS`` rows of ``BLOCK_W`` pixels a program)."""
     b = tl.program_id(1).to(tl.int64)
     x, xm, xp, cmask, y0 = _strip(H, W, n_tw, ROWS, BLOCK_W)
@@ -713,7 +716,7 @@ def _seed_fwd_rows_kernel(x_ptr, k_ptr, p_ptr, new_ptr, g_ptr, H, W, n_tw, x_bst
     up = _row_values(xb, HW, _reflect_row(y0 - 1, H), W, x, xm, xp, cmask, C)
     mid = _row_values(xb, HW, y0, W, x, xm, xp, cmask, C)
     down = _row_values(xb, HW, _reflect_row(y0 + 1, H), W, x, xm, xp, cmask, C)
-    for r in tl.range(ROWS, loop_unroll_factor=3):  # unrolled: the window rotates in place
+    for r in tl.range(ROWS, loop_unroll_factor=UNROLL):  # 3: the window rotates in place
         y = y0 + r
         ahead = _row_values(xb, HW, _reflect_row(y + 2, H), W, x, xm, xp, cmask, C)
         mask = cmask & (x * 0 + y < H)  # a tensor: the interpreter takes no scalar masks
@@ -734,7 +737,7 @@ def _seed_fwd_rows_kernel(x_ptr, k_ptr, p_ptr, new_ptr, g_ptr, H, W, n_tw, x_bst
 def _seed_loss_rows_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_ptr,
                            H, W, n_tw, n_tiles, kappa2, tukey_s, dt, w_fid, w_edge, w_energy,
                            C: tl.constexpr, COND: tl.constexpr, NEED_DI: tl.constexpr,
-                           ROWS: tl.constexpr, BLOCK_W: tl.constexpr):
+                           ROWS: tl.constexpr, BLOCK_W: tl.constexpr, UNROLL: tl.constexpr):
     """:func:`_seed_loss_kernel`, row-marching: the loss and the ``C*C*9`` ``dL/dK`` products
     accumulate per pixel in registers down the strip and are reduced once per program."""
     b = tl.program_id(1).to(tl.int64)
@@ -749,7 +752,7 @@ def _seed_loss_rows_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_p
     up = _row_values(xb, HW, _reflect_row(y0 - 1, H), W, x, xm, xp, cmask, C)
     mid = _row_values(xb, HW, y0, W, x, xm, xp, cmask, C)
     down = _row_values(xb, HW, _reflect_row(y0 + 1, H), W, x, xm, xp, cmask, C)
-    for r in tl.range(ROWS, loop_unroll_factor=3):  # unrolled: the window rotates in place
+    for r in tl.range(ROWS, loop_unroll_factor=UNROLL):  # 3: the window rotates in place
         y = y0 + r
         ahead = _row_values(xb, HW, _reflect_row(y + 2, H), W, x, xm, xp, cmask, C)
         mask = cmask & (x * 0 + y < H)  # a tensor: the interpreter takes no scalar masks
@@ -788,7 +791,7 @@ def _seed_loss_rows_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_p
 
 @triton.jit
 def _classic_rows_kernel(x_ptr, out_ptr, H, W, n_tw, kappa, tukey_s, dt, COND: tl.constexpr,
-                         ROWS: tl.constexpr, BLOCK_W: tl.constexpr):
+                         ROWS: tl.constexpr, BLOCK_W: tl.constexpr, UNROLL: tl.constexpr):
     """:func:`_classic_kernel`, row-marching: the rows above and below stay in registers, each
     row loads its left/right neighbours and the row two below."""
     plane = tl.program_id(1).to(tl.int64) * H * W
@@ -797,7 +800,7 @@ def _classic_rows_kernel(x_ptr, out_ptr, H, W, n_tw, kappa, tukey_s, dt, COND: t
     up = tl.load(xb + _reflect_row(y0 - 1, H) * W + x)
     v = tl.load(xb + y0 * W + x)
     down = tl.load(xb + _reflect_row(y0 + 1, H) * W + x)
-    for r in tl.range(ROWS, loop_unroll_factor=3):
+    for r in tl.range(ROWS, loop_unroll_factor=UNROLL):
         y = y0 + r
         ahead = tl.load(xb + _reflect_row(y + 2, H) * W + x)
         mask = cmask & (x * 0 + y < H)  # a tensor: the interpreter takes no scalar masks
@@ -831,39 +834,47 @@ ROWS_BLOCK = (64, 128)
 """``(rows, BLOCK_W)`` of the row-marching kernels (``variant="rows"``): a program walks 64 rows
 of a 128-pixel strip, one pixel per thread of 4 warps."""
 
+ROWS_UNROLL = 3
+"""Row-loop unroll factor of the row-marching kernels when the variant is named explicitly."""
+
 VARIANTS = ("tiles", "rows")
 """Kernel variants of the one-pass steps (see :data:`ROWS_BLOCK`); ``"auto"`` picks one."""
 
-_AUTO: dict[tuple, str] = {}
+_AUTO: dict[tuple, tuple[str, int]] = {}
 """The variant ``"auto"`` chose, per kernel, device, shape and constants (see :func:`_auto`)."""
 
 
-def _auto(key: tuple, device: torch.device, launch) -> str:
-    """The faster of the bit-identical ``"tiles"`` / ``"rows"`` variants for this call, timed once.
+_CANDIDATES = (("tiles", 1), ("rows", 1), ("rows", 3))
+"""``(variant, unroll)`` pairs that ``"auto"`` times: all write the same bits."""
 
-    ``launch(variant)`` runs the kernel. On CUDA the first call with a new ``key`` times each
-    variant (one warm-up, which also compiles it, then the best of 3 runs between CUDA events)
-    and remembers the winner for the process; both write the same bits, so the choice changes
-    speed only, never pixels. ``MINART_KERNEL_VARIANT=tiles|rows`` forces one (benchmarks);
-    off CUDA (Triton's interpreter) the answer is ``"tiles"``.
+
+def _auto(key: tuple, device: torch.device, launch) -> tuple[str, int]:
+    """The fastest of the bit-identical kernel shapes for this call, timed once: ``(variant,
+    unroll)``.
+
+    ``launch(variant, unroll)`` runs the kernel. On CUDA the first call with a new ``key`` times
+    each of :data:`_CANDIDATES` (one warm-up, which also compiles it, then the best of 3 runs
+    between CUDA events) and remembers the winner for the process; all write the same bits, so
+    the choice changes speed only, never pixels. ``MINART_KERNEL_VARIANT=tiles|rows`` forces one
+    (benchmarks); off CUDA (Triton's interpreter) the answer is ``"tiles"``.
     """
     forced = os.environ.get("MINART_KERNEL_VARIANT", "").strip()
     if forced:
         _check_variant(forced, VARIANTS)
-        return forced
+        return forced, ROWS_UNROLL
     if device.type != "cuda":
-        return "tiles"
+        return "tiles", 1
     key = (*key, device.index)
     if key not in _AUTO:
         best = {}
-        for variant in VARIANTS:
-            launch(variant)  # compile and warm up
+        for variant in _CANDIDATES:
+            launch(*variant)  # compile and warm up
             times = []
             for _ in range(3):
                 start = torch.cuda.Event(enable_timing=True)
                 end = torch.cuda.Event(enable_timing=True)
                 start.record()
-                launch(variant)
+                launch(*variant)
                 end.record()
                 end.synchronize()
                 times.append(start.elapsed_time(end))
@@ -960,8 +971,8 @@ def _scalars(kappa: float, dt: float) -> tuple[float, float, float]:
 def seed_forward_triton(image: Tensor, operator: Tensor, *, kappa: float | Tensor,
                         dt: float | Tensor, conduction: str = "exp", store_g: bool = True,
                         block: tuple[int, int] | None = None, num_warps: int = 4,
-                        variant: Literal["auto", "tiles", "rows"] = "auto"
-                        ) -> tuple[Tensor, Tensor | None]:
+                        variant: Literal["auto", "tiles", "rows"] = "auto",
+                        unroll: int = ROWS_UNROLL) -> tuple[Tensor, Tensor | None]:
     """Seed-scheme step in one Triton pass; per-image operators and parameters for sweeps.
 
     Same formula as :func:`minart.diffusion.seed_step`:
@@ -982,6 +993,7 @@ def seed_forward_triton(image: Tensor, operator: Tensor, *, kappa: float | Tenso
         variant: ``"tiles"`` (one tile per program), ``"rows"`` (row-marching) or ``"auto"``
             (the faster one on this GPU and shape, timed on first use: :func:`_auto`; with an
             explicit ``block``, ``"tiles"``); all give the same result, bit for bit.
+        unroll: row-loop unroll factor of ``variant="rows"`` (see :data:`ROWS_UNROLL`).
 
     Returns:
         ``(new_image, g)``, each ``(max(B, N), C, H, W)``.
@@ -1031,11 +1043,12 @@ def seed_forward_triton(image: Tensor, operator: Tensor, *, kappa: float | Tenso
     new = _empty((b, c, h, w), like=image)
     g = _empty((b, c, h, w), like=image) if store_g else new
 
-    def launch(variant: str) -> None:
+    def launch(variant: str, unroll: int = ROWS_UNROLL) -> None:
         rows = variant == "rows"
         blk = _block_for(w, block, ROWS_BLOCK if rows else DEFAULT_BLOCK)
         n_tiles, nb, n_tw, _ = _grid(h, w, b, blk)
-        kernel, shape = ((_seed_fwd_rows_kernel, dict(ROWS=blk[0], BLOCK_W=blk[1])) if rows else
+        kernel, shape = ((_seed_fwd_rows_kernel, dict(ROWS=blk[0], BLOCK_W=blk[1],
+                                                      UNROLL=unroll)) if rows else
                          (_seed_fwd_kernel, dict(BLOCK_H=blk[0], BLOCK_W=blk[1])))
         kernel[(n_tiles, nb)](
             image, operator, params, new, g, h, w, n_tw, c * h * w if nb_img > 1 else 0,
@@ -1044,11 +1057,12 @@ def seed_forward_triton(image: Tensor, operator: Tensor, *, kappa: float | Tenso
             num_warps=num_warps, **shape, **_FMA,
         )
 
+    choice = (variant, unroll)
     if variant == "auto":  # an explicit block is a tile shape
-        variant = "tiles" if block is not None else _auto(
+        choice = ("tiles", 1) if block is not None else _auto(
             ("seed", b, nb_img, nb_op, c, h, w, conduction, store_g, per_image, num_warps),
             image.device, launch)
-    launch(variant)
+    launch(*choice)
     return new, (g if store_g else None)
 
 
@@ -1219,7 +1233,7 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
         )
     elif variant == "rows":
         part = _empty((b * n_tiles, c * c * 9 + 1), like=image)
-        consts["ROWS"] = consts.pop("BLOCK_H")
+        consts.update(ROWS=consts.pop("BLOCK_H"), UNROLL=ROWS_UNROLL)
         _seed_loss_rows_kernel[(n_tiles, nb)](
             *args, part, h, w, n_tw, n_tiles, *_scalars(kappa, dt), w_f, w_e, w_i, **consts,
         )
@@ -1239,7 +1253,8 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
 
 def classic_step_triton(image: Tensor, *, kappa: float, dt: float, conduction: str = "exp",
                         block: tuple[int, int] | None = None, num_warps: int = 4,
-                        variant: Literal["auto", "tiles", "rows"] = "auto") -> Tensor:
+                        variant: Literal["auto", "tiles", "rows"] = "auto",
+                        unroll: int = ROWS_UNROLL) -> Tensor:
     """Classic Perona-Malik step (zero-flux borders, per channel) in one Triton pass.
 
     Same formula as :func:`minart.diffusion.classic_step`:
@@ -1254,6 +1269,7 @@ def classic_step_triton(image: Tensor, *, kappa: float, dt: float, conduction: s
         num_warps: warps per program.
         variant: ``"tiles"``, ``"rows"`` (row-marching) or ``"auto"`` (timed on first use, as in
             :func:`seed_forward_triton`); same result, bit for bit.
+        unroll: row-loop unroll factor of ``variant="rows"``.
 
     Returns:
         ``(B, C, H, W)``.
@@ -1271,20 +1287,22 @@ def classic_step_triton(image: Tensor, *, kappa: float, dt: float, conduction: s
     b, c, h, w = image.shape
     out = _empty(image.shape, like=image)
 
-    def launch(variant: str) -> None:
+    def launch(variant: str, unroll: int = ROWS_UNROLL) -> None:
         rows = variant == "rows"
         blk = _block_for(w, block, ROWS_BLOCK if rows else DEFAULT_BLOCK)
         n_tiles, _, n_tw, _ = _grid(h, w, b * c, blk)
-        kernel, shape = ((_classic_rows_kernel, dict(ROWS=blk[0], BLOCK_W=blk[1])) if rows else
+        kernel, shape = ((_classic_rows_kernel, dict(ROWS=blk[0], BLOCK_W=blk[1],
+                                                     UNROLL=unroll)) if rows else
                          (_classic_kernel, dict(BLOCK_H=blk[0], BLOCK_W=blk[1])))
         kernel[(n_tiles, b * c)](image, out, h, w, n_tw, float(kappa), float(kappa) * _SQRT2,
                                  float(dt), COND=COND_CODES[conduction], num_warps=num_warps,
                                  **shape, **_FMA)
 
+    choice = (variant, unroll)
     if variant == "auto":  # an explicit block is a tile shape
-        variant = "tiles" if block is not None else _auto(
+        choice = ("tiles", 1) if block is not None else _auto(
             ("classic", b, c, h, w, conduction, num_warps), image.device, launch)
-    launch(variant)
+    launch(*choice)
     return out
 
 

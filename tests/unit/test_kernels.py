@@ -186,6 +186,11 @@ def _check_rows(device: str, shapes=((1, 3, 13, 17), (2, 1, 2, 5)),
                 assert torch.equal(td.classic_step_triton(x, kappa=0.1, dt=0.2, conduction=cond,
                                                           variant="rows", block=block),
                                    classic), (shape, cond, block)
+            new, _ = td.seed_forward_triton(x, k, kappa=0.3, dt=0.2, conduction=cond,
+                                            variant="rows", block=blocks[-1], unroll=1)
+            assert torch.equal(new, tiles[0]), (shape, cond, "unroll 1")
+            assert torch.equal(td.classic_step_triton(x, kappa=0.1, dt=0.2, conduction=cond,
+                                                      variant="rows", unroll=1), classic)
             if cond == "inverse":
                 continue
             xe, ke = x.clone().requires_grad_(), k.clone().requires_grad_()
@@ -554,16 +559,20 @@ def test_kernels_lower_to_ptx_for_hopper_without_a_gpu():
     rows = {}
     for cond in (0, 1, 2):
         rows[f"fwd{cond}"] = lower(td._seed_fwd_rows_kernel, ptrs, dict(
-            C=3, COND=cond, STORE_G=cond == 2, PER_IMAGE=cond == 1, ROWS=64, BLOCK_W=128))
+            C=3, COND=cond, STORE_G=cond == 2, PER_IMAGE=cond == 1, ROWS=64, BLOCK_W=128,
+            UNROLL=3))
         rows[f"classic{cond}"] = lower(td._classic_rows_kernel, ptrs,
-                                       dict(COND=cond, ROWS=64, BLOCK_W=128))
+                                       dict(COND=cond, ROWS=64, BLOCK_W=128, UNROLL=3))
     lower(td._seed_fwd_rows_kernel, ptrs, dict(C=4, COND=0, STORE_G=True, PER_IMAGE=True, ROWS=7,
-                                               BLOCK_W=16, n_tw=1))
+                                               BLOCK_W=16, UNROLL=1, n_tw=1))
+    rows["fwd-unroll1"] = lower(td._seed_fwd_rows_kernel, ptrs, dict(
+        C=3, COND=0, STORE_G=False, PER_IMAGE=False, ROWS=64, BLOCK_W=128, UNROLL=1))
     rows["loss"] = lower(td._seed_loss_rows_kernel, ptrs, dict(C=3, COND=0, NEED_DI=False, ROWS=64,
-                                                               BLOCK_W=128))
-    lower(td._seed_loss_rows_kernel, ptrs, dict(C=4, COND=2, NEED_DI=True, ROWS=3, BLOCK_W=32))
+                                                               BLOCK_W=128, UNROLL=3))
+    lower(td._seed_loss_rows_kernel, ptrs, dict(C=4, COND=2, NEED_DI=True, ROWS=3, BLOCK_W=32,
+                                                UNROLL=3))
     lower(td._seed_loss_rows_kernel, ptrs, dict(C=1, COND=0, NEED_DI=False, ROWS=1, BLOCK_W=16,
-                                                n_tw=1, n_tiles=1))
+                                                UNROLL=1, n_tw=1, n_tiles=1))
     cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     if cuobjdump.exists():
         for name, kernel in rows.items():
