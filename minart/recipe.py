@@ -364,7 +364,8 @@ class Recipe:
         The size and every explicit width/height are divided by ``factor`` (at least 8 px),
         Perona-Malik ``steps`` are divided by ``factor**2`` (diffusion covers about
         ``sqrt(steps)`` pixels), ``minimize`` with ``reduction: sum`` multiplies ``lr`` by
-        ``factor**2`` (a summed loss has ``factor**2`` fewer terms), grid spacing is divided by
+        ``factor**2`` (a summed loss has ``factor**2`` fewer terms) and, with ``loss: seed``,
+        runs its schedule ``factor`` times faster with the same frames, grid spacing is divided by
         ``factor`` and ``load_image`` downscales its image by ``factor``. The name gets
         ``-preview`` appended, so ``{name}`` paths do not overwrite full renders.
 

@@ -518,8 +518,31 @@ def _run_minimize(inputs: list[Tensor], params: MinimizeParams, ctx: StageContex
 
 
 def _preview_minimize(params: MinimizeParams, factor: int) -> dict[str, Any]:
-    # A summed loss has factor^2 fewer terms at 1/factor the size: scale lr to keep its steps.
-    return {"lr": params.lr * factor**2} if params.reduction == "sum" else {}
+    """A preview ``factor`` times smaller: the same clip (frame count, refresh frame), run faster.
+
+    The learned dynamics act per pixel and are chaotic, so no rule makes a small render repeat a
+    large one; this one came out closest over three recipes (docs/minimize.md). As with
+    diffusion, features ``factor`` times smaller in pixels evolve ``factor`` times sooner:
+    ``iterations``, ``frame_every`` and the refresh schedule are divided by ``factor`` keeping
+    the number of frames and the frame of each refresh; a summed loss has ``factor^2`` fewer
+    terms, so ``lr`` is multiplied by ``factor^2``. ``seed_video`` keeps its schedule (it reads
+    input frame ``i % T`` at iteration ``i``) and only scales ``lr``.
+    """
+    update: dict[str, Any] = {"lr": params.lr * factor**2} if params.reduction == "sum" else {}
+    if params.loss != "seed":
+        return update
+    every = params.frame_every
+    fe = max(1, round(every / factor))
+    frames = math.ceil(params.iterations / every)
+    iterations = min(max(round(params.iterations / factor), fe * (frames - 1) + 1), fe * frames)
+    if params.refresh_every % every == 0 and params.refresh_at % every == 0:  # in whole frames
+        refresh_every = params.refresh_every // every * fe
+        refresh_at = params.refresh_at // every * fe
+    else:
+        refresh_every = max(1, round(params.refresh_every / factor))
+        refresh_at = min(round(params.refresh_at / factor), refresh_every - 1)
+    return {**update, "iterations": iterations, "frame_every": fe,
+            "refresh_every": refresh_every, "refresh_at": refresh_at}
 
 
 # -- compositing ---------------------------------------------------------------------------------

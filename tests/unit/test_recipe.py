@@ -382,7 +382,8 @@ def test_preview_scales_size_and_params():
     assert (p.step("base").params.width, p.step("base").params.height) == (64, 32)
     assert p.step("soften").params.steps == 1  # 10 / 16, at least one
     assert p.step("art").params.lr == pytest.approx(16e-6)  # summed loss: lr * factor^2
-    assert p.step("art").params.iterations == 30  # same number of frames
+    art = p.step("art").params  # 3 frames every 10 of 30 iterations -> every 2 of 6
+    assert (art.iterations, art.frame_every) == (6, 2)
     assert r.step("soften").params.steps == 10  # the original is untouched
     mean = _parse(text.replace("lr: 1.0e-6", "lr: 0.5, reduction: mean")).preview(4)
     assert mean.step("art").params.lr == 0.5

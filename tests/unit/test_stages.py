@@ -227,8 +227,23 @@ def test_preview_rules():
     assert pm.preview(pm.params(steps=40, kappa=0.1, dt=0.2), 4) == {"steps": 2}
     assert pm.preview(pm.params(steps=0, kappa=0.1, dt=0.2), 4) == {"steps": 0}
     mini = get_stage("minimize")
-    assert mini.preview(mini.params(iterations=10, lr=1e-6), 2) == {"lr": 4e-6}
-    assert mini.preview(mini.params(iterations=10, reduction="mean"), 2) == {}
+    # the schedule runs factor times faster, keeping the frame count and the refresh's frame
+    assert mini.preview(mini.params(iterations=10, lr=1e-6), 2) == {
+        "lr": 4e-6, "iterations": 5, "frame_every": 38, "refresh_every": 190, "refresh_at": 152}
+    ocean = mini.params(iterations=600, frame_every=20, lr=6e-6, refresh_every=375, refresh_at=300)
+    p = mini.preview(ocean, 4)
+    assert p == {"lr": pytest.approx(96e-6), "iterations": 150, "frame_every": 5,
+                 "refresh_every": 94, "refresh_at": 75}
+    assert -(-600 // 20) == -(-p["iterations"] // p["frame_every"])  # 30 frames either way
+    assert 300 // 20 == p["refresh_at"] // p["frame_every"]  # the refresh lands on frame 15
+    for factor in (2, 3, 4, 8):
+        for it, fe in ((600, 20), (1000, 75), (7, 3), (5, 1)):
+            q = mini.preview(mini.params(iterations=it, frame_every=fe), factor)
+            assert -(-it // fe) == -(-q["iterations"] // q["frame_every"]), (factor, it, fe)
+            assert 0 <= q["refresh_at"] < q["refresh_every"]
+    assert "lr" not in mini.preview(mini.params(iterations=10, reduction="mean"), 2)
+    video = mini.params(iterations=40, frame_every=8, loss="seed_video", lr=1e-6)
+    assert mini.preview(video, 2) == {"lr": 4e-6}  # reads input frame i % T: schedule kept
     frac = get_stage("fractal")
     assert frac.preview(frac.params(width=100, height=20), 4) == {"width": 25, "height": 8}
     assert get_stage("load_image").preview(get_stage("load_image").params(path="x"), 4) == {
