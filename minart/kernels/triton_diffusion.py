@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from typing import Literal
 
 import torch
@@ -848,14 +849,51 @@ _CANDIDATES = (("tiles", 1), ("rows", 1), ("rows", 3))
 """``(variant, unroll)`` pairs that ``"auto"`` times: all write the same bits."""
 
 
-def _auto(key: tuple, device: torch.device, launch) -> tuple[str, int]:
+def _cuda_ms(fn) -> float:
+    """Best of 3 timings of ``fn()`` between CUDA events, in ms."""
+    times = []
+    for _ in range(3):
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return min(times)
+
+
+def _pick(candidates, launch, outputs: tuple[Tensor, ...], timer, key=()) -> tuple:
+    """The fastest candidate whose output equals the first candidate's, bit for bit.
+
+    Each candidate is launched once (compiling it), its ``outputs`` compared with the first
+    candidate's, then timed with ``timer(lambda: launch(*candidate))``.
+    """
+    best = {}
+    reference = None
+    for candidate in candidates:
+        launch(*candidate)  # compile and warm up
+        if reference is None:
+            reference = [t.clone() for t in outputs]
+        elif not all(torch.equal(a, b) for a, b in zip(reference, outputs)):
+            warnings.warn(f"minart: the {candidate} Triton kernel disagrees with the "
+                          f"{candidates[0]} one for {key}; not using it", stacklevel=4)
+            continue
+        best[candidate] = timer(lambda candidate=candidate: launch(*candidate))
+    return min(best, key=best.get)
+
+
+def _auto(key: tuple, device: torch.device, launch, outputs: tuple[Tensor, ...]
+          ) -> tuple[str, int]:
     """The fastest of the bit-identical kernel shapes for this call, timed once: ``(variant,
     unroll)``.
 
-    ``launch(variant, unroll)`` runs the kernel. On CUDA the first call with a new ``key`` times
-    each of :data:`_CANDIDATES` (one warm-up, which also compiles it, then the best of 3 runs
-    between CUDA events) and remembers the winner for the process; all write the same bits, so
-    the choice changes speed only, never pixels. ``MINART_KERNEL_VARIANT=tiles|rows`` forces one
+    ``launch(variant, unroll)`` runs the kernel into ``outputs``. On CUDA the first call with a
+    new ``key`` times each of :data:`_CANDIDATES` (one warm-up, which also compiles it, then the
+    best of 3 runs between CUDA events) and remembers the winner for the process. All are meant
+    to write the same bits, and each one's warm-up output is compared with the first's: one that
+    differs (a miscompilation) is dropped with a warning, so the choice changes speed only,
+    never pixels. ``MINART_KERNEL_VARIANT=tiles|rows`` forces one
     (benchmarks); off CUDA (Triton's interpreter) the answer is ``"tiles"``.
     """
     forced = os.environ.get("MINART_KERNEL_VARIANT", "").strip()
@@ -866,20 +904,7 @@ def _auto(key: tuple, device: torch.device, launch) -> tuple[str, int]:
         return "tiles", 1
     key = (*key, device.index)
     if key not in _AUTO:
-        best = {}
-        for variant in _CANDIDATES:
-            launch(*variant)  # compile and warm up
-            times = []
-            for _ in range(3):
-                start = torch.cuda.Event(enable_timing=True)
-                end = torch.cuda.Event(enable_timing=True)
-                start.record()
-                launch(*variant)
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end))
-            best[variant] = min(times)
-        _AUTO[key] = min(best, key=best.get)
+        _AUTO[key] = _pick(_CANDIDATES, launch, outputs, _cuda_ms, key)
     return _AUTO[key]
 
 PERSISTENT_BLOCK = (1, 128)
@@ -1061,7 +1086,7 @@ def seed_forward_triton(image: Tensor, operator: Tensor, *, kappa: float | Tenso
     if variant == "auto":  # an explicit block is a tile shape
         choice = ("tiles", 1) if block is not None else _auto(
             ("seed", b, nb_img, nb_op, c, h, w, conduction, store_g, per_image, num_warps),
-            image.device, launch)
+            image.device, launch, (new, g) if store_g else (new,))
     launch(*choice)
     return new, (g if store_g else None)
 
@@ -1301,7 +1326,7 @@ def classic_step_triton(image: Tensor, *, kappa: float, dt: float, conduction: s
     choice = (variant, unroll)
     if variant == "auto":  # an explicit block is a tile shape
         choice = ("tiles", 1) if block is not None else _auto(
-            ("classic", b, c, h, w, conduction, num_warps), image.device, launch)
+            ("classic", b, c, h, w, conduction, num_warps), image.device, launch, (out,))
     launch(*choice)
     return out
 

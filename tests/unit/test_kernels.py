@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -415,6 +416,36 @@ def test_seed_loss_step_eager_path_is_the_post_energy_and_trains_the_operator():
         seed_loss_step(x, x0, k, kappa=0.3, dt=0.2, reduction="max")
 
 
+def test_auto_variant_keeps_the_fastest_kernel_that_writes_the_same_bits(monkeypatch):
+    """``"auto"``'s decision: identical outputs only, then the least time (a clock stands in for
+    CUDA events here; the real timing runs in the GPU tests)."""
+    pytest.importorskip("triton")
+    from minart.kernels import triton_diffusion as td
+
+    out = torch.zeros(4)
+    writes = {"a": 1.0, "b": 1.0, "c": 2.0, "d": 1.0}  # c is "miscompiled"
+    cost = {"a": 3.0, "b": 2.0, "c": 0.5, "d": 2.5}
+    ran = []
+
+    def launch(name):
+        ran.append(name)
+        out.fill_(writes[name])
+
+    with pytest.warns(UserWarning, match=r"the \('c',\) Triton kernel disagrees"):
+        best = td._pick([("a",), ("b",), ("c",), ("d",)], launch, (out,),
+                        lambda fn: (fn(), cost[ran[-1]])[1])
+    assert best == ("b",)  # c is faster but wrong
+    assert ran.count("c") == 1  # launched once to compare, never timed
+    # forcing a variant, and the CPU answer
+    monkeypatch.setenv("MINART_KERNEL_VARIANT", "rows")
+    assert td._auto(("k",), torch.device("cpu"), launch, (out,)) == ("rows", td.ROWS_UNROLL)
+    monkeypatch.setenv("MINART_KERNEL_VARIANT", "diagonal")
+    with pytest.raises(ParamError, match="variant='diagonal' is not a kernel variant here"):
+        td._auto(("k",), torch.device("cpu"), launch, (out,))
+    monkeypatch.delenv("MINART_KERNEL_VARIANT")
+    assert td._auto(("k",), torch.device("cpu"), launch, (out,)) == ("tiles", 1)
+
+
 def test_fused_learned_step_rejects_an_unknown_variant_or_program_count():
     pytest.importorskip("triton")
     from minart.kernels import triton_diffusion as td
@@ -631,6 +662,22 @@ def test_triton_kernels_on_cuda_at_a_larger_odd_size():
     _check_determinism("cuda", shape=(1, 3, 257, 1031))
     _check_persistent("cuda", shapes=((2, 3, 131, 257), (1, 4, 67, 515)), n_programs=(7, None))
     _check_rows("cuda", shapes=((2, 3, 131, 257), (1, 4, 67, 515)), blocks=(None, (7, 64)))
+
+
+@pytest.mark.gpu
+def test_auto_variant_on_cuda_times_every_kernel_and_keeps_the_bits():
+    from minart.kernels import triton_diffusion as td
+
+    x, k, *_ = _inputs("cuda", (1, 3, 300, 515))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no candidate may disagree with the tile kernel
+        auto = td.seed_forward_triton(x, k, kappa=0.3, dt=0.2)
+        classic = td.classic_step_triton(x, kappa=0.1, dt=0.2)
+    assert torch.equal(auto[0], td.seed_forward_triton(x, k, kappa=0.3, dt=0.2,
+                                                       variant="tiles")[0])
+    assert torch.equal(classic, td.classic_step_triton(x, kappa=0.1, dt=0.2, variant="tiles"))
+    picks = {key[0]: pick for key, pick in td._AUTO.items() if 515 in key}
+    assert set(picks) == {"seed", "classic"} and all(p in td._CANDIDATES for p in picks.values())
 
 
 @pytest.mark.gpu
