@@ -634,6 +634,23 @@ def _row_values(xb, HW, row, W, x, xm, xp, cmask, C: tl.constexpr):
 
 
 @triton.jit
+def _window_rows(xb, HW, H, W, x, xm, xp, cmask, y0, C: tl.constexpr):
+    """The rows ``y0 - 1``, ``y0``, ``y0 + 1`` (reflected) that start a strip's window."""
+    return (_row_values(xb, HW, _reflect_row(y0 - 1, H), W, x, xm, xp, cmask, C),
+            _row_values(xb, HW, y0, W, x, xm, xp, cmask, C),
+            _row_values(xb, HW, _reflect_row(y0 + 1, H), W, x, xm, xp, cmask, C))
+
+
+@triton.jit
+def _next_row(xb, HW, H, W, x, xm, xp, cmask, y, C: tl.constexpr):
+    """For row ``y``: the row two below (loaded a row ahead of its use), the store mask and the
+    flat offsets of the row's pixels."""
+    ahead = _row_values(xb, HW, _reflect_row(y + 2, H), W, x, xm, xp, cmask, C)
+    mask = cmask & (x * 0 + y < H)  # a tensor: the interpreter takes no scalar masks
+    return ahead, mask, y * W + x
+
+
+@triton.jit
 def _window(up, mid, down, i: tl.constexpr):
     """Channel ``i``'s 9 neighbours in the operator's tap order ``(dy, dx)``."""
     return (up[3 * i], up[3 * i + 1], up[3 * i + 2], mid[3 * i], mid[3 * i + 1], mid[3 * i + 2],
@@ -714,14 +731,9 @@ def _seed_fwd_rows_kernel(x_ptr, k_ptr, p_ptr, new_ptr, g_ptr, H, W, n_tw, x_bst
     if PER_IMAGE:
         kappa2, tukey_s, dt = _load_params(p_ptr, b, 3)
     kw = _weights(k_ptr + b * k_bstride, C)
-    up = _row_values(xb, HW, _reflect_row(y0 - 1, H), W, x, xm, xp, cmask, C)
-    mid = _row_values(xb, HW, y0, W, x, xm, xp, cmask, C)
-    down = _row_values(xb, HW, _reflect_row(y0 + 1, H), W, x, xm, xp, cmask, C)
+    up, mid, down = _window_rows(xb, HW, H, W, x, xm, xp, cmask, y0, C)
     for r in tl.range(ROWS, loop_unroll_factor=UNROLL):  # 3: the window rotates in place
-        y = y0 + r
-        ahead = _row_values(xb, HW, _reflect_row(y + 2, H), W, x, xm, xp, cmask, C)
-        mask = cmask & (x * 0 + y < H)  # a tensor: the interpreter takes no scalar masks
-        at = y * W + x
+        ahead, mask, at = _next_row(xb, HW, H, W, x, xm, xp, cmask, y0 + r, C)
         gs = _conv_window(kw, up, mid, down, C, BLOCK_W)
         cinv = tl.zeros((1, BLOCK_W), dtype=tl.float32)
         if COND == 1:
@@ -750,14 +762,9 @@ def _seed_loss_rows_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_p
     kw = _weights(k_ptr, C)
     acc = _dk_zeros(C, 1, BLOCK_W)
     loss = tl.zeros((1, BLOCK_W), dtype=tl.float32)
-    up = _row_values(xb, HW, _reflect_row(y0 - 1, H), W, x, xm, xp, cmask, C)
-    mid = _row_values(xb, HW, y0, W, x, xm, xp, cmask, C)
-    down = _row_values(xb, HW, _reflect_row(y0 + 1, H), W, x, xm, xp, cmask, C)
+    up, mid, down = _window_rows(xb, HW, H, W, x, xm, xp, cmask, y0, C)
     for r in tl.range(ROWS, loop_unroll_factor=UNROLL):  # 3: the window rotates in place
-        y = y0 + r
-        ahead = _row_values(xb, HW, _reflect_row(y + 2, H), W, x, xm, xp, cmask, C)
-        mask = cmask & (x * 0 + y < H)  # a tensor: the interpreter takes no scalar masks
-        at = y * W + x
+        ahead, mask, at = _next_row(xb, HW, H, W, x, xm, xp, cmask, y0 + r, C)
         gs = _conv_window(kw, up, mid, down, C, BLOCK_W)
         gg0, term = _seed_loss_terms_at(mid[1], x0_ptr + base, new_ptr + base, gg_ptr + base,
                                         di_ptr + base, gs[0], at, mask, kappa2, tukey_s, dt,
