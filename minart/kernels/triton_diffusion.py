@@ -593,27 +593,25 @@ def _classic_kernel(x_ptr, out_ptr, H, W, n_tw, kappa, tukey_s, dt, COND: tl.con
 # below its first row once, then for each row loads only the row two below (one row ahead of its
 # use, so those loads are in flight while the current row computes), keeping the ``C x 3``
 # horizontal neighbours of the three rows it needs in registers. Per pixel that is ``3 C`` loads
-# instead of ``9 C``, with one pixel per thread (each load a plain coalesced row segment), the
-# column reflection computed once per program, and the operator's weights loaded once per program.
-# Every pixel's arithmetic is the tile kernels' in the same order: the results are bit-identical.
-# ``UNROLL = 3`` unrolls the row loop so that the window rotates by renaming registers instead of
-# moving them (fewer instructions per pixel, more registers: 194 vs 133 for the C = 3 seed step
-# with Triton 3.6 on sm_90, i.e. 2 vs 3 programs per SM); ``"auto"`` times both.
+# instead of ``9 C``, with one pixel per thread (each load a plain coalesced row segment; the
+# three of a row share one pointer, the border columns fixed by a select), and the operator's
+# weights loaded once per program. Every pixel's arithmetic is the tile kernels' in the same
+# order: the results are bit-identical. ``UNROLL = 3`` unrolls the row loop so that the window
+# rotates by renaming registers instead of moving them (C = 3 seed step, Triton 3.6, sm_90: 181
+# instead of 210 SASS instructions per pixel, both at 154 registers); ``"auto"`` times both.
+# ``benchmarks/kernel_sass.py`` prints these figures.
 
 
 @triton.jit
 def _strip(H, W, n_tw, ROWS: tl.constexpr, BLOCK_W: tl.constexpr):
-    """Columns ``(1, BLOCK_W)`` of this program (clamped into the image), their reflected
-    neighbours, the mask of the columns inside the image, and the program's first row."""
+    """Columns ``(1, BLOCK_W)`` of this program (clamped into the image), the mask of the
+    columns inside the image, and the program's first row."""
     pid = tl.program_id(0)
     tw = pid % n_tw
     y0 = (pid // n_tw) * ROWS
     x = (tw * BLOCK_W + tl.arange(0, BLOCK_W))[None, :]
-    # columns past the image load column W - 1 (never stored): the loads need no mask
-    xc = tl.minimum(x, W - 1)
-    xm = tl.where(xc == 0, 1, xc - 1)
-    xp = tl.where(xc == W - 1, W - 2, xc + 1)
-    return xc, xm, xp, x < W, y0
+    # columns past the image are clamped to W - 1: they load valid memory and are never stored
+    return tl.minimum(x, W - 1), x < W, y0
 
 
 @triton.jit
@@ -624,28 +622,39 @@ def _reflect_row(r, H):
 
 
 @triton.jit
-def _row_values(xb, HW, row, W, x, xm, xp, cmask, C: tl.constexpr):
-    """``(I_i[row, x-1], I_i[row, x], I_i[row, x+1])`` for every channel ``i``, flattened."""
+def _row_values(xb, HW, row, W, x, C: tl.constexpr):
+    """``(I_i[row, x-1], I_i[row, x], I_i[row, x+1])`` for every channel ``i``, flattened, the
+    columns reflected at the borders.
+
+    The three loads share one address (``p - 1``, ``p``, ``p + 1`` become immediate offsets of a
+    single pointer); the border columns are fixed afterwards with a select (reflect ``-1`` is
+    ``x + 1`` at ``x = 0``, reflect ``W`` is ``x - 1`` at ``x = W - 1``). On sm_90 this saves 40
+    registers and 9 instructions per pixel against loading through reflected column indices.
+    """
     out = ()
+    first = x == 0
+    last = x == W - 1
     for i in tl.static_range(C):
-        p = xb + i * HW + row * W
-        out = out + (tl.load(p + xm), tl.load(p + x), tl.load(p + xp))
+        p = xb + i * HW + row * W + x
+        left = tl.load(p - 1, mask=x >= 1)
+        right = tl.load(p + 1, mask=x + 1 < W)
+        out = out + (tl.where(first, right, left), tl.load(p), tl.where(last, left, right))
     return out
 
 
 @triton.jit
-def _window_rows(xb, HW, H, W, x, xm, xp, cmask, y0, C: tl.constexpr):
+def _window_rows(xb, HW, H, W, x, y0, C: tl.constexpr):
     """The rows ``y0 - 1``, ``y0``, ``y0 + 1`` (reflected) that start a strip's window."""
-    return (_row_values(xb, HW, _reflect_row(y0 - 1, H), W, x, xm, xp, cmask, C),
-            _row_values(xb, HW, y0, W, x, xm, xp, cmask, C),
-            _row_values(xb, HW, _reflect_row(y0 + 1, H), W, x, xm, xp, cmask, C))
+    return (_row_values(xb, HW, _reflect_row(y0 - 1, H), W, x, C),
+            _row_values(xb, HW, y0, W, x, C),
+            _row_values(xb, HW, _reflect_row(y0 + 1, H), W, x, C))
 
 
 @triton.jit
-def _next_row(xb, HW, H, W, x, xm, xp, cmask, y, C: tl.constexpr):
+def _next_row(xb, HW, H, W, x, cmask, y, C: tl.constexpr):
     """For row ``y``: the row two below (loaded a row ahead of its use), the store mask and the
     flat offsets of the row's pixels."""
-    ahead = _row_values(xb, HW, _reflect_row(y + 2, H), W, x, xm, xp, cmask, C)
+    ahead = _row_values(xb, HW, _reflect_row(y + 2, H), W, x, C)
     mask = cmask & (x * 0 + y < H)  # a tensor: the interpreter takes no scalar masks
     return ahead, mask, y * W + x
 
@@ -724,16 +733,16 @@ def _seed_fwd_rows_kernel(x_ptr, k_ptr, p_ptr, new_ptr, g_ptr, H, W, n_tw, x_bst
                           BLOCK_W: tl.constexpr, UNROLL: tl.constexpr):
     """:func:`_seed_fwd_kernel`, row-marching (``ROWS`` rows of ``BLOCK_W`` pixels a program)."""
     b = tl.program_id(1).to(tl.int64)
-    x, xm, xp, cmask, y0 = _strip(H, W, n_tw, ROWS, BLOCK_W)
+    x, cmask, y0 = _strip(H, W, n_tw, ROWS, BLOCK_W)
     HW = H * W
     base = b * C * HW
     xb = x_ptr + b * x_bstride
     if PER_IMAGE:
         kappa2, tukey_s, dt = _load_params(p_ptr, b, 3)
     kw = _weights(k_ptr + b * k_bstride, C)
-    up, mid, down = _window_rows(xb, HW, H, W, x, xm, xp, cmask, y0, C)
+    up, mid, down = _window_rows(xb, HW, H, W, x, y0, C)
     for r in tl.range(ROWS, loop_unroll_factor=UNROLL):  # 3: the window rotates in place
-        ahead, mask, at = _next_row(xb, HW, H, W, x, xm, xp, cmask, y0 + r, C)
+        ahead, mask, at = _next_row(xb, HW, H, W, x, cmask, y0 + r, C)
         gs = _conv_window(kw, up, mid, down, C, BLOCK_W)
         cinv = tl.zeros((1, BLOCK_W), dtype=tl.float32)
         if COND == 1:
@@ -754,7 +763,7 @@ def _seed_loss_rows_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_p
     """:func:`_seed_loss_kernel`, row-marching: the loss and the ``C*C*9`` ``dL/dK`` products
     accumulate per pixel in registers down the strip and are reduced once per program."""
     b = tl.program_id(1).to(tl.int64)
-    x, xm, xp, cmask, y0 = _strip(H, W, n_tw, ROWS, BLOCK_W)
+    x, cmask, y0 = _strip(H, W, n_tw, ROWS, BLOCK_W)
     HW = H * W
     base = b * C * HW
     xb = x_ptr + base
@@ -762,9 +771,9 @@ def _seed_loss_rows_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_p
     kw = _weights(k_ptr, C)
     acc = _dk_zeros(C, 1, BLOCK_W)
     loss = tl.zeros((1, BLOCK_W), dtype=tl.float32)
-    up, mid, down = _window_rows(xb, HW, H, W, x, xm, xp, cmask, y0, C)
+    up, mid, down = _window_rows(xb, HW, H, W, x, y0, C)
     for r in tl.range(ROWS, loop_unroll_factor=UNROLL):  # 3: the window rotates in place
-        ahead, mask, at = _next_row(xb, HW, H, W, x, xm, xp, cmask, y0 + r, C)
+        ahead, mask, at = _next_row(xb, HW, H, W, x, cmask, y0 + r, C)
         gs = _conv_window(kw, up, mid, down, C, BLOCK_W)
         gg0, term = _seed_loss_terms_at(mid[1], x0_ptr + base, new_ptr + base, gg_ptr + base,
                                         di_ptr + base, gs[0], at, mask, kappa2, tukey_s, dt,
@@ -803,7 +812,7 @@ def _classic_rows_kernel(x_ptr, out_ptr, H, W, n_tw, kappa, tukey_s, dt, COND: t
     """:func:`_classic_kernel`, row-marching: the rows above and below stay in registers, each
     row loads its left/right neighbours and the row two below."""
     plane = tl.program_id(1).to(tl.int64) * H * W
-    x, xm, xp, cmask, y0 = _strip(H, W, n_tw, ROWS, BLOCK_W)
+    x, cmask, y0 = _strip(H, W, n_tw, ROWS, BLOCK_W)
     xb = x_ptr + plane
     up = tl.load(xb + _reflect_row(y0 - 1, H) * W + x)
     v = tl.load(xb + y0 * W + x)
@@ -813,9 +822,9 @@ def _classic_rows_kernel(x_ptr, out_ptr, H, W, n_tw, kappa, tukey_s, dt, COND: t
         ahead = tl.load(xb + _reflect_row(y + 2, H) * W + x)
         mask = cmask & (x * 0 + y < H)  # a tensor: the interpreter takes no scalar masks
         at = y * W + x
-        row = xb + _reflect_row(y, H) * W  # rows past the image load the last one (not stored)
-        left = tl.load(row + xm)  # the reflected neighbour at the border, where the flux is 0
-        right = tl.load(row + xp)
+        row = xb + _reflect_row(y, H) * W + x  # rows past the image load one inside (not stored)
+        left = tl.load(row - 1, mask=x >= 1)  # undefined at the border, where the flux is 0
+        right = tl.load(row + 1, mask=x + 1 < W)
         ds = tl.where(y + 1 < H, down - v, 0.0)
         dn = tl.where(y >= 1, v - up, 0.0)
         de = tl.where(x + 1 < W, right - v, 0.0)
@@ -1188,10 +1197,10 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
     Three variants compute the same ``I'`` (bit for bit) and the same sums (up to the order of
     float additions); each is deterministic. ``"rows"`` (default): each program walks a strip of
     :data:`ROWS_BLOCK` with a 3-row register window and adds the sums per pixel into registers,
-    reducing them once per program (sm_90, Triton 3.9: 255 registers, 8 bytes of stack).
+    reducing them once per program (sm_90, Triton 3.6, C = 3: 247 registers, no spills).
     ``"tiles"``: one program per tile (:data:`LOSS_BLOCK`), each reducing its ``C*C*9 + 1`` sums
-    across the block (sm_90: 255 registers and 728 bytes of spills for ``C = 3``; measured 34.7x
-    the copy time on an H200). ``"persistent"``: ``n_programs`` programs, program ``p`` taking
+    across the block (sm_90, Triton 3.6: 255 registers and 1112 bytes of spills for ``C = 3``;
+    measured 34.7x the copy time on an H200). ``"persistent"``: ``n_programs`` programs, program ``p`` taking
     tiles ``p, p + n_programs, ...`` (:data:`PERSISTENT_BLOCK`) into per-pixel register
     accumulators. The default is fixed, not timed: the variants sum in different orders, and the
     same recipe must render the same bits on every run.
