@@ -44,7 +44,7 @@ fi
 export PYTHONPATH="$PWD:${PYTHONPATH:-}"
 timeout 60 "$PY" -c "import minart.kernels, minart.diffusion; print('minart imports')" || true
 
-timeout 150 "$PY" -m pytest tests/unit/test_kernels.py -m gpu -q -p no:cacheprovider -rA \
+timeout 200 "$PY" -m pytest tests/unit/test_kernels.py -m gpu -q -p no:cacheprovider -rA \
     2>&1 | tee "$OUT/pytest_gpu.log"
 PYTEST_RC=${PIPESTATUS[0]}
 
@@ -53,7 +53,7 @@ timeout 150 "$PY" benchmarks/bench_kernels.py --device cuda --size 4096 --quick 
 BENCH_RC=${PIPESTATUS[0]}
 
 if [ -z "${QUICK_ONLY:-}" ]; then
-    timeout 230 "$PY" benchmarks/bench_kernels.py --device cuda --size 4096 --reps 10 \
+    timeout 180 "$PY" benchmarks/bench_kernels.py --device cuda --size 4096 --reps 10 \
         --json "$OUT/bench_gpu_full.json" 2>&1 | tee "$OUT/bench_gpu_full.txt" || true
 fi
 
