@@ -410,35 +410,27 @@ def _seed_sweep_triton(batch: Tensor, operators: Tensor, kappa: list[float], dt:
                        callback: Callable[[int, Tensor], None] | None = None) -> Tensor:
     """The Triton branch of :func:`seed_sweep`: ``steps`` launches, none waiting for the device.
 
-    Launches ``_seed_fwd_kernel`` with the arguments
-    :func:`~minart.kernels.triton_diffusion.seed_forward_triton` gives it for a sweep (per-image
-    operators and ``(kappa^2, kappa*sqrt(2), dt)`` rows), but builds the rows once per call and
-    hands them to the device without a wait: ``seed_forward_triton`` copies host parameters at
-    every call, and reads device ones back to the host. Inputs as checked by :func:`seed_sweep`;
-    CPU tensors need ``TRITON_INTERPRET=1``.
+    Each step is :func:`~minart.kernels.triton_diffusion.seed_forward_triton`'s launch (the
+    tile or strip kernel, whichever ``"auto"`` finds faster for the shape) with per-image
+    operators and ``(kappa^2, kappa*sqrt(2), dt)`` rows, but the rows are built once per call and
+    handed to the device without a wait: ``seed_forward_triton`` copies host parameters at every
+    call, and reads device ones back to the host. Inputs as checked by :func:`seed_sweep`; CPU
+    tensors need ``TRITON_INTERPRET=1``.
     """
     from . import triton_diffusion as td
 
-    n, (c, h, w) = operators.shape[0], batch.shape[1:]
+    n = operators.shape[0]
     rows = td._params(torch.tensor(kappa, dtype=torch.float64),
                       torch.tensor(dt, dtype=torch.float64))  # (N, 3) float32, on the host
     # from pageable memory the driver stages the copy at once: no wait for the device
     params = rows.to(batch.device, non_blocking=True)
     operators = operators.contiguous()
-    block = td._block_for(w, None, td.DEFAULT_BLOCK)
-    n_tiles, _, n_tw, _ = td._grid(h, w, n, block)
-    scalars = td._scalars(kappa[0], dt[0])  # unread with PER_IMAGE; seed_forward_triton passes them
-    cond = td.COND_CODES[conduction]
+    scalars = td._scalars(kappa[0], dt[0])  # unread with per-image rows
     images = batch.contiguous()
     for step in range(1, steps + 1):
-        new = td._empty((n, c, h, w), like=images)
-        td._seed_fwd_kernel[(n_tiles, n)](
-            images, operators, params, new, new, h, w, n_tw,
-            c * h * w if images.shape[0] > 1 else 0, c * c * 9 if n > 1 else 0, *scalars,
-            C=c, COND=cond, STORE_G=False, PER_IMAGE=True,
-            BLOCK_H=block[0], BLOCK_W=block[1], num_warps=4, **td._FMA,
-        )
-        images = new
+        images, _ = td._seed_forward_launch(
+            images, operators, params, scalars, n, per_image=True, conduction=conduction,
+            store_g=False, block=None, num_warps=4, variant="auto", unroll=td.ROWS_UNROLL)
         if callback is not None:
             callback(step, images)
     return images

@@ -1079,8 +1079,21 @@ def seed_forward_triton(image: Tensor, operator: Tensor, *, kappa: float | Tenso
     for name, n in (("image batch", nb_img), ("operator batch", nb_op)):
         if n not in (1, b):
             raise ShapeError(f"{name} has {n} entries; every batched input must have 1 or {b}")
-    scalars = _scalars(kappa, dt)
-    operator = operator.contiguous()
+    return _seed_forward_launch(image, operator.contiguous(), params, _scalars(kappa, dt), b,
+                                per_image=per_image, conduction=conduction, store_g=store_g,
+                                block=block, num_warps=num_warps, variant=variant, unroll=unroll)
+
+
+def _seed_forward_launch(image: Tensor, operator: Tensor, params: Tensor,
+                         scalars: tuple[float, float, float], b: int, *, per_image: bool,
+                         conduction: str, store_g: bool, block: tuple[int, int] | None,
+                         num_warps: int, variant: str, unroll: int) -> tuple[Tensor, Tensor | None]:
+    """The launch behind :func:`seed_forward_triton`, for inputs it has checked: ``b`` outputs
+    from a batch of 1 or ``b`` images and of 1 or ``b`` operators; ``params`` the ``(b, 3)`` device
+    rows of :func:`_params` when ``per_image``. Queues the kernel without waiting for the device
+    (except the first ``"auto"`` call of a shape, which times the candidates)."""
+    nb_img, c, h, w = image.shape
+    nb_op = operator.shape[0] if operator.ndim == 5 else 1
     new = _empty((b, c, h, w), like=image)
     g = _empty((b, c, h, w), like=image) if store_g else new
 
