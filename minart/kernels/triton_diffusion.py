@@ -978,8 +978,7 @@ def _empty(shape, *, like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
 
 def _check_variant(variant: str, choices: tuple[str, ...]) -> None:
     if variant not in choices:
-        names = " or ".join(repr(v) for v in choices) if len(choices) < 3 else \
-            ", ".join(repr(v) for v in choices[:-1]) + f" or {choices[-1]!r}"
+        names = ", ".join(repr(v) for v in choices[:-1]) + f" or {choices[-1]!r}"
         raise ParamError(f"variant={variant!r} is not a kernel variant here; use {names}",
                          param="variant")
 
