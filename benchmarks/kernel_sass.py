@@ -3,8 +3,9 @@
 Compiles each kernel the way the launcher specialises it (pointers and sizes divisible by 16, as
 for a 4096^2 image), disassembles the cubin with the ``cuobjdump`` that ships with Triton, and
 prints per kernel: registers and stack (spills) per thread, and the SASS instructions and global
-loads each pixel costs (for the row-marching and persistent kernels: the loop body, whose
-prologue is amortised over the strip). It predicts nothing about time on its own; it shows what
+loads each pixel costs per step (for the row-marching and persistent kernels: the loop body, whose
+prologue is amortised over the strip; the two-step kernels' body is divided by the two steps and
+by the 30 of 32 lanes that store). It predicts nothing about time on its own; it shows what
 a timing on a GPU (``bench_kernels.py``) has to explain: register pressure, spills, and how many
 instructions each pixel issues (an H200 issues about 1.05e12 warp instructions per second:
 ``n`` instructions per pixel cost ``n / 32 / 1.05e12 * 4096^2`` s, 0.5 us per instruction
@@ -91,11 +92,15 @@ def profile(kernel) -> dict:
 
 
 def cases() -> list[tuple[str, object, dict, int, float]]:
-    """``(label, kernel, constexprs, warps, pixels per thread per pass of the measured code)``."""
+    """``(label, kernel, constexprs, warps, pixel-steps per thread per pass of the measured
+    code)``."""
     fwd = dict(C=3, COND=0, STORE_G=False, PER_IMAGE=False)
     loss = dict(C=3, COND=0, NEED_DI=False)
     rows, bw = td.ROWS_BLOCK
     unroll = td.ROWS_UNROLL  # one loop body is this many rows
+    prows, pbw = td.PAIRS_BLOCK  # four strips of pbw lanes, one per warp
+    pairs = {"ROWS": prows, "STRIPS": 4, "BLOCK_W": pbw, "UNROLL": unroll}
+    two = unroll * 2 * (pbw - 2) / pbw  # pixel-steps per thread per loop body
     return [
         ("seed step, tiles 1x512", td._seed_fwd_kernel, {**fwd, "BLOCK_H": 1, "BLOCK_W": 512}, 4,
          4),
@@ -113,6 +118,10 @@ def cases() -> list[tuple[str, object, dict, int, float]]:
          {**loss, "BLOCK_H": 4, "BLOCK_W": 256}, 4, 8),
         ("learned step, persistent 1x128", td._seed_loss_persistent_kernel,
          {**loss, "BLOCK_H": 1, "BLOCK_W": 128}, 4, 1),
+        (f"seed step, two per pass, rows {prows}x{4 * pbw}", td._seed_fwd2_rows_kernel,
+         {**pairs, "C": 3, "COND": 0, "PER_IMAGE": False}, 4, two),
+        (f"classic step, two per pass, rows {prows}x{4 * pbw}", td._classic2_rows_kernel,
+         {**pairs, "COND": 0}, 4, two),
         (f"learned step, rows {rows}x{bw}", td._seed_loss_rows_kernel,
          {**loss, "ROWS": rows, "BLOCK_W": bw, "UNROLL": unroll}, 4, unroll * bw / 128),
     ]
@@ -127,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     print(f"triton {triton.__version__}, sm_90, C = 3, exp conduction, 4096^2 specialisation\n")
-    print("| kernel | registers | stack (B) | SASS / pixel | loads / pixel | loop body, top ops |")
+    print("| kernel | registers | stack (B) | SASS / pixel / step | loads / pixel / step | "
+          "loop body, top ops |")
     print("| --- | ---: | ---: | ---: | ---: | --- |")
     for label, fn, consts, warps, px in cases():
         prof = profile(compile_sm90(fn, consts, warps))

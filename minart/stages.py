@@ -451,7 +451,9 @@ def _run_perona_malik(inputs: list[Tensor], params: PeronaMalikParams,
                       ctx: StageContext) -> Tensor:
     from .diffusion import perona_malik
 
-    return perona_malik(inputs[0], **_kwargs(params), callback=_progress(ctx, params.steps))
+    # progress about every 1 % of the run, in pairs of steps (a GPU does two per pass)
+    return perona_malik(inputs[0], **_kwargs(params), callback=_progress(ctx, params.steps),
+                        callback_every=2 * max(1, params.steps // 200))
 
 
 def _preview_perona_malik(params: PeronaMalikParams, factor: int) -> dict[str, Any]:

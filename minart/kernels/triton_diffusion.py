@@ -48,9 +48,11 @@ __all__ = [
     "SeedLossStep",
     "SeedStep",
     "classic_step_triton",
+    "classic_steps_triton",
     "seed_backward_triton",
     "seed_forward_triton",
     "seed_loss_triton",
+    "seed_steps_triton",
 ]
 
 COND_CODES = {"exp": 0, "inverse": 1, "tukey": 2}
@@ -236,15 +238,21 @@ def _seed_out(x_ptr, new_ptr, g_ptr, g, HW, o: tl.constexpr, mask, center, kappa
 
 
 @triton.jit
-def _seed_update(xo, new_ptr, g_ptr, g, at, mask, kappa2, tukey_s, dt, cinv, COND: tl.constexpr,
-                 STORE_G: tl.constexpr):
-    """``I' = clamp(I + dt g c(g), 0, 1)`` of one channel at offsets ``at`` from its value ``xo``."""
+def _seed_value(xo, g, kappa2, tukey_s, dt, cinv, COND: tl.constexpr):
+    """``clamp(I + dt g c(g), 0, 1)`` of one channel from its value ``xo`` and response ``g``
+    (``cinv``: the ``inverse`` conduction, computed from the whole window)."""
     if COND == 1:
         c = cinv
     else:
         c, _dc = _seed_conduction(g, kappa2, tukey_s, COND)
-    new = tl.minimum(tl.maximum(xo + dt * g * c, 0.0), 1.0)
-    tl.store(new_ptr + at, new, mask=mask)
+    return tl.minimum(tl.maximum(xo + dt * g * c, 0.0), 1.0)
+
+
+@triton.jit
+def _seed_update(xo, new_ptr, g_ptr, g, at, mask, kappa2, tukey_s, dt, cinv, COND: tl.constexpr,
+                 STORE_G: tl.constexpr):
+    """``I' = clamp(I + dt g c(g), 0, 1)`` of one channel at offsets ``at`` from its value ``xo``."""
+    tl.store(new_ptr + at, _seed_value(xo, g, kappa2, tukey_s, dt, cinv, COND), mask=mask)
     if STORE_G:
         tl.store(g_ptr + at, g, mask=mask)
 
@@ -565,6 +573,19 @@ def _classic_flux(d, kappa, tukey_s, COND: tl.constexpr):
 
 
 @triton.jit
+def _classic_value(up, v, down, left, right, x, y, H, W, kappa, tukey_s, dt, COND: tl.constexpr):
+    """:func:`_classic_kernel`'s update of ``v`` at column ``x``, row ``y`` from its four
+    neighbours (forward differences, 0 across the border: zero flux)."""
+    ds = tl.where(y + 1 < H, down - v, 0.0)
+    dn = tl.where(y >= 1, v - up, 0.0)
+    de = tl.where(x + 1 < W, right - v, 0.0)
+    dw = tl.where(x >= 1, v - left, 0.0)
+    div_y = _classic_flux(ds, kappa, tukey_s, COND) - _classic_flux(dn, kappa, tukey_s, COND)
+    div_x = _classic_flux(de, kappa, tukey_s, COND) - _classic_flux(dw, kappa, tukey_s, COND)
+    return v + dt * (div_y + div_x)
+
+
+@triton.jit
 def _classic_kernel(x_ptr, out_ptr, H, W, n_tw, kappa, tukey_s, dt, COND: tl.constexpr,
                     BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
     plane = tl.program_id(1).to(tl.int64) * H * W
@@ -575,14 +596,9 @@ def _classic_kernel(x_ptr, out_ptr, H, W, n_tw, kappa, tukey_s, dt, COND: tl.con
     down = tl.load(x_ptr + at + W, mask=mask & (y + 1 < H), other=0.0)
     left = tl.load(x_ptr + at - 1, mask=mask & (x >= 1), other=0.0)
     right = tl.load(x_ptr + at + 1, mask=mask & (x + 1 < W), other=0.0)
-    # forward differences, 0 across the border (zero flux)
-    ds = tl.where(y + 1 < H, down - v, 0.0)
-    dn = tl.where(y >= 1, v - up, 0.0)
-    de = tl.where(x + 1 < W, right - v, 0.0)
-    dw = tl.where(x >= 1, v - left, 0.0)
-    div_y = _classic_flux(ds, kappa, tukey_s, COND) - _classic_flux(dn, kappa, tukey_s, COND)
-    div_x = _classic_flux(de, kappa, tukey_s, COND) - _classic_flux(dw, kappa, tukey_s, COND)
-    tl.store(out_ptr + at, v + dt * (div_y + div_x), mask=mask)
+    tl.store(out_ptr + at,
+             _classic_value(up, v, down, left, right, x, y, H, W, kappa, tukey_s, dt, COND),
+             mask=mask)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -631,14 +647,22 @@ def _row_values(xb, HW, row, W, x, C: tl.constexpr):
     ``x + 1`` at ``x = 0``, reflect ``W`` is ``x - 1`` at ``x = W - 1``). On sm_90 this saves 40
     registers and 9 instructions per pixel against loading through reflected column indices.
     """
+    return _row_values_masked(xb, HW, row, W, x, (x >= 1, None, x + 1 < W), C)
+
+
+@triton.jit
+def _row_values_masked(xb, HW, row, W, x, ok, C: tl.constexpr):
+    """:func:`_row_values` with the masks ``ok = (left, centre, right)`` of the three loads
+    (``None``: unmasked), for columns that may lie outside the image (never stored)."""
     out = ()
     first = x == 0
     last = x == W - 1
     for i in tl.static_range(C):
         p = xb + i * HW + row * W + x
-        left = tl.load(p - 1, mask=x >= 1)
-        right = tl.load(p + 1, mask=x + 1 < W)
-        out = out + (tl.where(first, right, left), tl.load(p), tl.where(last, left, right))
+        left = tl.load(p - 1, mask=ok[0])
+        right = tl.load(p + 1, mask=ok[2])
+        out = out + (tl.where(first, right, left), tl.load(p, mask=ok[1]),
+                     tl.where(last, left, right))
     return out
 
 
@@ -684,12 +708,14 @@ def _dot9w(kw, n: tl.constexpr, v):
 
 
 @triton.jit
-def _conv_window(kw, up, mid, down, C: tl.constexpr, BLOCK_W: tl.constexpr):
-    """:func:`_conv_all` on the register window (same order of operations)."""
-    g0 = tl.zeros((1, BLOCK_W), dtype=tl.float32)
-    g1 = tl.zeros((1, BLOCK_W), dtype=tl.float32)
-    g2 = tl.zeros((1, BLOCK_W), dtype=tl.float32)
-    g3 = tl.zeros((1, BLOCK_W), dtype=tl.float32)
+def _conv_window(kw, up, mid, down, C: tl.constexpr, BLOCK_H: tl.constexpr,
+                 BLOCK_W: tl.constexpr):
+    """:func:`_conv_all` on the register window of ``(BLOCK_H, BLOCK_W)`` rows (same order of
+    operations)."""
+    g0 = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
+    g1 = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
+    g2 = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
+    g3 = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
     for i in tl.static_range(C):
         v = _window(up, mid, down, i)
         g0 += _dot9w(kw, i * 9, v)
@@ -703,10 +729,11 @@ def _conv_window(kw, up, mid, down, C: tl.constexpr, BLOCK_W: tl.constexpr):
 
 
 @triton.jit
-def _scharr_window(up, mid, down, C: tl.constexpr, BLOCK_W: tl.constexpr):
+def _scharr_window(up, mid, down, C: tl.constexpr, BLOCK_H: tl.constexpr,
+                   BLOCK_W: tl.constexpr):
     """:func:`_scharr_magnitude` on the register window."""
-    sx = tl.zeros((1, BLOCK_W), dtype=tl.float32)
-    sy = tl.zeros((1, BLOCK_W), dtype=tl.float32)
+    sx = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
+    sy = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
     for i in tl.static_range(C):
         v = _window(up, mid, down, i)
         sx += 3.0 * v[0] - 3.0 * v[2] + 10.0 * v[3] - 10.0 * v[5] + 3.0 * v[6] - 3.0 * v[8]
@@ -743,10 +770,10 @@ def _seed_fwd_rows_kernel(x_ptr, k_ptr, p_ptr, new_ptr, g_ptr, H, W, n_tw, x_bst
     up, mid, down = _window_rows(xb, HW, H, W, x, y0, C)
     for r in tl.range(ROWS, loop_unroll_factor=UNROLL):  # 3: the window rotates in place
         ahead, mask, at = _next_row(xb, HW, H, W, x, cmask, y0 + r, C)
-        gs = _conv_window(kw, up, mid, down, C, BLOCK_W)
+        gs = _conv_window(kw, up, mid, down, C, 1, BLOCK_W)
         cinv = tl.zeros((1, BLOCK_W), dtype=tl.float32)
         if COND == 1:
-            cinv = 1.0 / (1.0 + _scharr_window(up, mid, down, C, BLOCK_W) / kappa2)
+            cinv = 1.0 / (1.0 + _scharr_window(up, mid, down, C, 1, BLOCK_W) / kappa2)
         for o in tl.static_range(C):
             _seed_update(mid[3 * o + 1], new_ptr + base, g_ptr + base, gs[o], o * HW + at, mask,
                          kappa2, tukey_s, dt, cinv, COND, STORE_G)
@@ -774,7 +801,7 @@ def _seed_loss_rows_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_p
     up, mid, down = _window_rows(xb, HW, H, W, x, y0, C)
     for r in tl.range(ROWS, loop_unroll_factor=UNROLL):  # 3: the window rotates in place
         ahead, mask, at = _next_row(xb, HW, H, W, x, cmask, y0 + r, C)
-        gs = _conv_window(kw, up, mid, down, C, BLOCK_W)
+        gs = _conv_window(kw, up, mid, down, C, 1, BLOCK_W)
         gg0, term = _seed_loss_terms_at(mid[1], x0_ptr + base, new_ptr + base, gg_ptr + base,
                                         di_ptr + base, gs[0], at, mask, kappa2, tukey_s, dt,
                                         w_fid, w_edge, w_energy, COND, NEED_DI)
@@ -825,16 +852,177 @@ def _classic_rows_kernel(x_ptr, out_ptr, H, W, n_tw, kappa, tukey_s, dt, COND: t
         row = xb + _reflect_row(y, H) * W + x  # rows past the image load one inside (not stored)
         left = tl.load(row - 1, mask=x >= 1)  # undefined at the border, where the flux is 0
         right = tl.load(row + 1, mask=x + 1 < W)
-        ds = tl.where(y + 1 < H, down - v, 0.0)
-        dn = tl.where(y >= 1, v - up, 0.0)
-        de = tl.where(x + 1 < W, right - v, 0.0)
-        dw = tl.where(x >= 1, v - left, 0.0)
-        div_y = _classic_flux(ds, kappa, tukey_s, COND) - _classic_flux(dn, kappa, tukey_s, COND)
-        div_x = _classic_flux(de, kappa, tukey_s, COND) - _classic_flux(dw, kappa, tukey_s, COND)
-        tl.store(out_ptr + plane + at, v + dt * (div_y + div_x), mask=mask)
+        tl.store(out_ptr + plane + at,
+                 _classic_value(up, v, down, left, right, x, y, H, W, kappa, tukey_s, dt, COND),
+                 mask=mask)
         up = v
         v = down
         down = ahead
+
+
+# ----------------------------------------------------------------------------------------------
+# two steps per pass (temporal blocking): the strip kernels with a second window
+# ----------------------------------------------------------------------------------------------
+#
+# A program walks ``STRIPS`` strips side by side, one per warp: an ``(STRIPS, BLOCK_W)`` block
+# whose row ``s`` covers columns ``x_s - 1 .. x_s + BLOCK_W - 2`` and stores the ``BLOCK_W - 2``
+# inner ones. Walking down, it keeps two 3-row windows in registers: the input rows, as in the
+# one-step strip kernels, and the rows of the first step's result, whose left and right
+# neighbours are the neighbouring lanes of the same warp (``tl.gather`` along the strip, a warp
+# shuffle: with ``BLOCK_W = 32`` lanes to a warp nothing is replicated across warps). Each row
+# computes the first step one row ahead and the second step on the row above it, so the image is
+# read and written once for two steps. The first step's rows at ``y0 - 1`` and ``y0`` start the
+# window, each from its own three input rows. The first step's border rows and columns are
+# reflected (seed) or cut off by the zero flux (classic) as the second step needs them. Every
+# pixel's arithmetic is the one-step kernels', in the same order: bit-identical to two launches.
+
+
+@triton.jit
+def _strip2(H, W, n_tw, ROWS: tl.constexpr, STRIPS: tl.constexpr, BLOCK_W: tl.constexpr):
+    """A two-step program's lanes: the column of each lane (from ``-1``; the lanes outside the
+    image load nothing and compute values that are never used), the masks of its loads, the
+    store mask, the lane index and the program's first row."""
+    pid = tl.program_id(0)
+    tw = pid % n_tw
+    y0 = (pid // n_tw) * ROWS
+    lane = tl.broadcast_to(tl.arange(0, BLOCK_W)[None, :], (STRIPS, BLOCK_W))  # gather indices
+    strip = tw * STRIPS + tl.arange(0, STRIPS)[:, None]
+    x = strip * (BLOCK_W - 2) - 1 + lane
+    store = (lane >= 1) & (lane < BLOCK_W - 1) & (x < W)
+    # the masks of a row's left, centre and right loads: inside the image
+    ok = ((x >= 1) & (x <= W), (x >= 0) & (x < W), (x >= -1) & (x + 1 < W))
+    return x, ok, store, lane, y0
+
+
+@triton.jit
+def _lane_window(vals, x, lane, W, C: tl.constexpr, BLOCK_W: tl.constexpr):
+    """``(v[x - 1], v[x], v[x + 1])`` per channel of a row of per-lane values, reflected at the
+    image's borders: the window format of :func:`_row_values` (the outer lanes' outer
+    neighbours are never used)."""
+    first = x == 0
+    last = x == W - 1
+    to_left = tl.maximum(lane - 1, 0)
+    to_right = tl.minimum(lane + 1, BLOCK_W - 1)
+    out = ()
+    for i in tl.static_range(C):
+        left = tl.gather(vals[i], to_left, axis=1)
+        right = tl.gather(vals[i], to_right, axis=1)
+        out = out + (tl.where(first, right, left), vals[i], tl.where(last, left, right))
+    return out
+
+
+@triton.jit
+def _seed_window_step(kw, up, mid, down, kappa2, tukey_s, dt, C: tl.constexpr,
+                      COND: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    """The seed step of a window's middle row: its ``C`` new values (the arithmetic of
+    :func:`_seed_fwd_rows_kernel`)."""
+    gs = _conv_window(kw, up, mid, down, C, BLOCK_H, BLOCK_W)
+    cinv = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
+    if COND == 1:
+        cinv = 1.0 / (1.0 + _scharr_window(up, mid, down, C, BLOCK_H, BLOCK_W) / kappa2)
+    out = ()
+    for o in tl.static_range(C):
+        out = out + (_seed_value(mid[3 * o + 1], gs[o], kappa2, tukey_s, dt, cinv, COND),)
+    return out
+
+
+@triton.jit
+def _seed_row_at(kw, xb, HW, H, W, x, ok, lane, row, kappa2, tukey_s, dt, C: tl.constexpr,
+                 COND: tl.constexpr, STRIPS: tl.constexpr, BLOCK_W: tl.constexpr):
+    """The first step's row ``row`` (inside the image) in window format, from its three input rows."""
+    up = _row_values_masked(xb, HW, _reflect_row(row - 1, H), W, x, ok, C)
+    mid = _row_values_masked(xb, HW, row, W, x, ok, C)
+    down = _row_values_masked(xb, HW, _reflect_row(row + 1, H), W, x, ok, C)
+    vals = _seed_window_step(kw, up, mid, down, kappa2, tukey_s, dt, C, COND, STRIPS, BLOCK_W)
+    return _lane_window(vals, x, lane, W, C, BLOCK_W)
+
+
+@triton.jit
+def _seed_fwd2_rows_kernel(x_ptr, k_ptr, p_ptr, new_ptr, H, W, n_tw, x_bstride, k_bstride,
+                           kappa2, tukey_s, dt, C: tl.constexpr, COND: tl.constexpr,
+                           PER_IMAGE: tl.constexpr, ROWS: tl.constexpr, STRIPS: tl.constexpr,
+                           BLOCK_W: tl.constexpr, UNROLL: tl.constexpr):
+    """Two seed steps in one pass (see the section comment); batch and parameters as
+    :func:`_seed_fwd_rows_kernel`, without ``g``."""
+    b = tl.program_id(1).to(tl.int64)
+    x, ok, store, lane, y0 = _strip2(H, W, n_tw, ROWS, STRIPS, BLOCK_W)
+    HW = H * W
+    xb = x_ptr + b * x_bstride
+    out_ptr = new_ptr + b * C * HW
+    if PER_IMAGE:
+        kappa2, tukey_s, dt = _load_params(p_ptr, b, 3)
+    kw = _weights(k_ptr + b * k_bstride, C)
+    s_up = _seed_row_at(kw, xb, HW, H, W, x, ok, lane, _reflect_row(y0 - 1, H), kappa2, tukey_s,
+                        dt, C, COND, STRIPS, BLOCK_W)
+    s_mid = _seed_row_at(kw, xb, HW, H, W, x, ok, lane, y0, kappa2, tukey_s, dt, C, COND, STRIPS,
+                         BLOCK_W)
+    up = _row_values_masked(xb, HW, y0, W, x, ok, C)
+    mid = _row_values_masked(xb, HW, _reflect_row(y0 + 1, H), W, x, ok, C)
+    for r in tl.range(ROWS, loop_unroll_factor=UNROLL):
+        y = y0 + r
+        down = _row_values_masked(xb, HW, _reflect_row(y + 2, H), W, x, ok, C)
+        first = _seed_window_step(kw, up, mid, down, kappa2, tukey_s, dt, C, COND, STRIPS,
+                                  BLOCK_W)
+        s_new = _lane_window(first, x, lane, W, C, BLOCK_W)
+        # the first step's row y + 1, reflected to y - 1 below the last row
+        s_down = ()
+        for i in tl.static_range(3 * C):
+            s_down = s_down + (tl.where(y + 1 < H, s_new[i], s_up[i]),)
+        second = _seed_window_step(kw, s_up, s_mid, s_down, kappa2, tukey_s, dt, C, COND, STRIPS,
+                                   BLOCK_W)
+        mask = store & (x * 0 + y < H)  # a tensor: the interpreter takes no scalar masks
+        for o in tl.static_range(C):
+            tl.store(out_ptr + o * HW + y * W + x, second[o], mask=mask)
+        s_up = s_mid
+        s_mid = s_down
+        up = mid
+        mid = down
+
+
+@triton.jit
+def _classic_row_at(xb, H, W, x, ok, row, kappa, tukey_s, dt, COND: tl.constexpr):
+    """The first classic step's row ``row`` (inside the image) from its input neighbours."""
+    at = xb + row * W + x
+    up = tl.load(xb + _reflect_row(row - 1, H) * W + x, mask=ok[1])
+    down = tl.load(xb + _reflect_row(row + 1, H) * W + x, mask=ok[1])
+    left = tl.load(at - 1, mask=ok[0])  # undefined at the border, where the flux is 0
+    right = tl.load(at + 1, mask=ok[2])
+    return _classic_value(up, tl.load(at, mask=ok[1]), down, left, right, x, row, H, W, kappa,
+                          tukey_s, dt, COND)
+
+
+@triton.jit
+def _classic2_rows_kernel(x_ptr, out_ptr, H, W, n_tw, kappa, tukey_s, dt, COND: tl.constexpr,
+                          ROWS: tl.constexpr, STRIPS: tl.constexpr, BLOCK_W: tl.constexpr,
+                          UNROLL: tl.constexpr):
+    """Two classic steps in one pass (see the section comment), one plane per program row."""
+    plane = tl.program_id(1).to(tl.int64) * H * W
+    x, ok, store, lane, y0 = _strip2(H, W, n_tw, ROWS, STRIPS, BLOCK_W)
+    xb = x_ptr + plane
+    left_lane = tl.maximum(lane - 1, 0)
+    right_lane = tl.minimum(lane + 1, BLOCK_W - 1)
+    # the first step's rows y0 - 1 (never used at y0 = 0: zero flux) and y0
+    s_up = _classic_row_at(xb, H, W, x, ok, _reflect_row(y0 - 1, H), kappa, tukey_s, dt, COND)
+    s_mid = _classic_row_at(xb, H, W, x, ok, y0, kappa, tukey_s, dt, COND)
+    up = tl.load(xb + y0 * W + x, mask=ok[1])
+    mid = tl.load(xb + _reflect_row(y0 + 1, H) * W + x, mask=ok[1])
+    for r in tl.range(ROWS, loop_unroll_factor=UNROLL):
+        y = y0 + r
+        down = tl.load(xb + _reflect_row(y + 2, H) * W + x, mask=ok[1])
+        row = xb + _reflect_row(y + 1, H) * W + x  # past the last row: computed, never used
+        left = tl.load(row - 1, mask=ok[0])
+        right = tl.load(row + 1, mask=ok[2])
+        s_down = _classic_value(up, mid, down, left, right, x, y + 1, H, W, kappa, tukey_s, dt,
+                                COND)
+        second = _classic_value(s_up, s_mid, s_down, tl.gather(s_mid, left_lane, axis=1),
+                                tl.gather(s_mid, right_lane, axis=1), x, y, H, W, kappa, tukey_s,
+                                dt, COND)
+        mask = store & (x * 0 + y < H)  # a tensor: the interpreter takes no scalar masks
+        tl.store(out_ptr + plane + y * W + x, second, mask=mask)
+        s_up = s_mid
+        s_mid = s_down
+        up = mid
+        mid = down
 
 
 # ----------------------------------------------------------------------------------------------
@@ -899,28 +1087,33 @@ def _pick(candidates, launch, outputs: tuple[Tensor, ...], timer, key=()) -> tup
     return min(best, key=best.get)
 
 
-def _auto(key: tuple, device: torch.device, launch, outputs: tuple[Tensor, ...]
-          ) -> tuple[str, int]:
+def _auto(key: tuple, device: torch.device, launch, outputs: tuple[Tensor, ...],
+          candidates: tuple[tuple[str, int], ...] = _CANDIDATES) -> tuple[str, int]:
     """The fastest of the bit-identical kernel shapes for this call, timed once: ``(variant,
     unroll)``.
 
     ``launch(variant, unroll)`` runs the kernel into ``outputs``. On CUDA the first call with a
-    new ``key`` times each of :data:`_CANDIDATES` (one warm-up, which also compiles it, then the
-    best of 3 runs between CUDA events) and remembers the winner for the process. All are meant
-    to write the same bits, and each one's warm-up output is compared with the first's: one that
-    differs (a miscompilation) is dropped with a warning, so the choice changes speed only,
-    never pixels. ``MINART_KERNEL_VARIANT=tiles|rows`` forces one
-    (benchmarks); off CUDA (Triton's interpreter) the answer is ``"tiles"``.
+    new ``key`` times each of the ``candidates`` (default :data:`_CANDIDATES`; one warm-up, which
+    also compiles it, then the best of 3 runs between CUDA events) and remembers the winner for
+    the process. All are meant to write the same bits, and each one's warm-up output is compared
+    with the first's: one that differs (a miscompilation) is dropped with a warning, so the choice
+    changes speed only, never pixels. ``MINART_KERNEL_VARIANT=tiles|rows|pairs`` forces one
+    (benchmarks; ``pairs``, two steps per pass, means ``rows`` for a single step, and ``tiles``
+    or ``rows`` mean one step per pass for several); off CUDA (Triton's interpreter) the answer
+    is the first candidate.
     """
     forced = os.environ.get("MINART_KERNEL_VARIANT", "").strip()
     if forced:
-        _check_variant(forced, VARIANTS)
+        _check_variant(forced, (*VARIANTS, "pairs"))
+        if forced not in {variant for variant, _ in candidates}:
+            # one step: the two-step kernels are strip kernels; several: tiles or rows step by step
+            forced = "rows" if forced == "pairs" else "single"
         return forced, ROWS_UNROLL
     if device.type != "cuda":
-        return "tiles", 1
+        return candidates[0][0], 1
     key = (*key, device.index)
     if key not in _AUTO:
-        _AUTO[key] = _pick(_CANDIDATES, launch, outputs, _cuda_ms, key)
+        _AUTO[key] = _pick(candidates, launch, outputs, _cuda_ms, key)
     return _AUTO[key]
 
 PERSISTENT_BLOCK = (1, 128)
@@ -1052,6 +1245,17 @@ def seed_forward_triton(image: Tensor, operator: Tensor, *, kappa: float | Tenso
         torch.Size([2, 3, 64, 64])
     """
     _check_variant(variant, ("auto", *VARIANTS))
+    operator, params, scalars, b, per_image = _seed_inputs(image, operator, kappa, dt)
+    return _seed_forward_launch(image, operator, params, scalars, b, per_image=per_image,
+                                conduction=conduction, store_g=store_g, block=block,
+                                num_warps=num_warps, variant=variant, unroll=unroll)
+
+
+def _seed_inputs(image: Tensor, operator: Tensor, kappa: float | Tensor, dt: float | Tensor
+                 ) -> tuple[Tensor, Tensor, tuple[float, float, float], int, bool]:
+    """Checks the seed kernels' inputs: ``(operator, params, scalars, b, per_image)`` for
+    :func:`_seed_forward_launch` (``b`` outputs; ``params`` the per-image rows on the device when
+    ``per_image``, else unused)."""
     _check_image(image)
     nb_img, c, h, w = image.shape
     if operator.dtype != torch.float32 or operator.device != image.device:
@@ -1078,22 +1282,22 @@ def seed_forward_triton(image: Tensor, operator: Tensor, *, kappa: float | Tenso
     for name, n in (("image batch", nb_img), ("operator batch", nb_op)):
         if n not in (1, b):
             raise ShapeError(f"{name} has {n} entries; every batched input must have 1 or {b}")
-    return _seed_forward_launch(image, operator.contiguous(), params, _scalars(kappa, dt), b,
-                                per_image=per_image, conduction=conduction, store_g=store_g,
-                                block=block, num_warps=num_warps, variant=variant, unroll=unroll)
+    return operator.contiguous(), params, _scalars(kappa, dt), b, per_image
 
 
 def _seed_forward_launch(image: Tensor, operator: Tensor, params: Tensor,
                          scalars: tuple[float, float, float], b: int, *, per_image: bool,
                          conduction: str, store_g: bool, block: tuple[int, int] | None,
-                         num_warps: int, variant: str, unroll: int) -> tuple[Tensor, Tensor | None]:
-    """The launch behind :func:`seed_forward_triton`, for inputs it has checked: ``b`` outputs
-    from a batch of 1 or ``b`` images and of 1 or ``b`` operators; ``params`` the ``(b, 3)`` device
-    rows of :func:`_params` when ``per_image``. Queues the kernel without waiting for the device
-    (except the first ``"auto"`` call of a shape, which times the candidates)."""
+                         num_warps: int, variant: str, unroll: int, out: Tensor | None = None
+                         ) -> tuple[Tensor, Tensor | None]:
+    """The launch behind :func:`seed_forward_triton`, for inputs :func:`_seed_inputs` has
+    checked: ``b`` outputs from a batch of 1 or ``b`` images and of 1 or ``b`` operators; ``params``
+    the ``(b, 3)`` device rows of :func:`_params` when ``per_image``; the new image goes to ``out``
+    when given. Queues the kernel without waiting for the device (except the first ``"auto"`` call
+    of a shape, which times the candidates)."""
     nb_img, c, h, w = image.shape
     nb_op = operator.shape[0] if operator.ndim == 5 else 1
-    new = _empty((b, c, h, w), like=image)
+    new = _empty((b, c, h, w), like=image) if out is None else out
     g = _empty((b, c, h, w), like=image) if store_g else new
 
     def launch(variant: str, unroll: int = ROWS_UNROLL) -> None:
@@ -1117,6 +1321,151 @@ def _seed_forward_launch(image: Tensor, operator: Tensor, params: Tensor,
             image.device, launch, (new, g) if store_g else (new,))
     launch(*choice)
     return new, (g if store_g else None)
+
+
+STEP_VARIANTS = ("single", "pairs")
+"""How :func:`seed_steps_triton` and :func:`classic_steps_triton` run several steps: one pass per
+step (``"single"``, each the one-step ``"auto"`` choice) or two steps per pass (``"pairs"``, the
+two-step strip kernels, then one single step when the count is odd)."""
+
+_STEP_CANDIDATES = (("single", 1), ("pairs", 1), ("pairs", 3))
+"""``(variant, unroll)`` pairs that ``"auto"`` times for two steps: all write the same bits."""
+
+
+PAIRS_BLOCK = (64, 32)
+"""``(rows, BLOCK_W)`` of the two-step kernels: a program walks 64 rows of ``num_warps`` strips
+of 32 lanes side by side, one strip per warp, each storing its 30 inner columns."""
+
+
+def _steps_block(w: int, block: tuple[int, int] | None, num_warps: int
+                 ) -> tuple[int, int, int, int]:
+    """``(rows, BLOCK_W, strips, n_tw)`` of a two-step kernel: ``strips`` strips of ``BLOCK_W``
+    lanes per program (one per warp; fewer for a narrow image), each storing ``BLOCK_W - 2``
+    columns, and ``n_tw`` programs across the image."""
+    rows, bw = _block_for(w + 2, block, PAIRS_BLOCK)
+    if bw < 4:
+        raise ParamError(f"block={block!r}: a two-step strip needs at least 4 columns",
+                         param="block")
+    strips = min(num_warps, triton.next_power_of_2(triton.cdiv(w, bw - 2)))
+    return rows, bw, strips, triton.cdiv(w, strips * (bw - 2))
+
+
+def _run_steps(state: dict, steps: int, single, pair_kernel, *, variant: str, unroll: int,
+               key: tuple, shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """``steps`` steps from ``state["x"]``: pairs, then one ``single()`` step when ``steps`` is odd.
+
+    ``single(out=None)`` advances ``state["x"]`` one step (into ``out`` if given);
+    ``pair_kernel(x, out, unroll)`` launches the two-step kernel. With ``variant="auto"`` the first
+    pair is timed both ways by :func:`_auto` under ``key`` (from the same input, into a scratch
+    output) before the run starts.
+    """
+
+    def pair(variant: str, unroll: int, out: Tensor | None = None) -> None:
+        if variant == "single":
+            single()
+            single(out)
+            return
+        new = _empty(shape, like=like) if out is None else out
+        pair_kernel(state["x"], new, unroll)
+        state["x"] = new
+
+    choice = (variant, unroll)
+    if variant == "auto" and steps >= 2:
+        start = state["x"]
+        scratch = _empty(shape, like=like)
+
+        def trial(variant: str, unroll: int) -> None:
+            state["x"] = start
+            pair(variant, unroll, scratch)
+
+        choice = _auto(key, like.device, trial, (scratch,), _STEP_CANDIDATES)
+        state["x"] = start
+    for _ in range(steps // 2):
+        pair(*choice)
+    if steps % 2:
+        single()
+    return state["x"]
+
+
+def seed_steps_triton(image: Tensor, operator: Tensor, *, steps: int, kappa: float | Tensor,
+                      dt: float | Tensor, conduction: str = "exp",
+                      variant: Literal["auto", "single", "pairs"] = "auto",
+                      block: tuple[int, int] | None = None, num_warps: int = 4,
+                      unroll: int = ROWS_UNROLL) -> Tensor:
+    """``steps`` seed-scheme steps, two per pass over memory where that is faster (temporal
+    blocking); bit-identical to ``steps`` calls of :func:`seed_forward_triton`.
+
+    Args:
+        image: as :func:`seed_forward_triton` (a batch of 1 is shared by every variant).
+        operator: ``(C, C, 3, 3)`` or ``(N, C, C, 3, 3)``.
+        steps: number of steps (>= 0).
+        kappa: float or ``(N,)`` tensor (> 0).
+        dt: float or ``(N,)`` tensor.
+        conduction: ``"exp"``, ``"inverse"`` or ``"tukey"``.
+        variant: ``"single"``, ``"pairs"`` (see :data:`STEP_VARIANTS`) or ``"auto"`` (the
+            faster of the two on this GPU and shape, timed on the first pair: :func:`_auto`;
+            ``"single"`` off CUDA).
+        block: ``(rows, BLOCK_W)`` of the two-step kernels (default :data:`PAIRS_BLOCK`).
+        num_warps: warps per program (two-step kernels: strips per program).
+        unroll: row-loop unroll factor of ``variant="pairs"``.
+
+    Returns:
+        The image after ``steps`` steps, ``(max(B, N), C, H, W)``.
+
+    Raises:
+        ShapeError: as :func:`seed_forward_triton`.
+        ParamError: an unknown ``variant``, a bad ``steps`` or ``block``.
+
+    Example:
+        >>> from minart.diffusion import laplacian_operator  # CUDA (or TRITON_INTERPRET=1)
+        >>> x = torch.rand(1, 3, 64, 64, device="cuda")  # doctest: +SKIP
+        >>> k = laplacian_operator(3, device="cuda")  # doctest: +SKIP
+        >>> a = seed_steps_triton(x, k, steps=4, kappa=0.2, dt=0.2, variant="pairs")  # doctest: +SKIP
+        >>> b = seed_steps_triton(x, k, steps=4, kappa=0.2, dt=0.2, variant="single")  # doctest: +SKIP
+        >>> torch.equal(a, b)  # doctest: +SKIP
+        True
+    """
+    _check_variant(variant, ("auto", *STEP_VARIANTS))
+    _check_steps(steps)
+    operator, params, scalars, b, per_image = _seed_inputs(image, operator, kappa, dt)
+    return _seed_steps_launch(image, operator, params, scalars, b, steps=steps,
+                              per_image=per_image, conduction=conduction, variant=variant,
+                              block=block, num_warps=num_warps, unroll=unroll)
+
+
+def _seed_steps_launch(image: Tensor, operator: Tensor, params: Tensor,
+                       scalars: tuple[float, float, float], b: int, *, steps: int,
+                       per_image: bool, conduction: str, variant: str,
+                       block: tuple[int, int] | None = None, num_warps: int = 4,
+                       unroll: int = ROWS_UNROLL) -> Tensor:
+    """The launches behind :func:`seed_steps_triton` (inputs as :func:`_seed_forward_launch`
+    takes them), queued without waiting for the device."""
+    _, c, h, w = image.shape
+    rows, bw, strips, n_tw = _steps_block(w, block, num_warps)
+    nb_op = operator.shape[0] if operator.ndim == 5 else 1
+    state = {"x": image if steps else image.expand(b, -1, -1, -1).clone()}
+
+    def single(out: Tensor | None = None) -> None:
+        state["x"], _ = _seed_forward_launch(
+            state["x"], operator, params, scalars, b, per_image=per_image, conduction=conduction,
+            store_g=False, block=None, num_warps=num_warps, variant="auto", unroll=ROWS_UNROLL,
+            out=out)
+
+    def pair_kernel(x: Tensor, new: Tensor, unroll: int) -> None:
+        _seed_fwd2_rows_kernel[(triton.cdiv(h, rows) * n_tw, b)](
+            x, operator, params, new, h, w, n_tw, c * h * w if x.shape[0] > 1 else 0,
+            c * c * 9 if nb_op > 1 else 0, *scalars, C=c, COND=COND_CODES[conduction],
+            PER_IMAGE=per_image, ROWS=rows, STRIPS=strips, BLOCK_W=bw, UNROLL=unroll,
+            num_warps=strips, **_FMA)
+
+    key = ("seed-steps", b, image.shape[0], nb_op, c, h, w, conduction, per_image, num_warps)
+    return _run_steps(state, steps, single, pair_kernel, variant=variant, unroll=unroll, key=key,
+                      shape=(b, c, h, w), like=image)
+
+
+def _check_steps(steps) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ParamError(f"steps={steps!r} must be a whole number >= 0", param="steps")
 
 
 def seed_backward_triton(image: Tensor, operator: Tensor, g: Tensor, grad_new: Tensor | None,
@@ -1337,8 +1686,16 @@ def classic_step_triton(image: Tensor, *, kappa: float, dt: float, conduction: s
     """
     _check_variant(variant, ("auto", *VARIANTS))
     _check_image(image, "classic image")
+    return _classic_launch(image, kappa=kappa, dt=dt, conduction=conduction, block=block,
+                           num_warps=num_warps, variant=variant, unroll=unroll)
+
+
+def _classic_launch(image: Tensor, *, kappa: float, dt: float, conduction: str,
+                    block: tuple[int, int] | None, num_warps: int, variant: str, unroll: int,
+                    out: Tensor | None = None) -> Tensor:
+    """The launch behind :func:`classic_step_triton` for a checked image, into ``out`` if given."""
     b, c, h, w = image.shape
-    out = _empty(image.shape, like=image)
+    out = _empty(image.shape, like=image) if out is None else out
 
     def launch(variant: str, unroll: int = ROWS_UNROLL) -> None:
         rows = variant == "rows"
@@ -1357,6 +1714,63 @@ def classic_step_triton(image: Tensor, *, kappa: float, dt: float, conduction: s
             ("classic", b, c, h, w, conduction, num_warps), image.device, launch, (out,))
     launch(*choice)
     return out
+
+
+def classic_steps_triton(image: Tensor, *, steps: int, kappa: float, dt: float,
+                         conduction: str = "exp",
+                         variant: Literal["auto", "single", "pairs"] = "auto",
+                         block: tuple[int, int] | None = None, num_warps: int = 4,
+                         unroll: int = ROWS_UNROLL) -> Tensor:
+    """``steps`` classic steps, two per pass over memory where that is faster (temporal
+    blocking); bit-identical to ``steps`` calls of :func:`classic_step_triton`.
+
+    Args:
+        image: ``(B, C, H, W)`` contiguous float32, ``H, W >= 2``.
+        steps: number of steps (>= 0).
+        kappa: edge threshold (> 0).
+        dt: time step.
+        conduction: ``"exp"``, ``"inverse"`` or ``"tukey"``.
+        variant: ``"single"``, ``"pairs"`` (see :data:`STEP_VARIANTS`) or ``"auto"`` (timed on
+            the first pair, as in :func:`seed_steps_triton`).
+        block: ``(rows, BLOCK_W)`` of the two-step kernel (default :data:`PAIRS_BLOCK`).
+        num_warps: warps per program (two-step kernel: strips per program).
+        unroll: row-loop unroll factor of ``variant="pairs"``.
+
+    Returns:
+        ``(B, C, H, W)``.
+
+    Raises:
+        ShapeError: not a contiguous float32 4-D tensor.
+        ParamError: an unknown ``variant``, a bad ``steps`` or ``block``.
+
+    Example:
+        >>> x = torch.rand(1, 3, 64, 64, device="cuda")  # CUDA (or TRITON_INTERPRET=1)  # doctest: +SKIP
+        >>> a = classic_steps_triton(x, steps=3, kappa=0.1, dt=0.2, variant="pairs")  # doctest: +SKIP
+        >>> torch.equal(a, classic_steps_triton(x, steps=3, kappa=0.1, dt=0.2,
+        ...                                     variant="single"))  # doctest: +SKIP
+        True
+    """
+    _check_variant(variant, ("auto", *STEP_VARIANTS))
+    _check_steps(steps)
+    _check_image(image, "classic image")
+    b, c, h, w = image.shape
+    rows, bw, strips, n_tw = _steps_block(w, block, num_warps)
+    state = {"x": image if steps else image.clone()}
+    one = dict(kappa=kappa, dt=dt, conduction=conduction, block=None, num_warps=num_warps,
+               variant="auto", unroll=ROWS_UNROLL)
+
+    def single(out: Tensor | None = None) -> None:
+        state["x"] = _classic_launch(state["x"], out=out, **one)
+
+    def pair_kernel(x: Tensor, new: Tensor, unroll: int) -> None:
+        _classic2_rows_kernel[(triton.cdiv(h, rows) * n_tw, b * c)](
+            x, new, h, w, n_tw, float(kappa), float(kappa) * _SQRT2, float(dt),
+            COND=COND_CODES[conduction], ROWS=rows, STRIPS=strips, BLOCK_W=bw, UNROLL=unroll,
+            num_warps=strips, **_FMA)
+
+    return _run_steps(state, steps, single, pair_kernel, variant=variant, unroll=unroll,
+                      key=("classic-steps", b, c, h, w, conduction, num_warps),
+                      shape=image.shape, like=image)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -118,10 +118,24 @@ def test_substep_off_refuses_unstable_dt(gen):
         perona_malik(_smooth_image(gen), steps=1, kappa=0.1, dt=0.4, substep="off")
 
 
+@pytest.mark.parametrize("scheme", ["classic", "seed"])
+def test_callback_every_calls_after_each_run_and_the_last_step(gen, scheme):
+    image = _smooth_image(gen)
+    seen = []
+    out = perona_malik(image, steps=5, kappa=0.1, dt=0.5, scheme=scheme, callback_every=2,
+                       callback=lambda step, img: seen.append((step, img.clone())))
+    assert [step for step, _ in seen] == [2, 4, 5]
+    for step, img in seen:  # the callback sees the (1, C, H, W) batch of a (C, H, W) image
+        ref = perona_malik(image, steps=step, kappa=0.1, dt=0.5, scheme=scheme)
+        assert torch.equal(img[0], ref), step
+    assert torch.equal(out, seen[-1][1][0])
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
         ({"steps": -1}, ParamError, "steps=-1 must be a whole number >= 0"),
+        ({"callback_every": 0}, ParamError, "callback_every=0 must be a whole number >= 1"),
         ({"kappa": 0.0}, ParamError, "kappa=0.0 must be > 0"),
         ({"dt": float("nan")}, ParamError, "dt=nan must be a finite number"),
         ({"scheme": "fancy"}, ParamError, "scheme='fancy' is not one of 'classic', 'seed'"),

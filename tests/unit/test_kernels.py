@@ -324,6 +324,43 @@ def _check_sweep(device: str, shape=(1, 3, 6, 20)) -> None:
     torch.testing.assert_close(one, ref, **FWD_TOL)
 
 
+def _check_pairs(device: str, shape=(1, 3, 13, 17), block=(4, 8)) -> None:
+    """Two steps per pass: bit-identical to single steps (several strips per program, strips
+    past the right border, odd counts), for both schemes and every conduction, and a sweep whose
+    first pair reads one shared image."""
+    from minart.kernels import triton_diffusion as td
+    from minart.kernels.dispatch import _seed_sweep_triton
+
+    x, k, *_ = _inputs(device, shape)
+    for cond, steps, blk in (("exp", 3, block), ("inverse", 2, block), ("tukey", 2, None)):
+        single = td.seed_steps_triton(x, k, steps=steps, kappa=0.3, dt=0.2, conduction=cond,
+                                      variant="single")
+        pairs = td.seed_steps_triton(x, k, steps=steps, kappa=0.3, dt=0.2, conduction=cond,
+                                     variant="pairs", block=blk)
+        assert torch.equal(pairs, single), (cond, steps, blk, (pairs - single).abs().max())
+        ref = x
+        for _ in range(steps):
+            ref = seed_step(ref, k, kappa=0.3, dt=0.2, conduction=cond)[0]
+        torch.testing.assert_close(pairs, ref, rtol=0, atol=1e-4)  # a few steps of 1e-5
+        single = td.classic_steps_triton(x, steps=steps, kappa=0.1, dt=0.2, conduction=cond,
+                                         variant="single")
+        pairs = td.classic_steps_triton(x, steps=steps, kappa=0.1, dt=0.2, conduction=cond,
+                                        variant="pairs", block=blk)
+        assert torch.equal(pairs, single), ("classic", cond, steps, blk)
+    tiny, kt, *_ = _inputs(device, (2, 1, 2, 5))
+    assert torch.equal(td.seed_steps_triton(tiny, kt, steps=2, kappa=0.3, dt=0.2, variant="pairs"),
+                       td.seed_steps_triton(tiny, kt, steps=2, kappa=0.3, dt=0.2,
+                                            variant="single"))
+    ops = torch.stack([k, 0.5 * k])
+    out = _seed_sweep_triton(x, ops, [0.3, 0.2], [0.2, 0.1], steps=2)  # no callback: "auto"
+    params = td._params(torch.tensor([0.3, 0.2], dtype=torch.float64),
+                        torch.tensor([0.2, 0.1], dtype=torch.float64)).to(device)
+    pairs = td._seed_steps_launch(x, ops, params, td._scalars(0.3, 0.2), 2, steps=2,
+                                  per_image=True, conduction="exp", variant="pairs", block=block)
+    assert torch.equal(pairs, out)
+    assert torch.equal(td.seed_steps_triton(x, k, steps=0, kappa=0.3, dt=0.2), x)
+
+
 def _interpret(check: str) -> None:
     """Run ``check("cpu")`` of this file in a fresh interpreter with ``TRITON_INTERPRET=1``."""
     code = (f"import runpy, sys; ns = runpy.run_path({str(HERE)!r}); ns[{check!r}]('cpu'); "
@@ -536,7 +573,7 @@ def test_importing_the_package_does_not_import_triton():
 @pytest.mark.slow
 @pytest.mark.parametrize("check", ["_check_forward", "_check_backward", "_check_determinism",
                                    "_check_persistent", "_check_rows", "_check_fractal",
-                                   "_check_sweep"])
+                                   "_check_sweep", "_check_pairs"])
 def test_triton_kernels_in_the_interpreter(check):
     pytest.importorskip("triton")
     _interpret(check)
@@ -596,6 +633,16 @@ def test_kernels_lower_to_ptx_for_hopper_without_a_gpu():
                                        dict(COND=cond, ROWS=64, BLOCK_W=128, UNROLL=3))
     lower(td._seed_fwd_rows_kernel, ptrs, dict(C=4, COND=0, STORE_G=True, PER_IMAGE=True, ROWS=7,
                                                BLOCK_W=16, UNROLL=1, n_tw=1))
+    for cond in (0, 1, 2):  # two steps per pass
+        rows[f"pairs{cond}"] = lower(td._seed_fwd2_rows_kernel, ptrs, dict(
+            C=3, COND=cond, PER_IMAGE=cond == 1, ROWS=64, STRIPS=4, BLOCK_W=32,
+            UNROLL=3 if cond == 0 else 1))
+        rows[f"classic-pairs{cond}"] = lower(td._classic2_rows_kernel, ptrs, dict(
+            COND=cond, ROWS=64, STRIPS=4, BLOCK_W=32, UNROLL=3))
+    lower(td._seed_fwd2_rows_kernel, ptrs, dict(C=4, COND=2, PER_IMAGE=True, ROWS=7, STRIPS=4,
+                                                BLOCK_W=16, UNROLL=1, n_tw=1))
+    lower(td._seed_fwd2_rows_kernel, ptrs, dict(C=1, COND=0, PER_IMAGE=False, ROWS=3, STRIPS=4,
+                                                BLOCK_W=8, UNROLL=1))
     rows["fwd-unroll1"] = lower(td._seed_fwd_rows_kernel, ptrs, dict(
         C=3, COND=0, STORE_G=False, PER_IMAGE=False, ROWS=64, BLOCK_W=128, UNROLL=1))
     rows["loss"] = lower(td._seed_loss_rows_kernel, ptrs, dict(C=3, COND=0, NEED_DI=False, ROWS=64,
@@ -650,7 +697,7 @@ def test_compiled_cpu_steps_match_the_references(tmp_path, monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.parametrize("check", ["_check_forward", "_check_backward", "_check_determinism",
                                    "_check_persistent", "_check_rows", "_check_fractal",
-                                   "_check_sweep"])
+                                   "_check_sweep", "_check_pairs"])
 def test_triton_kernels_on_cuda(check):
     globals()[check]("cuda")
 
@@ -662,6 +709,8 @@ def test_triton_kernels_on_cuda_at_a_larger_odd_size():
     _check_determinism("cuda", shape=(1, 3, 257, 1031))
     _check_persistent("cuda", shapes=((2, 3, 131, 257), (1, 4, 67, 515)), n_programs=(7, None))
     _check_rows("cuda", shapes=((2, 3, 131, 257), (1, 4, 67, 515)), blocks=(None, (7, 64)))
+    _check_pairs("cuda", shape=(2, 3, 131, 257), block=(7, 16))
+    _check_pairs("cuda", shape=(1, 4, 67, 515), block=None)
 
 
 @pytest.mark.gpu
@@ -706,3 +755,21 @@ def test_dispatcher_picks_triton_on_cuda_and_matches_eager(monkeypatch):
     f = fractal_field_fast(300, 200, iterations=64, power=3, eps=0.6, device="cuda")
     ref = fractal_field(300, 200, iterations=64, power=3, eps=0.6)
     assert (f.counts.cpu() == ref.counts).float().mean().item() >= 0.999
+
+
+@pytest.mark.gpu
+def test_auto_steps_on_cuda_time_pairs_and_keep_the_bits():
+    from minart.kernels import triton_diffusion as td
+
+    x, k, *_ = _inputs("cuda", (1, 3, 300, 515))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no candidate may disagree with single steps
+        seed = td.seed_steps_triton(x, k, steps=5, kappa=0.3, dt=0.2)
+        classic = td.classic_steps_triton(x, steps=5, kappa=0.1, dt=0.2)
+    assert torch.equal(seed, td.seed_steps_triton(x, k, steps=5, kappa=0.3, dt=0.2,
+                                                  variant="single"))
+    assert torch.equal(classic, td.classic_steps_triton(x, steps=5, kappa=0.1, dt=0.2,
+                                                        variant="single"))
+    picks = {key[0]: pick for key, pick in td._AUTO.items() if 515 in key}
+    assert {"seed-steps", "classic-steps"} <= set(picks)
+    assert picks["seed-steps"] in td._STEP_CANDIDATES

@@ -20,7 +20,8 @@ REQUIRED = {
 # Arguments that are inputs or run-time context (the engine supplies resume state and the
 # checkpoint), not recipe parameters.
 NOT_PARAMS = {"image", "base", "top", "a", "b", "frames_in", "images", "sequences", "mask",
-              "device", "callback", "generator", "operator", "state", "checkpoint"}
+              "device", "callback", "callback_every", "generator", "operator", "state",
+              "checkpoint"}
 # Stages whose model is exactly the library function's keyword arguments.
 MIRRORS = ("fractal", "fractal_frames", "perona_malik", "minimize", "blend", "resize", "grid",
            "crossfade", "subsample", "hold", "reverse", "boomerang", "concatenate")
