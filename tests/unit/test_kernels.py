@@ -352,10 +352,11 @@ def _check_pairs(device: str, shape=(1, 3, 13, 17), block=(4, 8)) -> None:
                        td.seed_steps_triton(tiny, kt, steps=2, kappa=0.3, dt=0.2,
                                             variant="single"))
     ops = torch.stack([k, 0.5 * k])
-    out = _seed_sweep_triton(x, ops, [0.3, 0.2], [0.2, 0.1], steps=2)  # no callback: "auto"
+    one = x[:1].contiguous()
+    out = _seed_sweep_triton(one, ops, [0.3, 0.2], [0.2, 0.1], steps=2)  # no callback: "auto"
     params = td._params(torch.tensor([0.3, 0.2], dtype=torch.float64),
                         torch.tensor([0.2, 0.1], dtype=torch.float64)).to(device)
-    pairs = td._seed_steps_launch(x, ops, params, td._scalars(0.3, 0.2), 2, steps=2,
+    pairs = td._seed_steps_launch(one, ops, params, td._scalars(0.3, 0.2), 2, steps=2,
                                   per_image=True, conduction="exp", variant="pairs", block=block)
     assert torch.equal(pairs, out)
     assert torch.equal(td.seed_steps_triton(x, k, steps=0, kappa=0.3, dt=0.2), x)
