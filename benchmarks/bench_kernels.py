@@ -8,7 +8,8 @@ same run)::
     python benchmarks/bench_kernels.py --device cpu --size 1024 --threads 2
 
 CUDA (CUDA events, median of ``--reps`` timings of 5 back-to-back calls): copy time of one RGB float32 image (read + write once),
-seed step (eager conv2d vs Triton, several tile shapes), classic step, learned step (forward + loss
+seed step (eager conv2d vs Triton: tiles, strips, and two steps per pass, timed as a pair and
+halved), classic step (the same), learned step (forward + loss
 + backward + SGD with momentum 0.9, weight decay 5e-4), fractal iterations (Gpix-iter/s, with the
 first call's compile time), and a 16-variant sweep at 512^2 (one eager step per variant vs one
 launch; per step of a 20-step run, eager variant by variant vs ``seed_sweep(steps=20)``).
@@ -152,6 +153,17 @@ def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda") -> None:
         x, k, kappa=kappa, dt=dt, store_g=True), reps))
     _row("seed step", f"triton auto, also writing g (chose {_chosen(td, 'seed')})", ms,
          ref_ms=eager, copy_ms=copy, note=note)
+    # two steps per pass: the time of a pair, halved (runs of steps: perona_malik, sweeps)
+    for rows, bw, nw, u in _pairs_configs(td, quick):
+        ms, note = _time_safely(lambda: _cuda_ms(lambda: td.seed_steps_triton(
+            x, k, steps=2, kappa=kappa, dt=dt, block=(rows, bw), num_warps=nw, variant="pairs",
+            unroll=u), reps) / 2)
+        _row("seed step", f"triton two per pass, rows {rows}x{nw}x{bw}, unroll {u}, per step",
+             ms, ref_ms=eager, copy_ms=copy, note=note)
+    ms, note = _time_safely(lambda: _cuda_ms(lambda: td.seed_steps_triton(
+        x, k, steps=2, kappa=kappa, dt=dt), reps) / 2)
+    _row("seed step", f"triton runs auto (default; chose {_chosen(td, 'seed-steps')}), per step",
+         ms, ref_ms=eager, copy_ms=copy, note=note)
 
     # classic step ----------------------------------------------------------------------------
     eager_c = _cuda_ms(lambda: classic_step(x, kappa=0.1, dt=dt), reps)
@@ -172,6 +184,16 @@ def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda") -> None:
         x, kappa=0.1, dt=dt), reps))
     _row("classic step", f"triton auto (default; chose {_chosen(td, 'classic')})", ms,
          ref_ms=eager_c, copy_ms=copy, note=note)
+    for rows, bw, nw, u in _pairs_configs(td, quick):
+        ms, note = _time_safely(lambda: _cuda_ms(lambda: td.classic_steps_triton(
+            x, steps=2, kappa=0.1, dt=dt, block=(rows, bw), num_warps=nw, variant="pairs",
+            unroll=u), reps) / 2)
+        _row("classic step", f"triton two per pass, rows {rows}x{nw}x{bw}, unroll {u}, per step",
+             ms, ref_ms=eager_c, copy_ms=copy, note=note)
+    ms, note = _time_safely(lambda: _cuda_ms(lambda: td.classic_steps_triton(
+        x, steps=2, kappa=0.1, dt=dt), reps) / 2)
+    _row("classic step", f"triton runs auto (default; chose {_chosen(td, 'classic-steps')}), "
+         "per step", ms, ref_ms=eager_c, copy_ms=copy, note=note)
 
     # learned step ----------------------------------------------------------------------------
     x0 = x.clone()
@@ -314,13 +336,23 @@ def _rows_configs(td, quick: bool) -> list[tuple[int, int, int, int]]:
             (128, 128, 4, u), (64, 256, 4, u), (64, 256, 8, 1), (64, 64, 2, u)]
 
 
+def _pairs_configs(td, quick: bool) -> list[tuple[int, int, int, int]]:
+    """``(rows, BLOCK_W, strips = warps, unroll)`` of the two-step kernels to time."""
+    rows, bw = td.PAIRS_BLOCK
+    u = td.ROWS_UNROLL
+    if quick:
+        return [(rows, bw, 4, u)]
+    return [(rows, bw, 4, u), (rows, bw, 4, 1), (32, bw, 4, u), (128, bw, 4, u), (rows, bw, 8, u),
+            (rows, bw, 2, u), (rows, 64, 4, u)]
+
+
 def _chosen(td, kind: str) -> str:
     """The variant ``"auto"`` last chose for a ``kind`` of step (after the row is timed)."""
     picks = [v for k, v in td._AUTO.items() if k[0] == kind]
     if not picks:
-        return "tiles (off CUDA)"
+        return "the first candidate (off CUDA)"
     variant, unroll = picks[-1]
-    return variant if variant == "tiles" else f"{variant}, unroll {unroll}"
+    return variant if variant in ("tiles", "single") else f"{variant}, unroll {unroll}"
 
 
 def _fused_custom(td, x, x0, kp, kappa, dt, block, nw, variant="tiles", n_programs=None):
