@@ -262,12 +262,7 @@ def perona_malik_steps_fast(image: Tensor, *, steps: int, kappa: float, dt: floa
     Args:
         image: ``(B, C, H, W)``.
         steps: number of steps (>= 0).
-        kappa: edge threshold / conduction scale (> 0).
-        dt: time step.
-        scheme: ``"classic"`` or ``"seed"``.
-        conduction: ``"exp"``, ``"inverse"`` or ``"tukey"``.
-        operator: ``(C, C, 3, 3)`` for ``"seed"`` (default the Laplacian operator).
-        work: ``steps * numel`` of the whole run, for the CPU compile decision.
+        kappa, dt, scheme, conduction, operator, work: as for :func:`perona_malik_step_fast`.
 
     Returns:
         The image after ``steps`` steps, same shape.
