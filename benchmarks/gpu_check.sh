@@ -6,8 +6,9 @@
 #                                   timeout_s 600 (QUICK_ONLY=1 skips step 5: about 5 min)
 #
 # 1. prints the GPU, driver, torch and triton versions;
-# 2. installs minart's pure-Python import needs that the machine lacks (pydantic & co) from the
-#    carried wheels in .whl/ (see /work/.library/device/README.md), never from a registry;
+# 2. installs minart's pure-Python import needs that the machine lacks (pydantic & co), and
+#    pytest-xdist, from the carried wheels in .whl/ (see /work/.library/device/README.md), never
+#    from a registry;
 # 3. runs the GPU tests: pytest -m gpu tests/unit/test_kernels.py (exactness vs eager on CUDA,
 #    bit-identical determinism, the dispatcher's choice);
 # 4. runs the benchmark at 4096^2 RGB float32 with the defaults and one strip shape per kernel
@@ -41,10 +42,21 @@ if ! "$PY" -c "import pydantic, platformdirs" 2>/dev/null; then
         echo "WARNING: pydantic missing and no wheels in .whl/ (carry .whl); minart will not import"
     fi
 fi
+# pytest-xdist runs the GPU tests in parallel processes: most of their time is Triton compiling
+if ! "$PY" -c "import xdist" 2>/dev/null && ls .whl/pytest_xdist-*.whl >/dev/null 2>&1; then
+    timeout 120 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+        --target /tmp/minart-xdist .whl/pytest_xdist-*.whl .whl/execnet-*.whl \
+        && export PYTHONPATH="/tmp/minart-xdist:${PYTHONPATH:-}"
+fi
 export PYTHONPATH="$PWD:${PYTHONPATH:-}"
+XDIST=""
+# (grep without -q reads all of the help: with -q, pytest's SIGPIPE would fail the pipefail)
+if timeout 60 "$PY" -m pytest --help 2>/dev/null | grep -- "--numprocesses" >/dev/null; then
+    XDIST="-n 8"
+fi
 timeout 60 "$PY" -c "import minart.kernels, minart.diffusion; print('minart imports')" || true
 
-timeout 240 "$PY" -m pytest tests/unit/test_kernels.py -m gpu -q -p no:cacheprovider -rA \
+timeout 240 "$PY" -m pytest tests/unit/test_kernels.py -m gpu -q -p no:cacheprovider -rA $XDIST \
     2>&1 | tee "$OUT/pytest_gpu.log"
 PYTEST_RC=${PIPESTATUS[0]}
 
