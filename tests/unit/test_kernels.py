@@ -737,6 +737,12 @@ def test_dispatcher_picks_triton_on_cuda_and_matches_eager(monkeypatch):
     assert step_path(x) == "triton"
     fast = perona_malik(x, steps=5, kappa=0.3, dt=0.2, scheme="seed", operator=k)
     classic = perona_malik(x, steps=5, kappa=0.1, dt=0.2)
+    # with a callback after every step there are no runs of steps to pair: the same bits
+    each = perona_malik(x, steps=5, kappa=0.3, dt=0.2, scheme="seed", operator=k,
+                        callback=lambda step, image: None)
+    assert torch.equal(each, fast)
+    assert torch.equal(perona_malik(x, steps=5, kappa=0.1, dt=0.2,
+                                    callback=lambda step, image: None), classic)
     monkeypatch.setenv("MINART_KERNELS", "eager")
     torch.testing.assert_close(fast, perona_malik(x, steps=5, kappa=0.3, dt=0.2, scheme="seed",
                                                   operator=k), atol=1e-5, rtol=1e-5)
