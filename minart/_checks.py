@@ -54,6 +54,12 @@ def check_range(name: str, value: float, *, ge: float | None = None, gt: float |
         raise ParamError(f"{name}={value} must be <= {le}", param=name)
 
 
+def check_whole(name: str, value: object, *, ge: int) -> None:
+    """Raise :class:`ParamError` unless ``value`` is an ``int`` (not a bool) that is ``>= ge``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < ge:
+        raise ParamError(f"{name}={value!r} must be a whole number >= {ge}", param=name)
+
+
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     """Raise :class:`ParamError` unless ``value`` is one of ``choices``."""
     if value not in choices:

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import as_batch, check_choice, check_finite, check_range
+from ._checks import as_batch, check_choice, check_finite, check_range, check_whole
 from .errors import ParamError, ShapeError
 
 __all__ = [
@@ -283,8 +283,7 @@ def perona_malik(
     check_choice("scheme", scheme, _SCHEMES)
     check_choice("conduction", conduction, _CONDUCTIONS)
     check_choice("substep", substep, ("auto", "off"))
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ParamError(f"steps={steps!r} must be a whole number >= 0", param="steps")
+    check_whole("steps", steps, ge=0)
     check_range("kappa", kappa, gt=0)
     check_range("dt", dt, gt=0)
     check_finite(batch)
@@ -293,10 +292,7 @@ def perona_malik(
             raise ParamError("operator is used by scheme 'seed' only; drop it or set scheme: seed",
                              param="operator")
         _check_operator(operator, batch.shape[1], batch)
-    if isinstance(callback_every, bool) or not isinstance(callback_every, int) \
-            or callback_every < 1:
-        raise ParamError(f"callback_every={callback_every!r} must be a whole number >= 1",
-                         param="callback_every")
+    check_whole("callback_every", callback_every, ge=1)
     n = _substeps(dt, scheme, substep)
     sub_dt = dt / n
     if scheme == "seed" and operator is None:

@@ -52,12 +52,12 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 import torch
 from torch import Tensor
 
-from ._checks import as_batch, check_choice, check_finite, check_range
+from ._checks import as_batch, check_choice, check_finite, check_range, check_whole
 from .diffusion import laplacian_operator, seed_step
 from .errors import ParamError, ShapeError
 
@@ -338,11 +338,6 @@ def _fresh_operator(like: Tensor) -> Tensor:
                               device=like.device).requires_grad_(True)
 
 
-def _whole(name: str, value: Any, *, ge: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < ge:
-        raise ParamError(f"{name}={value!r} must be a whole number >= {ge}", param=name)
-
-
 def _optimizer(state: MinimizeState, momentum: float, weight_decay: float) -> torch.optim.SGD:
     """The SGD of ``state.operator`` (kept in the state), its buffer restored from the state."""
     opt = state._optimizer
@@ -549,10 +544,10 @@ def minimize(
     check_choice("loss", loss, _LOSSES)
     check_choice("reduction", reduction, _REDUCTIONS)
     check_choice("conduction", conduction, _CONDUCTIONS)
-    _whole("iterations", iterations, ge=0)
-    _whole("frame_every", frame_every, ge=1)
-    _whole("refresh_every", refresh_every, ge=1)
-    _whole("refresh_at", refresh_at, ge=0)
+    check_whole("iterations", iterations, ge=0)
+    check_whole("frame_every", frame_every, ge=1)
+    check_whole("refresh_every", refresh_every, ge=1)
+    check_whole("refresh_at", refresh_at, ge=0)
     if refresh_at >= refresh_every:
         raise ParamError(f"refresh_at={refresh_at} must be < refresh_every={refresh_every}",
                          param="refresh_at")

@@ -38,6 +38,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from . import stages as _stages
+from ._checks import check_whole
 from .errors import MinartError, ParamError, RecipeError
 from .keys import canonical as _canonical
 from .keys import topological_order
@@ -384,8 +385,7 @@ class Recipe:
             >>> p.size, p.step("a").params.width, p.name
             ((64, 32), 64, 'recipe-preview')
         """
-        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
-            raise ParamError(f"factor={factor!r} must be a whole number >= 1", param="factor")
+        check_whole("factor", factor, ge=1)
         if factor == 1:
             return self
         steps = []

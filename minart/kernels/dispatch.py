@@ -25,7 +25,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .._checks import as_batch, check_choice, check_finite, check_range
+from .._checks import as_batch, check_choice, check_finite, check_range, check_whole
 from ..errors import ParamError, ShapeError
 
 __all__ = [
@@ -412,8 +412,7 @@ def seed_sweep(image: Tensor, operators: Tensor, *, kappa: float | Tensor | list
         raise ShapeError(f"image must be one (C, H, W) image, got shape {tuple(image.shape)}",
                          param="image")
     check_choice("conduction", conduction, _CONDUCTIONS)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ParamError(f"steps={steps!r} must be a whole number >= 0", param="steps")
+    check_whole("steps", steps, ge=0)
     c = batch.shape[1]
     if not isinstance(operators, Tensor) or operators.ndim != 5 \
             or operators.shape[1:] != (c, c, 3, 3):

@@ -41,6 +41,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .._checks import check_whole
 from ..errors import ParamError, ShapeError
 
 __all__ = [
@@ -1426,7 +1427,7 @@ def seed_steps_triton(image: Tensor, operator: Tensor, *, steps: int, kappa: flo
         True
     """
     _check_variant(variant, ("auto", *STEP_VARIANTS))
-    _check_steps(steps)
+    check_whole("steps", steps, ge=0)
     operator, params, scalars, b, per_image = _seed_inputs(image, operator, kappa, dt)
     return _seed_steps_launch(image, operator, params, scalars, b, steps=steps,
                               per_image=per_image, conduction=conduction, variant=variant,
@@ -1461,11 +1462,6 @@ def _seed_steps_launch(image: Tensor, operator: Tensor, params: Tensor,
     key = ("seed-steps", b, image.shape[0], nb_op, c, h, w, conduction, per_image, num_warps)
     return _run_steps(state, steps, single, pair_kernel, variant=variant, unroll=unroll, key=key,
                       shape=(b, c, h, w), like=image)
-
-
-def _check_steps(steps) -> None:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ParamError(f"steps={steps!r} must be a whole number >= 0", param="steps")
 
 
 def seed_backward_triton(image: Tensor, operator: Tensor, g: Tensor, grad_new: Tensor | None,
@@ -1751,7 +1747,7 @@ def classic_steps_triton(image: Tensor, *, steps: int, kappa: float, dt: float,
         True
     """
     _check_variant(variant, ("auto", *STEP_VARIANTS))
-    _check_steps(steps)
+    check_whole("steps", steps, ge=0)
     _check_image(image, "classic image")
     b, c, h, w = image.shape
     rows, bw, strips, n_tw = _steps_block(w, block, num_warps)
