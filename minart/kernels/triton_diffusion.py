@@ -23,6 +23,10 @@ same clamp; only the order of float additions differs, within 1e-5):
     adding the ``C*C*9 + 1`` sums per pixel in registers and reducing them once per program.
 ``classic``
     The zero-flux four-neighbour scheme, one plane per program row.
+two steps per pass (``seed_steps_triton``, ``classic_steps_triton``)
+    Strip kernels that keep the first step's rows in registers and apply the second step to them,
+    so a run of steps reads and writes the image once per two steps (temporal blocking), with the
+    same bits as one step per pass.
 
 Reductions are deterministic: partial sums per tile (or per persistent program, whose tiles come
 in a fixed order) go to a buffer that ``torch.sum`` reduces in a fixed order; no float atomics. This module imports :mod:`triton`: import it lazily (the
