@@ -298,6 +298,15 @@ def _iterate(start: Tensor, spec: _Spec, budgets: Sequence[int]) -> list[Fractal
     return [shots[b] for b in budgets]
 
 
+def _iterate_fast(start: Tensor, spec: _Spec, budgets: Sequence[int]) -> list[FractalField]:
+    """:func:`_iterate` on the fastest path: the Triton kernel for complex64 grids on CUDA
+    (``MINART_KERNELS=eager`` keeps this module's loop). Imported here: kernels imports this
+    module."""
+    from .kernels.dispatch import fractal_snapshots_fast
+
+    return fractal_snapshots_fast(start, spec, list(budgets))
+
+
 def fractal_field(
     width: int,
     height: int,
@@ -521,7 +530,7 @@ def fractal(
         supersample=supersample, julia=julia, eps=eps, bailout=bailout, trap_point=trap_point,
         trap_radius=trap_radius, trap_angle=trap_angle, dtype=dtype, device=device)
     with torch.no_grad():
-        field = _iterate(start, spec, [iterations])[0]
+        field = _iterate_fast(start, spec, [iterations])[0]
         return _downsample(_colorize(field, coloring, spec, iterations, palette, inside), s)
 
 
@@ -579,6 +588,6 @@ def fractal_frames(
         trap_radius=trap_radius, trap_angle=trap_angle, dtype=dtype, device=device)
     budgets = [-(-iterations * (t + 1) // frames) for t in range(frames)]
     with torch.no_grad():
-        fields = _iterate(start, spec, budgets)
+        fields = _iterate_fast(start, spec, budgets)
         return torch.stack([_downsample(_colorize(f, coloring, spec, iterations, palette, inside), s)
                             for f in fields])  # T x (3, H, W) -> (T, 3, H, W)

@@ -856,11 +856,13 @@ _ANY = ("image", "frames")
 
 register(Stage(
     name="fractal", params=FractalParams, run=_run_fractal, consumes=("none",), produces="image",
+    # 2: on CUDA the orbits run in the Triton kernel (other rounding at basin boundaries)
+    version=2,
     summary="Render a fractal image (the post's inverse-power ocean by default).",
     check=_check_fractal, preview=_preview_size, function="minart.fractal:fractal"))
 register(Stage(
     name="fractal_frames", params=FractalFramesParams, run=_run_fractal_frames,
-    consumes=("none",), produces="frames",
+    consumes=("none",), produces="frames", version=2,  # 2: as fractal
     summary="Render an animated fractal as a clip of frames.",
     check=_check_fractal, preview=_preview_size, function="minart.fractal:fractal_frames"))
 register(Stage(

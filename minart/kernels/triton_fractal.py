@@ -17,6 +17,7 @@ from the eager code on pixels at a basin boundary, so tests compare counts on >=
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import triton
@@ -26,7 +27,7 @@ from torch import Tensor
 from ..errors import ShapeError
 from .triton_diffusion import _FMA, _empty
 
-__all__ = ["fractal_iterate_triton"]
+__all__ = ["fractal_iterate_triton", "fractal_snapshots_triton"]
 
 _FORMULAS = {"inverse_power": 0, "multibrot": 1}
 _TRAPS = {None: 0, "point": 1, "circle": 2, "line": 3}
@@ -69,33 +70,43 @@ def _trap_dist(zr, zi, qr, qi, radius, sin_a, cos_a, TRAP: tl.constexpr):
 
 
 @triton.jit
-def _fractal_kernel(c_ptr, count_ptr, done_ptr, z_ptr, trap_ptr, n, iterations,
+def _fractal_kernel(c_ptr, count_ptr, done_ptr, z_ptr, trap_ptr, n, k0, iterations,
                     ar, ai, jr, ji, eps2, bail2, qr, qi, radius, sin_a, cos_a,
                     FORMULA: tl.constexpr, P: tl.constexpr, LOW: tl.constexpr, JULIA: tl.constexpr,
-                    TRAP: tl.constexpr, UNROLL: tl.constexpr, BLOCK: tl.constexpr):
+                    TRAP: tl.constexpr, RESUME: tl.constexpr, UNROLL: tl.constexpr,
+                    BLOCK: tl.constexpr):
+    """Iterations ``k0 + 1 .. iterations`` of every pixel; ``RESUME`` continues from the state
+    the outputs hold after iteration ``k0`` (else ``k0 = 0``: the orbits start at ``c``)."""
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     pr = tl.load(c_ptr + 2 * offs, mask=mask, other=0.0)
     pi = tl.load(c_ptr + 2 * offs + 1, mask=mask, other=0.0)
-    zr = pr
-    zi = pi
     if JULIA:
         cr = pr * 0.0 + jr
         ci = pi * 0.0 + ji
     else:
         cr = pr
         ci = pi
-    m2 = zr * zr + zi * zi
-    if FORMULA == 0:
-        done = m2 < eps2
+    if RESUME:
+        zr = tl.load(z_ptr + 2 * offs, mask=mask, other=0.0)
+        zi = tl.load(z_ptr + 2 * offs + 1, mask=mask, other=0.0)
+        done = tl.load(done_ptr + offs, mask=mask, other=1) != 0
+        count = tl.load(count_ptr + offs, mask=mask, other=0)
+        trap = tl.load(trap_ptr + offs, mask=mask, other=0.0)
     else:
-        done = m2 > bail2
+        zr = pr
+        zi = pi
+        m2 = zr * zr + zi * zi
+        if FORMULA == 0:
+            done = m2 < eps2
+        else:
+            done = m2 > bail2
+        count = tl.zeros((BLOCK,), dtype=tl.int32)
+        trap = tl.zeros((BLOCK,), dtype=tl.float32)
+        if TRAP != 0:
+            trap = _trap_dist(zr, zi, qr, qi, radius, sin_a, cos_a, TRAP)
     done = done | (offs >= n)
-    count = tl.zeros((BLOCK,), dtype=tl.int32)
-    trap = tl.zeros((BLOCK,), dtype=tl.float32)
-    if TRAP != 0:
-        trap = _trap_dist(zr, zi, qr, qi, radius, sin_a, cos_a, TRAP)
-    k = tl.program_id(0) * 0 + 1  # an i32 tensor even when `iterations` is specialised to 1
+    k = tl.program_id(0) * 0 + k0 + 1  # an i32 tensor even when arguments are specialised to 1
     live_any = tl.sum((~done).to(tl.int32), axis=0) > 0
     # UNROLL masked iterations between two "is any orbit of this block still live?" tests: the
     # test is a reduction over the block, the iterations are per-pixel arithmetic.
@@ -138,12 +149,7 @@ def _fractal_kernel(c_ptr, count_ptr, done_ptr, z_ptr, trap_ptr, n, iterations,
     tl.store(trap_ptr + offs, trap, mask=mask)
 
 
-def fractal_iterate_triton(start: Tensor, *, iterations: int, formula: str = "inverse_power",
-                           power: int = 7, coefficient: complex = -1j / math.pi,
-                           julia: complex | None = None, eps: float = 0.75, bailout: float = 16.0,
-                           trap: str | None = "point", trap_point: complex = 0j,
-                           trap_radius: float = 0.5, trap_angle: float = 0.0,
-                           block: int = 128, num_warps: int = 1, unroll: int = 4
+def fractal_iterate_triton(start: Tensor, *, iterations: int, **options
                            ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Iterate every pixel of ``start`` in one launch; the fields of ``minart.fractal.FractalField``.
 
@@ -154,6 +160,41 @@ def fractal_iterate_triton(start: Tensor, *, iterations: int, formula: str = "in
     Args:
         start: ``(H, W)`` complex64 grid of pixel centres (CUDA, or CPU with TRITON_INTERPRET=1).
         iterations: budget (>= 1).
+        **options: as :func:`fractal_snapshots_triton`.
+
+    Returns:
+        ``(counts int64, done bool, final_z complex64, trap float32)``, each ``(H, W)``.
+
+    Raises:
+        ShapeError: ``start`` is not a 2-D complex64 tensor.
+
+    Example:
+        >>> from minart.fractal import _grid  # CUDA (or TRITON_INTERPRET=1)
+        >>> start = _grid(64, 48, 0j, 2.8, torch.float32, torch.device("cuda"))  # doctest: +SKIP
+        >>> counts, done, final_z, trap = fractal_iterate_triton(start, iterations=64)  # doctest: +SKIP
+        >>> counts.shape, counts.dtype  # doctest: +SKIP
+        (torch.Size([48, 64]), torch.int64)
+    """
+    return fractal_snapshots_triton(start, budgets=[iterations], **options)[0]
+
+
+def fractal_snapshots_triton(start: Tensor, *, budgets: Sequence[int],
+                             formula: str = "inverse_power", power: int = 7,
+                             coefficient: complex = -1j / math.pi, julia: complex | None = None,
+                             eps: float = 0.75, bailout: float = 16.0,
+                             trap: str | None = "point", trap_point: complex = 0j,
+                             trap_radius: float = 0.5, trap_angle: float = 0.0,
+                             block: int = 128, num_warps: int = 1, unroll: int = 4
+                             ) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """The fields after each of several budgets, in one pass over the orbits.
+
+    The budgets are run in increasing order, each launch continuing every orbit from where the
+    previous budget left it (the same iterates as one long run), and the fields are copied out
+    after each: the frames of :func:`minart.fractal.fractal_frames`.
+
+    Args:
+        start: ``(H, W)`` complex64 grid of pixel centres (CUDA, or CPU with TRITON_INTERPRET=1).
+        budgets: iteration budgets (each >= 1), in any order, repeats allowed.
         formula: ``"inverse_power"`` or ``"multibrot"``.
         power: ``p``, 1..31 (parameters are validated by :func:`minart.fractal.fractal_field`).
         coefficient: ``a`` of the inverse-power map.
@@ -169,7 +210,8 @@ def fractal_iterate_triton(start: Tensor, *, iterations: int, formula: str = "in
         unroll: iterations between two early-exit tests.
 
     Returns:
-        ``(counts int64, done bool, final_z complex64, trap float32)``, each ``(H, W)``.
+        One ``(counts int64, done bool, final_z complex64, trap float32)`` per budget, in the
+        order of ``budgets``, each tensor ``(H, W)``.
 
     Raises:
         ShapeError: ``start`` is not a 2-D complex64 tensor.
@@ -177,9 +219,9 @@ def fractal_iterate_triton(start: Tensor, *, iterations: int, formula: str = "in
     Example:
         >>> from minart.fractal import _grid  # CUDA (or TRITON_INTERPRET=1)
         >>> start = _grid(64, 48, 0j, 2.8, torch.float32, torch.device("cuda"))  # doctest: +SKIP
-        >>> counts, done, final_z, trap = fractal_iterate_triton(start, iterations=64)  # doctest: +SKIP
-        >>> counts.shape, counts.dtype  # doctest: +SKIP
-        (torch.Size([48, 64]), torch.int64)
+        >>> early, late = fractal_snapshots_triton(start, budgets=[8, 64])  # doctest: +SKIP
+        >>> bool((early[0] <= late[0]).all())  # doctest: +SKIP
+        True
     """
     if start.ndim != 2 or start.dtype != torch.complex64:
         raise ShapeError(f"start must be an (H, W) complex64 tensor, got {start.dtype} of shape "
@@ -195,13 +237,21 @@ def fractal_iterate_triton(start: Tensor, *, iterations: int, formula: str = "in
     j = complex(julia) if julia is not None else 0j
     q = complex(trap_point)
     f32 = lambda v: float(torch.tensor(v, dtype=torch.float32))  # noqa: E731
-    _fractal_kernel[(triton.cdiv(n, block),)](
-        c, counts, done, final, trap_d, n, int(iterations), f32(a.real), f32(a.imag), f32(j.real),
-        f32(j.imag), f32(eps) ** 2, f32(bailout) ** 2, f32(q.real), f32(q.imag), f32(trap_radius),
-        math.sin(trap_angle), math.cos(trap_angle),
-        FORMULA=_FORMULAS[formula], P=int(power), LOW=(power & -power).bit_length() - 1,
-        JULIA=julia is not None, TRAP=_TRAPS[trap],
-        UNROLL=unroll, BLOCK=block, num_warps=num_warps, **_FMA,
-    )
-    return (counts.to(torch.int64), done.bool(), torch.view_as_complex(final),
-            trap_d)
+    wanted = sorted(set(int(b) for b in budgets))
+    shots = {}
+    k0 = 0
+    for budget in wanted:
+        _fractal_kernel[(triton.cdiv(n, block),)](
+            c, counts, done, final, trap_d, n, k0, budget, f32(a.real), f32(a.imag),
+            f32(j.real), f32(j.imag), f32(eps) ** 2, f32(bailout) ** 2, f32(q.real), f32(q.imag),
+            f32(trap_radius), math.sin(trap_angle), math.cos(trap_angle),
+            FORMULA=_FORMULAS[formula], P=int(power), LOW=(power & -power).bit_length() - 1,
+            JULIA=julia is not None, TRAP=_TRAPS[trap], RESUME=k0 > 0,
+            UNROLL=unroll, BLOCK=block, num_warps=num_warps, **_FMA,
+        )
+        last = budget == wanted[-1]  # the buffers are not needed again: no copies
+        shots[budget] = (counts.to(torch.int64), done.bool(),
+                         torch.view_as_complex(final if last else final.clone()),
+                         trap_d if last else trap_d.clone())
+        k0 = budget
+    return [shots[int(b)] for b in budgets]

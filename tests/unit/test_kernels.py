@@ -11,6 +11,7 @@ The ``_check_*`` functions hold the comparisons once; the interpreter and GPU te
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -287,6 +288,24 @@ def _check_fractal(device: str) -> None:
             assert float(dtrap.quantile(0.99)) < 1e-4, case
         else:  # z <- a z^-p + c amplifies rounding by p|a||z|^-(p+1): compare typical pixels
             assert float(dz.median()) < 1e-5 and float(dtrap.median()) < 1e-5, case
+    # snapshots after several budgets, each launch continuing the last: the same fields as
+    # separate runs from scratch (bit for bit), and close to the eager snapshots
+    from minart import fractal as fr
+    from minart.kernels.dispatch import _fractal_snapshots_triton
+
+    width, height = (160, 120) if big else (24, 20)
+    spec = fr._spec(formula="inverse_power", power=5, coefficient=-1j / math.pi, julia=None,
+                    eps=0.6, bailout=16.0, trap="point", trap_point=(0.1, 0), trap_radius=0.5,
+                    trap_angle=0.0, dtype=torch.float32)
+    start = _grid(width, height, 0j, 3.0, torch.float32, torch.device(device))
+    budgets = [12, 3, 30, 12]
+    shots = _fractal_snapshots_triton(start, spec, budgets)
+    eager = fr._iterate(start.cpu(), spec, budgets)
+    for budget, shot, ref in zip(budgets, shots, eager):
+        alone = tf.fractal_iterate_triton(start, iterations=budget, **spec._asdict())
+        assert all(torch.equal(a, b) for a, b in zip(shot, alone)), budget
+        assert (shot.counts.cpu() == ref.counts).float().mean().item() >= 0.999, budget
+        assert int(shot.counts.max()) == budget
     # the dispatcher's Triton branch: fractal_field's validation and grid, then the kernel
     from minart.kernels.dispatch import _fractal_field_triton
 
@@ -665,13 +684,15 @@ def test_kernels_lower_to_ptx_for_hopper_without_a_gpu():
             stack = int(usage.split("STACK:")[1].split()[0])
             # spills would cost a local-memory round trip per pixel: the window must fit
             assert stack <= 16, (name, usage)
-    fsig = dict(c_ptr=p, count_ptr="*i32", done_ptr="*i8", z_ptr=p, trap_ptr=p,
+    fsig = dict(c_ptr=p, count_ptr="*i32", done_ptr="*i8", z_ptr=p, trap_ptr=p, k0="i32",
                 **dict.fromkeys(("ar", "ai", "jr", "ji", "eps2", "bail2", "qr", "qi", "radius",
                                  "sin_a", "cos_a"), "fp32"))
     for consts in (dict(FORMULA=0, P=7, LOW=0, JULIA=False, TRAP=1),
                    dict(FORMULA=1, P=2, LOW=1, JULIA=True, TRAP=3)):
-        lower(tf._fractal_kernel, fsig, dict(consts, UNROLL=4, BLOCK=128))
-        lower(tf._fractal_kernel, fsig, dict(consts, UNROLL=4, BLOCK=128, iterations=1))
+        lower(tf._fractal_kernel, fsig, dict(consts, RESUME=False, UNROLL=4, BLOCK=128))
+        lower(tf._fractal_kernel, fsig, dict(consts, RESUME=True, UNROLL=4, BLOCK=128))
+        lower(tf._fractal_kernel, fsig, dict(consts, RESUME=False, UNROLL=4, BLOCK=128,
+                                             iterations=1, k0=0))
 
 
 @pytest.mark.slow
@@ -780,3 +801,24 @@ def test_auto_steps_on_cuda_time_pairs_and_keep_the_bits():
     picks = {key[0]: pick for key, pick in td._AUTO.items() if 515 in key}
     assert {"seed-steps", "classic-steps"} <= set(picks)
     assert picks["seed-steps"] in td._STEP_CANDIDATES
+
+
+@pytest.mark.gpu
+def test_fractal_and_its_frames_take_the_kernel_on_cuda(monkeypatch):
+    from minart.fractal import fractal, fractal_frames
+    from minart.kernels import dispatch
+
+    calls = []
+    real = dispatch._fractal_snapshots_triton
+    monkeypatch.setattr(dispatch, "_fractal_snapshots_triton",
+                        lambda *args: calls.append(args[2]) or real(*args))
+    monkeypatch.setenv("MINART_KERNELS", "auto")
+    fast = fractal(96, 64, iterations=40, device="cuda")
+    frames = fractal_frames(96, 64, frames=4, iterations=40, device="cuda")
+    assert calls == [[40], [10, 20, 30, 40]]
+    assert torch.equal(frames[-1], fast)  # the last frame is the still
+    monkeypatch.setenv("MINART_KERNELS", "eager")
+    eager = fractal(96, 64, iterations=40, device="cuda")
+    assert len(calls) == 2
+    differ = (fast - eager).abs().amax(dim=0) > 1e-3  # basin-boundary pixels may round apart
+    assert differ.float().mean().item() < 0.005

@@ -370,7 +370,7 @@ def test_canonical_is_json_and_int_equals_float():
     assert json.dumps(a.canonical(), sort_keys=True) == json.dumps(b.canonical(), sort_keys=True)
     c = a.canonical()
     assert [s["name"] for s in c["steps"]] == ["b", "a"]
-    assert c["steps"][0]["version"] == 1 and c["steps"][1]["inputs"] == ["b"]
+    assert c["steps"][0]["version"] == 2 and c["steps"][1]["inputs"] == ["b"]
 
 
 def test_preview_scales_size_and_params():
