@@ -279,8 +279,13 @@ def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda") -> None:
     _row("fractal", f"triton fractal_field_fast (Gpix-iter/s = {rate}; first call {warm:.1f} s)",
          fast_f, ref_ms=eager_f, note=note, rate=pix_it / fast_f * 1e3 if fast_f else None,
          first_s=warm)
-    from minart.fractal import _grid
+    from minart.fractal import _grid, fractal
 
+    whole, note = _time_safely(lambda: _cuda_ms(
+        lambda: fractal(size, size, iterations=its, device=device), reps, inner=1))
+    rate = f"{pix_it / whole * 1e3:.1f}" if whole else "-"
+    _row("fractal", f"fractal(), the stage's function: orbits, colouring, palette "
+         f"(Gpix-iter/s = {rate})", whole, ref_ms=eager_f, note=note)
     start = _grid(size, size, 0j, 2.8, torch.float32, torch.device(device))
     for blk, nw, unroll in ([(128, 1, 4)] if quick else [(128, 1, 4), (128, 1, 8), (256, 2, 4),
                                                           (256, 4, 4), (64, 1, 4)]):
