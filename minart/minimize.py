@@ -58,7 +58,7 @@ import torch
 from torch import Tensor
 
 from ._checks import as_batch, check_choice, check_finite, check_range, check_whole
-from .diffusion import laplacian_operator, seed_step
+from .diffusion import laplacian_operator
 from .errors import ParamError, ShapeError
 
 __all__ = [
@@ -179,7 +179,7 @@ class MinimizeState:
         operator = _fresh_operator(original)
         if loss == "seed":
             with torch.no_grad():
-                first = seed_step(original, operator, kappa=kappa, dt=dt, conduction=conduction)[0]
+                first = _step(original, operator, kappa=kappa, dt=dt, conduction=conduction)
         else:
             first = original[:1].clone()
         return cls(image=first, original=original, operator=operator, momentum_buffer=None,
@@ -360,9 +360,21 @@ def _energy(state: MinimizeState, image0: Tensor, *, kappa: float, dt: float, lo
 
         return seed_loss_step(state.image, image0, state.operator, kappa=kappa, dt=dt,
                               conduction=conduction)
-    new, g = seed_step(state.image, state.operator, kappa=kappa, dt=dt, conduction=conduction)
+    from .kernels.dispatch import seed_step_fast  # Triton forward and backward on CUDA
+
+    new, g = seed_step_fast(state.image, state.operator, kappa=kappa, dt=dt,
+                            conduction=conduction)
     energy = ((g * (new - image0)) ** 2 + g + 10.0 * (new * g) ** 2).sum()
     return new.detach(), energy
+
+
+def _step(image: Tensor, operator: Tensor, *, kappa: float, dt: float,
+          conduction: str) -> Tensor:
+    """One seed step without gradients, on the fastest exact path (Triton on CUDA)."""
+    from .kernels.dispatch import seed_step_fast
+
+    return seed_step_fast(image, operator, kappa=kappa, dt=dt, conduction=conduction,
+                          need_g=False)[0]
 
 
 def minimize_step(state: MinimizeState, *, kappa: float = 0.2, dt: float = 0.2,
@@ -401,8 +413,7 @@ def minimize_step(state: MinimizeState, *, kappa: float = 0.2, dt: float = 0.2,
     image0 = state.input_frame(i)
     if loss == "seed_video":
         with torch.no_grad():
-            image = seed_step(state.image, state.operator, kappa=kappa, dt=dt,
-                              conduction=conduction)[0]
+            image = _step(state.image, state.operator, kappa=kappa, dt=dt, conduction=conduction)
             if i % VIDEO_BLEND_SKIP != 0:
                 image = VIDEO_BLEND * image + (1.0 - VIDEO_BLEND) * image0
         state.image = image

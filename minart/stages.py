@@ -879,7 +879,8 @@ register(Stage(
     name="minimize", params=MinimizeParams, run=_run_minimize, consumes=_ANY, produces="frames",
     inputs=("image",), check=_check_minimize, preview=_preview_minimize,
     # 2: on CUDA the fused learned step sums dL/dK per row strip (another float order)
-    version=2,
+    # 3: on CUDA seed_video's steps run in the Triton kernels (they were eager there)
+    version=3,
     summary="Minimization art: learn the diffusion operator by gradient descent; a clip.",
     function="minart.minimize:minimize"))
 register(Stage(
