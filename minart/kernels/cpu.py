@@ -24,6 +24,7 @@ __all__ = ["classic_step_compiled", "is_broken", "is_compiled", "mark_broken", "
 
 _LOCK = threading.Lock()
 _COMPILED: dict[str, Callable] = {}
+_SHAPES: dict[str, set[tuple[int, ...]]] = {}
 _BROKEN: set[str] = set()
 
 
@@ -87,17 +88,39 @@ def _compiled(name: str, fn: Callable) -> Callable:
         return _COMPILED[name]
 
 
-def is_compiled(name: str) -> bool:
-    """Whether ``"seed"`` or ``"classic"`` has been compiled in this process already.
+def is_compiled(name: str, shape: tuple[int, ...] | None = None) -> bool:
+    """Whether ``"seed"`` or ``"classic"`` has been compiled in this process already (for an
+    image of this ``shape``, when given: each new shape compiles again, for seconds).
 
     Args:
         name: ``"seed"`` or ``"classic"``.
+        shape: ``(B, C, H, W)`` of the image, or ``None`` for any.
 
     Example:
-        >>> is_compiled("no-such-step")
-        False
+        >>> is_compiled("no-such-step"), is_compiled("no-such-step", (1, 3, 8, 8))
+        (False, False)
     """
-    return name in _COMPILED and name not in _BROKEN
+    if name not in _COMPILED or name in _BROKEN:
+        return False
+    return shape is None or tuple(shape) in _SHAPES.get(name, ())
+
+
+def _call(name: str, fn: Callable, shape: tuple[int, ...], *args):
+    """``fn`` compiled under ``name``, called on ``args``; remembers the image ``shape``.
+
+    Raises:
+        RuntimeError: Inductor could not build (no C++ compiler, ...), or Dynamo's limit of
+            recompilations per function was reached (a process that saw many image sizes): the
+            dispatcher then stays eager.
+    """
+    from torch._dynamo.exc import FailOnRecompileLimitHit
+
+    try:
+        out = _compiled(name, fn)(*args)
+    except FailOnRecompileLimitHit as exc:
+        raise RuntimeError(f"the compiled {name} step has been recompiled too often") from exc
+    _SHAPES.setdefault(name, set()).add(tuple(shape))
+    return out
 
 
 def is_broken(name: str) -> bool:
@@ -158,9 +181,10 @@ def seed_step_compiled(image: Tensor, operator: Tensor, *, kappa: float, dt: flo
         >>> new.shape  # doctest: +SKIP
         torch.Size([1, 3, 32, 32])
     """
-    padded = F.pad(image, (1, 1, 1, 1), mode="reflect")  # (B, C, H, W) -> (B, C, H+2, W+2)
-    out = _compiled("seed", _seed_core)(padded, operator, _scalar(kappa), _scalar(dt), conduction,
-                                        need_g)
+    # detached: a requires_grad flag is one more guard, hence one more compilation
+    padded = F.pad(image.detach(), (1, 1, 1, 1), mode="reflect")  # (B, C, H, W) -> (B, C, H+2, W+2)
+    out = _call("seed", _seed_core, image.shape, padded, operator.detach(), _scalar(kappa),
+                _scalar(dt), conduction, need_g)
     return out if need_g else (out, None)
 
 
@@ -183,5 +207,6 @@ def classic_step_compiled(image: Tensor, *, kappa: float, dt: float,
         >>> classic_step_compiled(torch.full((1, 1, 8, 8), 0.5), kappa=0.1, dt=0.2).unique().tolist()  # doctest: +SKIP
         [0.5]
     """
-    fy, fx = _compiled("classic", _classic_fluxes)(image, _scalar(kappa), conduction)
-    return _compiled("classic-update", _classic_update)(image, fy, fx, _scalar(dt))
+    image = image.detach()
+    fy, fx = _call("classic", _classic_fluxes, image.shape, image, _scalar(kappa), conduction)
+    return _call("classic-update", _classic_update, image.shape, image, fy, fx, _scalar(dt))

@@ -8,7 +8,7 @@ The rules, applied per call (cheap: an environment read and a few attribute chec
   :mod:`minart.kernels.triton_diffusion` / :mod:`minart.kernels.triton_fractal`.
 - CPU float32 tensors without autograd, when the run is long enough to repay the one-off
   ``torch.compile`` start-up (``work = steps * numel >= CPU_COMPILE_MIN_WORK``, or the step is
-  compiled in this process already): :mod:`minart.kernels.cpu`.
+  compiled for this image shape in this process already): :mod:`minart.kernels.cpu`.
 - Anything else (float64, autograd on CPU, conductions without a kernel backward, small runs):
   the eager functions of :mod:`minart.diffusion` / :mod:`minart.fractal`.
 
@@ -117,7 +117,8 @@ def step_path(image: Tensor, *, channels_ok: bool = True, grad: bool = False,
         from . import cpu
 
         if not cpu.is_broken(compiled) and (
-                cpu.is_compiled(compiled) or (work is not None and work >= CPU_COMPILE_MIN_WORK)):
+                cpu.is_compiled(compiled, tuple(image.shape))
+                or (work is not None and work >= CPU_COMPILE_MIN_WORK)):
             return "compiled"
     return "eager"
 

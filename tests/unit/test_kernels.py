@@ -710,6 +710,30 @@ def test_compiled_cpu_steps_match_the_references(tmp_path, monkeypatch):
         torch.testing.assert_close(cpu.classic_step_compiled(x, kappa=kappa, dt=0.2),
                                    classic_step(x, kappa=kappa, dt=0.2), **FWD_TOL)
     assert cpu.is_compiled("seed") and cpu.is_compiled("classic")
+    # a compiled step is reused for the shapes it has seen; a new shape of a short run stays
+    # eager instead of compiling again for seconds
+    monkeypatch.setenv("MINART_KERNELS", "auto")
+    assert cpu.is_compiled("seed", (1, 3, 16, 20)) and not cpu.is_compiled("seed", (1, 3, 9, 9))
+    assert step_path(x, compiled="seed") == "compiled"
+    assert step_path(torch.zeros(1, 3, 9, 9), compiled="seed") == "eager"
+
+
+def test_the_recompile_limit_turns_the_compiled_path_off(monkeypatch):
+    from torch._dynamo.exc import FailOnRecompileLimitHit
+
+    from minart.kernels import cpu
+
+    def too_many(*args):
+        raise FailOnRecompileLimitHit("recompile limit reached")
+
+    monkeypatch.setattr(cpu, "_compiled", lambda name, fn: too_many)
+    monkeypatch.setattr(cpu, "_BROKEN", set())
+    monkeypatch.setenv("MINART_KERNELS", "auto")
+    x, k, *_ = _inputs("cpu")
+    with pytest.raises(RuntimeError, match="the compiled seed step has been recompiled too often"):
+        cpu.seed_step_compiled(x, k, kappa=0.3, dt=0.2)
+    new, _ = seed_step_fast(x, k, kappa=0.3, dt=0.2, work=2 ** 40)  # falls back to eager
+    assert torch.equal(new, seed_step(x, k, kappa=0.3, dt=0.2)[0]) and cpu.is_broken("seed")
 
 
 # ------------------------------------------------------------------------------------------------
