@@ -128,6 +128,11 @@ def _seed_kernel_fits(image: Tensor) -> bool:
     return image.ndim == 4 and image.shape[1] <= _MAX_TRITON_CHANNELS and image.shape[0] < 65536
 
 
+def _classic_kernel_fits(image: Tensor) -> bool:
+    """The classic kernels take 4-D images of fewer than 65536 planes (grid axis 1)."""
+    return image.ndim == 4 and image.shape[0] * image.shape[1] < 65536
+
+
 def _needs_grad(*tensors: Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
@@ -205,8 +210,7 @@ def classic_step_fast(image: Tensor, *, kappa: float, dt: float, conduction: str
     """
     from ..diffusion import classic_step
 
-    planes_ok = image.ndim == 4 and image.shape[0] * image.shape[1] < 65536  # grid axis 1
-    path = step_path(image, channels_ok=planes_ok,
+    path = step_path(image, channels_ok=_classic_kernel_fits(image),
                      grad=_needs_grad(image), grad_ok=False, work=work, compiled="classic")
     if path == "triton":
         from . import triton_diffusion as td
@@ -282,9 +286,8 @@ def perona_malik_steps_fast(image: Tensor, *, steps: int, kappa: float, dt: floa
         operator = laplacian_operator(image.shape[1], dtype=image.dtype, device=image.device)
     if steps >= 2:
         if scheme == "classic":
-            planes_ok = image.ndim == 4 and image.shape[0] * image.shape[1] < 65536
-            path = step_path(image, channels_ok=planes_ok, grad=_needs_grad(image),
-                             grad_ok=False)
+            path = step_path(image, channels_ok=_classic_kernel_fits(image),
+                             grad=_needs_grad(image), grad_ok=False)
         else:
             path = step_path(image, channels_ok=_seed_kernel_fits(image),
                              grad=_needs_grad(image, operator), grad_ok=False)
