@@ -1,4 +1,4 @@
-"""Static profile of minart's Triton diffusion kernels for sm_90 (H100/H200), without a GPU.
+"""Static profile of minart's Triton kernels for sm_90 (H100/H200), without a GPU.
 
 Compiles each kernel the way the launcher specialises it (pointers and sizes divisible by 16, as
 for a 4096^2 image), disassembles the cubin with the ``cuobjdump`` that ships with Triton, and
@@ -13,6 +13,7 @@ at 4096^2, against a copy time of about 99 us).
 
     python benchmarks/kernel_sass.py            # the table (about a minute on two cores)
     python benchmarks/kernel_sass.py --dump DIR # also write each kernel's SASS to DIR
+    python benchmarks/kernel_sass.py --only seed  # only the kernels whose label says "seed"
 """
 
 from __future__ import annotations
@@ -33,11 +34,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from minart.kernels import triton_diffusion as td  # noqa: E402
+from minart.kernels import triton_fractal as tf  # noqa: E402
 
 BIN = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
 _INSTR = re.compile(r"^\s+/\*([0-9a-f]{4,})\*/\s+(.*?);")
 _OP = re.compile(r"^(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)")
-_BRA = re.compile(r"BRA\s+(?:`\(\.L_x_\d+\)\s*)?0x([0-9a-f]+)")
+_BRA = re.compile(r"BRA\s+(?:!?U?P\w+,\s*)?(?:`\(\.L_x_\d+\)\s*)?0x([0-9a-f]+)")
+
+
+_POINTERS = {"count_ptr": "*i32", "done_ptr": "*i8"}
+_INTS = {"H", "W", "n_tw", "n_tiles", "x_bstride", "k_bstride", "total", "n_programs", "n", "k0",
+         "iterations"}
 
 
 def compile_sm90(fn, consts: dict, num_warps: int = 4):
@@ -48,16 +55,19 @@ def compile_sm90(fn, consts: dict, num_warps: int = 4):
         if name in consts:
             sig[name] = "constexpr"
         elif name.endswith("_ptr"):
-            sig[name] = "*i32" if name == "count_ptr" else "*fp32"
+            sig[name] = _POINTERS.get(name, "*fp32")
             attrs[(i,)] = [["tt.divisibility", 16]]
-        elif name in ("kappa2", "tukey_s", "dt", "w_fid", "w_edge", "w_energy", "kappa"):
-            sig[name] = "fp32"
-        else:
+        elif name in _INTS:
             sig[name] = "i32"
-            if name in ("H", "W", "n_tw", "n_tiles", "x_bstride", "total"):
+            if name in ("H", "W", "n_tw", "n_tiles", "x_bstride", "total", "n"):
                 attrs[(i,)] = [["tt.divisibility", 16]]
+        else:
+            sig[name] = "fp32"
+    # the launchers' options: no implicit contraction in the diffusion kernels (td._EXACT), the
+    # fractal's contracted (tf._FUSED)
+    fusion = tf._FUSED if fn is tf._fractal_kernel else td._EXACT
     return triton.compile(ASTSource(fn, sig, consts, attrs), target=GPUTarget("cuda", 90, 32),
-                          options=dict(num_warps=num_warps, enable_fp_fusion=True))
+                          options=dict(num_warps=num_warps, **fusion))
 
 
 def profile(kernel) -> dict:
@@ -124,12 +134,19 @@ def cases() -> list[tuple[str, object, dict, int, float]]:
          {**pairs, "COND": 0}, 4, two),
         (f"learned step, rows {rows}x{bw}", td._seed_loss_rows_kernel,
          {**loss, "ROWS": rows, "BLOCK_W": bw, "UNROLL": unroll}, 4, unroll * bw / 128),
+        # the fractal: a "step" is one iteration of the post's z <- -i/(pi z^7) + c, point trap;
+        # the launcher's default 128 pixels on 1 warp (4 a thread), 4 iterations a loop body
+        ("fractal iteration, p = 7, block 128, unroll 4", tf._fractal_kernel,
+         dict(FORMULA=0, P=7, LOW=0, JULIA=False, TRAP=1, UNROLL=4, BLOCK=128), 1,
+         128 / 32 * 4),
     ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dump", type=Path, default=None, help="write each kernel's SASS here")
+    parser.add_argument("--only", default="", metavar="TEXT",
+                        help="profile only the kernels whose label contains TEXT (e.g. 'seed')")
     args = parser.parse_args(argv)
     if not (BIN / "cuobjdump").exists():
         print(f"no cuobjdump in {BIN}: this triton build cannot disassemble for sm_90",
@@ -140,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
           "loop body, top ops |")
     print("| --- | ---: | ---: | ---: | ---: | --- |")
     for label, fn, consts, warps, px in cases():
+        if args.only not in label:
+            continue
         prof = profile(compile_sm90(fn, consts, warps))
         counts = prof["loop"] or prof["all"]
         n = sum(counts.values())

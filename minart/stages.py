@@ -857,12 +857,14 @@ _ANY = ("image", "frames")
 register(Stage(
     name="fractal", params=FractalParams, run=_run_fractal, consumes=("none",), produces="image",
     # 2: on CUDA the orbits run in the Triton kernel (other rounding at basin boundaries)
-    version=2,
+    # 3: on CUDA the point trap's root is taken once per orbit (trap distances change in the
+    #    last bits)
+    version=3,
     summary="Render a fractal image (the post's inverse-power ocean by default).",
     check=_check_fractal, preview=_preview_size, function="minart.fractal:fractal"))
 register(Stage(
     name="fractal_frames", params=FractalFramesParams, run=_run_fractal_frames,
-    consumes=("none",), produces="frames", version=2,  # 2: as fractal
+    consumes=("none",), produces="frames", version=3,  # 2, 3: as fractal
     summary="Render an animated fractal as a clip of frames.",
     check=_check_fractal, preview=_preview_size, function="minart.fractal:fractal_frames"))
 register(Stage(
@@ -873,6 +875,9 @@ register(Stage(
 register(Stage(
     name="perona_malik", params=PeronaMalikParams, run=_run_perona_malik, consumes=_ANY,
     produces="same", inputs=("image",), check=_check_perona_malik, preview=_preview_perona_malik,
+    # 2: on CUDA the kernels' multiply-adds are all written out, none left to the compiler (the
+    #    tile, strip and two-step kernels write the same bits; renders change in the last bits)
+    version=2,
     summary="Edge-preserving Perona-Malik diffusion (classic or the post's seed scheme).",
     function="minart.diffusion:perona_malik"))
 register(Stage(
@@ -880,7 +885,8 @@ register(Stage(
     inputs=("image",), check=_check_minimize, preview=_preview_minimize,
     # 2: on CUDA the fused learned step sums dL/dK per row strip (another float order)
     # 3: on CUDA seed_video's steps run in the Triton kernels (they were eager there)
-    version=3,
+    # 4: on CUDA the kernels' multiply-adds are all written out (as perona_malik 2)
+    version=4,
     summary="Minimization art: learn the diffusion operator by gradient descent; a clip.",
     function="minart.minimize:minimize"))
 register(Stage(

@@ -65,9 +65,14 @@ COND_CODES = {"exp": 0, "inverse": 1, "tukey": 2}
 
 MAX_CHANNELS = 4
 _SQRT2 = math.sqrt(2.0)
-# Fused multiply-add, named explicitly: Triton 3.9 warns that its default turns to "off" in 3.10.
-# Each FMA rounds once instead of twice: within the 1e-5 / 1e-4 tolerances of the tests.
-_FMA = {"enable_fp_fusion": True}
+# No implicit contraction: every fused multiply-add is written out (``tl.fma``), and the compiler
+# may not fuse anything else (``enable_fp_fusion=False`` keeps LLVM from contracting and passes
+# ``--fmad=false`` to ptxas). A kernel's bits then follow from its source alone: the tile, strip
+# and two-step kernels, which perform the same operations in the same order, write the same bits
+# on a GPU as they do in Triton's interpreter (whose ``fma`` also rounds once), whatever
+# registers and schedules each one gets. With contraction left to ptxas, whether a ``mul`` and
+# an ``add`` fuse depends on each kernel's code, so "bit-identical" held only by luck on CUDA.
+_EXACT = {"enable_fp_fusion": False}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -114,11 +119,12 @@ def _taps(xb, offs, mask):
 
 
 @triton.jit
-def _dot9(kb, v):
-    """``sum_t K[t] * v[t]`` for one ``(o, i)`` slice of the operator."""
-    return (tl.load(kb + 0) * v[0] + tl.load(kb + 1) * v[1] + tl.load(kb + 2) * v[2]
-            + tl.load(kb + 3) * v[3] + tl.load(kb + 4) * v[4] + tl.load(kb + 5) * v[5]
-            + tl.load(kb + 6) * v[6] + tl.load(kb + 7) * v[7] + tl.load(kb + 8) * v[8])
+def _dot9(acc, kb, v):
+    """``acc + sum_t K[t] * v[t]`` for one ``(o, i)`` slice of the operator: nine FMAs, ``t = 0``
+    first."""
+    for t in tl.static_range(9):
+        acc = tl.fma(tl.load(kb + t), v[t], acc)
+    return acc
 
 
 @triton.jit
@@ -134,13 +140,13 @@ def _conv_all(x_ptr, k_ptr, HW, C: tl.constexpr, offs, mask,
     g3 = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
     for i in tl.static_range(C):
         v = _taps(x_ptr + i * HW, offs, mask)
-        g0 += _dot9(k_ptr + i * 9, v)
+        g0 = _dot9(g0, k_ptr + i * 9, v)
         if C > 1:
-            g1 += _dot9(k_ptr + (C + i) * 9, v)
+            g1 = _dot9(g1, k_ptr + (C + i) * 9, v)
         if C > 2:
-            g2 += _dot9(k_ptr + (2 * C + i) * 9, v)
+            g2 = _dot9(g2, k_ptr + (2 * C + i) * 9, v)
         if C > 3:
-            g3 += _dot9(k_ptr + (3 * C + i) * 9, v)
+            g3 = _dot9(g3, k_ptr + (3 * C + i) * 9, v)
     return g0, g1, g2, g3
 
 
@@ -151,24 +157,42 @@ def _scharr_magnitude(x_ptr, HW, C: tl.constexpr, offs, mask,
     sx = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
     sy = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
     for i in tl.static_range(C):
-        v = _taps(x_ptr + i * HW, offs, mask)
-        sx += 3.0 * v[0] - 3.0 * v[2] + 10.0 * v[3] - 10.0 * v[5] + 3.0 * v[6] - 3.0 * v[8]
-        sy += 3.0 * v[0] + 10.0 * v[1] + 3.0 * v[2] - 3.0 * v[6] - 10.0 * v[7] - 3.0 * v[8]
-    return tl.sqrt(sx * sx + sy * sy)
+        sx, sy = _scharr_acc(sx, sy, _taps(x_ptr + i * HW, offs, mask))
+    return tl.sqrt(tl.fma(sx, sx, sy * sy))
+
+
+@triton.jit
+def _scharr_acc(sx, sy, v):
+    """``(Sx, Sy)`` plus one channel's Scharr responses, from its 9 neighbours ``v``."""
+    sx = tl.fma(3.0, v[0], sx)
+    sx = tl.fma(-3.0, v[2], sx)
+    sx = tl.fma(10.0, v[3], sx)
+    sx = tl.fma(-10.0, v[5], sx)
+    sx = tl.fma(3.0, v[6], sx)
+    sx = tl.fma(-3.0, v[8], sx)
+    sy = tl.fma(3.0, v[0], sy)
+    sy = tl.fma(10.0, v[1], sy)
+    sy = tl.fma(3.0, v[2], sy)
+    sy = tl.fma(-3.0, v[6], sy)
+    sy = tl.fma(-10.0, v[7], sy)
+    sy = tl.fma(-3.0, v[8], sy)
+    return sx, sy
 
 
 @triton.jit
 def _seed_conduction(g, kappa2, tukey_s, COND: tl.constexpr):
     """``(c, c + g c'(g))`` of the seed scheme's ``exp`` (0) or Tukey (2) conduction."""
     if COND == 0:
-        c = tl.exp(-(g * g) / kappa2)
-        dc = c * (1.0 - 2.0 * (g * g) / kappa2)
+        r = (g * g) / (0.0 - kappa2)  # -g^2/kappa^2 (negating the scalar, not every pixel)
+        c = tl.exp(r)
+        dc = c * tl.fma(2.0, r, 1.0)
     else:
         q = g / tukey_s
         inside = tl.abs(g) <= tukey_s
         one = 1.0 - q * q
-        c = tl.where(inside, 0.5 * one * one, 0.0)
-        dc = tl.where(inside, 0.5 * one * one - 2.0 * q * q * one, 0.0)
+        half = 0.5 * one * one
+        c = tl.where(inside, half, 0.0)
+        dc = tl.where(inside, tl.fma(-2.0 * q * q, one, half), 0.0)
     return c, dc
 
 
@@ -214,7 +238,7 @@ def _dk_accumulate(acc, gs, x_ptr, HW, C: tl.constexpr, offs, mask):
         v = _taps(x_ptr + i * HW, offs, mask)
         for o in tl.static_range(C):
             for t in tl.static_range(9):
-                out = out + (acc[(i * C + o) * 9 + t] + gs[o] * v[t],)
+                out = out + (tl.fma(gs[o], v[t], acc[(i * C + o) * 9 + t]),)
     return out
 
 
@@ -250,7 +274,13 @@ def _seed_value(xo, g, kappa2, tukey_s, dt, cinv, COND: tl.constexpr):
         c = cinv
     else:
         c, _dc = _seed_conduction(g, kappa2, tukey_s, COND)
-    return tl.minimum(tl.maximum(xo + dt * g * c, 0.0), 1.0)
+    return tl.minimum(tl.maximum(_seed_u(xo, g, c, dt), 0.0), 1.0)
+
+
+@triton.jit
+def _seed_u(xo, g, c, dt):
+    """``I + dt g c``, before the clamp (one FMA: the same bits in every kernel)."""
+    return tl.fma(dt * g, c, xo)
 
 
 @triton.jit
@@ -304,9 +334,9 @@ def _seed_bwd_a_out(x_ptr, g_ptr, gn_ptr, gg_in_ptr, gg_ptr, di_ptr, HW, o: tl.c
         gg = tl.load(gg_in_ptr + at, mask=mask, other=0.0)
     gu = g * 0.0
     if HAS_GN:
-        u = tl.load(x_ptr + at, mask=mask, other=0.0) + dt * g * c
+        u = _seed_u(tl.load(x_ptr + at, mask=mask, other=0.0), g, c, dt)
         gu = tl.where((u >= 0.0) & (u <= 1.0), tl.load(gn_ptr + at, mask=mask, other=0.0), 0.0)
-        gg = gg + gu * dt * dc
+        gg = tl.fma(gu * dt, dc, gg)
     tl.store(gg_ptr + at, gg, mask=mask)
     tl.store(di_ptr + at, gu, mask=mask)
     return gg
@@ -354,7 +384,7 @@ def _fold_row(gg_ptr, row, rm, W, x, xm_ok, xp_ok, fx1, fxw):
     m = tl.load(gg_ptr + row + x, mask=rm, other=0.0)
     c = tl.load(gg_ptr + row + x + 1, mask=rm & xp_ok, other=0.0)
     # column offset dx=2 pairs with x-1 (+ x+1 when x == W-2), dx=0 with x+1 (+ x-1 when x == 1)
-    return c + fx1 * a, m, a + fxw * c
+    return tl.fma(fx1, a, c), m, tl.fma(fxw, c, a)
 
 
 @triton.jit
@@ -376,8 +406,8 @@ def _adjoint_taps(gb, y, x, H, W, mask):
     u0, u1, u2 = _fold_row(gb, (y - 1) * W, ym_ok, W, x, xm_ok, xp_ok, fx1, fxw)
     c0, c1, c2 = _fold_row(gb, y * W, mask, W, x, xm_ok, xp_ok, fx1, fxw)
     d0, d1, d2 = _fold_row(gb, (y + 1) * W, yp_ok, W, x, xm_ok, xp_ok, fx1, fxw)
-    return (d0 + fy1 * u0, d1 + fy1 * u1, d2 + fy1 * u2, c0, c1, c2,
-            u0 + fyh * d0, u1 + fyh * d1, u2 + fyh * d2)
+    return (tl.fma(fy1, u0, d0), tl.fma(fy1, u1, d1), tl.fma(fy1, u2, d2), c0, c1, c2,
+            tl.fma(fyh, d0, u0), tl.fma(fyh, d1, u1), tl.fma(fyh, d2, u2))
 
 
 @triton.jit
@@ -400,13 +430,13 @@ def _seed_bwd_b_kernel(gg_ptr, k_ptr, di_ptr, H, W, n_tw, C: tl.constexpr,
         acc3 = tl.load(db + 3 * HW, mask=mask, other=0.0)
     for o in tl.static_range(C):
         r = _adjoint_taps(gg_ptr + base + o * HW, y, x, H, W, mask)
-        acc0 += _dot9(k_ptr + (o * C) * 9, r)
+        acc0 = _dot9(acc0, k_ptr + (o * C) * 9, r)
         if C > 1:
-            acc1 += _dot9(k_ptr + (o * C + 1) * 9, r)
+            acc1 = _dot9(acc1, k_ptr + (o * C + 1) * 9, r)
         if C > 2:
-            acc2 += _dot9(k_ptr + (o * C + 2) * 9, r)
+            acc2 = _dot9(acc2, k_ptr + (o * C + 2) * 9, r)
         if C > 3:
-            acc3 += _dot9(k_ptr + (o * C + 3) * 9, r)
+            acc3 = _dot9(acc3, k_ptr + (o * C + 3) * 9, r)
     tl.store(db, acc0, mask=mask)
     if C > 1:
         tl.store(db + HW, acc1, mask=mask)
@@ -448,14 +478,15 @@ def _seed_loss_terms_at(xo, x0_ptr, new_ptr, gg_ptr, di_ptr, g, at, mask, kappa2
     """:func:`_seed_loss_terms` at offsets ``at`` from the channel's value ``xo``."""
     c, dc = _seed_conduction(g, kappa2, tukey_s, COND)
     x0 = tl.load(x0_ptr + at, mask=mask, other=0.0)
-    u = xo + dt * g * c
+    u = _seed_u(xo, g, c, dt)
     new = tl.minimum(tl.maximum(u, 0.0), 1.0)
     tl.store(new_ptr + at, new, mask=mask)
     diff = new - x0
-    term = tl.where(mask, w_fid * (diff * diff) + w_edge * tl.abs(g) + w_energy * (new * new), 0.0)
-    gu = tl.where((u >= 0.0) & (u <= 1.0), 2.0 * w_fid * diff + 2.0 * w_energy * new, 0.0)
+    term = tl.where(mask, tl.fma(w_fid, diff * diff, tl.fma(w_edge, tl.abs(g),
+                                                             w_energy * (new * new))), 0.0)
+    gu = tl.where((u >= 0.0) & (u <= 1.0), tl.fma(2.0 * w_fid, diff, 2.0 * w_energy * new), 0.0)
     sign = tl.where(g > 0.0, w_edge, tl.where(g < 0.0, -w_edge, 0.0))
-    gg = tl.where(mask, sign + gu * dt * dc, 0.0)
+    gg = tl.where(mask, tl.fma(gu * dt, dc, sign), 0.0)
     if NEED_DI:
         tl.store(gg_ptr + at, gg, mask=mask)
         tl.store(di_ptr + at, gu, mask=mask)
@@ -565,11 +596,10 @@ def _seed_loss_persistent_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, 
 def _classic_flux(d, kappa, tukey_s, COND: tl.constexpr):
     """``c(d) * d`` for medpy's options: exp (0), inverse (1), Tukey (2)."""
     if COND == 0:
-        q = d / kappa
-        c = tl.exp(-(q * q))
+        c = tl.exp((d * d) / (0.0 - kappa * kappa))  # -(d/kappa)^2, the scalar negated
     elif COND == 1:
         q = d / kappa
-        c = 1.0 / (1.0 + q * q)
+        c = 1.0 / tl.fma(q, q, 1.0)
     else:
         q = d / tukey_s
         one = 1.0 - q * q
@@ -587,7 +617,7 @@ def _classic_value(up, v, down, left, right, x, y, H, W, kappa, tukey_s, dt, CON
     dw = tl.where(x >= 1, v - left, 0.0)
     div_y = _classic_flux(ds, kappa, tukey_s, COND) - _classic_flux(dn, kappa, tukey_s, COND)
     div_x = _classic_flux(de, kappa, tukey_s, COND) - _classic_flux(dw, kappa, tukey_s, COND)
-    return v + dt * (div_y + div_x)
+    return tl.fma(dt, div_y + div_x, v)
 
 
 @triton.jit
@@ -705,11 +735,11 @@ def _weights(k_ptr, C: tl.constexpr):
 
 
 @triton.jit
-def _dot9w(kw, n: tl.constexpr, v):
-    """``sum_t kw[n + t] * v[t]``: :func:`_dot9` with preloaded weights, same order."""
-    return (kw[n + 0] * v[0] + kw[n + 1] * v[1] + kw[n + 2] * v[2] + kw[n + 3] * v[3]
-            + kw[n + 4] * v[4] + kw[n + 5] * v[5] + kw[n + 6] * v[6] + kw[n + 7] * v[7]
-            + kw[n + 8] * v[8])
+def _dot9w(acc, kw, n: tl.constexpr, v):
+    """``acc + sum_t kw[n + t] * v[t]``: :func:`_dot9` with preloaded weights, same order."""
+    for t in tl.static_range(9):
+        acc = tl.fma(kw[n + t], v[t], acc)
+    return acc
 
 
 @triton.jit
@@ -723,13 +753,13 @@ def _conv_window(kw, up, mid, down, C: tl.constexpr, BLOCK_H: tl.constexpr,
     g3 = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
     for i in tl.static_range(C):
         v = _window(up, mid, down, i)
-        g0 += _dot9w(kw, i * 9, v)
+        g0 = _dot9w(g0, kw, i * 9, v)
         if C > 1:
-            g1 += _dot9w(kw, (C + i) * 9, v)
+            g1 = _dot9w(g1, kw, (C + i) * 9, v)
         if C > 2:
-            g2 += _dot9w(kw, (2 * C + i) * 9, v)
+            g2 = _dot9w(g2, kw, (2 * C + i) * 9, v)
         if C > 3:
-            g3 += _dot9w(kw, (3 * C + i) * 9, v)
+            g3 = _dot9w(g3, kw, (3 * C + i) * 9, v)
     return g0, g1, g2, g3
 
 
@@ -740,10 +770,8 @@ def _scharr_window(up, mid, down, C: tl.constexpr, BLOCK_H: tl.constexpr,
     sx = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
     sy = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
     for i in tl.static_range(C):
-        v = _window(up, mid, down, i)
-        sx += 3.0 * v[0] - 3.0 * v[2] + 10.0 * v[3] - 10.0 * v[5] + 3.0 * v[6] - 3.0 * v[8]
-        sy += 3.0 * v[0] + 10.0 * v[1] + 3.0 * v[2] - 3.0 * v[6] - 10.0 * v[7] - 3.0 * v[8]
-    return tl.sqrt(sx * sx + sy * sy)
+        sx, sy = _scharr_acc(sx, sy, _window(up, mid, down, i))
+    return tl.sqrt(tl.fma(sx, sx, sy * sy))
 
 
 @triton.jit
@@ -754,7 +782,7 @@ def _dk_accumulate_window(acc, gs, up, mid, down, C: tl.constexpr):
         v = _window(up, mid, down, i)
         for o in tl.static_range(C):
             for t in tl.static_range(9):
-                out = out + (acc[(i * C + o) * 9 + t] + gs[o] * v[t],)
+                out = out + (tl.fma(gs[o], v[t], acc[(i * C + o) * 9 + t]),)
     return out
 
 
@@ -1316,7 +1344,7 @@ def _seed_forward_launch(image: Tensor, operator: Tensor, params: Tensor,
             image, operator, params, new, g, h, w, n_tw, c * h * w if nb_img > 1 else 0,
             c * c * 9 if nb_op > 1 else 0, *scalars,
             C=c, COND=COND_CODES[conduction], STORE_G=store_g, PER_IMAGE=per_image,
-            num_warps=num_warps, **shape, **_FMA,
+            num_warps=num_warps, **shape, **_EXACT,
         )
 
     choice = (variant, unroll)
@@ -1461,7 +1489,7 @@ def _seed_steps_launch(image: Tensor, operator: Tensor, params: Tensor,
             x, operator, params, new, h, w, n_tw, c * h * w if x.shape[0] > 1 else 0,
             c * c * 9 if nb_op > 1 else 0, *scalars, C=c, COND=COND_CODES[conduction],
             PER_IMAGE=per_image, ROWS=rows, STRIPS=strips, BLOCK_W=bw, UNROLL=unroll,
-            num_warps=strips, **_FMA)
+            num_warps=strips, **_EXACT)
 
     key = ("seed-steps", b, image.shape[0], nb_op, c, h, w, conduction, per_image, num_warps)
     return _run_steps(state, steps, single, pair_kernel, variant=variant, unroll=unroll, key=key,
@@ -1524,7 +1552,7 @@ def seed_backward_triton(image: Tensor, operator: Tensor, g: Tensor, grad_new: T
     _seed_bwd_a_kernel[(n_tiles, nb)](
         image, g, gn, ggi, gg, di, part, h, w, n_tw, n_tiles, *_scalars(kappa, dt), C=c,
         COND=COND_CODES[conduction], HAS_GN=grad_new is not None, HAS_GG=grad_g is not None,
-        BLOCK_H=block[0], BLOCK_W=block[1], num_warps=num_warps, **_FMA,
+        BLOCK_H=block[0], BLOCK_W=block[1], num_warps=num_warps, **_EXACT,
     )
     dk = part.sum(dim=0).reshape(c, c, 3, 3)  # (C*C*9,) -> (C, C, 3, 3)
     if not need_image_grad:
@@ -1540,7 +1568,7 @@ def _apply_adjoint(gg: Tensor, operator: Tensor, di: Tensor, *, num_warps: int =
     n_tiles, nb, n_tw, _ = _grid(h, w, b, block)
     _seed_bwd_b_kernel[(n_tiles, nb)](gg, operator.contiguous(), di, h, w, n_tw, C=c,
                                       BLOCK_H=block[0], BLOCK_W=block[1], num_warps=num_warps,
-                                      **_FMA)
+                                      **_EXACT)
 
 
 def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: float, dt: float,
@@ -1624,7 +1652,7 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
     di = _empty(image.shape, like=image) if need_image_grad else new
     args = (image, image0, operator.contiguous(), new, gg, di)
     consts = dict(C=c, COND=COND_CODES[conduction], NEED_DI=need_image_grad, BLOCK_H=block[0],
-                  BLOCK_W=block[1], num_warps=num_warps, **_FMA)
+                  BLOCK_W=block[1], num_warps=num_warps, **_EXACT)
     if persistent:
         total = b * n_tiles
         programs = min(int(n_programs or _persistent_programs(image.device)), total)
@@ -1706,7 +1734,7 @@ def _classic_launch(image: Tensor, *, kappa: float, dt: float, conduction: str,
                          (_classic_kernel, dict(BLOCK_H=blk[0], BLOCK_W=blk[1])))
         kernel[(n_tiles, b * c)](image, out, h, w, n_tw, float(kappa), float(kappa) * _SQRT2,
                                  float(dt), COND=COND_CODES[conduction], num_warps=num_warps,
-                                 **shape, **_FMA)
+                                 **shape, **_EXACT)
 
     choice = (variant, unroll)
     if variant == "auto":  # an explicit block is a tile shape
@@ -1766,7 +1794,7 @@ def classic_steps_triton(image: Tensor, *, steps: int, kappa: float, dt: float,
         _classic2_rows_kernel[(triton.cdiv(h, rows) * n_tw, b * c)](
             x, new, h, w, n_tw, float(kappa), float(kappa) * _SQRT2, float(dt),
             COND=COND_CODES[conduction], ROWS=rows, STRIPS=strips, BLOCK_W=bw, UNROLL=unroll,
-            num_warps=strips, **_FMA)
+            num_warps=strips, **_EXACT)
 
     return _run_steps(state, steps, single, pair_kernel, variant=variant, unroll=unroll,
                       key=("classic-steps", b, c, h, w, conduction, num_warps),

@@ -12,6 +12,16 @@ iterate replaced by ``finfo.max`` (the point at infinity, mapped to ``c`` next),
 first finishing ``k`` (0 if ``z_0`` already finished), the budget for orbits that never finish.
 ``1/z`` is ``conj(z) / |z|^2`` and the radius tests compare ``|z|^2``: float rounding can differ
 from the eager code on pixels at a basin boundary, so tests compare counts on >= 99.9 % of pixels.
+
+A run resumed from a snapshot is bit-identical to one run from scratch, on a GPU too, by
+construction: a new run and a resumed one are the same compiled kernel (the budget and the start
+are runtime arguments, never specialised), and iteration ``k`` always runs in the same copy of the
+unrolled loop body (copy ``(k - 1) % UNROLL``: a resumed launch starts at the copy where the last
+one stopped, the copies before it masked). Unlike the diffusion kernels, this one lets the
+compiler contract multiplies and adds (``_FUSED``): on Triton 3.6 a unary minus is a subtraction
+from zero, which a fused multiply-add cannot absorb without contraction, and the post's map would
+issue about 6 % more instructions per iteration (``benchmarks/kernel_sass.py``). Contraction is
+decided once per compiled kernel and copy, so it cannot make a resumed run differ.
 """
 
 from __future__ import annotations
@@ -25,18 +35,20 @@ import triton.language as tl
 from torch import Tensor
 
 from ..errors import ShapeError
-from .triton_diffusion import _FMA, _empty
+from .triton_diffusion import _empty
 
 __all__ = ["fractal_iterate_triton", "fractal_snapshots_triton"]
 
 _FORMULAS = {"inverse_power": 0, "multibrot": 1}
 _TRAPS = {None: 0, "point": 1, "circle": 2, "line": 3}
 _FAR = 3.4028234663852886e38  # torch.finfo(torch.float32).max
+_FUSED = {"enable_fp_fusion": True}  # named: Triton 3.10 turns its default off (see the docstring)
 
 
 @triton.jit
 def _cmul(ar, ai, br, bi):
-    return ar * br - ai * bi, ar * bi + ai * br
+    """``(ar + i ai)(br + i bi)``, two FMAs and two products."""
+    return tl.fma(ar, br, -(ai * bi)), tl.fma(ar, bi, ai * br)
 
 
 @triton.jit
@@ -60,23 +72,27 @@ def _cpow(zr, zi, P: tl.constexpr, LOW: tl.constexpr):
 
 @triton.jit
 def _trap_dist(zr, zi, qr, qi, radius, sin_a, cos_a, TRAP: tl.constexpr):
+    """The orbit trap's measure of ``z``: for the point trap the *squared* distance (the root of
+    the orbit's minimum is taken once, after the kernel: the root is monotonic, and a square
+    root per iteration would be a quarter-rate instruction), else the distance."""
+    dr = zr - qr
+    di = zi - qi
     if TRAP == 1:
-        d = tl.sqrt((zr - qr) * (zr - qr) + (zi - qi) * (zi - qi))
+        d = tl.fma(dr, dr, di * di)
     elif TRAP == 2:
-        d = tl.abs(tl.sqrt((zr - qr) * (zr - qr) + (zi - qi) * (zi - qi)) - radius)
+        d = tl.abs(tl.sqrt(tl.fma(dr, dr, di * di)) - radius)
     else:
-        d = tl.abs((zi - qi) * cos_a - (zr - qr) * sin_a)
+        d = tl.abs(tl.fma(di, cos_a, -(dr * sin_a)))
     return d
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["k0", "iterations"])
 def _fractal_kernel(c_ptr, count_ptr, done_ptr, z_ptr, trap_ptr, n, k0, iterations,
                     ar, ai, jr, ji, eps2, bail2, qr, qi, radius, sin_a, cos_a,
                     FORMULA: tl.constexpr, P: tl.constexpr, LOW: tl.constexpr, JULIA: tl.constexpr,
-                    TRAP: tl.constexpr, RESUME: tl.constexpr, UNROLL: tl.constexpr,
-                    BLOCK: tl.constexpr):
-    """Iterations ``k0 + 1 .. iterations`` of every pixel; ``RESUME`` continues from the state
-    the outputs hold after iteration ``k0`` (else ``k0 = 0``: the orbits start at ``c``)."""
+                    TRAP: tl.constexpr, UNROLL: tl.constexpr, BLOCK: tl.constexpr):
+    """Iterations ``k0 + 1 .. iterations`` of every pixel: from ``z_0`` when ``k0 == 0``, else
+    continuing from the state the outputs hold after iteration ``k0``."""
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     pr = tl.load(c_ptr + 2 * offs, mask=mask, other=0.0)
@@ -87,7 +103,7 @@ def _fractal_kernel(c_ptr, count_ptr, done_ptr, z_ptr, trap_ptr, n, k0, iteratio
     else:
         cr = pr
         ci = pi
-    if RESUME:
+    if k0 > 0:  # a runtime branch: new and resumed runs are one compiled kernel
         zr = tl.load(z_ptr + 2 * offs, mask=mask, other=0.0)
         zi = tl.load(z_ptr + 2 * offs + 1, mask=mask, other=0.0)
         done = tl.load(done_ptr + offs, mask=mask, other=1) != 0
@@ -96,7 +112,7 @@ def _fractal_kernel(c_ptr, count_ptr, done_ptr, z_ptr, trap_ptr, n, k0, iteratio
     else:
         zr = pr
         zi = pi
-        m2 = zr * zr + zi * zi
+        m2 = tl.fma(zr, zr, zi * zi)
         if FORMULA == 0:
             done = m2 < eps2
         else:
@@ -106,18 +122,20 @@ def _fractal_kernel(c_ptr, count_ptr, done_ptr, z_ptr, trap_ptr, n, k0, iteratio
         if TRAP != 0:
             trap = _trap_dist(zr, zi, qr, qi, radius, sin_a, cos_a, TRAP)
     done = done | (offs >= n)
-    k = tl.program_id(0) * 0 + k0 + 1  # an i32 tensor even when arguments are specialised to 1
+    # iteration k runs in copy (k - 1) % UNROLL of the unrolled body, in every launch: a resumed
+    # launch starts at the copy where the last one stopped, the iterations before k0 + 1 masked
+    k = tl.program_id(0) * 0 + (k0 - k0 % UNROLL) + 1  # an i32 tensor
     live_any = tl.sum((~done).to(tl.int32), axis=0) > 0
     # UNROLL masked iterations between two "is any orbit of this block still live?" tests: the
     # test is a reduction over the block, the iterations are per-pixel arithmetic.
     while (k <= iterations) & live_any:
         for u in tl.static_range(UNROLL):
-            live = (~done) & (k + u <= iterations)
+            live = (~done) & (k + u > k0) & (k + u <= iterations)
             if FORMULA == 0:
-                inv = 1.0 / (zr * zr + zi * zi)
+                inv = 1.0 / tl.fma(zr, zr, zi * zi)
                 wr, wi = _cpow(zr * inv, -zi * inv, P, LOW)
-                nr = ar * wr - ai * wi + cr
-                ni = ar * wi + ai * wr + ci
+                nr = tl.fma(ar, wr, tl.fma(-ai, wi, cr))
+                ni = tl.fma(ar, wi, tl.fma(ai, wr, ci))
                 finite = (tl.abs(nr) <= 3.4028234663852886e38) & \
                     (tl.abs(ni) <= 3.4028234663852886e38)
                 ni = tl.where(finite, ni, 0.0)
@@ -131,7 +149,7 @@ def _fractal_kernel(c_ptr, count_ptr, done_ptr, z_ptr, trap_ptr, n, k0, iteratio
             if TRAP != 0:
                 trap = tl.where(live, tl.minimum(
                     trap, _trap_dist(zr, zi, qr, qi, radius, sin_a, cos_a, TRAP)), trap)
-            m2 = zr * zr + zi * zi
+            m2 = tl.fma(zr, zr, zi * zi)
             if FORMULA == 0:
                 hit = m2 < eps2
             else:
@@ -246,12 +264,13 @@ def fractal_snapshots_triton(start: Tensor, *, budgets: Sequence[int],
             f32(j.real), f32(j.imag), f32(eps) ** 2, f32(bailout) ** 2, f32(q.real), f32(q.imag),
             f32(trap_radius), math.sin(trap_angle), math.cos(trap_angle),
             FORMULA=_FORMULAS[formula], P=int(power), LOW=(power & -power).bit_length() - 1,
-            JULIA=julia is not None, TRAP=_TRAPS[trap], RESUME=k0 > 0,
-            UNROLL=unroll, BLOCK=block, num_warps=num_warps, **_FMA,
+            JULIA=julia is not None, TRAP=_TRAPS[trap], UNROLL=unroll, BLOCK=block,
+            num_warps=num_warps, **_FUSED,
         )
         last = budget == wanted[-1]  # the buffers are not needed again: no copies
         shots[budget] = (counts.to(torch.int64), done.bool(),
                          torch.view_as_complex(final if last else final.clone()),
+                         torch.sqrt(trap_d) if trap == "point" else
                          trap_d if last else trap_d.clone())
         k0 = budget
     return [shots[int(b)] for b in budgets]
