@@ -20,7 +20,7 @@ unrolled loop body (copy ``(k - 1) % UNROLL``: a resumed launch starts at the co
 one stopped, the copies before it masked). Unlike the diffusion kernels, this one lets the
 compiler contract multiplies and adds (``_FUSED``): on Triton 3.6 a unary minus is a subtraction
 from zero, which a fused multiply-add cannot absorb without contraction, and the post's map would
-issue about 6 % more instructions per iteration (``benchmarks/kernel_sass.py``). Contraction is
+issue about 8 % more instructions per iteration (``benchmarks/kernel_sass.py``). Contraction is
 decided once per compiled kernel and copy, so it cannot make a resumed run differ.
 """
 
