@@ -11,6 +11,7 @@ import torch
 from minart.errors import ParamError, RecipeError
 from minart.io import write_image
 from minart.recipe import load_recipe, parse_recipe, recipe_schema
+from minart.registry import get_stage
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
@@ -370,7 +371,10 @@ def test_canonical_is_json_and_int_equals_float():
     assert json.dumps(a.canonical(), sort_keys=True) == json.dumps(b.canonical(), sort_keys=True)
     c = a.canonical()
     assert [s["name"] for s in c["steps"]] == ["b", "a"]
-    assert c["steps"][0]["version"] == 2 and c["steps"][1]["inputs"] == ["b"]
+    # each step carries its stage's version (it enters the cache keys)
+    assert c["steps"][0]["version"] == get_stage("fractal").version
+    assert c["steps"][1]["version"] == get_stage("perona_malik").version
+    assert c["steps"][1]["inputs"] == ["b"]
 
 
 def test_preview_scales_size_and_params():
