@@ -593,12 +593,15 @@ def _seed_loss_persistent_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, 
 
 
 @triton.jit
-def _classic_flux(d, kappa, tukey_s, COND: tl.constexpr):
-    """``c(d) * d`` for medpy's options: exp (0), inverse (1), Tukey (2)."""
+def _classic_flux(d, inv_kappa, tukey_s, COND: tl.constexpr):
+    """``c(d) * d`` for medpy's options: exp (0), inverse (1), Tukey (2); ``inv_kappa`` is
+    ``1 / kappa`` (:func:`_inverse_kappa`)."""
     if COND == 0:
-        c = tl.exp((d * d) / (0.0 - kappa * kappa))  # -(d/kappa)^2, the scalar negated
+        # exp(-(d/kappa)^2) as exp(q * -q): the scalar is negated, not every pixel (on Triton 3.6 a
+        # unary minus is a subtraction from zero, one more instruction)
+        c = tl.exp((d * inv_kappa) * (d * (0.0 - inv_kappa)))
     elif COND == 1:
-        q = d / kappa
+        q = d * inv_kappa
         c = 1.0 / tl.fma(q, q, 1.0)
     else:
         q = d / tukey_s
@@ -608,20 +611,23 @@ def _classic_flux(d, kappa, tukey_s, COND: tl.constexpr):
 
 
 @triton.jit
-def _classic_value(up, v, down, left, right, x, y, H, W, kappa, tukey_s, dt, COND: tl.constexpr):
+def _classic_value(up, v, down, left, right, x, y, H, W, inv_kappa, tukey_s, dt,
+                   COND: tl.constexpr):
     """:func:`_classic_kernel`'s update of ``v`` at column ``x``, row ``y`` from its four
     neighbours (forward differences, 0 across the border: zero flux)."""
     ds = tl.where(y + 1 < H, down - v, 0.0)
     dn = tl.where(y >= 1, v - up, 0.0)
     de = tl.where(x + 1 < W, right - v, 0.0)
     dw = tl.where(x >= 1, v - left, 0.0)
-    div_y = _classic_flux(ds, kappa, tukey_s, COND) - _classic_flux(dn, kappa, tukey_s, COND)
-    div_x = _classic_flux(de, kappa, tukey_s, COND) - _classic_flux(dw, kappa, tukey_s, COND)
+    div_y = (_classic_flux(ds, inv_kappa, tukey_s, COND)
+             - _classic_flux(dn, inv_kappa, tukey_s, COND))
+    div_x = (_classic_flux(de, inv_kappa, tukey_s, COND)
+             - _classic_flux(dw, inv_kappa, tukey_s, COND))
     return tl.fma(dt, div_y + div_x, v)
 
 
 @triton.jit
-def _classic_kernel(x_ptr, out_ptr, H, W, n_tw, kappa, tukey_s, dt, COND: tl.constexpr,
+def _classic_kernel(x_ptr, out_ptr, H, W, n_tw, inv_kappa, tukey_s, dt, COND: tl.constexpr,
                     BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
     plane = tl.program_id(1).to(tl.int64) * H * W
     y, x, mask = _tile(H, W, n_tw, BLOCK_H, BLOCK_W)
@@ -632,7 +638,7 @@ def _classic_kernel(x_ptr, out_ptr, H, W, n_tw, kappa, tukey_s, dt, COND: tl.con
     left = tl.load(x_ptr + at - 1, mask=mask & (x >= 1), other=0.0)
     right = tl.load(x_ptr + at + 1, mask=mask & (x + 1 < W), other=0.0)
     tl.store(out_ptr + at,
-             _classic_value(up, v, down, left, right, x, y, H, W, kappa, tukey_s, dt, COND),
+             _classic_value(up, v, down, left, right, x, y, H, W, inv_kappa, tukey_s, dt, COND),
              mask=mask)
 
 
@@ -867,7 +873,7 @@ def _seed_loss_rows_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_p
 
 
 @triton.jit
-def _classic_rows_kernel(x_ptr, out_ptr, H, W, n_tw, kappa, tukey_s, dt, COND: tl.constexpr,
+def _classic_rows_kernel(x_ptr, out_ptr, H, W, n_tw, inv_kappa, tukey_s, dt, COND: tl.constexpr,
                          ROWS: tl.constexpr, BLOCK_W: tl.constexpr, UNROLL: tl.constexpr):
     """:func:`_classic_kernel`, row-marching: the rows above and below stay in registers, each
     row loads its left/right neighbours and the row two below."""
@@ -886,7 +892,8 @@ def _classic_rows_kernel(x_ptr, out_ptr, H, W, n_tw, kappa, tukey_s, dt, COND: t
         left = tl.load(row - 1, mask=x >= 1)  # undefined at the border, where the flux is 0
         right = tl.load(row + 1, mask=x + 1 < W)
         tl.store(out_ptr + plane + at,
-                 _classic_value(up, v, down, left, right, x, y, H, W, kappa, tukey_s, dt, COND),
+                 _classic_value(up, v, down, left, right, x, y, H, W, inv_kappa, tukey_s, dt,
+                                COND),
                  mask=mask)
         up = v
         v = down
@@ -1013,19 +1020,19 @@ def _seed_fwd2_rows_kernel(x_ptr, k_ptr, p_ptr, new_ptr, H, W, n_tw, x_bstride, 
 
 
 @triton.jit
-def _classic_row_at(xb, H, W, x, ok, row, kappa, tukey_s, dt, COND: tl.constexpr):
+def _classic_row_at(xb, H, W, x, ok, row, inv_kappa, tukey_s, dt, COND: tl.constexpr):
     """The first classic step's row ``row`` (inside the image) from its input neighbours."""
     at = xb + row * W + x
     up = tl.load(xb + _reflect_row(row - 1, H) * W + x, mask=ok[1])
     down = tl.load(xb + _reflect_row(row + 1, H) * W + x, mask=ok[1])
     left = tl.load(at - 1, mask=ok[0])  # undefined at the border, where the flux is 0
     right = tl.load(at + 1, mask=ok[2])
-    return _classic_value(up, tl.load(at, mask=ok[1]), down, left, right, x, row, H, W, kappa,
-                          tukey_s, dt, COND)
+    return _classic_value(up, tl.load(at, mask=ok[1]), down, left, right, x, row, H, W,
+                          inv_kappa, tukey_s, dt, COND)
 
 
 @triton.jit
-def _classic2_rows_kernel(x_ptr, out_ptr, H, W, n_tw, kappa, tukey_s, dt, COND: tl.constexpr,
+def _classic2_rows_kernel(x_ptr, out_ptr, H, W, n_tw, inv_kappa, tukey_s, dt, COND: tl.constexpr,
                           ROWS: tl.constexpr, STRIPS: tl.constexpr, BLOCK_W: tl.constexpr,
                           UNROLL: tl.constexpr):
     """Two classic steps in one pass (see the section comment), one plane per program row."""
@@ -1035,8 +1042,9 @@ def _classic2_rows_kernel(x_ptr, out_ptr, H, W, n_tw, kappa, tukey_s, dt, COND: 
     left_lane = tl.maximum(lane - 1, 0)
     right_lane = tl.minimum(lane + 1, BLOCK_W - 1)
     # the first step's rows y0 - 1 (never used at y0 = 0: zero flux) and y0
-    s_up = _classic_row_at(xb, H, W, x, ok, _reflect_row(y0 - 1, H), kappa, tukey_s, dt, COND)
-    s_mid = _classic_row_at(xb, H, W, x, ok, y0, kappa, tukey_s, dt, COND)
+    s_up = _classic_row_at(xb, H, W, x, ok, _reflect_row(y0 - 1, H), inv_kappa, tukey_s, dt,
+                           COND)
+    s_mid = _classic_row_at(xb, H, W, x, ok, y0, inv_kappa, tukey_s, dt, COND)
     up = tl.load(xb + y0 * W + x, mask=ok[1])
     mid = tl.load(xb + _reflect_row(y0 + 1, H) * W + x, mask=ok[1])
     for r in tl.range(ROWS, loop_unroll_factor=UNROLL):
@@ -1045,11 +1053,11 @@ def _classic2_rows_kernel(x_ptr, out_ptr, H, W, n_tw, kappa, tukey_s, dt, COND: 
         row = xb + _reflect_row(y + 1, H) * W + x  # past the last row: computed, never used
         left = tl.load(row - 1, mask=ok[0])
         right = tl.load(row + 1, mask=ok[2])
-        s_down = _classic_value(up, mid, down, left, right, x, y + 1, H, W, kappa, tukey_s, dt,
-                                COND)
-        second = _classic_value(s_up, s_mid, s_down, tl.gather(s_mid, left_lane, axis=1),
-                                tl.gather(s_mid, right_lane, axis=1), x, y, H, W, kappa, tukey_s,
+        s_down = _classic_value(up, mid, down, left, right, x, y + 1, H, W, inv_kappa, tukey_s,
                                 dt, COND)
+        second = _classic_value(s_up, s_mid, s_down, tl.gather(s_mid, left_lane, axis=1),
+                                tl.gather(s_mid, right_lane, axis=1), x, y, H, W, inv_kappa,
+                                tukey_s, dt, COND)
         mask = store & (x * 0 + y < H)  # a tensor: the interpreter takes no scalar masks
         tl.store(out_ptr + plane + y * W + x, second, mask=mask)
         s_up = s_mid
@@ -1681,6 +1689,14 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
     return new, loss, dk, di
 
 
+def _inverse_kappa(kappa: float) -> float:
+    """``1 / kappa`` for the classic kernels, at most float32's largest value: a multiply per
+    pixel instead of a division, and for a ``kappa`` so small that the reciprocal overflows the
+    conduction is still 0 for a nonzero difference and 1 for a zero one, as with ``d / kappa``
+    (a reciprocal of ``inf`` would give ``0 * inf = nan`` there)."""
+    return min(1.0 / float(kappa), 3.4028234663852886e38)
+
+
 def classic_step_triton(image: Tensor, *, kappa: float, dt: float, conduction: str = "exp",
                         block: tuple[int, int] | None = None, num_warps: int = 4,
                         variant: Literal["auto", "tiles", "rows"] = "auto",
@@ -1732,9 +1748,9 @@ def _classic_launch(image: Tensor, *, kappa: float, dt: float, conduction: str,
         kernel, shape = ((_classic_rows_kernel, dict(ROWS=blk[0], BLOCK_W=blk[1],
                                                      UNROLL=unroll)) if rows else
                          (_classic_kernel, dict(BLOCK_H=blk[0], BLOCK_W=blk[1])))
-        kernel[(n_tiles, b * c)](image, out, h, w, n_tw, float(kappa), float(kappa) * _SQRT2,
-                                 float(dt), COND=COND_CODES[conduction], num_warps=num_warps,
-                                 **shape, **_EXACT)
+        kernel[(n_tiles, b * c)](image, out, h, w, n_tw, _inverse_kappa(kappa),
+                                 float(kappa) * _SQRT2, float(dt), COND=COND_CODES[conduction],
+                                 num_warps=num_warps, **shape, **_EXACT)
 
     choice = (variant, unroll)
     if variant == "auto":  # an explicit block is a tile shape
@@ -1792,7 +1808,7 @@ def classic_steps_triton(image: Tensor, *, steps: int, kappa: float, dt: float,
 
     def pair_kernel(x: Tensor, new: Tensor, unroll: int) -> None:
         _classic2_rows_kernel[(triton.cdiv(h, rows) * n_tw, b * c)](
-            x, new, h, w, n_tw, float(kappa), float(kappa) * _SQRT2, float(dt),
+            x, new, h, w, n_tw, _inverse_kappa(kappa), float(kappa) * _SQRT2, float(dt),
             COND=COND_CODES[conduction], ROWS=rows, STRIPS=strips, BLOCK_W=bw, UNROLL=unroll,
             num_warps=strips, **_EXACT)
 

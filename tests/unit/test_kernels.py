@@ -88,6 +88,14 @@ def _check_forward(device: str, shapes=((1, 3, 13, 17), (2, 1, 2, 5))) -> None:
             torch.testing.assert_close(td.classic_step_triton(x, kappa=0.1, dt=0.2,
                                                               conduction=cond, block=(4, 8)),
                                        ref, **FWD_TOL)
+    # kappa so small that 1/kappa overflows float32: flat regions still do not diffuse, the
+    # edges do not either (conduction 0), and nothing turns into nan
+    x, *_ = _inputs(device)
+    x[..., :4, :] = 0.5
+    for cond in ("exp", "inverse"):
+        out = td.classic_step_triton(x, kappa=1e-40, dt=0.2, conduction=cond, block=(4, 8))
+        torch.testing.assert_close(out, classic_step(x, kappa=1e-40, dt=0.2, conduction=cond),
+                                   **FWD_TOL)
     # a sweep: one image, three operators and parameter pairs, one launch
     x, k, *_ = _inputs(device)
     ops = torch.stack([k, laplacian_operator(3, device=device), 0.5 * k])
@@ -624,7 +632,7 @@ def test_kernels_lower_to_ptx_for_hopper_without_a_gpu():
         return kernel
 
     try:
-        lower(td._classic_kernel, dict(x_ptr=p, out_ptr=p, kappa="fp32", tukey_s="fp32",
+        lower(td._classic_kernel, dict(x_ptr=p, out_ptr=p, inv_kappa="fp32", tukey_s="fp32",
                                        dt="fp32"), dict(COND=0, BLOCK_H=1, BLOCK_W=512))
     except Exception as exc:  # noqa: BLE001 - no CUDA backend/ptxas in this triton build
         pytest.skip(f"cannot compile for sm_90 here: {exc}")
@@ -651,7 +659,7 @@ def test_kernels_lower_to_ptx_for_hopper_without_a_gpu():
                         total=1, n_programs=1)):
         lower(td._seed_loss_persistent_kernel, ptrs, consts)
     # the row-marching variants, and the resources ptxas gives them (cuobjdump ships with triton)
-    ptrs.update(out_ptr=p, kappa="fp32")
+    ptrs.update(out_ptr=p, inv_kappa="fp32")
     rows = {}
     for cond in (0, 1, 2):
         rows[f"fwd{cond}"] = lower(td._seed_fwd_rows_kernel, ptrs, dict(
