@@ -1694,7 +1694,7 @@ def _inverse_kappa(kappa: float) -> float:
     pixel instead of a division, and for a ``kappa`` so small that the reciprocal overflows the
     conduction is still 0 for a nonzero difference and 1 for a zero one, as with ``d / kappa``
     (a reciprocal of ``inf`` would give ``0 * inf = nan`` there)."""
-    return min(1.0 / float(kappa), 3.4028234663852886e38)
+    return min(1.0 / float(kappa), torch.finfo(torch.float32).max)
 
 
 def classic_step_triton(image: Tensor, *, kappa: float, dt: float, conduction: str = "exp",

@@ -268,9 +268,9 @@ def fractal_snapshots_triton(start: Tensor, *, budgets: Sequence[int],
             num_warps=num_warps, **_FUSED,
         )
         last = budget == wanted[-1]  # the buffers are not needed again: no copies
+        # the point trap's buffer holds squared distances (see _trap_dist): its root is a copy
+        trap_out = torch.sqrt(trap_d) if trap == "point" else (trap_d if last else trap_d.clone())
         shots[budget] = (counts.to(torch.int64), done.bool(),
-                         torch.view_as_complex(final if last else final.clone()),
-                         torch.sqrt(trap_d) if trap == "point" else
-                         trap_d if last else trap_d.clone())
+                         torch.view_as_complex(final if last else final.clone()), trap_out)
         k0 = budget
     return [shots[int(b)] for b in budgets]
