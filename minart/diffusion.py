@@ -43,6 +43,7 @@ from .errors import ParamError, ShapeError
 
 __all__ = [
     "CLASSIC_DT_MAX",
+    "KAPPA_MIN",
     "classic_step",
     "laplacian_operator",
     "perona_malik",
@@ -56,6 +57,11 @@ Conduction = Literal["exp", "inverse", "tukey"]
 
 CLASSIC_DT_MAX = 0.25
 """Largest stable explicit time step of the classic four-neighbour scheme in 2-D."""
+
+KAPPA_MIN = 1e-18
+"""Smallest ``kappa`` accepted: the seed scheme divides by ``kappa^2``, which must stay a normal
+float32 (below about 1e-19 it becomes subnormal, which GPUs flush to zero, then underflows to 0 and
+turns flat regions into nan)."""
 
 _SCHEMES = ("classic", "seed")
 _CONDUCTIONS = ("exp", "inverse", "tukey")
@@ -254,7 +260,8 @@ def perona_malik(
         image: ``(C, H, W)`` or ``(B, C, H, W)`` floating tensor, in [0, 1] (classic works in any
             range with ``kappa`` in the same units); ``H, W >= 2``.
         steps: number of diffusion steps (>= 0).
-        kappa: edge threshold (> 0): differences well below it diffuse, above it are kept.
+        kappa: edge threshold (>= KAPPA_MIN, 1e-18): differences well below it diffuse, above
+            it are kept.
         dt: time step (> 0). For ``"classic"`` values above 0.25 are unstable: ``substep="auto"``
             splits each step into ``ceil(dt / 0.25)`` equal substeps, ``"off"`` refuses them.
         scheme: ``"classic"`` or ``"seed"``.
@@ -284,7 +291,7 @@ def perona_malik(
     check_choice("conduction", conduction, _CONDUCTIONS)
     check_choice("substep", substep, ("auto", "off"))
     check_whole("steps", steps, ge=0)
-    check_range("kappa", kappa, gt=0)
+    check_range("kappa", kappa, ge=KAPPA_MIN)
     check_range("dt", dt, gt=0)
     check_finite(batch)
     if operator is not None:

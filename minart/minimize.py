@@ -58,7 +58,7 @@ import torch
 from torch import Tensor
 
 from ._checks import as_batch, check_choice, check_finite, check_range, check_whole
-from .diffusion import laplacian_operator
+from .diffusion import KAPPA_MIN, laplacian_operator
 from .errors import ParamError, ShapeError
 
 __all__ = [
@@ -153,7 +153,7 @@ class MinimizeState:
             image: ``(C, H, W)`` or ``(1, C, H, W)`` image (or ``(T, C, H, W)`` frames for
                 ``"seed_video"``), floating, in [0, 1], ``H, W >= 2``.
             lr: initial learning rate (> 0).
-            kappa: conduction scale (> 0).
+            kappa: conduction scale (>= KAPPA_MIN, 1e-18).
             dt: time step (> 0).
             loss: ``"seed"`` or ``"seed_video"``.
             conduction: ``"exp"``, ``"inverse"`` or ``"tukey"``.
@@ -173,7 +173,7 @@ class MinimizeState:
         check_choice("loss", loss, _LOSSES)
         check_choice("conduction", conduction, _CONDUCTIONS)
         check_range("lr", lr, gt=0)
-        check_range("kappa", kappa, gt=0)
+        check_range("kappa", kappa, ge=KAPPA_MIN)
         check_range("dt", dt, gt=0)
         original = _check_input(image, loss)
         operator = _fresh_operator(original)
@@ -505,7 +505,7 @@ def minimize(
         frame_every: keep a frame every this many iterations (>= 1), at ``i = 0, frame_every, ...``.
         lr: SGD learning rate of ``K`` (> 0); with ``reduction="sum"`` scale it by the inverse
             pixel-count ratio when changing size (``docs/minimize.md``).
-        kappa: conduction scale (> 0).
+        kappa: conduction scale (>= KAPPA_MIN, 1e-18).
         dt: time step (> 0).
         momentum: SGD momentum in [0, 1).
         weight_decay: SGD weight decay (>= 0).
@@ -563,7 +563,7 @@ def minimize(
         raise ParamError(f"refresh_at={refresh_at} must be < refresh_every={refresh_every}",
                          param="refresh_at")
     check_range("lr", lr, gt=0)
-    check_range("kappa", kappa, gt=0)
+    check_range("kappa", kappa, ge=KAPPA_MIN)
     check_range("dt", dt, gt=0)
     check_range("momentum", momentum, ge=0)
     if momentum >= 1:

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from torch import Tensor
 
+from .diffusion import KAPPA_MIN
 from .errors import MediaError, ParamError, RecipeError
 from .registry import CheckContext, Stage, StageContext, register
 
@@ -422,7 +423,7 @@ class PeronaMalikParams(_Params):
 
     steps: int = Field(..., ge=0, le=100000, description=(
         "Number of diffusion steps: more steps smooth larger areas."))
-    kappa: float = Field(..., gt=0, le=10, description=(
+    kappa: float = Field(..., ge=KAPPA_MIN, le=10, description=(
         "Edge threshold in brightness units (0-1): differences below it are smoothed, edges "
         "above it are kept."))
     dt: float = Field(..., gt=0, le=10, description=(
@@ -472,7 +473,7 @@ class MinimizeParams(_Params):
     lr: float = Field(2e-6, gt=0, le=100.0, description=(
         "Learning rate of the operator. With reduction 'sum' it must shrink as images grow "
         "(the post used 2e-6 for ~800 px photos)."))
-    kappa: float = Field(0.2, gt=0, le=10, description="Conduction scale of the diffusion step.")
+    kappa: float = Field(0.2, ge=KAPPA_MIN, le=10, description="Conduction scale of the diffusion step.")
     dt: float = Field(0.2, gt=0, le=10, description="Time step of the diffusion step.")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum of the operator.")
     weight_decay: float = Field(5e-4, ge=0, le=1, description="SGD weight decay of the operator.")

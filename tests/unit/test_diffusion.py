@@ -8,6 +8,7 @@ import torch
 from medpy.filter.smoothing import anisotropic_diffusion
 
 from minart.diffusion import (
+    KAPPA_MIN,
     classic_step,
     laplacian_operator,
     perona_malik,
@@ -136,7 +137,8 @@ def test_callback_every_calls_after_each_run_and_the_last_step(gen, scheme):
     [
         ({"steps": -1}, ParamError, "steps=-1 must be a whole number >= 0"),
         ({"callback_every": 0}, ParamError, "callback_every=0 must be a whole number >= 1"),
-        ({"kappa": 0.0}, ParamError, "kappa=0.0 must be > 0"),
+        ({"kappa": 0.0}, ParamError, "kappa=0.0 must be >= 1e-18"),
+        ({"kappa": 1e-30}, ParamError, "kappa=1e-30 must be >= 1e-18"),
         ({"dt": float("nan")}, ParamError, "dt=nan must be a finite number"),
         ({"scheme": "fancy"}, ParamError, "scheme='fancy' is not one of 'classic', 'seed'"),
         ({"conduction": "gauss"}, ParamError, "conduction='gauss' is not one of"),
@@ -148,6 +150,19 @@ def test_errors(gen, kwargs, error, message):
     params = {"steps": 1, "kappa": 0.1, "dt": 0.2, **kwargs}
     with pytest.raises(error, match=message):
         perona_malik(_smooth_image(gen), **params)
+
+
+@pytest.mark.parametrize("scheme", ["classic", "seed"])
+@pytest.mark.parametrize("conduction", ["exp", "inverse", "tukey"])
+def test_smallest_kappa_keeps_flat_regions_finite(gen, scheme, conduction):
+    # the seed scheme divides by kappa^2: at kappa = 1e-30 that is 0 in float32 and a flat
+    # region (g = 0) became 0/0 = nan, so such a kappa is refused and the bound itself must work
+    image = _smooth_image(gen)
+    image[..., :4, :4] = 0.5
+    out = perona_malik(image, steps=3, kappa=KAPPA_MIN, dt=0.2, scheme=scheme,
+                       conduction=conduction)
+    assert torch.isfinite(out).all()
+    assert torch.equal(out[..., :3, :3], image[..., :3, :3])  # flat and kappa ~ 0: nothing moves
 
 
 def test_bad_images_are_refused():

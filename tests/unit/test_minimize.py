@@ -334,7 +334,7 @@ def test_state_dict_is_flat_and_safetensors_ready(image):
     ({"refresh_at": -1}, "refresh_at=-1 must be a whole number >= 0"),
     ({"lr": 0.0}, "lr=0.0 must be > 0"),
     ({"lr": float("nan")}, "lr=nan must be a finite number"),
-    ({"kappa": -1.0}, "kappa=-1.0 must be > 0"),
+    ({"kappa": -1.0}, "kappa=-1.0 must be >= 1e-18"),
     ({"dt": 0}, "dt=0 must be > 0"),
     ({"momentum": 1.0}, "momentum=1.0 must be < 1"),
     ({"weight_decay": -0.1}, "weight_decay=-0.1 must be >= 0"),

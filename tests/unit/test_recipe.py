@@ -91,6 +91,8 @@ def test_steps_are_sorted_topologically():
 @pytest.mark.parametrize("old,new,cls,message", [
     ("dt: 0.2", "dt: -0.4", ParamError,
      "recipes/ocean.yaml:14:11: step 'soften': dt=-0.4 must be > 0"),
+    ("kappa: 0.1", "kappa: 1.0e-30", ParamError,
+     "recipes/ocean.yaml:13:14: step 'soften': kappa=1e-30 must be >= 1e-18"),
     ("dt: 0.2", "dt: 0.4\n      substep: off", ParamError,
      "recipes/ocean.yaml:14:11: step 'soften': dt=0.4 exceeds the stability bound 0.25 for "
      "scheme 'classic'; use dt <= 0.25 or substep: auto"),
