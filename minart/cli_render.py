@@ -40,7 +40,7 @@ def _render(recipe: Path, overrides: list[str], *, preview: bool | int,
     _quiet_prefect()
     from minart.flows.render import render_here  # imports Prefect
 
-    result = render_here(str(recipe), overrides=dict(o.partition("=")[::2] for o in overrides),
+    result = render_here(str(recipe), overrides=engine.overrides_dict(overrides),
                          preview=preview, device=device, cache=cache,
                          report=None if report is None else str(report),
                          output_dir=None if output_dir is None else str(output_dir))

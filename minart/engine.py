@@ -51,6 +51,7 @@ __all__ = [
     "StepResult",
     "embedded_recipe",
     "load_plan",
+    "overrides_dict",
     "overrides_list",
     "plan",
     "render",
@@ -76,9 +77,32 @@ class PlannedStep:
     input_keys: tuple[str, ...]
     files: tuple[str, ...] = ()
 
-    def files_present(self) -> bool:
-        """Whether every file this (output) step writes exists."""
-        return all(os.path.exists(f) for f in self.files)
+    def files_current(self, metadata: Mapping[str, str]) -> bool:
+        """Whether the files this (output) step writes are the ones its cache entry recorded.
+
+        Every file must exist with the SHA-256 noted when the step last wrote it (with its
+        companions, such as a video's JSON sidecar), so a file overwritten by another recipe,
+        seed or preview, or edited or truncated since, is written again. A step without files
+        is always current.
+
+        Args:
+            metadata: the step's cache entry metadata.
+        """
+        if not self.files:
+            return True
+        try:
+            recorded = json.loads(metadata.get(_FILES, ""))
+        except ValueError:
+            return False  # an entry from before files were recorded, or a damaged field
+        if not isinstance(recorded, dict) or not set(self.files) <= recorded.keys():
+            return False
+        for path, digest in recorded.items():
+            try:
+                if _file_digest(path) != digest:
+                    return False
+            except OSError:
+                return False
+        return True
 
 
 @dataclass(frozen=True)
@@ -384,15 +408,17 @@ class Plan:
                 return
             step = self.steps[name]
             state = "missing"
-            if cache.contains(step.key) and step.files_present():
+            if cache.contains(step.key):
                 state = "cached"
-                if verify:
+                if verify or step.files:  # output files are checked against the entry
                     try:
-                        cache.get_tensors(step.key)
+                        found = cache.get_tensors(step.key)
                     except CacheError as exc:
                         log.warning("step '%s': %s; recomputing it", name, exc)
                         cache.delete(step.key)
                         corrupt += 1
+                        found = None
+                    if found is None or not step.files_current(found[1]):
                         state = "missing"
             status[name] = state
             if state == "missing":
@@ -521,6 +547,27 @@ def overrides_list(overrides: Mapping[str, Any] | Iterable[str] | None) -> tuple
     return tuple(overrides)
 
 
+def overrides_dict(overrides: Iterable[str]) -> dict[str, str]:
+    """``"dotted.path=value"`` strings as an ordered mapping that applies like the list.
+
+    A later override of a path replaces earlier ones of the same path and of paths inside it, so
+    the mapping (what the flow and a deployment take) gives the recipe the list gives.
+
+    Example:
+        >>> overrides_dict(["size=[64, 64]", "size.0=40", "size=[16, 16]", "seed=3"])
+        {'size': '[16, 16]', 'seed': '3'}
+        >>> overrides_dict(["size=[16, 16]", "size.0=40"])
+        {'size': '[16, 16]', 'size.0': '40'}
+    """
+    folded: dict[str, str] = {}
+    for item in overrides:
+        path, _, value = item.partition("=")
+        for old in [k for k in folded if k == path or k.startswith(path + ".")]:
+            del folded[old]
+        folded[path] = value
+    return folded
+
+
 @functools.lru_cache(maxsize=16)
 def _load_plan_cached(path: str, stamp: tuple, overrides: tuple[str, ...], preview: int,
                       device: str, output_dir: str | None, day: str, shown: str) -> Plan:
@@ -618,10 +665,21 @@ def _make_context(plan_: Plan, step: PlannedStep, *, cache: TensorCache,
 _ALIAS = "minart.alias"
 """Entry metadata of an output step whose result is its input's (stored once, under the input)."""
 
+_FILES = "minart.files"
+"""Entry metadata of an output step: JSON ``{absolute path: sha256}`` of the files it wrote."""
+
+
+def _file_digest(path: str | os.PathLike) -> str:
+    from .stages import file_sha256
+
+    return file_sha256(Path(path))
+
 
 def _cached(cache: TensorCache, step: PlannedStep) -> bool:
-    """A verified hit whose output files (if any) exist; raises CacheError if corrupt."""
-    return step.files_present() and cache.get(step.key) is not None
+    """A verified hit whose output files (if any) are the ones it wrote; raises CacheError if
+    the entry is corrupt."""
+    found = cache.get_tensors(step.key)
+    return found is not None and step.files_current(found[1])
 
 
 def _load_input(plan_: Plan, name: str, *, cache: TensorCache, progress: ProgressFn | None,
@@ -709,6 +767,10 @@ def run_step(plan_: Plan, name: str, *, cache: TensorCache, progress: ProgressFn
             raise CacheError(f"step '{name}': stage {step.stage!r} returned "
                              f"{type(result).__name__}, not a tensor")
         info = {"step": name, "stage": step.stage, "recipe": plan_.label}
+        written = [str(Path(f).resolve()) for f in getattr(ctx, "written", ()) or ()]
+        if step.files or written:
+            info[_FILES] = json.dumps({f: _file_digest(f) for f in dict.fromkeys(
+                [*step.files, *written])})
         if step.files and inputs and result is inputs[0]:
             # an output stage returns its input: store a reference, not a second copy
             cache.put(step.key, torch.empty(0), info={**info, _ALIAS: step.input_keys[0]})
@@ -717,7 +779,7 @@ def run_step(plan_: Plan, name: str, *, cache: TensorCache, progress: ProgressFn
         if checkpoint is not None:
             checkpoint.delete()
         seconds = time.perf_counter() - start
-        outputs = tuple(str(o) for o in getattr(ctx, "written", ()) or ()) or step.files
+        outputs = step.files or tuple(written)
         log.info("step '%s' (%s): computed in %.2f s", name, step.stage, seconds)
         return StepResult(
             name, step.stage, step.key, "computed", seconds=seconds, outputs=outputs,

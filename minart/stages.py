@@ -848,6 +848,8 @@ def _run_encode_video(inputs: list[Tensor], params: EncodeVideoParams,
                                            quality=params.quality, loop=params.loop,
                                            codec=params.codec, pad=params.pad, metadata=metadata)
     ctx.written.append(target)
+    if metadata is not None:  # its recipe, for 'minart reproduce': checked with the video
+        ctx.written.append(_function("minart.video:sidecar_path")(target))
     return inputs[0]
 
 

@@ -93,6 +93,36 @@ def test_missing_output_file_rewrites_only_the_output(tmp_path, cache):
     assert _render(tmp_path, cache, out="out-b").computed == ["save"]  # another folder
 
 
+def test_output_overwritten_by_another_run_or_edited_is_written_again(tmp_path, cache):
+    from minart.io import read_image
+
+    first = _render(tmp_path, cache)
+    target = Path(first.outputs[0])
+    mine = target.read_bytes()
+    assert sorted(_render(tmp_path, cache, kappa=0.3).computed) == ["mix", "save", "soft"]
+    assert target.read_bytes() != mine  # the same file now holds the other run's image
+    again = _render(tmp_path, cache)
+    assert again.computed == ["save"] and target.read_bytes() == mine
+    # edited or truncated by hand: written again from the cached input, not reported as a hit
+    write_image(target, 1.0 - read_image(target))
+    assert _render(tmp_path, cache).computed == ["save"] and target.read_bytes() == mine
+    target.write_bytes(mine[: len(mine) // 2])
+    assert _render(tmp_path, cache).computed == ["save"] and target.read_bytes() == mine
+    assert _render(tmp_path, cache).computed == []
+
+
+def test_video_sidecar_is_checked_with_its_video(tmp_path, cache):
+    extra = (_step("clip", "concatenate", ["mix", "soft"]),
+             _step("movie", "encode_video", ["clip"], path="out/tiny.webm", fps=2))
+    first = _render(tmp_path, cache, extra=extra)
+    video = tmp_path / "out-a" / "out" / "tiny.webm"
+    sidecar = video.with_name("tiny.webm.json")
+    assert str(video) in first.outputs and str(sidecar) not in first.outputs
+    assert sidecar.is_file()
+    sidecar.unlink()
+    assert _render(tmp_path, cache, extra=extra).computed == ["movie"] and sidecar.is_file()
+
+
 def test_corrupt_entries_are_recomputed_and_counted(tmp_path, cache):
     first = _render(tmp_path, cache)
     keys = {s.step: s.key for s in first.steps}
@@ -210,15 +240,15 @@ def test_embedded_recipe_round_trip(tmp_path, cache):
 
 def test_output_steps_store_a_reference_not_a_copy(tmp_path, cache):
     report = _render(tmp_path, cache)
-    sizes = {e.step: e.size for e in cache.entries()}
-    assert sizes["save"] < sizes["mix"] / 2
+    keys = {s.step: s.key for s in report.steps}
+    stored, _ = cache.get_tensors(keys["save"])
+    assert [t.numel() for t in stored.values()] == [0]  # no pixels: a reference to 'mix'
     # something downstream of an output step still gets the pixels
     recipe = _recipe(tmp_path, extra=[_step("after", "perona_malik", ["save"], steps=1, kappa=0.1,
                                             dt=0.1)])
     plan = engine.plan(recipe, output_dir=tmp_path / "out-a")
     again = engine.render(plan, cache=cache)
     assert again.computed == ["after"]
-    keys = {s.step: s.key for s in report.steps}
     from minart.diffusion import perona_malik
     expected = perona_malik(cache.get(keys["mix"]), steps=1, kappa=0.1, dt=0.1)
     assert torch.allclose(cache.get(plan.steps["after"].key), expected)
