@@ -334,3 +334,19 @@ def test_a_run_fixes_its_date_so_steps_after_midnight_write_where_it_planned(tmp
     engine.render(before, cache=TensorCache(tmp_path / "cache"))
     assert (tmp_path / "2026-11-26" / "dated.png").is_file()
     assert not (tmp_path / "2026-11-27").exists()
+
+
+@pytest.mark.parametrize("items", [
+    ["size=[64, 64]", "size.0=40", "size=[16, 16]"],
+    ["size=[16, 16]", "size.0=40"],
+    ["size.0=40", "size=[24, 16]"],
+    ["seed=3", "seed=5", "steps.soften.params.kappa=0.05"],
+])
+def test_overrides_as_a_mapping_give_the_recipe_the_list_gives(items):
+    from minart.recipe import load_recipe
+
+    ocean = Path(__file__).resolve().parents[2] / "recipes" / "ocean.yaml"
+    by_list = load_recipe(ocean, items)
+    by_mapping = load_recipe(ocean, engine.overrides_list(engine.overrides_dict(items)))
+    assert (by_mapping.size, by_mapping.seed) == (by_list.size, by_list.seed)
+    assert by_mapping.steps == by_list.steps
