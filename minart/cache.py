@@ -5,7 +5,7 @@ Layout under the cache root (a local folder, ``file://`` or any fsspec URL such 
 
     objects/<k[:2]>/<key>.safetensors   payload: the tensors + metadata (checksum, key, step info)
     objects/<k[:2]>/<key>.json          sidecar: created/accessed times, size, step, stage (LRU)
-    records/<key>*                      records of an orchestrator that point at the entry
+    records/[<folder>/]<key>*           records of an orchestrator that point at the entry
     locks/<key>.lock                    per-key lock
     tmp/                                partial writes
 
@@ -84,6 +84,9 @@ __all__ = [
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?I?B?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15}
+_RECORD_RE = re.compile(r"^[0-9a-f]{32,128}(?:-ckpt)?(?:\.[a-z]+)?$")  # records/[*/]<key>
+_OBJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\.(?:safetensors|json)$")
+_PART_RE = re.compile(r"^[0-9a-f]{32}\.part$")  # tmp/<uuid4 hex>.part
 _CHECKSUM = "minart.sha256"
 _KEYFIELD = "minart.key"
 _TMP_MAX_AGE = 3600.0
@@ -373,6 +376,9 @@ class TensorCache:
             raise ParamError(f"stale_after={stale_after} must be > 0", param="stale_after")
         location = default_cache_location() if location is None else location
         self.location = os.fspath(location)
+        if not self.location.strip():
+            raise CacheError("the cache location is empty; give a folder or URL (or leave it "
+                             "out for the default)")
         try:
             self.fs, root = fsspec.core.url_to_fs(self.location)
         except (ValueError, ImportError) as exc:
@@ -559,11 +565,14 @@ class TensorCache:
         return existed
 
     def _record_paths(self, key: str) -> list[str]:
-        try:
-            return [p for p in self.fs.glob(f"{self.records_dir}/{key}*")
-                    if p.rsplit("/", 1)[-1].startswith(key)]
-        except (FileNotFoundError, OSError):
-            return []
+        """``records/<key>*`` and ``records/<folder>/<key>*`` (an orchestrator's result files)."""
+        found = []
+        for pattern in (f"{self.records_dir}/{key}*", f"{self.records_dir}/*/{key}*"):
+            try:
+                found += [p for p in self.fs.glob(pattern) if p.rsplit("/", 1)[-1].startswith(key)]
+            except (FileNotFoundError, OSError):
+                pass
+        return found
 
     def _write_sidecar(self, key: str, data: dict) -> None:
         self._atomic_write(self._sidecar_path(key), (json.dumps(data).encode(),))
@@ -678,17 +687,45 @@ class TensorCache:
     def clear(self) -> int:
         """Remove every entry, record and temp file; return the number of entries removed.
 
+        Only files named the way this cache names them are removed (payloads and sidecars under
+        ``objects/``, records named by a key, ``tmp/*.part``), and then the folders they leave
+        empty: a location that is not a minart cache, or holds other files too, keeps them.
+
         Example:
             >>> TensorCache("memory://minart-doctest-clear").clear()
             0
         """
-        count = len(self.entries())
-        for folder in ("records", "objects", "tmp"):
-            path = self._join(folder)
-            with contextlib.suppress(FileNotFoundError):
-                if self.fs.exists(path):
-                    self.fs.rm(path, recursive=True)
-        return count
+        entries = self.entries()
+        for entry in entries:
+            self.delete(entry.key)
+        patterns = {"records": (_RECORD_RE, True), "tmp": (_PART_RE, False),
+                    "objects": (_OBJECT_RE, True)}
+        for folder, (pattern, nested) in patterns.items():
+            top = self._join(folder)
+            for path in self._files(top, nested):
+                name = path.rsplit("/", 1)[-1]
+                if pattern.match(name):
+                    with contextlib.suppress(FileNotFoundError, OSError):
+                        self.fs.rm_file(path)
+            self._remove_empty(top, nested)
+        return len(entries)
+
+    def _files(self, top: str, nested: bool) -> list[str]:
+        try:
+            found = self.fs.glob(f"{top}/*") + (self.fs.glob(f"{top}/*/*") if nested else [])
+            return [p for p in found if self.fs.isfile(p)]
+        except (FileNotFoundError, OSError):
+            return []
+
+    def _remove_empty(self, top: str, nested: bool) -> None:
+        folders = []
+        with contextlib.suppress(FileNotFoundError, OSError):
+            if nested:
+                folders = [p for p in self.fs.glob(f"{top}/*") if self.fs.isdir(p)]
+        for folder in [*folders, top]:
+            with contextlib.suppress(FileNotFoundError, OSError):
+                if self.fs.isdir(folder) and not self.fs.ls(folder):
+                    self.fs.rmdir(folder)
 
     # -- locks ---------------------------------------------------------------------------------
 

@@ -217,9 +217,48 @@ def test_live_lock_file_is_respected():
     assert _try_lock(cache, "k") == "timeout"
 
 
+def test_clear_removes_what_the_cache_wrote_and_nothing_else(cache):
+    key, orphan = "a" * 40, "b" * 40
+    cache.put(key, torch.zeros(1))
+    fs, records = cache.fs, cache.records_dir
+    fs.makedirs(f"{records}/results", exist_ok=True)
+    fs.makedirs(cache._join("tmp"), exist_ok=True)
+    fs.makedirs(cache._join("objects", "photos"), exist_ok=True)
+    ours = [f"{records}/{key}", f"{records}/results/{key}", f"{records}/{orphan}",
+            f"{records}/results/{orphan}-ckpt", cache._join("tmp", f"{'c' * 32}.part")]
+    theirs = [f"{records}/README.md", cache._join("tmp", "notes.txt"),
+              cache._join("objects", "photos", "cat.jpg")]
+    for path in ours + theirs:
+        fs.pipe_file(path, b"{}")
+    assert cache.clear() == 1
+    assert [p for p in ours if fs.exists(p)] == [] and all(fs.exists(p) for p in theirs)
+    assert cache.entries() == [] and not fs.exists(f"{records}/results")
+
+
+def test_clear_of_a_folder_that_is_not_a_cache_keeps_its_files(tmp_path):
+    for folder in ("tmp", "objects", "records"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "tmp" / "notes.txt").write_text("important")
+    (tmp_path / "objects" / "mesh.obj").write_text("v 0 0 0")
+    assert TensorCache(tmp_path).clear() == 0
+    assert (tmp_path / "tmp" / "notes.txt").read_text() == "important"
+    assert (tmp_path / "objects" / "mesh.obj").is_file()
+    assert not (tmp_path / "records").exists()  # an empty folder of the cache's layout goes
+
+
+def test_delete_removes_the_orchestrators_result_files_too(cache):
+    key = "d" * 40
+    cache.put(key, torch.zeros(1))
+    cache.fs.makedirs(f"{cache.records_dir}/results", exist_ok=True)
+    cache.fs.pipe_file(f"{cache.records_dir}/results/{key}", b"{}")
+    assert cache.delete(key) and not cache.fs.exists(f"{cache.records_dir}/results/{key}")
+
+
 def test_bad_location_and_options():
     with pytest.raises(CacheError, match="not usable"):
         TensorCache("nosuchprotocol://x")
+    with pytest.raises(CacheError, match="cache location is empty"):
+        TensorCache(" ")
     with pytest.raises(ParamError, match="stale_after"):
         TensorCache("memory://x", stale_after=0)
 
