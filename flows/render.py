@@ -113,7 +113,7 @@ def render(recipe: str, overrides: dict[str, Any] | None = None,
         result = engine.StepResult.from_dict(state.result())
         if state.name == "Cached":  # Prefect served the record: nothing ran this time
             result = engine.StepResult(name, step.stage, step.key, "cached",
-                                       outputs=result.outputs)
+                                       outputs=step.files or result.outputs)
         run.steps.append(result)
     run.seconds = time.perf_counter() - start
     create_markdown_artifact(run.markdown(), key="minart-render",

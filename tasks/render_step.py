@@ -26,6 +26,7 @@ How it ties minart's tensor cache to Prefect's own caching (facts measured on Pr
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass
@@ -66,9 +67,34 @@ class StepKeyPolicy(CachePolicy):
                     **kwargs: Any) -> str | None:
         key = inputs["key"]
         store = TensorCache(inputs["cache"])
-        if not store.contains(key) and self.key_storage is not None:
-            (Path(self.key_storage) / key).unlink(missing_ok=True)
+        if self.key_storage is not None:
+            records = Path(self.key_storage)
+            if not store.contains(key) or not _record_usable(records, key):
+                for path in (records / key, records / "results" / key):
+                    path.unlink(missing_ok=True)
         return key
+
+
+def _record_usable(records: Path, key: str) -> bool:
+    """Whether Prefect can serve ``key``'s record: none at all, or one whose metadata points at
+    this folder's result file and whose result is the step's JSON report.
+
+    A record written before the cache folder was moved or copied holds the old absolute path,
+    and Prefect refuses it (``ValueError: ... outside of the base path``); a damaged record or
+    result makes Prefect fail with a ``JSONDecodeError``. Such a record is dropped instead, and
+    the step's body answers from the tensor cache.
+    """
+    meta_path = records / key
+    if not meta_path.exists():
+        return True
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        result = json.loads((records / "results" / key).read_text(encoding="utf-8"))
+        stored = Path(meta["storage_key"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+    return (stored.resolve() == (records / "results" / key).resolve() and isinstance(result, dict)
+            and result.get("key") == key)
 
 
 class _ProgressArtifact:

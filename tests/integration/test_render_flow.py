@@ -55,6 +55,22 @@ def test_corrupt_entry_is_recomputed_and_reported(tiny, env, tmp_path):
     assert (tmp_path / "out" / "tiny-5.png").is_file()
 
 
+def test_a_moved_cache_and_damaged_records_still_answer_from_the_cache(tiny, env, tmp_path):
+    first = run_report(tiny, env=env, cwd=tmp_path)
+    assert sorted(first["computed"]) == ALL
+    moved = tmp_path / "moved-cache"
+    (tmp_path / "cache").rename(moved)  # Prefect's records hold the old absolute path
+    env = {**env, "MINART_CACHE": str(moved)}
+    (tmp_path / "out" / "tiny-5.png").unlink()  # so the run needs the cached 'mix'
+    again = run_report(tiny, env=env, cwd=tmp_path, name="again.json")
+    assert again["computed"] == ["out.still"] and (tmp_path / "out" / "tiny-5.png").is_file()
+
+    key = next(s["key"] for s in first["steps"] if s["step"] == "out.still")
+    (moved / "records" / "results" / key).write_text("garbage")
+    third = run_report(tiny, env=env, cwd=tmp_path, name="third.json")
+    assert third["computed"] == [] and third["steps"][-1]["status"] == "cached"
+
+
 def test_two_processes_at_once_compute_each_step_once(tiny, env, tmp_path):
     runs = []
     for name in ("a", "b"):
