@@ -17,9 +17,9 @@ facts in ``/work/shared/notes/prefect-facts.md``:
 * **safetensors, never pickle.** Prefect's default record base64-pickles a 100 MB tensor into
   137 MB of JSON; here a payload is a plain safetensors file (read with ``safetensors``, no code
   execution), whatever the orchestrator.
-* **Checksummed.** The sha256 of the data section is stored in the safetensors header
-  (``minart.sha256``) and checked on every read, together with the header and the length, so a
-  truncated or corrupt entry raises :class:`~minart.errors.CacheError` (the engine then warns,
+* **Checksummed.** The sha256 of the data section (``minart.sha256``) and of the tensors'
+  dtypes, shapes and offsets (``minart.layout``) are stored in the safetensors header and
+  checked on every read, together with the length, so a truncated or corrupt entry raises :class:`~minart.errors.CacheError` (the engine then warns,
   recomputes and counts it) instead of handing back wrong pixels.
 * **Atomic.** Writes go to ``tmp/`` and are renamed into place, so readers see the whole entry
   or none; a ``kill -9`` mid-write leaves only a temp file (``gc`` removes old ones).
@@ -89,6 +89,7 @@ _OBJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\.(?:safetensors|json
 _PART_RE = re.compile(r"^[0-9a-f]{32}\.part$")  # tmp/<uuid4 hex>.part
 _CHECKSUM = "minart.sha256"
 _KEYFIELD = "minart.key"
+_LAYOUT = "minart.layout"
 _TMP_MAX_AGE = 3600.0
 
 
@@ -194,10 +195,23 @@ def _encode(tensors: Mapping[str, Tensor], metadata: Mapping[str, str]) -> tuple
     (n,) = struct.unpack("<Q", raw[:8])
     header = json.loads(raw[8 : 8 + n])
     data = memoryview(raw)[8 + n :]
-    header.setdefault("__metadata__", {})[_CHECKSUM] = hashlib.sha256(data).hexdigest()
+    meta = header.setdefault("__metadata__", {})
+    meta[_CHECKSUM] = hashlib.sha256(data).hexdigest()
+    meta[_LAYOUT] = _layout_digest(header)
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)  # safetensors keeps the data section 8-byte aligned
     return struct.pack("<Q", len(text)) + text, bytes(data)
+
+
+def _layout_digest(header: Mapping[str, object]) -> str:
+    """sha256 of the tensors' names, dtypes, shapes and offsets in a safetensors header.
+
+    The data checksum alone would accept a header whose shape was changed to another of the same
+    size (``[3, 64, 64]`` read as ``[3, 128, 32]``): a wrong image, not an error.
+    """
+    table = {k: [v["dtype"], v["shape"], v["data_offsets"]]  # type: ignore[index]
+             for k, v in header.items() if k != "__metadata__"}
+    return hashlib.sha256(json.dumps(table, sort_keys=True).encode()).hexdigest()
 
 
 def _decode(raw: bytes, key: str) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -222,6 +236,12 @@ def _decode(raw: bytes, key: str) -> tuple[dict[str, Tensor], dict[str, str]]:
         raise CacheError(f"cache entry {key} holds key {metadata.get(_KEYFIELD)!r}")
     if hashlib.sha256(data).hexdigest() != metadata.get(_CHECKSUM):
         raise CacheError(f"cache entry {key} fails its sha256 checksum")
+    try:
+        layout = _layout_digest(header)
+    except (KeyError, TypeError) as exc:
+        raise CacheError(f"cache entry {key} has an unreadable header") from exc
+    if _LAYOUT in metadata and layout != metadata[_LAYOUT]:  # (entries before it have none)
+        raise CacheError(f"cache entry {key} fails its layout checksum (dtype or shape changed)")
     try:
         tensors = _st_load(raw)
     except Exception as exc:  # safetensors raises its own SafetensorError

@@ -92,6 +92,17 @@ def test_corrupt_entries_raise_cache_error(cache, how, message):
         cache.get("k")
 
 
+@pytest.mark.parametrize("old,new", [(b"[1,3,4,4]", b"[1,3,8,2]"), (b'"F32"', b'"I32"')])
+def test_a_header_edited_to_another_shape_or_dtype_of_the_same_size_is_refused(cache, old, new):
+    cache.put("k", torch.rand(1, 3, 4, 4))
+    path = cache.payload_path("k")
+    raw = cache.fs.cat_file(path)
+    assert raw.count(old) == 1
+    cache.fs.pipe_file(path, raw.replace(old, new))  # same length: data and checksum untouched
+    with pytest.raises(CacheError, match="fails its layout checksum"):
+        cache.get("k")
+
+
 def test_entry_under_the_wrong_key_is_refused(cache):
     cache.put("aa1", torch.zeros(2))
     cache.fs.pipe_file(cache.payload_path("aa2"), cache.fs.cat_file(cache.payload_path("aa1")))
