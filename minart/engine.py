@@ -519,15 +519,40 @@ class _Keyed:
 
 
 def resolve_device(device: str | torch.device | None) -> str:
-    """``"auto"`` (or ``None``) becomes ``"cuda"`` when a GPU is present, else ``"cpu"``.
+    """``"auto"`` (or ``None``) becomes ``"cuda"`` when a GPU is present, else ``"cpu"``; any
+    other device is returned as given once torch confirms this machine has it.
+
+    Raises:
+        ParamError: not a torch device, or not one this machine has (``cuda`` without a GPU).
 
     Example:
-        >>> resolve_device("cpu"), resolve_device("cuda:1")
-        ('cpu', 'cuda:1')
+        >>> resolve_device("cpu")
+        'cpu'
+        >>> resolve_device("cuda:99")
+        Traceback (most recent call last):
+        ...
+        minart.errors.ParamError: device='cuda:99' is not available: ...
     """
     if device is None or str(device) == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device)
+    name = str(device)
+    try:
+        kind = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ParamError(f"device={name!r} is not a torch device; use auto, cpu, cuda or cuda:N",
+                         param="device") from None
+    if kind.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ParamError(f"device={name!r} is not available: torch finds no CUDA GPU on "
+                             "this machine; use device: auto (or --device cpu)", param="device")
+        if kind.index is not None and kind.index >= count:
+            raise ParamError(f"device={name!r} is not available: this machine has {count} CUDA "
+                             f"GPU(s), cuda:0 to cuda:{count - 1}", param="device")
+    elif kind.type == "mps" and not torch.backends.mps.is_available():
+        raise ParamError(f"device={name!r} is not available on this machine; use device: auto",
+                         param="device")
+    return name
 
 
 def overrides_list(overrides: Mapping[str, Any] | Iterable[str] | None) -> tuple[str, ...]:
@@ -574,7 +599,10 @@ def _load_plan_cached(path: str, stamp: tuple, overrides: tuple[str, ...], previ
     recipe = _recipe_module().load_recipe(path if os.path.isabs(shown) else shown, overrides)
     if preview > 1:
         recipe = recipe.preview(preview)
-    device = resolve_device(device or getattr(recipe, "device", None))
+    try:
+        device = resolve_device(device or getattr(recipe, "device", None))
+    except ParamError as exc:
+        raise exc.at(file=None if device else shown) from None  # the recipe's device: line
     return plan(recipe, device=device, output_dir=output_dir, date=day)
 
 

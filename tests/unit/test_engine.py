@@ -350,3 +350,16 @@ def test_overrides_as_a_mapping_give_the_recipe_the_list_gives(items):
     by_mapping = load_recipe(ocean, engine.overrides_list(engine.overrides_dict(items)))
     assert (by_mapping.size, by_mapping.seed) == (by_list.size, by_list.seed)
     assert by_mapping.steps == by_list.steps
+
+
+def test_a_device_this_machine_lacks_is_a_clear_error_before_anything_runs(tmp_path):
+    with pytest.raises(ParamError, match=r"device='cuda:99' is not available"):
+        engine.resolve_device("cuda:99")
+    with pytest.raises(ParamError, match="is not a torch device"):
+        engine.resolve_device("gpu")
+    recipe = tmp_path / "gpu.yaml"
+    recipe.write_text("device: cuda:99\nsize: [8, 8]\nsteps:\n  a: {stage: fractal}\n")
+    with pytest.raises(ParamError) as info:
+        engine.load_plan(recipe)
+    assert str(info.value).startswith(f"{recipe}: device='cuda:99' is not available")
+    assert engine.load_plan(recipe, device="cpu").device == "cpu"  # --device wins
