@@ -9,6 +9,7 @@ into one or two lines on stderr and exit status 2, without a traceback.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import typing
 from pathlib import Path
@@ -18,7 +19,7 @@ import typer
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from .errors import MinartError
+from .errors import MinartError, ParamError
 
 __all__ = ["app", "describe_stage", "main", "params_table"]
 
@@ -264,8 +265,37 @@ def schema(
     if output is None:
         typer.echo(text, nl=False)
     else:
-        output.write_text(text, encoding="utf-8")
+        check_writable_file(output, "--output")
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise ParamError(f"--output {output}: cannot write it ({exc.strerror or exc})",
+                             param="--output") from None
         typer.echo(f"wrote {output}")
+
+
+def check_writable_file(path: Path, option: str) -> None:
+    """Refuse a file option that cannot be written, before any work is done.
+
+    Raises:
+        ParamError: ``path`` is a folder, or its folder cannot be created or written.
+
+    Example:
+        >>> check_writable_file(Path("/"), "--report")
+        Traceback (most recent call last):
+        ...
+        minart.errors.ParamError: --report /: is a folder; give a file path
+    """
+    if path.is_dir():
+        raise ParamError(f"{option} {path}: is a folder; give a file path", param=option)
+    parent = path.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)  # the file goes there anyway
+    except OSError as exc:
+        raise ParamError(f"{option} {path}: cannot create its folder ({exc.strerror or exc})",
+                         param=option) from None
+    if not os.access(parent, os.W_OK):
+        raise ParamError(f"{option} {path}: {parent} is not a writable folder", param=option)
 
 
 from . import cli_render  # noqa: E402, F401  (registers run, reproduce, cache, server)

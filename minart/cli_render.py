@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .cli import SetOption, app
+from .cli import SetOption, app, check_writable_file
 
 __all__ = ["cache_app"]
 
@@ -37,6 +37,8 @@ def _render(recipe: Path, overrides: list[str], *, preview: bool | int,
 
     # validate (and plan) before Prefect starts: recipe errors cost no server start-up
     engine.load_plan(recipe, overrides, preview=preview, device=device, output_dir=output_dir)
+    if report is not None:
+        check_writable_file(report, "--report")
     _quiet_prefect()
     from minart.flows.render import render_here  # imports Prefect
 

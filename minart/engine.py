@@ -187,10 +187,18 @@ class RunReport:
                 "steps": [s.to_dict() for s in self.steps]}
 
     def write_json(self, path: str | os.PathLike) -> Path:
-        """Write :meth:`to_dict` as JSON to ``path`` and return it."""
+        """Write :meth:`to_dict` as JSON to ``path`` and return it.
+
+        Raises:
+            ParamError: the file cannot be written.
+        """
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        except OSError as exc:
+            raise ParamError(f"report={str(target)!r}: cannot write it ({exc.strerror or exc}); "
+                             "the run's outputs are written", param="report") from None
         return target
 
     def markdown(self) -> str:
@@ -932,9 +940,17 @@ def embedded_recipe(path: str | os.PathLike) -> EmbeddedRecipe:
             overrides = json.loads(overrides)
         except ValueError:
             raise MediaError("minart_overrides is not a JSON list", file=str(target)) from None
+    if overrides is None:
+        overrides = ()
+    if not isinstance(overrides, (list, tuple)) or not all(isinstance(o, str) for o in overrides):
+        raise MediaError("minart_overrides is not a JSON list of 'path=value' strings",
+                         file=str(target))
     try:
         preview = int(meta.get("minart_preview") or 1)
     except (TypeError, ValueError):
         raise MediaError("minart_preview is not a whole number", file=str(target)) from None
+    if preview < 1:
+        raise MediaError(f"minart_preview={preview} is not a preview factor (>= 1)",
+                         file=str(target))
     return EmbeddedRecipe(text=text, path=str(meta.get("minart_recipe_path") or "") or None,
                           overrides=tuple(str(o) for o in overrides), preview=preview)

@@ -394,8 +394,17 @@ class Recipe:
             params = s.params
             if stage.preview is not None:
                 update = stage.preview(params, factor)
-                params = type(params).model_validate({**params.model_dump(), **update},
-                                                     strict=False)
+                try:
+                    params = type(params).model_validate({**params.model_dump(), **update},
+                                                         strict=False)
+                except ValidationError as exc:
+                    name = str(exc.errors()[0]["loc"][0]) if exc.errors()[0]["loc"] else "?"
+                    where = s.location or Location(str(self.path or self.name))
+                    raise ParamError(
+                        f"the preview ({factor}x smaller) would set {name}={update.get(name)!r}: "
+                        f"{exc.errors()[0]['msg'].lower()}; use a smaller --preview factor or "
+                        f"change {name}", step=s.name, param=name, file=where.file,
+                        line=where.line, column=where.column) from None
             steps.append(replace(s, params=params))
         size = (max(_SIZE_RANGE[0], round(self.size[0] / factor)),
                 max(_SIZE_RANGE[0], round(self.size[1] / factor)))

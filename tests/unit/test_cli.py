@@ -131,3 +131,13 @@ def test_docs_stage_reference_is_up_to_date():
     assert marker in text
     generated = "\n".join(describe_stage(s.name, markdown=True) for s in stages()) + "\n"
     assert text.split(marker, 1)[1] == generated, "regenerate the reference (see docs/recipes.md)"
+
+
+def test_file_options_that_cannot_be_written_fail_before_any_work(capsys, tmp_path):
+    code, out, err = _cli(capsys, "schema", "-o", str(tmp_path))
+    assert code == EXIT_INVALID and err == f"error: --output {tmp_path}: is a folder; give a file path\n"
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, out, err = _cli(capsys, "run", str(OCEAN), "--report", str(blocker / "r.json"))
+    assert code == EXIT_INVALID and err.startswith(f"error: --report {blocker / 'r.json'}: cannot "
+                                                   "create its folder")

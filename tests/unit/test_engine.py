@@ -320,6 +320,16 @@ def test_embedded_recipe_from_a_video_sidecar(tmp_path):
     assert (embedded.text, embedded.path, embedded.overrides, embedded.preview) == (
         "name: clip\n", None, ("seed=4",), 4)
     assert embedded.materialize(tmp_path / "x").read_text() == "name: clip\n"
+    from minart.errors import MediaError
+
+    for overrides, preview, message in [("5", "1", "not a JSON list of 'path=value' strings"),
+                                        ('{"a": 1}', "1", "not a JSON list"),
+                                        ("[]", "0", "minart_preview=0 is not a preview factor")]:
+        sidecar_path(video).write_text(json.dumps({
+            "minart_recipe": "name: clip\n", "minart_overrides": overrides,
+            "minart_preview": preview}))
+        with pytest.raises(MediaError, match=message):
+            engine.embedded_recipe(video)
 
 
 def test_a_run_fixes_its_date_so_steps_after_midnight_write_where_it_planned(tmp_path):

@@ -396,6 +396,12 @@ def test_preview_scales_size_and_params():
     assert r.preview(1) is r
     with pytest.raises(ParamError, match="factor=0 must be a whole number >= 1"):
         r.preview(0)
+    big = _parse(text.replace("lr: 1.0e-6", "lr: 10.0"))  # 10 * 4^2 is past lr's limit of 100
+    with pytest.raises(ParamError) as info:
+        big.preview(4)
+    assert str(info.value) == (
+        f"{big.step('art').location}: step 'art': the preview (4x smaller) would set lr=160.0: "
+        "input should be less than or equal to 100; use a smaller --preview factor or change lr")
 
 
 # -- files ---------------------------------------------------------------------------------------
