@@ -93,6 +93,11 @@ def check_output_template(template: str) -> list[str]:
     if "\\" in template:
         raise RecipeError(f"path {template!r} must use '/' between folders, not '\\'",
                           param="path")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in template):
+        raise RecipeError(f"path {template!r} must not contain control characters", param="path")
+    if any(len(part.encode("utf-8")) > 255 for part in PurePosixPath(template).parts):
+        raise RecipeError(f"path {template!r} has a name longer than 255 bytes, more than a "
+                          "file system allows", param="path")
     if template.startswith("/") or template.startswith("~") or (
             len(template) > 1 and template[1] == ":"):
         raise RecipeError(f"path {template!r} must be relative to the output folder, not absolute",
@@ -388,8 +393,14 @@ def file_sha256(path: Path) -> str:
 
 def _check_load_image(params: LoadImageParams, ctx: CheckContext) -> dict[str, Any]:
     path = _input_path(params, ctx.recipe_dir)
-    if not path.is_file():
-        raise ParamError(f"path={params.path!r}: no such file {path.as_posix()}", param="path")
+    try:
+        found = path.is_file()
+    except (OSError, ValueError) as exc:  # a name too long, a NUL byte
+        raise ParamError(f"path={params.path!r}: not a usable file path ({exc})",
+                         param="path") from None
+    if not found:
+        what = "a folder, not a file" if path.is_dir() else "no such file"
+        raise ParamError(f"path={params.path!r}: {what} {path.as_posix()}", param="path")
     digest = file_sha256(path)
     if params.sha256 is not None and digest != params.sha256:
         raise ParamError(f"path={params.path!r}: the file's SHA-256 is not the expected "

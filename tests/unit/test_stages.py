@@ -66,6 +66,9 @@ def test_template_fields():
                    "{name}, {seed}, {date}, {step})"),
     ("{name.png", "path '{name.png' is not a valid template (expected '}' before end of string); "
                   "write '{{' for a literal brace"),
+    ("x\x00.png", "path 'x\\x00.png' must not contain control characters"),
+    ("a/" + "b" * 256 + ".png", f"path 'a/{'b' * 256}.png' has a name longer than 255 bytes, more "
+                                "than a file system allows"),
 ])
 def test_unsafe_templates_are_refused(template, message):
     with pytest.raises(RecipeError) as info:
