@@ -105,8 +105,18 @@ def start_server(*, host: str = "127.0.0.1", port: int | None = None,
         A :class:`ServerHandle` whose ``url`` is the value for ``PREFECT_API_URL``.
 
     Raises:
-        RuntimeError: the server did not start.
+        RuntimeError: the port is taken, or the server did not start.
     """
+    if port:
+        with socket.socket() as sock:  # else /health would be answered by whoever holds it
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                raise RuntimeError(f"port {port} on {host} is not free ({exc.strerror or exc}): "
+                                   "is a server already running there? Use it with "
+                                   f"PREFECT_API_URL=http://{host}:{port}/api, or pick another "
+                                   "--port") from None
     port = port or free_port(host)
     full_env = {**os.environ, **QUIET_ENV, "PREFECT_SERVER_UI_ENABLED": "false",
                 **(env or {})}

@@ -194,7 +194,7 @@ def cache_clear(cache: CacheOption = None,
 @app.command()
 def server(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 4200,
+    port: Annotated[int, typer.Option("--port", help="TCP port.", min=1, max=65535)] = 4200,
     home: Annotated[Opt[Path], typer.Option(
         "--home", help="PREFECT_HOME of the server (its database).")] = None,
 ) -> None:
@@ -205,7 +205,11 @@ def server(
     """
     from minart.flows.server import start_server
 
-    handle = start_server(host=host, port=port, home=home)
+    try:
+        handle = start_server(host=host, port=port, home=home)
+    except RuntimeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"Prefect server running (pid {handle.pid}, log {handle.log}).")
     typer.echo(f"export PREFECT_API_URL={handle.url}")
     typer.echo(f"Stop it with: kill {handle.pid}")

@@ -141,3 +141,15 @@ def test_file_options_that_cannot_be_written_fail_before_any_work(capsys, tmp_pa
     code, out, err = _cli(capsys, "run", str(OCEAN), "--report", str(blocker / "r.json"))
     assert code == EXIT_INVALID and err.startswith(f"error: --report {blocker / 'r.json'}: cannot "
                                                    "create its folder")
+
+
+def test_server_on_a_port_already_taken_says_so_instead_of_reporting_success(capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, out, err = _cli(capsys, "server", "--port", str(port))
+    assert code == 1 and out == ""
+    assert err.startswith(f"error: port {port} on 127.0.0.1 is not free")
