@@ -56,6 +56,8 @@ def _print_run(result: dict) -> None:
     table = Table("step", "stage", "cache", "seconds", "outputs", box=None)
     for s in result["steps"]:
         cache = {"computed": "miss", "cached": "hit"}.get(s["status"], s["status"])
+        if s.get("resumed_from"):
+            cache += f" (resumed at {s['resumed_from']})"
         table.add_row(s["step"], s["stage"], cache, f"{s['seconds']:.2f}",
                       "\n".join(s["outputs"]))
     console = Console()

@@ -211,6 +211,8 @@ class RunReport:
                  "|---|---|---|---:|---|---|"]
         for s in self.steps:
             cache = {"computed": "miss", "cached": "hit"}.get(s.status, s.status)
+            if s.resumed_from:
+                cache += f" (resumed at {s.resumed_from})"
             outs = "<br>".join(f"`{o}`" for o in s.outputs)
             lines.append(f"| {s.step} | {s.stage} | {cache} | {s.seconds:.2f} | `{s.key[:12]}` "
                          f"| {outs} |")
@@ -816,13 +818,15 @@ def run_step(plan_: Plan, name: str, *, cache: TensorCache, progress: ProgressFn
             checkpoint.delete()
         seconds = time.perf_counter() - start
         outputs = step.files or tuple(written)
-        log.info("step '%s' (%s): computed in %.2f s", name, step.stage, seconds)
+        resumed = getattr(checkpoint, "resumed_from", None)
+        log.info("step '%s' (%s): computed in %.2f s%s", name, step.stage, seconds,
+                 f" (resumed from its checkpoint at iteration {resumed})" if resumed else "")
         return StepResult(
             name, step.stage, step.key, "computed", seconds=seconds, outputs=outputs,
             corrupt=corrupt + sum(r.corrupt for r in found),
             recomputed=tuple(r.step for r in found if r.status == "computed")
             + tuple(x for r in found for x in r.recomputed),
-            resumed_from=getattr(checkpoint, "resumed_from", None))
+            resumed_from=resumed)
 
 
 def render(plan_: Plan, *, cache: TensorCache, progress: ProgressFn | None = None,

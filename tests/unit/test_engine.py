@@ -300,6 +300,7 @@ def test_minimize_resumes_from_its_checkpoint_bit_identically(device):
     report = engine.render(plan, cache=cache)
     art = next(s for s in report.steps if s.step == "art")
     assert art.status == "computed" and art.resumed_from == 21  # the last frame saved
+    assert "| art | minimize | miss (resumed at 21) |" in report.markdown()
     assert torch.equal(cache.get(plan.steps["art"].key), reference)
     assert not cache.contains(plan.steps["art"].key + "-ckpt")
     whole.clear()
