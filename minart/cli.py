@@ -26,6 +26,9 @@ __all__ = ["app", "describe_stage", "main", "params_table"]
 EXIT_INVALID = 2
 """Exit status for a recipe (or argument) that does not validate."""
 
+EXIT_INTERRUPTED = 130
+"""Exit status of a run stopped by Ctrl-C (128 + SIGINT, as shells report it)."""
+
 app = typer.Typer(
     name="minart",
     help=(
@@ -326,10 +329,16 @@ def main(argv: list[str] | None = None) -> int:
     except MinartError as exc:
         _echo_error(str(exc))
         return EXIT_INVALID
+    except KeyboardInterrupt:  # (typer turns it into exit status 130 first)
+        code = EXIT_INTERRUPTED
     except SystemExit as exc:
         code = exc.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
-    return 0
+    else:
+        return 0
+    if code == EXIT_INTERRUPTED:
+        _echo_error("interrupted: finished steps are cached and a long step keeps its last "
+                    "checkpoint; run the same command again to resume")
+    return code if isinstance(code, int) else (0 if code is None else 1)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,14 @@ typo costs no server start-up.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -42,11 +47,48 @@ def _render(recipe: Path, overrides: list[str], *, preview: bool | int,
     _quiet_prefect()
     from minart.flows.render import render_here  # imports Prefect
 
-    result = render_here(str(recipe), overrides=engine.overrides_dict(overrides),
-                         preview=preview, device=device, cache=cache,
-                         report=None if report is None else str(report),
-                         output_dir=None if output_dir is None else str(output_dir))
+    with _stop_on_interrupt():
+        result = render_here(str(recipe), overrides=engine.overrides_dict(overrides),
+                             preview=preview, device=device, cache=cache,
+                             report=None if report is None else str(report),
+                             output_dir=None if output_dir is None else str(output_dir))
     _print_run(result)
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt() -> Iterator[None]:
+    """Ctrl-C (or SIGTERM) stops the run soon, not when the step in progress ends.
+
+    The steps run in worker threads that a signal does not reach: the first signal asks them to
+    stop at their next progress report (:func:`minart.engine.request_stop`, what they had
+    checkpointed stays cached) and interrupts the flow; a second one exits at once. Either way
+    nothing written is damaged (every file and cache entry is written to a temporary name and
+    renamed), and :func:`minart.cli.main` prints how to resume.
+    """
+    from . import engine
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        if engine.stop_requested():
+            sys.stderr.write("error: interrupted again: stopping now; finished steps are "
+                             "cached, run the same command to resume\n")
+            sys.stderr.flush()
+            os._exit(128 + signum)
+        engine.request_stop()
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, interrupt)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        engine.clear_stop()
 
 
 def _print_run(result: dict) -> None:

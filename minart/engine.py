@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ import torch
 from torch import Tensor
 
 from .cache import TensorCache
-from .errors import CacheError, MinartError, ParamError, RecipeError
+from .errors import CacheError, Interrupted, MinartError, ParamError, RecipeError
 from .keys import device_class, plan_keys, topological_order
 
 __all__ = [
@@ -49,15 +50,18 @@ __all__ = [
     "PlannedStep",
     "RunReport",
     "StepResult",
+    "clear_stop",
     "embedded_recipe",
     "load_plan",
     "overrides_dict",
     "overrides_list",
     "plan",
     "render",
+    "request_stop",
     "resolve_device",
     "run_step",
     "step_seed",
+    "stop_requested",
 ]
 
 _LOG = logging.getLogger("minart")
@@ -689,12 +693,47 @@ def _base_context(recipe: Any, step: str, *, device: torch.device, output_dir: P
     return context_cls(**{k: v for k, v in candidates.items() if k in names and v is not None})
 
 
+_STOP = threading.Event()
+
+
+def request_stop() -> None:
+    """Ask the steps running in this process to stop at their next progress report.
+
+    Long stages (diffusion, minimization, fractal clips) report progress as they iterate; the
+    report after this call raises :class:`~minart.errors.Interrupted` in the step instead. What
+    the step had checkpointed stays in the cache, so running the recipe again resumes it. The
+    CLI calls this on Ctrl-C; :func:`clear_stop` ends the request.
+
+    Example:
+        >>> request_stop(); stop_requested(), clear_stop(), stop_requested()
+        (True, None, False)
+    """
+    _STOP.set()
+
+
+def clear_stop() -> None:
+    """Withdraw :func:`request_stop`: later steps run to their end again."""
+    _STOP.clear()
+
+
+def stop_requested() -> bool:
+    """Whether :func:`request_stop` is in force."""
+    return _STOP.is_set()
+
+
 def _make_context(plan_: Plan, step: PlannedStep, *, cache: TensorCache,
                   progress: ProgressFn | None) -> Any:
     device = torch.device(plan_.device)
     generator = torch.Generator(device=device).manual_seed(
         step_seed(getattr(plan_.recipe, "seed", None)))
-    report = (lambda done, total: progress(step.name, done, total)) if progress else None
+
+    def report(done: int, total: int) -> None:
+        if _STOP.is_set():
+            raise Interrupted(f"stopped on request at {done} of {total}; what it checkpointed "
+                              "is kept: run the recipe again to resume", step=step.name)
+        if progress is not None:
+            progress(step.name, done, total)
+
     return _base_context(plan_.recipe, step.name, device=device, output_dir=plan_.output_dir,
                          date=plan_.date, generator=generator, progress=report,
                          checkpoint=Checkpoint(cache, step.key, step=step.name, stage=step.stage))

@@ -11,7 +11,8 @@ Library functions raise them with only the message; the recipe layer fills in ``
 
 from __future__ import annotations
 
-__all__ = ["MinartError", "RecipeError", "ParamError", "ShapeError", "CacheError", "MediaError"]
+__all__ = ["MinartError", "RecipeError", "ParamError", "ShapeError", "CacheError", "MediaError",
+           "Interrupted"]
 
 
 class MinartError(Exception):
@@ -93,3 +94,7 @@ class CacheError(MinartError):
 
 class MediaError(MinartError):
     """An image or video file cannot be read or written (missing, corrupt, too large, bad size)."""
+
+
+class Interrupted(MinartError):
+    """A run was asked to stop (Ctrl-C): the step in progress stopped at its next progress report."""

@@ -113,3 +113,30 @@ outputs:
     assert "base" not in report["computed"]  # finished before the kill: cached
     assert not any(e.kind == "checkpoint" for e in cache.entries())  # dropped once stored
     assert (tmp_path / "out" / "art.png").is_file()
+
+
+def test_ctrl_c_stops_the_step_in_progress_soon_and_says_how_to_resume(tmp_path, env):
+    recipe = tmp_path / "slow.yaml"
+    recipe.write_text(SLOW % 100000)  # minutes of diffusion: Ctrl-C must not wait for it
+    run_env = {**env, "PREFECT_LOGGING_LEVEL": "INFO", "MINART_KERNELS": "eager"}
+    process = subprocess.Popen([*MINART, "run", str(recipe), "--output-dir", str(tmp_path / "o")],
+                               env=run_env, cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in process.stdout:
+            if "step 'soft' (perona_malik): computing" in line:
+                break
+        time.sleep(1.0)
+        process.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        rest = process.communicate(timeout=60)[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130 and time.monotonic() - sent < 30, rest[-3000:]
+    assert "step 'soft': stopped on request at" in rest
+    assert ("error: interrupted: finished steps are cached and a long step keeps its last "
+            "checkpoint; run the same command again to resume") in rest
+    assert "Traceback" not in rest
+    assert {"base", "other"} <= {e.step for e in TensorCache(env["MINART_CACHE"]).entries()}
