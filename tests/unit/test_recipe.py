@@ -280,6 +280,19 @@ def test_yaml_12_scalars_exponent_floats_and_off_is_a_string():
     assert r.step("c").params.substep == "off"
 
 
+
+@pytest.mark.parametrize("written,read", [("010", 10), ("0o10", 8), ("0x10", 16), ("+12", 12)])
+def test_yaml_12_integers_no_octal_surprise(written, read):
+    r = parse_recipe(f"steps:\n  a: {{stage: fractal, params: {{iterations: {written}}}}}\n")
+    assert r.step("a").params.iterations == read
+
+
+@pytest.mark.parametrize("written", ["1:30", "1_000", "0b11"])
+def test_yaml_11_only_numbers_are_text_and_refused(written):
+    with pytest.raises(ParamError, match=f"iterations='{written}' must be a whole number"):
+        parse_recipe(f"steps:\n  a: {{stage: fractal, params: {{iterations: {written}}}}}\n")
+
+
 @pytest.mark.parametrize("params,message", [
     ("{span: .inf}", "<string>:1:44: step 'a': span=inf must be a finite number"),
     ("{span: .nan}", "<string>:1:44: step 'a': span=nan must be a finite number"),
