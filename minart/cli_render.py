@@ -162,9 +162,10 @@ def reproduce(
 ) -> None:
     """Render again from the recipe an output carries (PNG metadata or video sidecar).
 
-    The recipe's overrides and preview factor are applied as they were. When the original
-    recipe file still holds the same text it is used in place (relative input images resolve
-    as before); otherwise a copy is rendered from a temporary folder.
+    The recipe's overrides and preview factor are applied as they were, and every input image
+    must still be the file the output was rendered from (by its SHA-256). When the original
+    recipe file still holds the same text it is used in place; otherwise a copy is rendered
+    from a temporary folder, where relative input paths still lead to the original files.
     """
     import tempfile
 
@@ -173,8 +174,9 @@ def reproduce(
     embedded = engine.embedded_recipe(file)
     with tempfile.TemporaryDirectory(prefix="minart-reproduce-") as folder:
         recipe = embedded.materialize(folder)
-        _render(recipe, list(embedded.overrides), preview=embedded.preview, device=device,
-                output_dir=output_dir, cache=cache, report=report)
+        _render(recipe, [*embedded.overrides, *embedded.input_checks()],
+                preview=embedded.preview, device=device, output_dir=output_dir, cache=cache,
+                report=report)
 
 
 cache_app = typer.Typer(help="Inspect and trim the tensor cache ($MINART_CACHE).",

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import Tensor
 
 from .cache import TensorCache
@@ -922,19 +923,55 @@ class EmbeddedRecipe:
     path: str | None = None
     overrides: tuple[str, ...] = ()
     preview: int = 1
+    inputs: tuple[tuple[str, str], ...] = ()
+    """``(step, sha256)`` of every ``load_image`` step's file when the output was rendered."""
+
+    def input_checks(self) -> tuple[str, ...]:
+        """Overrides that make each ``load_image`` step refuse a file other than the one the
+        output was rendered from (by its SHA-256), instead of rendering a different picture."""
+        return tuple(f"steps.{step}.params.sha256={digest}" for step, digest in self.inputs)
 
     def materialize(self, folder: str | os.PathLike) -> Path:
         """The recipe file to render: the original when it still holds exactly this text,
-        else a copy written into ``folder``."""
+        else a copy written into ``folder``, beside links to the original folder's input
+        images, so relative ``load_image`` paths find the same files."""
         if self.path and os.path.isfile(self.path):
             with contextlib.suppress(OSError, UnicodeDecodeError):
                 if Path(self.path).read_text(encoding="utf-8") == self.text:
                     return Path(self.path)
-        name = Path(self.path).name if self.path else "reproduced.yaml"
-        target = Path(folder) / name
+        relative = self._relative_inputs()
+        depth = max((Path(p).parts.count("..") for p in relative), default=0)
+        home = Path(folder).joinpath(*[f"up{i}" for i in range(depth)])  # room for "../" paths
+        target = home / (Path(self.path).name if self.path else "reproduced.yaml")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(self.text, encoding="utf-8")
+        if self.path:
+            for rel in relative:
+                source = Path(self.path).parent / rel
+                place = Path(os.path.normpath(home / rel))
+                if source.exists() and not place.exists():
+                    place.parent.mkdir(parents=True, exist_ok=True)
+                    place.symlink_to(source.resolve())
         return target
+
+    def _relative_inputs(self) -> list[str]:
+        """Relative ``path`` values of the recipe's ``load_image`` steps (best effort: a text
+        that does not parse gets none, and the render reports its error)."""
+        from .recipe import _Loader
+
+        try:
+            data = yaml.load(self.text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        except yaml.YAMLError:
+            return []
+        steps = data.get("steps") if isinstance(data, dict) else None
+        found = []
+        for body in (steps.values() if isinstance(steps, dict) else ()):
+            if isinstance(body, dict) and body.get("stage") == "load_image":
+                path = (body.get("params") or {}).get("path") if isinstance(
+                    body.get("params"), dict) else None
+                if isinstance(path, str) and not os.path.isabs(os.path.expanduser(path)):
+                    found.append(path)
+        return found
 
 
 def embedded_recipe(path: str | os.PathLike) -> EmbeddedRecipe:
@@ -995,5 +1032,14 @@ def embedded_recipe(path: str | os.PathLike) -> EmbeddedRecipe:
     if preview < 1:
         raise MediaError(f"minart_preview={preview} is not a preview factor (>= 1)",
                          file=str(target))
+    inputs = meta.get("minart_inputs") or "{}"
+    try:
+        inputs = json.loads(inputs) if isinstance(inputs, str) else inputs
+    except ValueError:
+        inputs = None
+    if not isinstance(inputs, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in inputs.items()):
+        raise MediaError("minart_inputs is not a JSON object of step: sha256", file=str(target))
     return EmbeddedRecipe(text=text, path=str(meta.get("minart_recipe_path") or "") or None,
-                          overrides=tuple(str(o) for o in overrides), preview=preview)
+                          overrides=tuple(str(o) for o in overrides), preview=preview,
+                          inputs=tuple(sorted(inputs.items())))

@@ -839,6 +839,9 @@ def _metadata(ctx: StageContext) -> dict[str, str]:
         "minart_preview": str(getattr(recipe, "preview_factor", 1)),
         "minart_seed": str(ctx.seed),
         "minart_step": output_source(recipe, ctx.step),
+        "minart_inputs": json.dumps({  # the input images, so reproduce can refuse other ones
+            s.name: s.params.sha256 for s in getattr(recipe, "steps", ())
+            if s.stage == "load_image" and s.params.sha256}),
     }
 
 

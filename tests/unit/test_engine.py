@@ -316,10 +316,12 @@ def test_embedded_recipe_from_a_video_sidecar(tmp_path):
     video.write_bytes(b"not decoded")
     sidecar_path(video).write_text(json.dumps({
         "minart_recipe": "name: clip\n", "minart_recipe_path": "",
-        "minart_overrides": json.dumps(["seed=4"]), "minart_preview": "4"}))
+        "minart_overrides": json.dumps(["seed=4"]), "minart_preview": "4",
+        "minart_inputs": json.dumps({"photo": "f" * 64})}))
     embedded = engine.embedded_recipe(video)
     assert (embedded.text, embedded.path, embedded.overrides, embedded.preview) == (
         "name: clip\n", None, ("seed=4",), 4)
+    assert embedded.input_checks() == (f"steps.photo.params.sha256={'f' * 64}",)
     assert embedded.materialize(tmp_path / "x").read_text() == "name: clip\n"
     from minart.errors import MediaError
 
@@ -374,3 +376,35 @@ def test_a_device_this_machine_lacks_is_a_clear_error_before_anything_runs(tmp_p
         engine.load_plan(recipe)
     assert str(info.value).startswith(f"{recipe}: device='cuda:99' is not available")
     assert engine.load_plan(recipe, device="cpu").device == "cpu"  # --device wins
+
+
+def test_a_reproduced_copy_finds_relative_inputs_and_refuses_a_changed_one(tmp_path):
+    from minart.errors import ParamError as _ParamError
+    from minart.recipe import load_recipe
+
+    project = tmp_path / "project"
+    (project / "recipes").mkdir(parents=True)
+    (project / "shared").mkdir()
+    pic = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(1))
+    write_image(project / "recipes" / "pic.png", pic)
+    write_image(project / "shared" / "other.png", pic.flip(-1))
+    text = ("size: [8, 8]\nsteps:\n"
+            "  a: {stage: load_image, params: {path: pic.png}}\n"
+            "  b: {stage: load_image, params: {path: ../shared/other.png}}\n"
+            "  c: {stage: blend, inputs: [a, b]}\n")
+    original = project / "recipes" / "mine.yaml"
+    original.write_text(text)
+    rendered = load_recipe(original)
+    digests = {s.name: s.params.sha256 for s in rendered.steps if s.stage == "load_image"}
+    # the recipe file was edited since: the copy is rendered from elsewhere, its inputs still found
+    original.write_text(text + "# edited\n")
+    embedded = engine.EmbeddedRecipe(text=text, path=str(original),
+                                     inputs=tuple(sorted(digests.items())))
+    copy = embedded.materialize(tmp_path / "tmp")
+    assert copy != original and copy.name == "mine.yaml"
+    again = load_recipe(copy, embedded.input_checks())
+    assert {s.name: s.params.sha256 for s in again.steps if s.stage == "load_image"} == digests
+    write_image(project / "shared" / "other.png", pic)  # an input replaced since the render
+    with pytest.raises(_ParamError, match="path='../shared/other.png': the file's SHA-256 is "
+                                          "not the expected"):
+        load_recipe(copy, embedded.input_checks())
