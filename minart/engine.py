@@ -500,6 +500,7 @@ def plan(recipe: Any, *, device: str | torch.device = "cpu",
             files[step.name] = written
             params = {"params": step.params, "files": list(written)}
         keyed.append(_Keyed(step.name, step.stage, tuple(step.inputs), params))
+    _check_no_overwritten_inputs(recipe, steps, files)
     keys = plan_keys(keyed, version_of=lambda s: registry.get_stage(s).version,
                      seed=getattr(recipe, "seed", None), device=dclass)
     by_name = {s.name: s for s in steps}
@@ -512,6 +513,28 @@ def plan(recipe: Any, *, device: str | torch.device = "cpu",
     }
     return Plan(recipe=recipe, device=str(device), device_class=dclass, steps=planned,
                 targets=tuple(_target_names(recipe, list(planned))), output_dir=out, date=date)
+
+
+def _check_no_overwritten_inputs(recipe: Any, steps: Sequence[Any],
+                                 files: Mapping[str, tuple[str, ...]]) -> None:
+    """Refuse outputs that would overwrite the recipe file or one of its input images."""
+    source = getattr(recipe, "path", None)
+    base = Path(source).parent if source else Path.cwd()
+    protected = {str(Path(source).resolve()): "the recipe file"} if source else {}
+    for step in steps:
+        if step.stage == "load_image":
+            path = Path(step.params.path).expanduser()
+            protected[str((path if path.is_absolute() else base / path).resolve())] = (
+                f"the input image of step '{step.name}'")
+    for step in steps:
+        for written in files.get(step.name, ()):
+            if written in protected:
+                where = getattr(step, "location", None)
+                raise RecipeError(
+                    f"writing {written} would overwrite {protected[written]}; give the output "
+                    "another path or --output-dir", step=step.name, param="path",
+                    file=getattr(where, "file", None), line=getattr(where, "line", None),
+                    column=getattr(where, "column", None))
 
 
 def _output_files(stage: Any, step: Any, recipe: Any, output_dir: Path | None,

@@ -408,3 +408,18 @@ def test_a_reproduced_copy_finds_relative_inputs_and_refuses_a_changed_one(tmp_p
     with pytest.raises(_ParamError, match="path='../shared/other.png': the file's SHA-256 is "
                                           "not the expected"):
         load_recipe(copy, embedded.input_checks())
+
+
+def test_an_output_that_would_overwrite_an_input_image_or_the_recipe_is_refused(tmp_path):
+    recipe = tmp_path / "ow.yaml"
+    write_image(tmp_path / "pic.png", torch.rand(3, 8, 8))
+    before = (tmp_path / "pic.png").read_bytes()
+    recipe.write_text("size: [8, 8]\nsteps:\n  photo: {stage: load_image, params: {path: pic.png}}"
+                      "\noutputs:\n  still: {step: photo, path: pic.png}\n")
+    with pytest.raises(RecipeError) as info:
+        engine.load_plan(recipe, output_dir=tmp_path)
+    assert str(info.value) == (f"{recipe}:5:10: step 'out.still': writing {tmp_path / 'pic.png'} "
+                               "would overwrite the input image of step 'photo'; give the output "
+                               "another path or --output-dir")
+    assert engine.load_plan(recipe, output_dir=tmp_path / "out").steps["out.still"].files
+    assert (tmp_path / "pic.png").read_bytes() == before
