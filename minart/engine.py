@@ -858,11 +858,14 @@ def run_step(plan_: Plan, name: str, *, cache: TensorCache, progress: ProgressFn
                   for source in step.inputs]
         ctx = _make_context(plan_, step, cache=cache, progress=progress)
         checkpoint = getattr(ctx, "checkpoint", None)
-        params = next(s.params for s in plan_.recipe.steps if s.name == name)
+        written_as = next(s for s in plan_.recipe.steps if s.name == name)
         log.info("step '%s' (%s): computing", name, step.stage)
         try:
-            result = stage.run(inputs, params, ctx)
+            result = stage.run(inputs, written_as.params, ctx)
         except MinartError as exc:
+            where = getattr(written_as, "location", None)  # the step in the recipe
+            if exc.file is None and where is not None:
+                exc.at(file=where.file, line=where.line, column=where.column)
             raise exc.at(step=name) from None
         if not isinstance(result, Tensor):
             raise CacheError(f"step '{name}': stage {step.stage!r} returned "

@@ -423,3 +423,15 @@ def test_an_output_that_would_overwrite_an_input_image_or_the_recipe_is_refused(
                                "another path or --output-dir")
     assert engine.load_plan(recipe, output_dir=tmp_path / "out").steps["out.still"].files
     assert (tmp_path / "pic.png").read_bytes() == before
+
+
+def test_an_error_found_while_a_step_runs_names_the_recipe_line_of_the_step(tmp_path):
+    from minart.errors import MinartError
+
+    recipe = tmp_path / "grid.yaml"
+    recipe.write_text("size: [16, 16]\nsteps:\n  a: {stage: fractal}\n  b: {stage: fractal}\n"
+                      "  g: {stage: grid, inputs: [a, b], params: {labels: [one]}}\n")
+    plan = engine.load_plan(recipe, output_dir=tmp_path)
+    with pytest.raises(MinartError) as info:
+        engine.render(plan, cache=TensorCache(tmp_path / "cache"))
+    assert str(info.value).startswith(f"{recipe}:5:6: step 'g': labels must be a list of 2 ")
