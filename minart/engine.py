@@ -783,6 +783,27 @@ def _cached(cache: TensorCache, step: PlannedStep) -> bool:
     return found is not None and step.files_current(found[1])
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether a torch error is an allocation failure (CPU allocator or CUDA out of memory)."""
+    oom = getattr(torch, "OutOfMemoryError", None)
+    text = str(exc)
+    return (oom is not None and isinstance(exc, oom)) or "can't allocate memory" in text or (
+        "out of memory" in text.lower())
+
+
+def _memory_detail(exc: BaseException) -> str:
+    """``"it asked for 32.2 TB"`` from torch's allocation error, else its first line."""
+    import re
+
+    from .cache import format_size
+
+    asked = re.search(r"allocate (\d+) bytes", str(exc))
+    if asked:
+        return f"it asked for {format_size(int(asked.group(1)))}"
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__
+
+
 def _load_input(plan_: Plan, name: str, *, cache: TensorCache, progress: ProgressFn | None,
                 log, found: list[StepResult]) -> Tensor:
     step = plan_.steps[name]
@@ -862,6 +883,15 @@ def run_step(plan_: Plan, name: str, *, cache: TensorCache, progress: ProgressFn
         log.info("step '%s' (%s): computing", name, step.stage)
         try:
             result = stage.run(inputs, written_as.params, ctx)
+        except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+            if not isinstance(exc, MemoryError) and not _out_of_memory(exc):
+                raise
+            where = getattr(written_as, "location", None)
+            raise ParamError(
+                f"not enough memory on {plan_.device} for this step ({_memory_detail(exc)}); "
+                "lower its size, frames or iterations, or render with --preview",
+                step=name, file=getattr(where, "file", None), line=getattr(where, "line", None),
+                column=getattr(where, "column", None)) from None
         except MinartError as exc:
             where = getattr(written_as, "location", None)  # the step in the recipe
             if exc.file is None and where is not None:

@@ -435,3 +435,16 @@ def test_an_error_found_while_a_step_runs_names_the_recipe_line_of_the_step(tmp_
     with pytest.raises(MinartError) as info:
         engine.render(plan, cache=TensorCache(tmp_path / "cache"))
     assert str(info.value).startswith(f"{recipe}:5:6: step 'g': labels must be a list of 2 ")
+
+
+def test_a_step_that_runs_out_of_memory_is_a_one_line_error(tmp_path):
+    recipe = tmp_path / "huge.yaml"
+    recipe.write_text("size: [16, 16]\nsteps:\n"
+                      "  f: {stage: fractal_frames, params: {frames: 1000, iterations: 2}}\n"
+                      "  r: {stage: resize, input: f, params: {width: 16384, height: 16384}}\n")
+    plan = engine.load_plan(recipe, output_dir=tmp_path)
+    with pytest.raises(ParamError) as info:
+        engine.render(plan, cache=TensorCache(tmp_path / "cache"))
+    assert str(info.value) == (
+        f"{recipe}:4:6: step 'r': not enough memory on cpu for this step (it asked for 3.2 TB); "
+        "lower its size, frames or iterations, or render with --preview")
