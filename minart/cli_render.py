@@ -95,7 +95,8 @@ def _print_run(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("step", "stage", "cache", "seconds", "outputs", box=None)
+    table = Table("step", "stage", "cache", "seconds", box=None)
+    table.add_column("outputs", overflow="fold")  # whole paths, wrapped, never cut with "…"
     for s in result["steps"]:
         cache = {"computed": "miss", "cached": "hit"}.get(s["status"], s["status"])
         if s.get("resumed_from"):
@@ -103,6 +104,8 @@ def _print_run(result: dict) -> None:
         table.add_row(s["step"], s["stage"], cache, f"{s['seconds']:.2f}",
                       "\n".join(s["outputs"]))
     console = Console()
+    if not console.is_terminal:  # logs and pipes: one row per line where paths allow
+        console = Console(width=max(console.width, 200))
     console.print(table)
     cached = sum(s["status"] == "cached" for s in result["steps"])
     console.print(f"{len(result['computed'])} computed, {cached} cached, "
