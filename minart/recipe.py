@@ -173,6 +173,11 @@ class _Doc:
                     raise RecipeError("keys must be plain names", file=self.source,
                                       line=where[0], column=where[1])
                 key = loader.construct_object(key_node)
+                if key is None or isinstance(key, bool):
+                    raise RecipeError(f"key {key_node.value!r} reads as "
+                                      f"{'null' if key is None else 'true/false'}, not a name; "
+                                      "quote it or choose another name", file=self.source,
+                                      line=where[0], column=where[1])
                 if not isinstance(key, str):
                     key = str(key)
                 if key in out:

@@ -529,3 +529,12 @@ def test_step_lookup_suggests_a_name():
     with pytest.raises(RecipeError) as info:
         r.step("sotfen")
     assert str(info.value) == "no step named 'sotfen'; did you mean 'soften'?"
+
+
+@pytest.mark.parametrize("key,reads", [("~", "null"), ("null", "null"), ("true", "true/false")])
+def test_null_and_boolean_keys_are_refused_not_turned_into_names(key, reads):
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(f"steps:\n  {key}: {{stage: fractal}}\n")
+    assert str(info.value) == (f"<string>:2:3: key '{key}' reads as {reads}, not a name; quote it "
+                               "or choose another name")
+
