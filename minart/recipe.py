@@ -601,7 +601,8 @@ def _validate_top(doc: _Doc, data: dict[str, Any], default_name: str) -> dict[st
         raise doc.error(RecipeError, "the recipe needs 'steps:', a mapping of step name to "
                         "{stage, input, params}", ("steps",) if "steps" in data else (),
                         key="steps" in data)
-    outputs = data.get("outputs") or {}
+    outputs = data.get("outputs")
+    outputs = {} if outputs is None else outputs  # "outputs:" left empty: none
     if not isinstance(outputs, dict):
         raise doc.error(RecipeError, "outputs must be a mapping of output name to "
                         "{step, path, ...}", ("outputs",))

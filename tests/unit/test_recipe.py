@@ -538,3 +538,10 @@ def test_null_and_boolean_keys_are_refused_not_turned_into_names(key, reads):
     assert str(info.value) == (f"<string>:2:3: key '{key}' reads as {reads}, not a name; quote it "
                                "or choose another name")
 
+
+@pytest.mark.parametrize("value", ["[]", "0", "false", "''"])
+def test_outputs_that_are_not_a_mapping_are_refused(value):
+    with pytest.raises(RecipeError, match="outputs must be a mapping of output name"):
+        parse_recipe(f"steps:\n  a: {{stage: fractal}}\noutputs: {value}\n")
+    assert parse_recipe("steps:\n  a: {stage: fractal}\noutputs:\n").outputs == ()
+
