@@ -21,7 +21,8 @@ How it ties minart's tensor cache to Prefect's own caching (facts measured on Pr
   tensor cache's per-key lock (an OS lock that the kernel frees on ``kill -9``), whereas Prefect's
   ``SERIALIZABLE`` file locks never expire after ``kill -9`` and hang the next run.
 * Steps that run longer than ``PROGRESS_EVERY`` seconds publish a Prefect progress artifact,
-  updated at most that often (and terminal bars through :mod:`minart.progress`).
+  updated at most that often at first and at most every 5 % of the step's running time later
+  (and terminal bars through :mod:`minart.progress`).
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ from minart.progress import emit
 __all__ = ["PROGRESS_EVERY", "StepKeyPolicy", "records_location", "render_step", "step_task"]
 
 PROGRESS_EVERY = 2.0
-"""Seconds between two updates of a step's Prefect progress artifact."""
+"""Shortest time in seconds between two updates of a step's Prefect progress artifact (and the
+running time a step needs before it gets one); later the interval grows to 5 % of the time the
+step has run."""
 
 
 def records_location(cache: TensorCache) -> Path:
@@ -103,7 +106,7 @@ class _ProgressArtifact:
     def __init__(self, step: str) -> None:
         self.step = step
         self.artifact_id = None
-        self.last = time.monotonic()  # steps shorter than PROGRESS_EVERY get no artifact
+        self.start = self.last = time.monotonic()  # steps under PROGRESS_EVERY get no artifact
 
     def __call__(self, step: str, done: int, total: int) -> None:
         from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -111,7 +114,10 @@ class _ProgressArtifact:
         emit(step, done, total)  # terminal bars of the CLI, when it runs the flow in-process
         now = time.monotonic()
         final = done >= total and self.artifact_id is not None  # always show 100 %
-        if total <= 0 or (now - self.last < PROGRESS_EVERY and not final):
+        # every 2 s at first, then every 5 % of the time so far: a 10-minute step sends an
+        # update every 30 s, not 300 events into 'prefect deployment run --watch'
+        every = max(PROGRESS_EVERY, 0.05 * (now - self.start))
+        if total <= 0 or (now - self.last < every and not final):
             return
         self.last = now
         percent = 100.0 * min(done, total) / total
