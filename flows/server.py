@@ -2,11 +2,24 @@
 
 Without ``PREFECT_API_URL`` every ``minart run`` starts Prefect's temporary (ephemeral) server,
 which costs 7-20 s per process on a small machine. Starting one server and exporting its URL
-makes every later run start in about a second, and gives the Prefect UI.
+makes every later run start in about a second, and gives the Prefect UI at ``http://HOST:PORT``.
+
+The server is set up so that deployment runs recover from a host crash by themselves:
+
+* concurrency leases (the slot a run of ``ocean-nightly`` holds under its ``concurrency_limit``)
+  are kept in files under ``PREFECT_HOME/concurrency_leases`` instead of the server's memory, so
+  a restarted server still knows them and frees them when they expire (300 s after the last
+  renewal by the dead run);
+* the automation :data:`ZOMBIE_AUTOMATION` marks a flow run Crashed when it has sent no
+  heartbeat for :data:`ZOMBIE_SECONDS` (deployment runs send one every 30 s:
+  ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` in ``prefect.yaml``); Crashed frees its slot at once;
+* at every start, runs still Running are given a fresh window (:func:`watch_running_flow_runs`),
+  so a run that died while the server was down is caught too.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -15,10 +28,24 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
-__all__ = ["QUIET_ENV", "ServerHandle", "free_port", "start_server", "wait_healthy"]
+__all__ = [
+    "LEASE_STORAGE",
+    "QUIET_ENV",
+    "WATCH_EVENT",
+    "ZOMBIE_AUTOMATION",
+    "ZOMBIE_SECONDS",
+    "ServerHandle",
+    "ensure_zombie_automation",
+    "free_port",
+    "start_server",
+    "wait_healthy",
+    "watch_running_flow_runs",
+]
 
 QUIET_ENV = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -26,6 +53,23 @@ QUIET_ENV = {
     "PREFECT_CLI_PROMPT": "false",
 }
 """Environment that keeps Prefect off the network (no telemetry) and non-interactive."""
+
+LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
+"""Prefect's on-disk concurrency lease storage (the default keeps leases in memory, so a server
+restart forgets the lease of a run that died and its deployment slot stays taken forever)."""
+
+ZOMBIE_AUTOMATION = "minart: crash zombie flow runs"
+"""Name of the automation that marks flow runs whose heartbeats stopped as Crashed."""
+
+ZOMBIE_SECONDS = 90.0
+"""Seconds without a heartbeat after which a flow run counts as dead: three missed beats at
+``PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30`` (Prefect's minimum, set in ``prefect.yaml``)."""
+
+WATCH_EVENT = "minart.flow-run.watch"
+"""Event :func:`watch_running_flow_runs` emits for a run: it opens the zombie window like a
+heartbeat does, without claiming to be one."""
+
+_FALSE = {"0", "false", "no", "off"}
 
 
 @dataclass(frozen=True)
@@ -86,11 +130,142 @@ def wait_healthy(url: str, *, timeout: float = 90.0, process: subprocess.Popen |
     raise RuntimeError(f"prefect server at {url} did not answer within {timeout:.0f} s")
 
 
+def ensure_zombie_automation(url: str, *, within: float = ZOMBIE_SECONDS,
+                             name: str = ZOMBIE_AUTOMATION) -> str:
+    """Create or update the automation that marks silent flow runs Crashed; return its id.
+
+    Prefect's documented remedy for "zombie" runs (docs.prefect.io/v3/advanced/detect-zombie-flows):
+    a proactive trigger opened by each ``prefect.flow-run.heartbeat`` that fires when neither
+    another heartbeat nor a final state (Completed, Failed, Cancelled, Crashed) of the same run
+    follows within ``within`` seconds, and sets that run Crashed (forced, so a dead run left
+    Cancelling by ``prefect flow-run cancel`` is also closed). Crashed releases the run's
+    deployment concurrency slot. Runs that send no heartbeats are never touched.
+
+    Idempotent: an automation of the same name is left alone when it already matches, so the
+    trigger's open windows (kept in the database) survive a restart of the server; else it is
+    updated in place (the server then gives the trigger a new id, dropping its open windows, which
+    :func:`watch_running_flow_runs` reopens).
+
+    Args:
+        url: the server's API URL (``.../api``).
+        within: seconds of silence after which a run counts as dead; more than the heartbeat
+            period (30 s) plus slack for a busy machine.
+        name: the automation's name.
+
+    Raises:
+        RuntimeError: the server refused the automation.
+    """
+    from datetime import timedelta
+
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    def wanted(trigger_id=None) -> AutomationCore:
+        trigger = EventTrigger(
+            after={"prefect.flow-run.heartbeat", WATCH_EVENT},
+            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed",
+                    "prefect.flow-run.Failed", "prefect.flow-run.Cancelled",
+                    "prefect.flow-run.Crashed"},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=within),
+            **({"id": trigger_id} if trigger_id else {}))
+        return AutomationCore(
+            name=name, enabled=True, trigger=trigger,
+            description=f"Marks a flow run Crashed when it sent no heartbeat for {within:g} s "
+                        "(created by minart server).",
+            actions=[ChangeFlowRunState(
+                state=StateType.CRASHED, force=True,
+                message=f"No heartbeat for {within:g} s: the flow-run process is gone "
+                        "(marked Crashed by minart's zombie automation).")])
+
+    def same(a: AutomationCore, b: AutomationCore) -> bool:  # models compare sets as sets
+        return all(getattr(a, key) == getattr(b, key)
+                   for key in ("name", "description", "enabled", "trigger", "actions"))
+
+    try:
+        with SyncPrefectClient(url) as client:
+            existing = client.read_automations_by_name(name)
+            if not existing:
+                return str(client.create_automation(wanted()))
+            first, *duplicates = existing
+            desired = wanted(getattr(first.trigger, "id", None))  # compare all but the id
+            if not same(first, desired):
+                client.update_automation(first.id, desired)
+            for extra in duplicates:  # two servers raced on one home: keep one automation
+                client.delete_automation(extra.id)
+            return str(first.id)
+    except Exception as exc:  # httpx errors, a server that refuses the schema
+        raise RuntimeError(f"could not create the automation {name!r} on {url}: {exc}") from exc
+
+
+def _post(url: str, path: str, body: object) -> object:
+    request = urllib.request.Request(f"{url}{path}", method="POST", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        data = response.read()
+    return json.loads(data) if data else None
+
+
+def watch_running_flow_runs(url: str) -> list[str]:
+    """Open a fresh zombie window for every Running or Cancelling run that sends heartbeats.
+
+    The automation's trigger state (one bucket per run, in the database) is swept about a minute
+    after its window closes, so a run that died while the server was down for longer than that
+    would stay Running forever. Called at every start of the server, this emits
+    :data:`WATCH_EVENT` for each such run: a run that is alive sends a heartbeat within 30 s and
+    nothing happens; a dead one is marked Crashed after the automation's window. Runs that never
+    sent a heartbeat (``minart run`` outside a deployment) are left alone.
+
+    Returns:
+        The ids of the runs now watched.
+
+    Raises:
+        RuntimeError: the server did not answer.
+    """
+    try:
+        runs = _post(url, "/flow_runs/filter", {
+            "flow_runs": {"state": {"type": {"any_": ["RUNNING", "CANCELLING"]}}},
+            "limit": 200})
+        events = []
+        for run in runs:
+            resource = f"prefect.flow-run.{run['id']}"
+            beats = _post(url, "/events/filter", {"limit": 1, "filter": {
+                "event": {"name": ["prefect.flow-run.heartbeat"]},
+                "resource": {"id": [resource]},
+                "occurred": {"since": run["start_time"] or run["created"]}}})
+            if beats["events"]:
+                events.append({
+                    "id": str(uuid.uuid4()),
+                    "occurred": datetime.now(timezone.utc).isoformat(),
+                    "event": WATCH_EVENT,
+                    "resource": {"prefect.resource.id": resource,
+                                 "prefect.resource.name": run["name"]},
+                    "payload": {"reason": "minart server started while this run was "
+                                          f"{run['state_type']}: it must send a heartbeat"}})
+        if events:
+            _post(url, "/events", events)
+    except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
+        raise RuntimeError(f"could not check the running flow runs on {url}: {exc}") from exc
+    return [e["resource"]["prefect.resource.id"].rpartition(".")[2] for e in events]
+
+
 def start_server(*, host: str = "127.0.0.1", port: int | None = None,
                  home: str | os.PathLike | None = None, log: str | os.PathLike | None = None,
                  timeout: float = 90.0, detach: bool = True,
-                 env: dict[str, str] | None = None) -> ServerHandle:
+                 env: dict[str, str] | None = None, ui: bool | None = None,
+                 zombie_seconds: float | None = ZOMBIE_SECONDS) -> ServerHandle:
     """Start ``prefect server start`` in the background and wait until it is healthy.
+
+    The server keeps concurrency leases on disk (:data:`LEASE_STORAGE`, unless
+    ``PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE`` is set) and, once healthy, gets the zombie
+    automation (:func:`ensure_zombie_automation`), and every run that was Running when it started
+    is watched again (:func:`watch_running_flow_runs`).
 
     Args:
         host: interface to listen on.
@@ -100,12 +275,16 @@ def start_server(*, host: str = "127.0.0.1", port: int | None = None,
         timeout: seconds to wait for ``/api/health``.
         detach: start it in its own session, so it outlives this process.
         env: extra environment variables.
+        ui: serve the Prefect UI at ``http://HOST:PORT``; default on, off when
+            ``PREFECT_SERVER_UI_ENABLED`` is false in ``env`` or the environment.
+        zombie_seconds: heartbeat silence after which the automation marks a run Crashed;
+            ``None`` leaves automations alone.
 
     Returns:
         A :class:`ServerHandle` whose ``url`` is the value for ``PREFECT_API_URL``.
 
     Raises:
-        RuntimeError: the port is taken, or the server did not start.
+        RuntimeError: the port is taken, the server did not start, or it refused the automation.
     """
     if port:
         with socket.socket() as sock:  # else /health would be answered by whoever holds it
@@ -118,22 +297,30 @@ def start_server(*, host: str = "127.0.0.1", port: int | None = None,
                                    f"PREFECT_API_URL=http://{host}:{port}/api, or pick another "
                                    "--port") from None
     port = port or free_port(host)
-    full_env = {**os.environ, **QUIET_ENV, "PREFECT_SERVER_UI_ENABLED": "false",
-                **(env or {})}
+    full_env = {"PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": LEASE_STORAGE, **os.environ,
+                **QUIET_ENV, **(env or {})}
     full_env.pop("PREFECT_API_URL", None)
+    # where the UI's browser code finds the API (Prefect's default is 4200, whatever --port is)
+    full_env.update(PREFECT_SERVER_API_HOST=host, PREFECT_SERVER_API_PORT=str(port))
+    if ui is None:
+        ui = full_env.get("PREFECT_SERVER_UI_ENABLED", "true").strip().lower() not in _FALSE
+    full_env["PREFECT_SERVER_UI_ENABLED"] = "true" if ui else "false"
     if home is not None:
         full_env["PREFECT_HOME"] = os.fspath(home)
     home_dir = Path(full_env.get("PREFECT_HOME", Path.home() / ".prefect"))
     home_dir.mkdir(parents=True, exist_ok=True)
     log_path = Path(log) if log else home_dir / "minart-server.log"
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port",
-               str(port), "--no-ui", "--analytics-off"]
+               str(port), "--analytics-off", *([] if ui else ["--no-ui"])]
     with open(log_path, "ab") as out:
         process = subprocess.Popen(command, env=full_env, stdout=out, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=detach)
     url = f"http://{host}:{port}/api"
     try:
         wait_healthy(url, timeout=timeout, process=process, log=log_path)
+        if zombie_seconds is not None:
+            ensure_zombie_automation(url, within=zombie_seconds)
+            watch_running_flow_runs(url)
     except RuntimeError:
         if process.poll() is None:
             process.kill()
