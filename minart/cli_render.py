@@ -20,6 +20,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from .cli import SetOption, app, check_writable_file
+from .errors import ParamError
 
 __all__ = ["cache_app"]
 
@@ -177,9 +178,20 @@ def reproduce(
     embedded = engine.embedded_recipe(file)
     with tempfile.TemporaryDirectory(prefix="minart-reproduce-") as folder:
         recipe = embedded.materialize(folder)
-        _render(recipe, [*embedded.overrides, *embedded.input_checks()],
-                preview=embedded.preview, device=device, output_dir=output_dir, cache=cache,
-                report=report)
+        if embedded.inputs:  # the same input images, or a clear error (not written into outputs)
+            try:
+                engine.load_plan(recipe, [*embedded.overrides, *embedded.input_checks()],
+                                 preview=embedded.preview, device=device, output_dir=output_dir)
+            except ParamError as exc:
+                if exc.param != "sha256":
+                    raise
+                raise ParamError(
+                    f"{file} was rendered from another version of the input image of step "
+                    f"'{exc.step}' ({exc.message.split(':', 1)[0]} has changed since); put the "
+                    "original back to reproduce it, or render the new one with 'minart run'",
+                    param="sha256") from None
+        _render(recipe, list(embedded.overrides), preview=embedded.preview, device=device,
+                output_dir=output_dir, cache=cache, report=report)
 
 
 cache_app = typer.Typer(help="Inspect and trim the tensor cache ($MINART_CACHE).",

@@ -153,3 +153,29 @@ def test_server_on_a_port_already_taken_says_so_instead_of_reporting_success(cap
         code, out, err = _cli(capsys, "server", "--port", str(port))
     assert code == 1 and out == ""
     assert err.startswith(f"error: port {port} on 127.0.0.1 is not free")
+
+
+def test_reproduce_refuses_an_output_whose_input_image_has_changed(capsys, tmp_path):
+    import json
+
+    import torch
+
+    from minart.io import write_image
+    from minart.recipe import load_recipe
+
+    write_image(tmp_path / "pic.png", torch.rand(3, 8, 8))
+    recipe = tmp_path / "fi.yaml"
+    recipe.write_text("size: [8, 8]\nsteps:\n  photo: {stage: load_image, params: {path: pic.png}}"
+                      "\noutputs:\n  still: {step: photo, path: out.png}\n")
+    digest = load_recipe(recipe).step("photo").params.sha256
+    output = tmp_path / "out.png"
+    write_image(output, torch.rand(3, 8, 8), metadata={
+        "minart_recipe": recipe.read_text(), "minart_recipe_path": str(recipe),
+        "minart_overrides": "[]", "minart_preview": "1",
+        "minart_inputs": json.dumps({"photo": digest})})
+    write_image(tmp_path / "pic.png", torch.rand(3, 8, 8))  # replaced since the render
+    code, out, err = _cli(capsys, "reproduce", str(output), "-o", str(tmp_path / "again"))
+    assert code == EXIT_INVALID and err == (
+        f"error: {output} was rendered from another version of the input image of step 'photo' "
+        "(path='pic.png' has changed since); put the original back to reproduce it, or render "
+        "the new one with 'minart run'\n")
