@@ -82,8 +82,13 @@ def render(recipe: str, overrides: dict[str, Any] | None = None,
     overrides = dict(overrides or {})
     store = TensorCache(cache)
     day = time.strftime("%Y-%m-%d", time.gmtime())  # one {date} for the whole run
-    plan = engine.load_plan(recipe, overrides, preview=preview, device=device,
-                            output_dir=output_dir, date=day)
+    try:
+        plan = engine.load_plan(recipe, overrides, preview=preview, device=device,
+                                output_dir=output_dir, date=day)
+    except MinartError as exc:
+        if exc.file and exc.file.startswith("--set "):  # name the flow's parameter, not the CLI's
+            exc.file = f"overrides {exc.file.removeprefix('--set ')}"
+        raise
     to_run, status, corrupt = plan.schedule(store, log=logger)
     logger.info("recipe %s: %d steps, %d to submit (%d cached), cache %s", recipe,
                 len(plan.steps), len(to_run), sum(status[n] == "cached" for n in to_run),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import sys
 
 from minart.cache import TensorCache
 
@@ -158,3 +159,13 @@ def test_minart_server_starts_a_server_to_export(tmp_path, env):
             assert reply.status == 200
     finally:
         os.killpg(pid, signal.SIGTERM)  # the server runs in its own session
+
+
+def test_a_bad_override_given_to_the_flow_names_its_overrides_parameter(tiny, env, tmp_path):
+    code = ("import sys\nfrom minart.flows.render import render\n"
+            "try:\n    render(recipe=sys.argv[1], overrides={'steps.soft.params.dt': -1})\n"
+            "except Exception as exc:\n    print('FAILED:', exc)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tiny)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=180)
+    assert "FAILED: overrides steps.soft.params.dt: step 'soft': dt=-1 must be > 0" in done.stdout, (
+        done.stdout[-2000:] + done.stderr[-2000:])
