@@ -708,8 +708,9 @@ class TensorCache:
         """Remove every entry, record and temp file; return the number of entries removed.
 
         Only files named the way this cache names them are removed (payloads and sidecars under
-        ``objects/``, records named by a key, ``tmp/*.part``), and then the folders they leave
-        empty: a location that is not a minart cache, or holds other files too, keeps them.
+        ``objects/``, records named by a key, ``tmp/*.part``, lock files no run holds), and then
+        the folders they leave empty: a location that is not a minart cache, or holds other files
+        too, keeps them.
 
         Example:
             >>> TensorCache("memory://minart-doctest-clear").clear()
@@ -728,6 +729,14 @@ class TensorCache:
                     with contextlib.suppress(FileNotFoundError, OSError):
                         self.fs.rm_file(path)
             self._remove_empty(top, nested)
+        locks = self._join("locks")
+        for path in self._files(locks, False):
+            key = path.rsplit("/", 1)[-1].removesuffix(".lock")
+            if path.endswith(".lock") and _KEY_RE.match(key):
+                with contextlib.suppress(CacheError, FileNotFoundError, OSError):
+                    with self.lock(key, timeout=0):  # a lock a running step holds stays
+                        self.fs.rm_file(path)
+        self._remove_empty(locks, False)
         return len(entries)
 
     def _files(self, top: str, nested: bool) -> list[str]:

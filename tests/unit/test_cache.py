@@ -246,6 +246,17 @@ def test_clear_removes_what_the_cache_wrote_and_nothing_else(cache):
     assert cache.entries() == [] and not fs.exists(f"{records}/results")
 
 
+
+def test_clear_removes_lock_files_no_run_holds(cache):
+    cache.put("a", torch.zeros(1))
+    with cache.lock("a"):
+        pass
+    with cache.lock("held"):
+        cache.clear()
+        assert cache.fs.exists(cache._join("locks", "held.lock"))  # held: kept
+    assert not cache.fs.exists(cache._join("locks", "a.lock"))
+
+
 def test_clear_of_a_folder_that_is_not_a_cache_keeps_its_files(tmp_path):
     for folder in ("tmp", "objects", "records"):
         (tmp_path / folder).mkdir()
