@@ -64,7 +64,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import fsspec
-import torch
+import torch  # noqa: F401  (the doctests below use it)
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 from torch import Tensor
