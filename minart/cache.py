@@ -5,7 +5,7 @@ Layout under the cache root (a local folder, ``file://`` or any fsspec URL such 
 
     objects/<k[:2]>/<key>.safetensors   payload: the tensors + metadata (checksum, key, step info)
     objects/<k[:2]>/<key>.json          sidecar: created/accessed times, size, step, stage (LRU)
-    records/[<folder>/]<key>*           records of an orchestrator that point at the entry
+    records/<key>, records/results/<key> the orchestrator's record and result for the entry
     locks/<key>.lock                    per-key lock
     tmp/                                partial writes
 
@@ -585,13 +585,13 @@ class TensorCache:
         return existed
 
     def _record_paths(self, key: str) -> list[str]:
-        """``records/<key>*`` and ``records/<folder>/<key>*`` (an orchestrator's result files)."""
+        """``records/<key>`` and ``records/results/<key>`` (the orchestrator's record and result),
+        looked up by name: listing ``records/`` for every deleted key made ``gc`` quadratic."""
         found = []
-        for pattern in (f"{self.records_dir}/{key}*", f"{self.records_dir}/*/{key}*"):
-            try:
-                found += [p for p in self.fs.glob(pattern) if p.rsplit("/", 1)[-1].startswith(key)]
-            except (FileNotFoundError, OSError):
-                pass
+        for path in (f"{self.records_dir}/{key}", f"{self.records_dir}/results/{key}"):
+            with contextlib.suppress(FileNotFoundError, OSError):
+                if self.fs.exists(path):
+                    found.append(path)
         return found
 
     def _write_sidecar(self, key: str, data: dict) -> None:
@@ -716,9 +716,8 @@ class TensorCache:
             >>> TensorCache("memory://minart-doctest-clear").clear()
             0
         """
-        entries = self.entries()
-        for entry in entries:
-            self.delete(entry.key)
+        count = len(self.entries())
+        # records first, so no record outlives its tensor; one listing per folder (not per entry)
         patterns = {"records": (_RECORD_RE, True), "tmp": (_PART_RE, False),
                     "objects": (_OBJECT_RE, True)}
         for folder, (pattern, nested) in patterns.items():
@@ -737,7 +736,7 @@ class TensorCache:
                     with self.lock(key, timeout=0):  # a lock a running step holds stays
                         self.fs.rm_file(path)
         self._remove_empty(locks, False)
-        return len(entries)
+        return count
 
     def _files(self, top: str, nested: bool) -> list[str]:
         try:
