@@ -418,13 +418,16 @@ class Recipe:
                     params = type(params).model_validate({**params.model_dump(), **update},
                                                          strict=False)
                 except ValidationError as exc:
-                    name = str(exc.errors()[0]["loc"][0]) if exc.errors()[0]["loc"] else "?"
+                    first = exc.errors()[0]
+                    name = str(first["loc"][0]) if first["loc"] else None
+                    what = (f"would set {name}={update.get(name)!r}: " if name in update
+                            else "fails: ")
                     where = s.location or Location(str(self.path or self.name))
                     raise ParamError(
-                        f"the preview ({factor}x smaller) would set {name}={update.get(name)!r}: "
-                        f"{exc.errors()[0]['msg'].lower()}; use a smaller --preview factor or "
-                        f"change {name}", step=s.name, param=name, file=where.file,
-                        line=where.line, column=where.column) from None
+                        f"the preview ({factor}x smaller) {what}{first['msg'].lower()}; render "
+                        f"without --preview or change {name or 'the step'}", step=s.name,
+                        param=name, file=where.file, line=where.line,
+                        column=where.column) from None
             steps.append(replace(s, params=params))
         size = (max(_SIZE_RANGE[0], round(self.size[0] / factor)),
                 max(_SIZE_RANGE[0], round(self.size[1] / factor)))

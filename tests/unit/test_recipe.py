@@ -414,7 +414,7 @@ def test_preview_scales_size_and_params():
         big.preview(4)
     assert str(info.value) == (
         f"{big.step('art').location}: step 'art': the preview (4x smaller) would set lr=160.0: "
-        "input should be less than or equal to 100; use a smaller --preview factor or change lr")
+        "input should be less than or equal to 100; render without --preview or change lr")
 
 
 # -- files ---------------------------------------------------------------------------------------
