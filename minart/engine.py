@@ -87,7 +87,8 @@ class PlannedStep:
 
         Every file must exist with the SHA-256 noted when the step last wrote it (with its
         companions, such as a video's JSON sidecar), so a file overwritten by another recipe,
-        seed or preview, or edited or truncated since, is written again. A step without files
+        seed or preview, or edited or truncated since, is written again. A file whose size,
+        modification time and inode are those recorded is not read again. A step without files
         is always current.
 
         Args:
@@ -101,9 +102,15 @@ class PlannedStep:
             return False  # an entry from before files were recorded, or a damaged field
         if not isinstance(recorded, dict) or not set(self.files) <= recorded.keys():
             return False
-        for path, digest in recorded.items():
+        for path, entry in recorded.items():
+            if not isinstance(entry, dict):
+                return False
             try:
-                if _file_digest(path) != digest:
+                info = os.stat(path)
+                if (info.st_size, info.st_mtime_ns, info.st_ino) == (
+                        entry.get("size"), entry.get("mtime_ns"), entry.get("inode")):
+                    continue  # untouched since it was written: no need to read it again
+                if _file_digest(path) != entry.get("sha256"):
                     return False
             except OSError:
                 return False
@@ -767,13 +774,26 @@ _ALIAS = "minart.alias"
 """Entry metadata of an output step whose result is its input's (stored once, under the input)."""
 
 _FILES = "minart.files"
-"""Entry metadata of an output step: JSON ``{absolute path: sha256}`` of the files it wrote."""
+"""Entry metadata of an output step: JSON ``{absolute path: {sha256, size, mtime_ns, inode}}`` of
+the files it wrote."""
 
 
 def _file_digest(path: str | os.PathLike) -> str:
     from .stages import file_sha256
 
     return file_sha256(Path(path))
+
+
+def _file_record(path: str) -> dict[str, Any]:
+    """What :meth:`PlannedStep.files_current` checks a written file against later."""
+    info = os.stat(path)
+    return {"sha256": _file_digest(path), "size": info.st_size, "mtime_ns": info.st_mtime_ns,
+            "inode": info.st_ino}
+
+
+def _path_lock_key(path: str) -> str:
+    """Cache lock name of an output file (held while a step writes and hashes it)."""
+    return "file-" + hashlib.sha256(path.encode("utf-8")).hexdigest()[:40]
 
 
 def _cached(cache: TensorCache, step: PlannedStep) -> bool:
@@ -881,30 +901,34 @@ def run_step(plan_: Plan, name: str, *, cache: TensorCache, progress: ProgressFn
         checkpoint = getattr(ctx, "checkpoint", None)
         written_as = next(s for s in plan_.recipe.steps if s.name == name)
         log.info("step '%s' (%s): computing", name, step.stage)
-        try:
-            result = stage.run(inputs, written_as.params, ctx)
-        except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
-            if not isinstance(exc, MemoryError) and not _out_of_memory(exc):
-                raise
-            where = getattr(written_as, "location", None)
-            raise ParamError(
-                f"not enough memory on {plan_.device} for this step ({_memory_detail(exc)}); "
-                "lower its size, frames or iterations, or render with --preview",
-                step=name, file=getattr(where, "file", None), line=getattr(where, "line", None),
-                column=getattr(where, "column", None)) from None
-        except MinartError as exc:
-            where = getattr(written_as, "location", None)  # the step in the recipe
-            if exc.file is None and where is not None:
-                exc.at(file=where.file, line=where.line, column=where.column)
-            raise exc.at(step=name) from None
-        if not isinstance(result, Tensor):
-            raise CacheError(f"step '{name}': stage {step.stage!r} returned "
-                             f"{type(result).__name__}, not a tensor")
-        info = {"step": name, "stage": step.stage, "recipe": plan_.label}
-        written = [str(Path(f).resolve()) for f in getattr(ctx, "written", ()) or ()]
-        if step.files or written:
-            info[_FILES] = json.dumps({f: _file_digest(f) for f in dict.fromkeys(
-                [*step.files, *written])})
+        with contextlib.ExitStack() as held:
+            # another recipe writing the same file waits, so each entry records its own bytes
+            for path in sorted(step.files):
+                held.enter_context(cache.lock(_path_lock_key(path)))
+            try:
+                result = stage.run(inputs, written_as.params, ctx)
+            except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+                if not isinstance(exc, MemoryError) and not _out_of_memory(exc):
+                    raise
+                where = getattr(written_as, "location", None)
+                raise ParamError(
+                    f"not enough memory on {plan_.device} for this step ({_memory_detail(exc)}); "
+                    "lower its size, frames or iterations, or render with --preview",
+                    step=name, file=getattr(where, "file", None), line=getattr(where, "line", None),
+                    column=getattr(where, "column", None)) from None
+            except MinartError as exc:
+                where = getattr(written_as, "location", None)  # the step in the recipe
+                if exc.file is None and where is not None:
+                    exc.at(file=where.file, line=where.line, column=where.column)
+                raise exc.at(step=name) from None
+            if not isinstance(result, Tensor):
+                raise CacheError(f"step '{name}': stage {step.stage!r} returned "
+                                 f"{type(result).__name__}, not a tensor")
+            info = {"step": name, "stage": step.stage, "recipe": plan_.label}
+            written = [str(Path(f).resolve()) for f in getattr(ctx, "written", ()) or ()]
+            if step.files or written:
+                info[_FILES] = json.dumps({f: _file_record(f) for f in dict.fromkeys(
+                    [*step.files, *written])})
         if step.files and inputs and result is inputs[0]:
             # an output stage returns its input: store a reference, not a second copy
             cache.put(step.key, torch.empty(0), info={**info, _ALIAS: step.input_keys[0]})

@@ -111,6 +111,16 @@ def test_output_overwritten_by_another_run_or_edited_is_written_again(tmp_path, 
     assert _render(tmp_path, cache).computed == []
 
 
+def test_untouched_outputs_are_not_read_again_to_be_confirmed(tmp_path, cache, monkeypatch):
+    _render(tmp_path, cache)
+
+    def no_reading(path):
+        raise AssertionError(f"{path} was hashed again")
+
+    monkeypatch.setattr(engine, "_file_digest", no_reading)
+    assert _render(tmp_path, cache).computed == []
+
+
 def test_video_sidecar_is_checked_with_its_video(tmp_path, cache):
     extra = (_step("clip", "concatenate", ["mix", "soft"]),
              _step("movie", "encode_video", ["clip"], path="out/tiny.webm", fps=2))
