@@ -255,11 +255,24 @@ def watch_running_flow_runs(url: str) -> list[str]:
     return [e["resource"]["prefect.resource.id"].rpartition(".")[2] for e in events]
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux for SIGTERM when the parent dies (prctl
+    PR_SET_PDEATHSIG); elsewhere nothing."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1: PDEATHSIG
+        except OSError:
+            pass
+
+
 def start_server(*, host: str = "127.0.0.1", port: int | None = None,
                  home: str | os.PathLike | None = None, log: str | os.PathLike | None = None,
                  timeout: float = 90.0, detach: bool = True,
                  env: dict[str, str] | None = None, ui: bool | None = None,
-                 zombie_seconds: float | None = ZOMBIE_SECONDS) -> ServerHandle:
+                 zombie_seconds: float | None = ZOMBIE_SECONDS,
+                 die_with_parent: bool = False) -> ServerHandle:
     """Start ``prefect server start`` in the background and wait until it is healthy.
 
     The server keeps concurrency leases on disk (:data:`LEASE_STORAGE`, unless
@@ -279,6 +292,8 @@ def start_server(*, host: str = "127.0.0.1", port: int | None = None,
             ``PREFECT_SERVER_UI_ENABLED`` is false in ``env`` or the environment.
         zombie_seconds: heartbeat silence after which the automation marks a run Crashed;
             ``None`` leaves automations alone.
+        die_with_parent: on Linux, the server gets SIGTERM when this process dies, even by
+            ``kill -9`` (for a server that lives only as long as one command).
 
     Returns:
         A :class:`ServerHandle` whose ``url`` is the value for ``PREFECT_API_URL``.
@@ -314,7 +329,8 @@ def start_server(*, host: str = "127.0.0.1", port: int | None = None,
                str(port), "--analytics-off", *([] if ui else ["--no-ui"])]
     with open(log_path, "ab") as out:
         process = subprocess.Popen(command, env=full_env, stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=detach)
+                                   stdin=subprocess.DEVNULL, start_new_session=detach,
+                                   preexec_fn=_die_with_parent if die_with_parent else None)
     url = f"http://{host}:{port}/api"
     try:
         wait_healthy(url, timeout=timeout, process=process, log=log_path)

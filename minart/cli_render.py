@@ -48,7 +48,7 @@ def _render(recipe: Path, overrides: list[str], *, preview: bool | int,
     _quiet_prefect()
     from minart.flows.render import render_here  # imports Prefect
 
-    with _stop_on_interrupt():
+    with _prefect_api() as server, _stop_on_interrupt(server):
         result = render_here(str(recipe), overrides=engine.overrides_dict(overrides),
                              preview=preview, device=device, cache=cache,
                              report=None if report is None else str(report),
@@ -57,7 +57,52 @@ def _render(recipe: Path, overrides: list[str], *, preview: bool | int,
 
 
 @contextlib.contextmanager
-def _stop_on_interrupt() -> Iterator[None]:
+def _prefect_api() -> Iterator[Any]:
+    """The Prefect server of the run: ``$PREFECT_API_URL``'s, else a temporary one of minart's.
+
+    Prefect's own temporary server is a child in the CLI's process group, so the Ctrl-C a
+    terminal sends to the group killed it too, and the interrupted flow then spent minutes
+    retrying a dead API before it failed with tracebacks. This one runs in its own session
+    (Ctrl-C does not reach it), dies with this process even on ``kill -9`` (Linux), and is
+    stopped when the run ends. Yields its :class:`~minart.flows.server.ServerHandle`, or
+    ``None`` when ``PREFECT_API_URL`` is set.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield None
+        return
+    import tempfile
+
+    from minart.flows.server import start_server
+
+    sys.stderr.write("starting a temporary Prefect server for this run (7-20 s; 'minart server' "
+                     "starts one to share between runs)\n")
+    with tempfile.TemporaryDirectory(prefix="minart-server-") as folder:
+        handle = start_server(log=Path(folder) / "server.log", ui=False, zombie_seconds=None,
+                              detach=True, die_with_parent=True, timeout=120)
+        try:
+            with temporary_settings(updates={PREFECT_API_URL: handle.url}):
+                try:
+                    yield handle
+                finally:  # logs and events still queued go out while the server is up
+                    _drain_prefect()
+        finally:
+            handle.stop()
+
+
+def _drain_prefect() -> None:
+    """Send the run's queued logs and events to the server now (Prefect sends them at exit)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        with contextlib.suppress(Exception):  # best effort: nothing here may fail the run
+            worker.drain_all(timeout=5)
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt(server: Any = None) -> Iterator[None]:
     """Ctrl-C (or SIGTERM) stops the run soon, not when the step in progress ends.
 
     The steps run in worker threads that a signal does not reach: the first signal asks them to
@@ -77,6 +122,10 @@ def _stop_on_interrupt() -> Iterator[None]:
             sys.stderr.write("error: interrupted again: stopping now; finished steps are "
                              "cached, run the same command to resume\n")
             sys.stderr.flush()
+            process = getattr(server, "process", None)
+            if process is not None:  # the run's own server, in its own session: not orphaned
+                with contextlib.suppress(OSError):
+                    os.killpg(process.pid, signal.SIGKILL)
             os._exit(128 + signum)
         engine.request_stop()
         raise KeyboardInterrupt
@@ -141,8 +190,8 @@ def run(
     """Render a recipe as a Prefect flow, reusing every cached step.
 
     Steps whose result is in the tensor cache are not computed again; a step whose inputs are
-    all cached starts at once. Without PREFECT_API_URL, Prefect starts a temporary local
-    server for the run (7-20 s); 'minart server' starts one to share between runs.
+    all cached starts at once. Without PREFECT_API_URL, a temporary local Prefect server is
+    started for the run (7-20 s); 'minart server' starts one to share between runs.
 
     Examples:
 
