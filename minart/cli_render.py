@@ -234,9 +234,10 @@ def reproduce(
             except ParamError as exc:
                 if exc.param != "sha256":
                     raise
+                what = exc.message.split(": the file's SHA-256", 1)[0]  # "path='in.png'"
                 raise ParamError(
                     f"{file} was rendered from another version of the input image of step "
-                    f"'{exc.step}' ({exc.message.split(':', 1)[0]} has changed since); put the "
+                    f"'{exc.step}' ({what} has changed since); put the "
                     "original back to reproduce it, or render the new one with 'minart run'",
                     param="sha256") from None
         _render(recipe, list(embedded.overrides), preview=embedded.preview, device=device,
