@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -40,7 +41,7 @@ import torch
 import yaml
 from torch import Tensor
 
-from .cache import TensorCache
+from .cache import TensorCache, format_size
 from .errors import CacheError, Interrupted, MinartError, ParamError, RecipeError
 from .keys import device_class, plan_keys, topological_order
 
@@ -528,10 +529,11 @@ def _check_no_overwritten_inputs(recipe: Any, steps: Sequence[Any],
     source = getattr(recipe, "path", None)
     base = Path(source).parent if source else Path.cwd()
     protected = {str(Path(source).resolve()): "the recipe file"} if source else {}
+    from .stages import input_path
+
     for step in steps:
         if step.stage == "load_image":
-            path = Path(step.params.path).expanduser()
-            protected[str((path if path.is_absolute() else base / path).resolve())] = (
+            protected[str(input_path(step.params, base).resolve())] = (
                 f"the input image of step '{step.name}'")
     for step in steps:
         for written in files.get(step.name, ()):
@@ -813,10 +815,6 @@ def _out_of_memory(exc: BaseException) -> bool:
 
 def _memory_detail(exc: BaseException) -> str:
     """``"it asked for 32.2 TB"`` from torch's allocation error, else its first line."""
-    import re
-
-    from .cache import format_size
-
     asked = re.search(r"allocate (\d+) bytes", str(exc))
     if asked:
         return f"it asked for {format_size(int(asked.group(1)))}"
@@ -1037,10 +1035,8 @@ class EmbeddedRecipe:
     def _relative_inputs(self) -> list[str]:
         """Relative ``path`` values of the recipe's ``load_image`` steps (best effort: a text
         that does not parse gets none, and the render reports its error)."""
-        from .recipe import _Loader
-
         try:
-            data = yaml.load(self.text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+            data = yaml.safe_load(self.text)
         except yaml.YAMLError:
             return []
         steps = data.get("steps") if isinstance(data, dict) else None

@@ -47,6 +47,7 @@ __all__ = [
     "contact_sheet_indices",
     "expand_output_path",
     "file_sha256",
+    "input_path",
     "output_source",
     "output_targets",
 ]
@@ -363,7 +364,13 @@ class LoadImageParams(_Params):
         "image invalidates cached results."))
 
 
-def _input_path(params: LoadImageParams, recipe_dir: Path) -> Path:
+def input_path(params: LoadImageParams, recipe_dir: Path) -> Path:
+    """The file a ``load_image`` step reads: its ``path``, relative to the recipe's folder.
+
+    Example:
+        >>> input_path(LoadImageParams(path="in.png"), Path("/art")).as_posix()
+        '/art/in.png'
+    """
     path = Path(params.path).expanduser()
     return path if path.is_absolute() else Path(recipe_dir) / path
 
@@ -392,7 +399,7 @@ def file_sha256(path: Path) -> str:
 
 
 def _check_load_image(params: LoadImageParams, ctx: CheckContext) -> dict[str, Any]:
-    path = _input_path(params, ctx.recipe_dir)
+    path = input_path(params, ctx.recipe_dir)
     try:
         found = path.is_file()
     except (OSError, ValueError) as exc:  # a name too long, a NUL byte
@@ -410,7 +417,7 @@ def _check_load_image(params: LoadImageParams, ctx: CheckContext) -> dict[str, A
 
 
 def _run_load_image(inputs: list[Tensor], params: LoadImageParams, ctx: StageContext) -> Tensor:
-    path = _input_path(params, ctx.recipe_dir)
+    path = input_path(params, ctx.recipe_dir)
     if params.sha256 is not None and path.is_file() and file_sha256(path) != params.sha256:
         raise MediaError(f"{path.as_posix()} changed since the recipe was checked (SHA-256 "
                          "mismatch)")
