@@ -903,21 +903,21 @@ def run_step(plan_: Plan, name: str, *, cache: TensorCache, progress: ProgressFn
             # another recipe writing the same file waits, so each entry records its own bytes
             for path in sorted(step.files):
                 held.enter_context(cache.lock(_path_lock_key(path)))
+            where = getattr(written_as, "location", None)  # the step in the recipe
+            at = {} if where is None else {"file": where.file, "line": where.line,
+                                           "column": where.column}
             try:
                 result = stage.run(inputs, written_as.params, ctx)
             except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
                 if not isinstance(exc, MemoryError) and not _out_of_memory(exc):
                     raise
-                where = getattr(written_as, "location", None)
                 raise ParamError(
                     f"not enough memory on {plan_.device} for this step ({_memory_detail(exc)}); "
                     "lower its size, frames or iterations, or render with --preview",
-                    step=name, file=getattr(where, "file", None), line=getattr(where, "line", None),
-                    column=getattr(where, "column", None)) from None
+                    step=name, **at) from None
             except MinartError as exc:
-                where = getattr(written_as, "location", None)  # the step in the recipe
-                if exc.file is None and where is not None:
-                    exc.at(file=where.file, line=where.line, column=where.column)
+                if exc.file is None:
+                    exc.at(**at)
                 raise exc.at(step=name) from None
             if not isinstance(result, Tensor):
                 raise CacheError(f"step '{name}': stage {step.stage!r} returned "
