@@ -72,8 +72,11 @@ def check(
     """Validate a recipe completely without running anything.
 
     Checks YAML syntax, keys, stage names, parameter types and ranges, references between
-    steps, cycles, image-versus-clip mismatches and output paths. Prints one OK line, or the
-    first problem as FILE:LINE:COLUMN: step 'NAME': message, and exits with status 2.
+    steps, cycles, image-versus-clip mismatches, output paths, and the size of every step's
+    result: inputs that do not fit together (a blend of two sizes, a crossfade of a clip of the
+    wrong length, an odd-sized MP4 with pad: refuse) are found here, before anything runs.
+    Prints an OK line and one line per step (what it makes, and its memory), or the first
+    problem as FILE:LINE:COLUMN: step 'NAME': message, and exits with status 2.
 
     Examples:
 
@@ -92,6 +95,18 @@ def check(
     typer.echo(f"OK {recipe}: '{loaded.name}', {len(user_steps)} steps "
                f"({', '.join(s.name for s in user_steps)}), {width}x{height}, seed "
                f"{loaded.seed}; writes {', '.join(files) or 'no files'}")
+    from .shapes import describe, format_bytes, nbytes
+
+    shown = [s for s in loaded.steps if s.stage not in ("save_image", "encode_video")]
+    # (writers pass their input on unchanged; a step added by outputs: goes by the output's key)
+    labels = [f"outputs.{s.name.split('.')[1]}" if s.name.startswith("out.") else s.name
+              for s in shown]
+    name_width = max(map(len, labels), default=0)
+    stage_width = max((len(s.stage) for s in shown), default=0)
+    for label, step in zip(labels, shown):
+        made = "size unknown until it runs" if step.shape is None else (
+            f"{describe(step.shape)}, {format_bytes(nbytes(step.shape))}")
+        typer.echo(f"  {label:<{name_width}}  {step.stage:<{stage_width}}  {made}")
 
 
 @app.command("stages")

@@ -44,6 +44,7 @@ __all__ = [
     "concatenate",
     "crossfade",
     "grid",
+    "grid_shape",
     "hold",
     "luminance_mask",
     "resize",
@@ -311,6 +312,38 @@ def _label_band(text: str, width: int, height: int) -> Tensor:
     return torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 255.0)
 
 
+LABEL_BAND = 13
+"""Height in pixels of a label band under a tile (Pillow's built-in bitmap font)."""
+
+
+def grid_shape(count: int, tile: tuple[int, int, int], *, columns: int | None = None,
+               spacing: int = 4, labels: bool = False) -> tuple[int, int, int]:
+    """The ``(C, H, W)`` of the sheet :func:`grid` makes of ``count`` tiles of shape ``tile``.
+
+    ``columns`` defaults to ``min(count, ceil(sqrt(count)))``; see :func:`grid` for the layout.
+
+    Args:
+        count: number of tiles (>= 1).
+        tile: ``(C, H, W)`` of every tile.
+        columns: tiles per row, or ``None``.
+        spacing: pixels between tiles and around the sheet.
+        labels: whether each tile has a label band under it.
+
+    Returns:
+        ``(C, rows * (H + L) + (rows + 1) * spacing, columns * W + (columns + 1) * spacing)``.
+
+    Example:
+        >>> grid_shape(3, (3, 2, 2), columns=2, spacing=1)
+        (3, 7, 7)
+    """
+    channels, h, w = tile
+    if columns is None:
+        columns = min(count, math.ceil(math.sqrt(count)))
+    band = LABEL_BAND if labels else 0
+    rows = math.ceil(count / columns)
+    return (channels, rows * (h + band) + (rows + 1) * spacing, columns * w + (columns + 1) * spacing)
+
+
 def grid(images: Sequence[Tensor] | Tensor, *, columns: int | None = None, spacing: int = 4,
          background: Color = 1.0, labels: Sequence[str] | None = None,
          label_color: Color = 0.0) -> Tensor:
@@ -392,10 +425,9 @@ def grid(images: Sequence[Tensor] | Tensor, *, columns: int | None = None, spaci
     channels, h, w = first.shape
     bg = _color(background, channels, "background", first)
     ink = _color(label_color, channels, "label_color", first)
-    band = 0 if labels is None else 13
-    rows = math.ceil(n / columns)
-    sheet_h = rows * (h + band) + (rows + 1) * spacing
-    sheet_w = columns * w + (columns + 1) * spacing
+    band = 0 if labels is None else LABEL_BAND
+    _, sheet_h, sheet_w = grid_shape(n, (channels, h, w), columns=columns, spacing=spacing,
+                                     labels=labels is not None)
     sheet = bg.expand(channels, sheet_h, sheet_w).clone()  # (C, 1, 1) -> (C, sheet_h, sheet_w)
     for i, tile in enumerate(tiles):
         y = spacing + (i // columns) * (h + band + spacing)

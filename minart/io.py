@@ -14,6 +14,7 @@ small chunk parser, so :func:`read_metadata` never decodes pixels.
 
 from __future__ import annotations
 
+import contextlib
 import io as _io
 import json
 import os
@@ -21,7 +22,7 @@ import struct
 import tempfile
 import warnings
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -38,6 +39,7 @@ __all__ = [
     "MAX_PIXELS_ENV",
     "decode_image",
     "encode_image",
+    "image_size",
     "read_image",
     "read_metadata",
     "write_image",
@@ -111,6 +113,37 @@ def _from_color(rgba: np.ndarray, mode: str) -> np.ndarray:
     return np.concatenate([rgba, np.ones_like(rgba[..., :1])], axis=2)
 
 
+@contextlib.contextmanager
+def _decoding(source: str) -> Iterator[None]:
+    """Pillow's errors while opening or decoding ``source`` as one-line :class:`MediaError`."""
+    from PIL import Image, UnidentifiedImageError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels decides
+        try:
+            yield
+        except Image.DecompressionBombError as exc:
+            raise MediaError(f"image is too large to decode safely ({exc})", file=source) from None
+        except UnidentifiedImageError:
+            raise MediaError("not a readable image: Pillow recognises no image format in it "
+                             "(use PNG or JPEG)", file=source) from None
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise MediaError(f"not a readable image ({type(exc).__name__}: {exc})", file=source) from None
+
+
+def _open_image(data: bytes, limit: int, source: str):  # -> PIL.Image.Image, header read only
+    from PIL import Image
+
+    im = Image.open(_io.BytesIO(data))
+    width, height = im.size
+    if width * height > limit:
+        raise MediaError(
+            f"{width}x{height} = {width * height} pixels exceeds max_pixels={limit} "
+            f"(decompression-bomb guard; pass max_pixels= or set {MAX_PIXELS_ENV})",
+            file=source)
+    return im
+
+
 def decode_image(data: bytes, *, mode: ImageMode = "RGB", max_pixels: int | None = None,
                  source: str = "<bytes>") -> Tensor:
     """Decode an encoded image (PNG, JPEG, WebP, TIFF, BMP, GIF's first frame, ...) to ``(C, H, W)``.
@@ -145,40 +178,25 @@ def decode_image(data: bytes, *, mode: ImageMode = "RGB", max_pixels: int | None
         >>> decode_image(png, mode="RGBA")[:, 0, 1].tolist()
         [0.20000000298023224, 0.20000000298023224, 0.20000000298023224, 1.0]
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import ImageOps
 
     check_choice("mode", mode, ("RGB", "RGBA", "L"))
     limit = _max_pixels(max_pixels)
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ParamError(f"data must be bytes, got {type(data).__name__}", param="data")
     data = bytes(data)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels decides below
-        try:
-            im = Image.open(_io.BytesIO(data))
-            width, height = im.size
-            if width * height > limit:
-                raise MediaError(
-                    f"{width}x{height} = {width * height} pixels exceeds max_pixels={limit} "
-                    f"(decompression-bomb guard; pass max_pixels= or set {MAX_PIXELS_ENV})",
-                    file=source)
-            ihdr = _png_ihdr(data)
-            if ihdr is not None and ihdr[0] == 16 and ihdr[1] in (2, 4, 6):
-                pixels = _decode_png16_color(data, source)
-                orientation = im.getexif().get(0x0112, 1)
-                pixels = np.ascontiguousarray(_ORIENT.get(orientation, lambda a: a)(pixels))
-                array = _from_color(pixels.astype(np.float32) / 65535.0, mode)
-            else:
-                im.load()
-                im = ImageOps.exif_transpose(im)
-                array = _pillow_to_float(im, mode, source)
-        except Image.DecompressionBombError as exc:
-            raise MediaError(f"image is too large to decode safely ({exc})", file=source) from None
-        except UnidentifiedImageError:
-            raise MediaError("not a readable image: Pillow recognises no image format in it "
-                             "(use PNG or JPEG)", file=source) from None
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise MediaError(f"not a readable image ({type(exc).__name__}: {exc})", file=source) from None
+    with _decoding(source):
+        im = _open_image(data, limit, source)
+        ihdr = _png_ihdr(data)
+        if ihdr is not None and ihdr[0] == 16 and ihdr[1] in (2, 4, 6):
+            pixels = _decode_png16_color(data, source)
+            orientation = im.getexif().get(0x0112, 1)
+            pixels = np.ascontiguousarray(_ORIENT.get(orientation, lambda a: a)(pixels))
+            array = _from_color(pixels.astype(np.float32) / 65535.0, mode)
+        else:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            array = _pillow_to_float(im, mode, source)
     tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     return tensor.permute(2, 0, 1).contiguous()  # (H, W, C) -> (C, H, W)
 
@@ -211,6 +229,54 @@ def read_image(path: str | os.PathLike, *, mode: ImageMode = "RGB",
     """
     name = os.fspath(path)
     return decode_image(_read_bytes(name, "image"), mode=mode, max_pixels=max_pixels, source=name)
+
+
+def image_size(path: str | os.PathLike, *, max_pixels: int | None = None) -> tuple[int, int]:
+    """``(width, height)`` of the image :func:`read_image` would return, without decoding it.
+
+    Reads the header and the EXIF orientation (orientations 5 to 8 turn the picture a quarter,
+    swapping width and height); a PNG's ``eXIf`` chunk is found wherever it lies, as Pillow
+    finds it once the pixels are decoded.
+
+    Args:
+        path: image file.
+        max_pixels: decompression-bomb guard, as in :func:`read_image`.
+
+    Returns:
+        ``(width, height)`` after EXIF orientation.
+
+    Raises:
+        MediaError: missing or unreadable file, no image format recognised, or more pixels
+            than allowed; the message starts with the file name.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> target = pathlib.Path(tempfile.mkdtemp()) / "wide.png"
+        >>> write_image(target, torch.zeros(3, 2, 5))
+        >>> image_size(target)
+        (5, 2)
+    """
+    from PIL import Image
+
+    name = os.fspath(path)
+    data = _read_bytes(name, "image")
+    limit = _max_pixels(max_pixels)
+    with _decoding(name):
+        im = _open_image(data, limit, name)
+        width, height = im.size
+        if _png_ihdr(data) is not None:  # Pillow's PNG getexif() would decode the pixels
+            exif = Image.Exif()
+            try:
+                raw = next((payload for kind, payload in _png_chunks(data, name)
+                            if kind == b"eXIf"), None)
+            except MediaError:  # damaged past the pixels: Pillow may still decode it
+                raw = None
+            if raw:
+                exif.load(raw)
+        else:
+            exif = im.getexif()
+        orientation = exif.get(0x0112, 1)
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
 def _read_bytes(name: str, what: str) -> bytes:
@@ -479,9 +545,12 @@ def _inflate(payload: bytes, name: str) -> bytes:
     return text
 
 
-def _png_text(data: bytes, name: str) -> dict[str, str]:
-    """All ``tEXt``, ``zTXt`` and ``iTXt`` chunks of a PNG, without decoding pixels."""
-    texts: dict[str, str] = {}
+def _png_chunks(data: bytes, name: str) -> Iterator[tuple[bytes, bytes]]:
+    """``(kind, payload)`` of each chunk of a PNG up to ``IEND`` (excluded), in file order.
+
+    Raises:
+        MediaError: a chunk runs past the end of the data, or there is no ``IEND``.
+    """
     pos = 8
     while pos + 8 <= len(data):
         length, kind = struct.unpack(">I", data[pos:pos + 4])[0], data[pos + 4:pos + 8]
@@ -490,7 +559,15 @@ def _png_text(data: bytes, name: str) -> dict[str, str]:
             raise MediaError("truncated PNG chunk", file=name)
         pos += 12 + length
         if kind == b"IEND":
-            return texts
+            return
+        yield kind, payload
+    raise MediaError("truncated PNG (no IEND chunk)", file=name)
+
+
+def _png_text(data: bytes, name: str) -> dict[str, str]:
+    """All ``tEXt``, ``zTXt`` and ``iTXt`` chunks of a PNG, without decoding pixels."""
+    texts: dict[str, str] = {}
+    for kind, payload in _png_chunks(data, name):
         if kind not in (b"tEXt", b"zTXt", b"iTXt"):
             continue
         key, sep, rest = payload.partition(b"\x00")
@@ -509,7 +586,7 @@ def _png_text(data: bytes, name: str) -> dict[str, str]:
             raw = _inflate(fields[2], name) if compressed else fields[2]
             value = raw.decode("utf-8", errors="replace")
         texts[key.decode("latin-1")] = value
-    raise MediaError("truncated PNG (no IEND chunk)", file=name)
+    return texts
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:

@@ -39,11 +39,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from . import stages as _stages
 from ._checks import check_whole
-from .errors import MinartError, ParamError, RecipeError
+from .errors import MinartError, ParamError, RecipeError, ShapeError
 from .keys import canonical as _canonical
 from .keys import topological_order
 from .registry import CheckContext, Stage, get_stage, suggest
 from .registry import stages as _all_stages
+from .shapes import step_shape
 
 __all__ = [
     "Location",
@@ -277,6 +278,8 @@ class RecipeStep:
         params: the stage's validated parameter model (sizes and checksums resolved).
         location: where it was written.
         kind: what it produces, ``"image"`` or ``"frames"``.
+        shape: the shape of its result, ``(C, H, W)`` or ``(T, C, H, W)``, worked out when the
+            recipe was checked (:mod:`minart.shapes`); ``None`` where it cannot be known.
     """
 
     name: str
@@ -285,6 +288,7 @@ class RecipeStep:
     params: BaseModel
     location: Location | None = None
     kind: str = "image"
+    shape: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -379,6 +383,30 @@ class Recipe:
                          "kind": o.kind} for o in self.outputs],
         }
 
+    def _reshaped(self, steps: Sequence[RecipeStep], size: tuple[int, int],
+                  what: str) -> list[RecipeStep]:
+        """``steps`` with their shapes worked out again (after their parameters changed).
+
+        Raises:
+            MinartError: a step's inputs no longer fit; the message starts with ``what``.
+        """
+        shapes: dict[str, tuple[int, ...] | None] = {}
+        kinds = {s.name: s.kind for s in steps}
+        recipe_dir = self.path.parent if self.path is not None else Path.cwd()
+        out = []
+        for s in steps:
+            try:
+                shapes[s.name] = step_shape(get_stage(s.stage), s.params, inputs=s.inputs,
+                                            shapes=shapes, kinds=kinds, recipe_dir=recipe_dir,
+                                            size=size)
+            except MinartError as exc:
+                exc.message = f"{what}: {exc.message}; render without --preview or change the step"
+                where = s.location or Location(str(self.path or self.name))
+                raise exc.at(step=s.name, file=where.file, line=where.line,
+                             column=where.column) from None
+            out.append(replace(s, shape=shapes[s.name]))
+        return out
+
     def preview(self, factor: int = 4) -> Recipe:
         """A quick variant ``factor`` times smaller in each dimension that looks like the render.
 
@@ -431,6 +459,7 @@ class Recipe:
             steps.append(replace(s, params=params))
         size = (max(_SIZE_RANGE[0], round(self.size[0] / factor)),
                 max(_SIZE_RANGE[0], round(self.size[1] / factor)))
+        steps = self._reshaped(steps, size, f"the preview ({factor}x smaller)")
         return replace(self, name=f"{self.name}-preview", size=size, steps=tuple(steps),
                        preview_factor=self.preview_factor * factor, _by_name={})
 
@@ -769,6 +798,7 @@ def _build(doc: _Doc, *, path: Path | None, text: str, overrides: tuple[str, ...
         where = draft.input_paths[0] if draft and draft.input_paths else ("steps",)
         raise exc.at(**doc.where(where)) from None
     kinds: dict[str, str] = {}
+    shapes: dict[str, tuple[int, ...] | None] = {}
     steps: list[RecipeStep] = []
     size = top["size"]
     recipe_dir = path.parent if path is not None else Path.cwd()
@@ -804,9 +834,25 @@ def _build(doc: _Doc, *, path: Path | None, text: str, overrides: tuple[str, ...
             if draft.output and not exc.message.startswith("output "):
                 exc.message = f"{label}: {exc.message}"
             raise
+        try:
+            shapes[name] = step_shape(draft.stage, params, inputs=draft.inputs, shapes=shapes,
+                                      kinds=kinds, recipe_dir=recipe_dir, size=size)
+        except MinartError as exc:
+            param = exc.param
+            raw = draft.raw_params if isinstance(draft.raw_params, dict) else {}
+            if param and param in raw:
+                spot = (*draft.params_path, param)
+            elif isinstance(exc, ShapeError) and draft.input_paths:  # inputs that do not fit
+                spot = draft.input_paths[0]
+            else:
+                spot = draft.path
+            if draft.output:
+                exc.message = f"{label}: {exc.message}"
+            raise exc.at(step=None if draft.output else name, **doc.where(spot)) from None
         where = doc.where(draft.path)
         steps.append(RecipeStep(name=name, stage=draft.stage.name, inputs=tuple(draft.inputs),
-                                params=params, location=Location(**where), kind=kinds[name]))
+                                params=params, location=Location(**where), kind=kinds[name],
+                                shape=shapes[name]))
     # Writer steps placed among the steps are outputs too: every file the recipe writes is listed.
     written_by_steps = [
         Output(name=s.name, step=s.name, source=s.inputs[0], path=s.params.path,

@@ -87,11 +87,17 @@ class CheckContext:
         recipe_dir: folder of the recipe file (relative input paths are resolved against it).
         size: the recipe's ``(width, height)``.
         input_kinds: kinds of the step's inputs, in order.
+        input_shapes: shapes of the step's inputs, in order: ``(C, H, W)`` for an image,
+            ``(T, C, H, W)`` for a clip (given to ``shape`` hooks, which run only when every
+            input's shape is known).
+        input_names: names of the steps the inputs come from, for messages.
     """
 
     recipe_dir: Path
     size: tuple[int, int]
     input_kinds: tuple[str, ...] = ()
+    input_shapes: tuple[tuple[int, ...], ...] = ()
+    input_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,12 @@ class Stage:
             render ``factor`` times smaller in each dimension look like the full one.
         targets: optional hook ``targets(params, ctx) -> [Path]``: the files an output stage
             will write (the engine puts them in the step's cache key).
+        shape: optional hook ``shape(params, ctx: CheckContext) -> tuple | None``: the shape of
+            the step's result from its inputs' shapes (``ctx.input_shapes``), computed when the
+            recipe is checked, without running anything. It raises
+            :class:`~minart.errors.ShapeError` or :class:`~minart.errors.ParamError` for inputs
+            that the stage would refuse at run time (sizes that differ, a clip of the wrong
+            length), so such a recipe fails before any step runs; ``None`` means unknown.
         function: ``"module:function"`` of the library function whose keyword arguments the
             params mirror (``minart describe`` shows its docstring; tests compare signatures).
         doc: the longer description shown by ``minart describe``.
@@ -133,6 +145,7 @@ class Stage:
     check: Callable[[BaseModel, CheckContext], Mapping[str, Any] | None] | None = None
     preview: Callable[[BaseModel, int], dict[str, Any]] | None = None
     targets: Callable[[BaseModel, StageContext], Sequence[Path]] | None = None
+    shape: Callable[[BaseModel, CheckContext], tuple[int, ...] | None] | None = None
     function: str = ""
     doc: str = ""
 

@@ -36,7 +36,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 from torch import Tensor
 
 from .diffusion import KAPPA_MIN
-from .errors import MediaError, ParamError, RecipeError
+from .errors import MediaError, ParamError, RecipeError, ShapeError
 from .registry import CheckContext, Stage, StageContext, register
 
 __all__ = [
@@ -428,7 +428,9 @@ def _run_load_image(inputs: list[Tensor], params: LoadImageParams, ctx: StageCon
         if height < params.downscale or width < params.downscale:
             raise ParamError(f"downscale={params.downscale} is larger than the image "
                              f"({width}x{height})", param="downscale")
-        image = F.interpolate(image[None], scale_factor=1.0 / params.downscale,
+        # an explicit size: scale_factor=1/49 makes 98 px 1 px (98 * (1/49) rounds below 2)
+        size = (height // params.downscale, width // params.downscale)
+        image = F.interpolate(image[None], size=size,
                               mode="area")[0]  # (C, H, W) -> (1, C, H, W) -> (C, h, w)
     return image
 
@@ -874,6 +876,188 @@ def _run_encode_video(inputs: list[Tensor], params: EncodeVideoParams,
     return inputs[0]
 
 
+# -- shapes of results (checked before anything runs; see minart.shapes) ------------------------
+
+
+def _named(ctx: CheckContext, index: int) -> str:
+    """``"input 'photo' (a 512x384 RGB image)"`` for the step's ``index``-th input."""
+    from .shapes import describe
+
+    return f"{ctx.input_names[index]!r} ({describe(ctx.input_shapes[index])})"
+
+
+def _frames_of(shape: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
+    """``(T, (C, H, W))`` of a clip, ``(1, shape)`` of an image."""
+    return (shape[0], shape[1:]) if len(shape) == 4 else (1, shape)
+
+
+def _least(ctx: CheckContext, stage: str, pixels: int = 2) -> None:
+    for i, shape in enumerate(ctx.input_shapes):
+        if shape[-1] < pixels or shape[-2] < pixels:
+            raise ShapeError(f"input {_named(ctx, i)} is too small: {stage} needs at least "
+                             f"{pixels}x{pixels} pixels")
+
+
+def _fits_channels(value: Any, channels: int, name: str) -> None:
+    """A colour parameter (one level or one per channel) that fits ``channels`` channels."""
+    if isinstance(value, tuple) and len(value) != channels:
+        raise ParamError(f"{name}={list(value)} has {len(value)} values but the image has "
+                         f"{channels} channel{'s' if channels > 1 else ''}; give one level or "
+                         f"{channels}", param=name)
+
+
+def _same_tiles(ctx: CheckContext, what: str) -> tuple[int, ...]:
+    """The ``(C, H, W)`` every input shares (frames of clips included), or a ShapeError."""
+    first = _frames_of(ctx.input_shapes[0])[1]
+    for i, shape in enumerate(ctx.input_shapes[1:], start=1):
+        if _frames_of(shape)[1] != first:
+            raise ShapeError(f"{what} need one size and colour model, but {_named(ctx, 0)} and "
+                             f"{_named(ctx, i)} differ; resize them first (stage: resize)")
+    return first
+
+
+def _shape_generator(params: BaseModel, ctx: CheckContext) -> tuple[int, ...]:
+    width, height = _size(params, ctx)
+    frames = getattr(params, "frames", None)
+    return (3, height, width) if frames is None else (frames, 3, height, width)
+
+
+def _shape_load_image(params: LoadImageParams, ctx: CheckContext) -> tuple[int, ...]:
+    from .io import image_size
+
+    try:
+        width, height = image_size(input_path(params, ctx.recipe_dir),
+                                   max_pixels=params.max_pixels)
+    except MediaError as exc:
+        raise ParamError(f"path={params.path!r}: {exc.message}", param="path") from None
+    factor = params.downscale
+    if height < factor or width < factor:
+        raise ParamError(f"downscale={factor} is larger than the image ({width}x{height})",
+                         param="downscale")
+    return (3, height // factor, width // factor)
+
+
+def _shape_same(params: BaseModel, ctx: CheckContext) -> tuple[int, ...]:
+    return ctx.input_shapes[0]
+
+
+def _shape_perona_malik(params: PeronaMalikParams, ctx: CheckContext) -> tuple[int, ...]:
+    _least(ctx, "perona_malik")
+    return ctx.input_shapes[0]
+
+
+def _shape_minimize(params: MinimizeParams, ctx: CheckContext) -> tuple[int, ...]:
+    _least(ctx, "minimize")
+    tile = _frames_of(ctx.input_shapes[0])[1]
+    return (math.ceil(params.iterations / params.frame_every), *tile)
+
+
+def _shape_blend(params: BlendParams, ctx: CheckContext) -> tuple[int, ...]:
+    base, top = ctx.input_shapes
+    (base_t, base_tile), (top_t, top_tile) = _frames_of(base), _frames_of(top)
+    if base_tile != top_tile:
+        raise ShapeError(f"top {_named(ctx, 1)} does not fit base {_named(ctx, 0)}; resize one "
+                         "to the other's size first (stage: resize)")
+    if top_t not in (1, base_t):
+        what = "a clip of the same length" if len(base) == 4 else "a clip"
+        raise ShapeError(f"top {_named(ctx, 1)} does not fit base {_named(ctx, 0)}: a clip on top "
+                         f"needs {what} as base (swap them, or subsample/hold the clips to one "
+                         "length)")
+    return base if len(base) == 4 or len(top) == 3 else (1, *base)
+
+
+def _shape_resize(params: ResizeParams, ctx: CheckContext) -> tuple[int, ...]:
+    width, height = _size(params, ctx)
+    shape = ctx.input_shapes[0]
+    if params.fit == "contain":
+        _fits_channels(params.background, shape[-3], "background")
+    return (*shape[:-2], height, width)
+
+
+def _shape_grid(params: GridParams, ctx: CheckContext) -> tuple[int, ...]:
+    from .composite import grid_shape
+
+    tile = _same_tiles(ctx, "grid tiles")
+    count = sum(_frames_of(shape)[0] for shape in ctx.input_shapes)
+    if params.labels is not None and len(params.labels) != count:
+        raise ParamError(f"labels has {len(params.labels)} captions but the grid has {count} "
+                         "tiles; give one per tile", param="labels")
+    _fits_channels(params.background, tile[0], "background")
+    _fits_channels(params.label_color, tile[0], "label_color")
+    return grid_shape(count, tile, columns=params.columns, spacing=params.spacing,
+                      labels=params.labels is not None)
+
+
+def _shape_contact_sheet(params: ContactSheetParams, ctx: CheckContext) -> tuple[int, ...]:
+    from .composite import grid_shape
+
+    total, tile = _frames_of(ctx.input_shapes[0])
+    _fits_channels(params.background, tile[0], "background")
+    count = len(contact_sheet_indices(total, params.frames))
+    return grid_shape(count, tile, columns=params.columns, spacing=params.spacing,
+                      labels=params.labels)
+
+
+def _shape_crossfade(params: CrossfadeParams, ctx: CheckContext) -> tuple[int, ...]:
+    tile = _same_tiles(ctx, "the two ends of a crossfade")
+    for i, shape in enumerate(ctx.input_shapes):
+        if len(shape) == 4 and shape[0] != params.frames:
+            raise ParamError(f"frames={params.frames} but {'ab'[i]} {_named(ctx, i)} has "
+                             f"{shape[0]} frames; a clip must last the whole fade: set frames to "
+                             f"{shape[0]}, or subsample/hold the clip", param="frames")
+    return (params.frames, *tile)
+
+
+def _shape_boomerang(params: BaseModel, ctx: CheckContext) -> tuple[int, ...]:
+    total, tile = _frames_of(ctx.input_shapes[0])
+    return (max(1, 2 * total - 2), *tile)
+
+
+def _shape_subsample(params: SubsampleParams, ctx: CheckContext) -> tuple[int, ...]:
+    total, tile = _frames_of(ctx.input_shapes[0])
+    if params.offset >= total:
+        raise ParamError(f"offset={params.offset} is past the end of {_named(ctx, 0)}; use an "
+                         f"offset below {total}", param="offset")
+    return (len(range(params.offset, total, params.every)), *tile)
+
+
+def _shape_concatenate(params: BaseModel, ctx: CheckContext) -> tuple[int, ...]:
+    tile = _same_tiles(ctx, "clips joined one after another")
+    return (sum(_frames_of(shape)[0] for shape in ctx.input_shapes), *tile)
+
+
+def _shape_hold(params: HoldParams, ctx: CheckContext) -> tuple[int, ...]:
+    total, tile = _frames_of(ctx.input_shapes[0])
+    return (total + params.first + params.last, *tile)
+
+
+def _shape_save_image(params: SaveImageParams, ctx: CheckContext) -> tuple[int, ...]:
+    shape = ctx.input_shapes[0]
+    if shape[0] not in (1, 3, 4):
+        raise ShapeError(f"{_named(ctx, 0)} has {shape[0]} channels; an image file holds 1 "
+                         "(grey), 3 (RGB) or 4 (RGBA)")
+    if shape[0] == 4 and PurePosixPath(params.path).suffix.lower() != ".png":
+        raise ParamError(f"path={params.path!r}: JPEG has no alpha channel but "
+                         f"{_named(ctx, 0)} has one; write a .png", param="path")
+    return shape
+
+
+def _shape_encode_video(params: EncodeVideoParams, ctx: CheckContext) -> tuple[int, ...]:
+    from .video import output_size
+
+    shape = ctx.input_shapes[0]
+    if shape[1] not in (1, 3):
+        raise ShapeError(f"{_named(ctx, 0)} has {shape[1]} channels; a video holds 1 (grey) or "
+                         "3 (RGB): blend an alpha channel onto a background first")
+    container = {".webm": "webm", ".mp4": "mp4", ".gif": "gif"}[
+        PurePosixPath(params.path).suffix.lower()]
+    try:
+        output_size(shape[3], shape[2], container=container, pad=params.pad)
+    except MediaError as exc:
+        raise ParamError(f"pad={params.pad!r}: {exc.message}", param="pad") from None
+    return shape
+
+
 # -- registration --------------------------------------------------------------------------------
 
 _ANY = ("image", "frames")
@@ -885,20 +1069,25 @@ register(Stage(
     #    last bits)
     version=3,
     summary="Render a fractal image (the post's inverse-power ocean by default).",
-    check=_check_fractal, preview=_preview_size, function="minart.fractal:fractal"))
+    check=_check_fractal, preview=_preview_size, shape=_shape_generator,
+    function="minart.fractal:fractal"))
 register(Stage(
     name="fractal_frames", params=FractalFramesParams, run=_run_fractal_frames,
     consumes=("none",), produces="frames", version=3,  # 2, 3: as fractal
     summary="Render an animated fractal as a clip of frames.",
-    check=_check_fractal, preview=_preview_size, function="minart.fractal:fractal_frames"))
+    check=_check_fractal, preview=_preview_size, shape=_shape_generator,
+    function="minart.fractal:fractal_frames"))
 register(Stage(
     name="load_image", params=LoadImageParams, run=_run_load_image, consumes=("none",),
     produces="image", summary="Read an image file (relative to the recipe) as the start image.",
-    check=_check_load_image,
+    # 2: downscale gives floor(size / downscale) pixels (1/d rounded some sizes one pixel lower)
+    version=2,
+    check=_check_load_image, shape=_shape_load_image,
     preview=lambda p, f: {"downscale": p.downscale * f}, function="minart.io:read_image"))
 register(Stage(
     name="perona_malik", params=PeronaMalikParams, run=_run_perona_malik, consumes=_ANY,
     produces="same", inputs=("image",), check=_check_perona_malik, preview=_preview_perona_malik,
+    shape=_shape_perona_malik,
     # 2: on CUDA the kernels' multiply-adds are all written out, none left to the compiler (the
     #    tile, strip and two-step kernels write the same bits; renders change in the last bits)
     version=2,
@@ -906,7 +1095,7 @@ register(Stage(
     function="minart.diffusion:perona_malik"))
 register(Stage(
     name="minimize", params=MinimizeParams, run=_run_minimize, consumes=_ANY, produces="frames",
-    inputs=("image",), check=_check_minimize, preview=_preview_minimize,
+    inputs=("image",), check=_check_minimize, preview=_preview_minimize, shape=_shape_minimize,
     # 2: on CUDA the fused learned step sums dL/dK per row strip (another float order)
     # 3: on CUDA seed_video's steps run in the Triton kernels (they were eager there)
     # 4: on CUDA the kernels' multiply-adds are all written out (as perona_malik 2)
@@ -915,55 +1104,58 @@ register(Stage(
     function="minart.minimize:minimize"))
 register(Stage(
     name="blend", params=BlendParams, run=_run_blend, consumes=_ANY, produces="same",
-    inputs=("base", "top"), summary="Blend a top layer over a base with a mode and opacity.",
+    inputs=("base", "top"), shape=_shape_blend, summary="Blend a top layer over a base with a mode and opacity.",
     function="minart.composite:blend"))
 register(Stage(
     name="resize", params=ResizeParams, run=_run_resize, consumes=_ANY, produces="same",
-    inputs=("image",), check=_fill_size, preview=_preview_size, summary="Resample an image or clip to a new size.",
+    inputs=("image",), check=_fill_size, preview=_preview_size, shape=_shape_resize,
+    summary="Resample an image or clip to a new size.",
     function="minart.composite:resize"))
 register(Stage(
     name="grid", params=GridParams, run=_run_grid, consumes=_ANY, produces="image",
-    inputs=("images",), variadic=True, preview=_preview_spacing,
+    inputs=("images",), variadic=True, preview=_preview_spacing, shape=_shape_grid,
     summary="Lay out images (and the frames of clips) in a grid.",
     function="minart.composite:grid"))
 register(Stage(
     name="contact_sheet", params=ContactSheetParams, run=_run_contact_sheet, consumes=("frames",),
-    produces="image", inputs=("frames",), preview=_preview_spacing,
+    produces="image", inputs=("frames",), preview=_preview_spacing, shape=_shape_contact_sheet,
     summary="A grid of evenly spaced frames of a clip, to see it at a glance.",
     function="minart.composite:grid"))
 register(Stage(
     name="crossfade", params=CrossfadeParams, run=_run_crossfade, consumes=_ANY,
-    produces="frames", inputs=("a", "b"), summary="Dissolve from one image or clip to another over some frames.",
+    produces="frames", inputs=("a", "b"), shape=_shape_crossfade, summary="Dissolve from one image or clip to another over some frames.",
     function="minart.composite:crossfade"))
 register(Stage(
     name="boomerang", params=NoParams, run=_unary("minart.composite:boomerang"),
-    consumes=("frames",), produces="frames", inputs=("frames",),
+    consumes=("frames",), produces="frames", inputs=("frames",), shape=_shape_boomerang,
     summary="Play a clip forwards then backwards, for a seamless loop.",
     function="minart.composite:boomerang"))
 register(Stage(
     name="reverse", params=NoParams, run=_unary("minart.composite:reverse"), consumes=("frames",),
-    produces="frames", inputs=("frames",), summary="Play a clip backwards.",
+    produces="frames", inputs=("frames",), shape=_shape_same, summary="Play a clip backwards.",
     function="minart.composite:reverse"))
 register(Stage(
     name="subsample", params=SubsampleParams, run=_unary("minart.composite:subsample"),
-    consumes=("frames",), produces="frames", inputs=("frames",),
+    consumes=("frames",), produces="frames", inputs=("frames",), shape=_shape_subsample,
     summary="Keep every n-th frame of a clip.", function="minart.composite:subsample"))
 register(Stage(
     name="concatenate", params=NoParams, run=_run_concatenate, consumes=_ANY,
-    produces="frames", inputs=("clips",), variadic=True,
+    produces="frames", inputs=("clips",), variadic=True, shape=_shape_concatenate,
     summary="Join clips (and single images, as one frame) one after another.", function="minart.composite:concatenate"))
 register(Stage(
     name="hold", params=HoldParams, run=_unary("minart.composite:hold"), consumes=("frames",),
-    produces="frames", inputs=("frames",),
+    produces="frames", inputs=("frames",), shape=_shape_hold,
     summary="Freeze a clip's first and last frames for a while (a pause at each end).",
     function="minart.composite:hold"))
 register(Stage(
     name="save_image", params=SaveImageParams, run=_run_save_image, consumes=("image",),
     produces="image", inputs=("image",), check=_check_save_image, targets=output_targets,
+    shape=_shape_save_image,
     summary="Write a PNG or JPEG file into the output folder.",
     function="minart.io:write_image"))
 register(Stage(
     name="encode_video", params=EncodeVideoParams, run=_run_encode_video, consumes=("frames",),
     produces="frames", inputs=("frames",), check=_check_encode_video, targets=output_targets,
+    shape=_shape_encode_video,
     summary="Encode a clip as WebM, MP4 or GIF into the output folder.",
     function="minart.video:encode_video"))

@@ -23,12 +23,16 @@ def _cli(capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_check_ok_prints_one_line(capsys):
+def test_check_ok_prints_an_ok_line_then_what_each_step_makes(capsys):
     code, out, err = _cli(capsys, "check", str(OCEAN))
     assert code == 0 and err == ""
-    assert out.count("\n") == 1
-    assert out.startswith(f"OK {OCEAN}: 'ocean', 4 steps (droplet, soften, art, loop), 192x192, "
-                          "seed 7; writes {name}/{name}-{seed}.png")
+    first, *steps = out.splitlines()
+    assert first.startswith(f"OK {OCEAN}: 'ocean', 4 steps (droplet, soften, art, loop), 192x192, "
+                            "seed 7; writes {name}/{name}-{seed}.png")
+    assert [line.split()[:2] for line in steps] == [
+        ["droplet", "fractal"], ["soften", "perona_malik"], ["art", "minimize"],
+        ["loop", "boomerang"], ["outputs.sheet", "contact_sheet"]]
+    assert steps[2].endswith("minimize       a 30-frame 192x192 RGB clip, 13.3 MB")
 
 
 def test_check_with_overrides_and_preview(capsys):

@@ -438,13 +438,20 @@ def test_an_output_that_would_overwrite_an_input_image_or_the_recipe_is_refused(
 def test_an_error_found_while_a_step_runs_names_the_recipe_line_of_the_step(tmp_path):
     from minart.errors import MinartError
 
-    recipe = tmp_path / "grid.yaml"
-    recipe.write_text("size: [16, 16]\nsteps:\n  a: {stage: fractal}\n  b: {stage: fractal}\n"
-                      "  g: {stage: grid, inputs: [a, b], params: {labels: [one]}}\n")
+    # (what check can see, such as grid labels that do not match the tiles, never gets this
+    # far: an input image replaced after the recipe was checked is found only as the step runs)
+    from minart.io import write_image
+
+    write_image(tmp_path / "in.png", torch.zeros(3, 8, 8))
+    recipe = tmp_path / "photo.yaml"
+    recipe.write_text("size: [16, 16]\nsteps:\n  a: {stage: fractal}\n"
+                      "  p: {stage: load_image, params: {path: in.png}}\n")
     plan = engine.load_plan(recipe, output_dir=tmp_path)
+    write_image(tmp_path / "in.png", torch.ones(3, 8, 8))
     with pytest.raises(MinartError) as info:
         engine.render(plan, cache=TensorCache(tmp_path / "cache"))
-    assert str(info.value).startswith(f"{recipe}:5:6: step 'g': labels must be a list of 2 ")
+    assert str(info.value).startswith(f"{recipe}:4:6: step 'p': ")
+    assert "in.png changed since the recipe was checked" in str(info.value)
 
 
 def test_a_step_that_runs_out_of_memory_is_a_one_line_error(tmp_path):
