@@ -95,7 +95,8 @@ def check(
     typer.echo(f"OK {recipe}: '{loaded.name}', {len(user_steps)} steps "
                f"({', '.join(s.name for s in user_steps)}), {width}x{height}, seed "
                f"{loaded.seed}; writes {', '.join(files) or 'no files'}")
-    from .shapes import describe, format_bytes, nbytes
+    from .cache import format_size
+    from .shapes import describe, nbytes
 
     shown = [s for s in loaded.steps if s.stage not in ("save_image", "encode_video")]
     # (writers pass their input on unchanged; a step added by outputs: goes by the output's key)
@@ -105,7 +106,7 @@ def check(
     stage_width = max((len(s.stage) for s in shown), default=0)
     for label, step in zip(labels, shown):
         made = "size unknown until it runs" if step.shape is None else (
-            f"{describe(step.shape)}, {format_bytes(nbytes(step.shape))}")
+            f"{describe(step.shape)}, {format_size(nbytes(step.shape))}")
         typer.echo(f"  {label:<{name_width}}  {step.stage:<{stage_width}}  {made}")
 
 

@@ -53,6 +53,7 @@ __all__ = [
     "RunReport",
     "StepResult",
     "clear_stop",
+    "device_memory",
     "embedded_recipe",
     "load_plan",
     "overrides_dict",
@@ -509,6 +510,7 @@ def plan(recipe: Any, *, device: str | torch.device = "cpu",
             params = {"params": step.params, "files": list(written)}
         keyed.append(_Keyed(step.name, step.stage, tuple(step.inputs), params))
     _check_no_overwritten_inputs(recipe, steps, files)
+    _check_memory(steps, device)
     keys = plan_keys(keyed, version_of=lambda s: registry.get_stage(s).version,
                      seed=getattr(recipe, "seed", None), device=dclass)
     by_name = {s.name: s for s in steps}
@@ -521,6 +523,51 @@ def plan(recipe: Any, *, device: str | torch.device = "cpu",
     }
     return Plan(recipe=recipe, device=str(device), device_class=dclass, steps=planned,
                 targets=tuple(_target_names(recipe, list(planned))), output_dir=out, date=date)
+
+
+def device_memory(device: str | torch.device) -> int | None:
+    """Total memory of ``device`` in bytes (the CPU's: physical RAM), or ``None`` if unknown.
+
+    Example:
+        >>> device_memory("cpu") > 0
+        True
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return int(torch.cuda.get_device_properties(index).total_memory)
+    if device.type == "cpu":
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, OSError, ValueError):  # not a POSIX system
+            return None
+    return None
+
+
+def _check_memory(steps: Sequence[Any], device: str | torch.device) -> None:
+    """Refuse a step whose result alone is larger than the device's memory, before any runs.
+
+    Shapes come from the recipe check (:mod:`minart.shapes`). Only a result that cannot fit
+    at all is refused, so nothing that could render is turned away; what runs short while a
+    step works is still reported when it happens.
+    """
+    from .shapes import describe, nbytes
+
+    total = None
+    for step in steps:
+        shape = getattr(step, "shape", None)
+        if shape is None:
+            continue
+        if total is None:
+            total = device_memory(device) or -1
+        if 0 < total < nbytes(shape):
+            where = getattr(step, "location", None)
+            at = {} if where is None else {"file": where.file, "line": where.line,
+                                           "column": where.column}
+            raise ParamError(
+                f"this step would make {describe(shape)} ({format_size(nbytes(shape))}), more "
+                f"than the {format_size(total)} of memory on {device}; lower its size, frames or "
+                "iterations, or render with --preview", step=step.name, **at)
 
 
 def _check_no_overwritten_inputs(recipe: Any, steps: Sequence[Any],

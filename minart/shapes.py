@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from .registry import CheckContext, Stage
 
-__all__ = ["Shape", "describe", "format_bytes", "nbytes", "step_shape"]
+__all__ = ["Shape", "describe", "nbytes", "step_shape"]
 
 Shape = tuple[int, ...]
 """``(C, H, W)`` for an image, ``(T, C, H, W)`` for a clip."""
@@ -60,21 +60,6 @@ def nbytes(shape: Shape) -> int:
         3145728
     """
     return 4 * math.prod(shape)
-
-
-def format_bytes(size: int) -> str:
-    """``size`` in B, kB, MB, GB or TB (powers of 1000, one decimal).
-
-    Example:
-        >>> format_bytes(3145728), format_bytes(512)
-        ('3.1 MB', '512 B')
-    """
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"
 
 
 def step_shape(stage: Stage, params: BaseModel, *, inputs: Sequence[str],

@@ -7,7 +7,10 @@ import json
 import subprocess
 import sys
 
+import torch
+
 from minart.cache import TensorCache
+from minart.io import write_image
 
 from flow_helpers import MINART, artifacts, minart, run_report, task_run_states
 
@@ -118,7 +121,11 @@ def test_bad_recipe_fails_fast_without_prefect(tmp_path, env):
 
 
 def test_a_step_failing_on_bad_input_prints_one_line_and_no_traceback(tmp_path, env):
-    (tmp_path / "broken.png").write_bytes(b"this is not a picture")
+    # a PNG whose header is sound but whose pixels are cut off: check reads only the header,
+    # so the step itself fails, inside the Prefect flow
+    write_image(tmp_path / "broken.png", torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0)))
+    data = (tmp_path / "broken.png").read_bytes()
+    (tmp_path / "broken.png").write_bytes(data[:len(data) // 2])
     recipe = tmp_path / "broken.yaml"
     recipe.write_text("name: broken\nsize: [16, 16]\nsteps:\n"
                       "  img: {stage: load_image, params: {path: broken.png}}\n"
@@ -128,9 +135,15 @@ def test_a_step_failing_on_bad_input_prints_one_line_and_no_traceback(tmp_path, 
     assert done.returncode == 2
     output = done.stdout + done.stderr
     assert "Traceback" not in output
-    assert (f"error: {tmp_path / 'broken.png'}: step 'img': not a readable image: Pillow "
-            "recognises no image format in it (use PNG or JPEG)") in done.stderr
+    assert f"error: {tmp_path / 'broken.png'}: step 'img': not a readable image (" in done.stderr
     assert not (tmp_path / "out" / "out.png").exists()
+    # a file that is no image at all is found by the check, before Prefect starts
+    (tmp_path / "broken.png").write_bytes(b"this is not a picture")
+    done = minart("run", recipe, "--output-dir", tmp_path / "out", env=env, cwd=tmp_path,
+                  check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stdout + done.stderr
+    assert done.stderr == (f"error: {recipe}:4:43: step 'img': path='broken.png': not a readable "
+                           "image: Pillow recognises no image format in it (use PNG or JPEG)\n")
 
 
 def test_cache_at_an_fsspec_url(tiny, env, tmp_path):

@@ -13,7 +13,7 @@ from minart.errors import MediaError, MinartError, ParamError, ShapeError
 from minart.io import image_size, read_image, write_image
 from minart.recipe import parse_recipe
 from minart.registry import StageContext, get_stage, stages
-from minart.shapes import describe, format_bytes, nbytes, step_shape
+from minart.shapes import describe, nbytes, step_shape
 
 SIZE = (10, 6)  # the recipe size (width, height) that size-less steps fall back to
 
@@ -182,9 +182,6 @@ def test_describe_and_sizes():
     assert describe((5, 4, 2, 3)) == "a 5-frame 3x2 RGBA clip"
     assert describe((2, 2, 3)) == "a 3x2 2-channel image"
     assert nbytes((2, 3, 4, 5)) == 480
-    assert format_bytes(999) == "999 B"
-    assert format_bytes(1_250_000) == "1.2 MB"
-    assert format_bytes(3 * 10**13) == "30.0 TB"
 
 
 MISMATCH = """\
@@ -282,3 +279,22 @@ def test_check_lists_what_each_step_makes_and_refuses_a_misfit(tmp_path, capsys)
     assert main(["check", str(bad)]) == 2
     assert capsys.readouterr().err.startswith(
         f"error: {bad}:11:14: step 'mixed': top 'small' (a 32x24 RGB image) does not fit")
+
+
+def test_a_result_larger_than_the_device_memory_is_refused_before_any_step_runs(tmp_path):
+    from minart import engine
+    from minart.cache import format_size
+
+    recipe = tmp_path / "huge.yaml"
+    recipe.write_text("size: [16, 16]\nsteps:\n"
+                      "  f: {stage: fractal_frames, params: {frames: 1000, iterations: 2}}\n"
+                      "  r: {stage: resize, input: f, params: {width: 16384, height: 16384}}\n")
+    with pytest.raises(ParamError) as caught:
+        engine.load_plan(recipe, output_dir=tmp_path)
+    assert str(caught.value) == (
+        f"{recipe}:4:6: step 'r': this step would make a 1000-frame 16384x16384 RGB clip "
+        f"(3.2 TB), more than the {format_size(engine.device_memory('cpu'))} of memory on cpu; "
+        "lower its size, frames or iterations, or render with --preview")
+    fits = recipe.read_text().replace("16384", "64")
+    recipe.write_text(fits)
+    assert engine.load_plan(recipe, output_dir=tmp_path).recipe.step("r").shape == (1000, 3, 64, 64)
