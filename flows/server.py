@@ -19,6 +19,7 @@ The server is set up so that deployment runs recover from a host crash by themse
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -40,6 +41,7 @@ __all__ = [
     "ZOMBIE_AUTOMATION",
     "ZOMBIE_SECONDS",
     "ServerHandle",
+    "client_host",
     "ensure_zombie_automation",
     "free_port",
     "start_server",
@@ -101,9 +103,42 @@ class ServerHandle:
                 continue
 
 
+def _family(host: str) -> socket.AddressFamily:
+    """The socket family uvicorn listens with on ``host``: IPv6 when it holds a ``:``."""
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _is_wildcard(host: str) -> bool:
+    """Whether ``host`` is a wildcard bind address (``0.0.0.0``, ``::``): every interface."""
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:  # a host name
+        return False
+
+
+def client_host(host: str) -> str:
+    """The address a client on this machine connects to, for a server listening on ``host``.
+
+    A wildcard bind address means "every interface" to a server but leads a client nowhere
+    useful, so the loopback address of the same family stands in for it.
+
+    Example:
+        >>> client_host("0.0.0.0"), client_host("::"), client_host("192.168.1.20")
+        ('127.0.0.1', '::1', '192.168.1.20')
+    """
+    if _is_wildcard(host):
+        return "::1" if ":" in host else "127.0.0.1"
+    return host
+
+
+def _api_url(host: str, port: int) -> str:
+    """``http://HOST:PORT/api``, an IPv6 address in brackets."""
+    return f"http://[{host}]:{port}/api" if ":" in host else f"http://{host}:{port}/api"
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free on ``host`` right now."""
-    with socket.socket() as sock:
+    with socket.socket(_family(host)) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
 
@@ -212,6 +247,21 @@ def _post(url: str, path: str, body: object) -> object:
     return json.loads(data) if data else None
 
 
+def _running_flow_runs(url: str) -> list[dict]:
+    """Every Running or Cancelling flow run, read page by page.
+
+    ``/flow_runs/filter`` answers at most ``PREFECT_SERVER_API_DEFAULT_LIMIT`` runs (200 by
+    default) and refuses a larger ``limit``, so none is sent: each page is the server's largest,
+    and the first empty one ends the reading.
+    """
+    runs: list[dict] = []
+    while page := _post(url, "/flow_runs/filter", {
+            "flow_runs": {"state": {"type": {"any_": ["RUNNING", "CANCELLING"]}}},
+            "sort": "ID_DESC", "offset": len(runs)}):
+        runs += page
+    return runs
+
+
 def watch_running_flow_runs(url: str) -> list[str]:
     """Open a fresh zombie window for every Running or Cancelling run that sends heartbeats.
 
@@ -229,11 +279,8 @@ def watch_running_flow_runs(url: str) -> list[str]:
         RuntimeError: the server did not answer.
     """
     try:
-        runs = _post(url, "/flow_runs/filter", {
-            "flow_runs": {"state": {"type": {"any_": ["RUNNING", "CANCELLING"]}}},
-            "limit": 200})
         events = []
-        for run in runs:
+        for run in _running_flow_runs(url):
             resource = f"prefect.flow-run.{run['id']}"
             beats = _post(url, "/events/filter", {"limit": 1, "filter": {
                 "event": {"name": ["prefect.flow-run.heartbeat"]},
@@ -281,7 +328,7 @@ def start_server(*, host: str = "127.0.0.1", port: int | None = None,
     is watched again (:func:`watch_running_flow_runs`).
 
     Args:
-        host: interface to listen on.
+        host: interface to listen on; a wildcard (``0.0.0.0``, ``::``) listens on all of them.
         port: TCP port (default: a free one).
         home: ``PREFECT_HOME`` of the server (its database lives there).
         log: file for the server's output (default ``<PREFECT_HOME>/minart-server.log``).
@@ -296,27 +343,36 @@ def start_server(*, host: str = "127.0.0.1", port: int | None = None,
             ``kill -9`` (for a server that lives only as long as one command).
 
     Returns:
-        A :class:`ServerHandle` whose ``url`` is the value for ``PREFECT_API_URL``.
+        A :class:`ServerHandle` whose ``url`` is the value for ``PREFECT_API_URL`` on this machine
+        (on the loopback address for a wildcard ``host``: :func:`client_host`).
 
     Raises:
         RuntimeError: the port is taken, the server did not start, or it refused the automation.
     """
+    url_host = client_host(host)
     if port:
-        with socket.socket() as sock:  # else /health would be answered by whoever holds it
+        # else /health would be answered by whoever holds it
+        with socket.socket(_family(host)) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
             try:
                 sock.bind((host, port))
             except OSError as exc:
                 raise RuntimeError(f"port {port} on {host} is not free ({exc.strerror or exc}): "
                                    "is a server already running there? Use it with "
-                                   f"PREFECT_API_URL=http://{host}:{port}/api, or pick another "
+                                   f"PREFECT_API_URL={_api_url(url_host, port)}, or pick another "
                                    "--port") from None
     port = port or free_port(host)
     full_env = {"PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": LEASE_STORAGE, **os.environ,
                 **QUIET_ENV, **(env or {})}
     full_env.pop("PREFECT_API_URL", None)
-    # where the UI's browser code finds the API (Prefect's default is 4200, whatever --port is)
     full_env.update(PREFECT_SERVER_API_HOST=host, PREFECT_SERVER_API_PORT=str(port))
+    # Where the UI's browser code finds the API. Prefect's default, http://HOST:PORT/api, leads a
+    # browser nowhere for a wildcard host (0.0.0.0, ::), so this machine's name stands in (not
+    # socket.getfqdn(), which often answers "localhost"); a PREFECT_UI_API_URL the user set wins,
+    # for a browser elsewhere that knows this machine by another name or address.
+    if not {"PREFECT_UI_API_URL", "PREFECT_SERVER_UI_API_URL"} & full_env.keys():
+        full_env["PREFECT_SERVER_UI_API_URL"] = _api_url(
+            socket.gethostname() if _is_wildcard(host) else host, port)
     if ui is None:
         ui = full_env.get("PREFECT_SERVER_UI_ENABLED", "true").strip().lower() not in _FALSE
     full_env["PREFECT_SERVER_UI_ENABLED"] = "true" if ui else "false"
@@ -331,7 +387,7 @@ def start_server(*, host: str = "127.0.0.1", port: int | None = None,
         process = subprocess.Popen(command, env=full_env, stdout=out, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=detach,
                                    preexec_fn=_die_with_parent if die_with_parent else None)
-    url = f"http://{host}:{port}/api"
+    url = _api_url(url_host, port)
     try:
         wait_healthy(url, timeout=timeout, process=process, log=log_path)
         if zombie_seconds is not None:

@@ -1,13 +1,18 @@
-"""``minart server`` (flows/server.py) against the session's real server: UI, leases, automation."""
+"""``minart server`` (flows/server.py) against the session's real server: UI, leases, automation;
+and the URLs ``start_server`` gives for a wildcard host, with the server process faked."""
 
 from __future__ import annotations
 
 import json
+import socket
 import time
+import urllib.error
 import urllib.request
 import uuid
 from datetime import datetime, timezone
 
+import pytest
+from minart.flows import server
 from minart.flows.server import (
     LEASE_STORAGE,
     WATCH_EVENT,
@@ -24,12 +29,20 @@ def _get(url: str) -> bytes:
         return response.read()
 
 
-def _post(url: str, body: object) -> object:
+def _post(url: str, body: object, tries: int = 20) -> object:
+    """POST ``body``; a 503 (SQLite busy under a burst of writes) is retried, as Prefect's client
+    does."""
     request = urllib.request.Request(url, method="POST", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=20) as response:
-        data = response.read()
-    return json.loads(data) if data else None
+    for attempt in range(tries):
+        try:
+            with urllib.request.urlopen(request, timeout=20) as response:
+                data = response.read()
+            return json.loads(data) if data else None
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503 or attempt == tries - 1:
+                raise
+            time.sleep(0.2)
 
 
 def _automations(api_url: str) -> list[dict]:
@@ -46,6 +59,76 @@ def _events(api_url: str, name: str, run_id: str, timeout: float = 20) -> list[d
         if found["events"] or time.monotonic() > deadline:
             return found["events"]
         time.sleep(0.3)
+
+
+def _heartbeat(run_id: str) -> dict:
+    return {"id": str(uuid.uuid4()), "occurred": datetime.now(timezone.utc).isoformat(),
+            "event": "prefect.flow-run.heartbeat",
+            "resource": {"prefect.resource.id": f"prefect.flow-run.{run_id}"}}
+
+
+def _has_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+class _FakeServer:
+    """Stands in for the ``prefect server start`` process: keeps the command and environment."""
+
+    pid = 4242
+
+    def __init__(self, command: list[str], *, env: dict[str, str], **_) -> None:
+        self.command, self.env = command, env
+
+    def poll(self) -> None:
+        return None
+
+
+@pytest.fixture
+def fake_start(monkeypatch):
+    """``start_server`` without a server: yields the processes started and the URLs polled."""
+    started, polled = [], []
+
+    def popen(*args, **kwargs):
+        started.append(_FakeServer(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(server.subprocess, "Popen", popen)
+    monkeypatch.setattr(server, "wait_healthy", lambda url, **_: polled.append(url))
+    for name in ("PREFECT_UI_API_URL", "PREFECT_SERVER_UI_API_URL"):
+        monkeypatch.delenv(name, raising=False)
+    return started, polled
+
+
+@pytest.mark.parametrize(("host", "loopback", "reachable"), [
+    ("0.0.0.0", "127.0.0.1", "127.0.0.1"),
+    pytest.param("::", "::1", "[::1]",
+                 marks=pytest.mark.skipif(not _has_ipv6(), reason="no IPv6 on this machine")),
+])
+def test_a_server_on_every_interface_gives_urls_a_client_and_a_browser_can_reach(
+        host, loopback, reachable, fake_start, tmp_path):
+    started, polled = fake_start
+    port = server.free_port(host)
+    handle = server.start_server(host=host, port=port, home=tmp_path, zombie_seconds=None)
+    assert handle.url == polled[0] == f"http://{reachable}:{port}/api"  # for PREFECT_API_URL
+    (process,) = started
+    assert process.command[process.command.index("--host") + 1] == host
+    assert process.env["PREFECT_SERVER_UI_API_URL"] == f"http://{socket.gethostname()}:{port}/api"
+    assert server.client_host(host) == loopback
+    assert server.client_host("192.168.1.20") == "192.168.1.20"
+
+
+def test_the_ui_api_url_the_user_set_is_kept(fake_start, tmp_path):
+    started, _ = fake_start
+    server.start_server(host="0.0.0.0", home=tmp_path, zombie_seconds=None,
+                        env={"PREFECT_UI_API_URL": "http://studio.example:4200/api"})
+    (process,) = started
+    assert process.env["PREFECT_UI_API_URL"] == "http://studio.example:4200/api"
+    assert "PREFECT_SERVER_UI_API_URL" not in process.env
 
 
 def test_ui_is_served_and_points_at_this_servers_api(prefect_server):
@@ -92,10 +175,7 @@ def test_watch_reopens_the_window_of_running_runs_that_send_heartbeats(prefect_s
                                       "state": {"type": "RUNNING", "name": "Running"}})
     try:
         assert run["id"] not in watch_running_flow_runs(url)  # no heartbeat yet: not watched
-        _post(f"{url}/events", [{
-            "id": str(uuid.uuid4()), "occurred": datetime.now(timezone.utc).isoformat(),
-            "event": "prefect.flow-run.heartbeat",
-            "resource": {"prefect.resource.id": f"prefect.flow-run.{run['id']}"}}])
+        _post(f"{url}/events", [_heartbeat(run["id"])])
         assert _events(url, "prefect.flow-run.heartbeat", run["id"])
         assert run["id"] in watch_running_flow_runs(url)
         (watch,) = _events(url, WATCH_EVENT, run["id"])
@@ -103,3 +183,28 @@ def test_watch_reopens_the_window_of_running_runs_that_send_heartbeats(prefect_s
     finally:
         _post(f"{url}/flow_runs/{run['id']}/set_state",
               {"state": {"type": "COMPLETED", "name": "Completed"}, "force": True})
+
+
+@pytest.mark.slow  # 201 flow runs: 10-15 s on two shared cores
+def test_watch_reads_every_running_run_not_only_the_servers_first_page(prefect_server):
+    url = prefect_server.url
+    page = json.loads(_get(f"{url}/admin/settings"))["server"]["api"]["default_limit"]  # 200
+    flow = _post(f"{url}/flows/", {"name": "minart-watch-pages-test"})
+    ids = [_post(f"{url}/flow_runs/", {"flow_id": flow["id"],
+                                       "state": {"type": "RUNNING", "name": "Running"}})["id"]
+           for _ in range(page + 1)]
+    try:
+        _post(f"{url}/events", [_heartbeat(run_id) for run_id in ids])
+        beats = {"limit": 1, "filter": {
+            "event": {"name": ["prefect.flow-run.heartbeat"]},
+            "resource": {"id": [f"prefect.flow-run.{run_id}" for run_id in ids]}}}
+        deadline = time.monotonic() + 20
+        while _post(f"{url}/events/filter", beats)["total"] < len(ids):  # until all are stored
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        assert set(ids) <= set(watch_running_flow_runs(url))
+    finally:
+        for first in range(0, len(ids), 50):  # the most /flow_runs/bulk_set_state takes
+            _post(f"{url}/flow_runs/bulk_set_state", {
+                "flow_runs": {"id": {"any_": ids[first:first + 50]}}, "limit": 50, "force": True,
+                "state": {"type": "COMPLETED", "name": "Completed"}})
