@@ -53,7 +53,7 @@ def _quiet_minart_errors() -> None:
 def render(recipe: str, overrides: dict[str, Any] | None = None,
            preview: bool | int = False, output_dir: str | None = None,
            device: str | None = None, cache: str | None = None,
-           report: str | None = None) -> dict[str, Any]:
+           report: str | None = None, origin: str | None = None) -> dict[str, Any]:
     """Render ``recipe`` (a YAML path) through the tensor cache and return the run report.
 
     Args:
@@ -66,6 +66,8 @@ def render(recipe: str, overrides: dict[str, Any] | None = None,
         device: torch device the stages run on (``cpu``, ``cuda``, ``cuda:1``).
         cache: tensor cache location (default ``$MINART_CACHE`` or the user cache folder).
         report: also write the JSON report to this path.
+        origin: the recipe file ``recipe`` is a copy of (``minart reproduce`` of an edited
+            recipe); outputs record it as their recipe's path.
 
     Returns:
         The run report (:meth:`minart.engine.RunReport.to_dict`): every step's key, status
@@ -84,7 +86,7 @@ def render(recipe: str, overrides: dict[str, Any] | None = None,
     day = time.strftime("%Y-%m-%d", time.gmtime())  # one {date} for the whole run
     try:
         plan = engine.load_plan(recipe, overrides, preview=preview, device=device,
-                                output_dir=output_dir, date=day)
+                                output_dir=output_dir, date=day, origin=origin)
     except MinartError as exc:
         if exc.file and exc.file.startswith("--set "):  # name the flow's parameter, not the CLI's
             exc.file = f"overrides {exc.file.removeprefix('--set ')}"
@@ -100,7 +102,7 @@ def render(recipe: str, overrides: dict[str, Any] | None = None,
         task = step_task(store, stage=step.stage, step=name, refresh=status[name] != "cached")
         futures[name] = task.submit(
             recipe=recipe, overrides=overrides, preview=preview, device=plan.device, step=name,
-            key=step.key, cache=store.location, output_dir=output_dir, date=day,
+            key=step.key, cache=store.location, output_dir=output_dir, date=day, origin=origin,
             wait_for=[futures[i] for i in step.inputs if i in futures])
 
     run = engine.RunReport(recipe=recipe, device=plan.device_class, corrupt_found=corrupt)
@@ -134,7 +136,8 @@ def render(recipe: str, overrides: dict[str, Any] | None = None,
 def render_here(recipe: str, *, overrides: dict[str, Any] | None = None,
                 preview: bool | int = False, output_dir: str | None = None,
                 device: str | None = None,
-                cache: str | None = None, report: str | None = None) -> dict[str, Any]:
+                cache: str | None = None, report: str | None = None,
+                origin: str | None = None) -> dict[str, Any]:
     """Run the :func:`render` flow in this process, with progress bars on a terminal.
 
     With ``PREFECT_API_URL`` set the run is recorded by that server; without it Prefect starts
@@ -145,4 +148,5 @@ def render_here(recipe: str, *, overrides: dict[str, Any] | None = None,
 
     with TerminalProgress() as bar, listen(bar):
         return render(recipe=recipe, overrides=overrides or {}, preview=preview,
-                      output_dir=output_dir, device=device, cache=cache, report=report)
+                      output_dir=output_dir, device=device, cache=cache, report=report,
+                      origin=origin)

@@ -38,11 +38,12 @@ def _quiet_prefect() -> None:
 
 def _render(recipe: Path, overrides: list[str], *, preview: bool | int,
             output_dir: Path | None, device: str | None, cache: str | None,
-            report: Path | None) -> None:
+            report: Path | None, origin: str | None = None) -> None:
     from . import engine
 
     # validate (and plan) before Prefect starts: recipe errors cost no server start-up
-    engine.load_plan(recipe, overrides, preview=preview, device=device, output_dir=output_dir)
+    engine.load_plan(recipe, overrides, preview=preview, device=device, output_dir=output_dir,
+                     origin=origin)
     if report is not None:
         check_writable_file(report, "--report")
     _quiet_prefect()
@@ -52,7 +53,8 @@ def _render(recipe: Path, overrides: list[str], *, preview: bool | int,
         result = render_here(str(recipe), overrides=engine.overrides_dict(overrides),
                              preview=preview, device=device, cache=cache,
                              report=None if report is None else str(report),
-                             output_dir=None if output_dir is None else str(output_dir))
+                             output_dir=None if output_dir is None else str(output_dir),
+                             origin=origin)
     _print_run(result)
 
 
@@ -240,8 +242,9 @@ def reproduce(
                     f"'{exc.step}' ({what} has changed since); put the "
                     "original back to reproduce it, or render the new one with 'minart run'",
                     param="sha256") from None
+        copied_from = embedded.path if recipe != Path(embedded.path or "") else None
         _render(recipe, list(embedded.overrides), preview=embedded.preview, device=device,
-                output_dir=output_dir, cache=cache, report=report)
+                output_dir=output_dir, cache=cache, report=report, origin=copied_from)
 
 
 cache_app = typer.Typer(help="Inspect and trim the tensor cache ($MINART_CACHE).",

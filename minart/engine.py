@@ -689,8 +689,11 @@ def overrides_dict(overrides: Iterable[str]) -> dict[str, str]:
 
 @functools.lru_cache(maxsize=16)
 def _load_plan_cached(path: str, stamp: tuple, overrides: tuple[str, ...], preview: int,
-                      device: str, output_dir: str | None, day: str, shown: str) -> Plan:
+                      device: str, output_dir: str | None, day: str, shown: str,
+                      origin: str | None = None) -> Plan:
     recipe = _recipe_module().load_recipe(path if os.path.isabs(shown) else shown, overrides)
+    if origin:
+        recipe = dataclasses.replace(recipe, origin=Path(origin), _by_name={})
     if preview > 1:
         recipe = recipe.preview(preview)
     try:
@@ -711,7 +714,8 @@ def _preview_factor(preview: bool | int) -> int:
 
 def load_plan(path: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[str] | None = None,
               *, preview: bool | int = False, device: str | None = None,
-              output_dir: str | os.PathLike | None = None, date: str | None = None) -> Plan:
+              output_dir: str | os.PathLike | None = None, date: str | None = None,
+              origin: str | os.PathLike | None = None) -> Plan:
     """Load, validate and plan a recipe file (memoised per file version, overrides and device).
 
     Args:
@@ -724,6 +728,8 @@ def load_plan(path: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[s
         output_dir: folder output files go to (default: the current folder).
         date: the ``{date}`` of output path templates, ``YYYY-MM-DD`` (default: today, UTC);
             a run fixes it once so that steps finishing after midnight keep their keys.
+        origin: the file ``path`` is a copy of (``minart reproduce``), recorded in outputs as
+            the recipe's path.
 
     Returns:
         A :class:`Plan`.
@@ -748,7 +754,7 @@ def load_plan(path: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[s
     return _load_plan_cached(os.path.abspath(path), stamp, overrides_list(overrides),
                              _preview_factor(preview), None if device is None else str(device),
                              out, day,
-                             shown)
+                             shown, None if origin is None else os.path.abspath(origin))
 
 
 # -- running -------------------------------------------------------------------------------------

@@ -312,6 +312,9 @@ class Recipe:
     """A recipe that passed every check; steps are in dependency order.
 
     ``preview_factor`` is 1 for the recipe as written and ``f`` for :meth:`preview` ``(f)``.
+    ``origin`` is the recipe file the text was copied from when ``path`` is a copy (``minart
+    reproduce`` renders a copy when the file has been edited since); outputs record it, so the
+    new output can be reproduced in turn once the copy is gone.
     """
 
     name: str
@@ -325,6 +328,7 @@ class Recipe:
     path: Path | None = None
     overrides: tuple[str, ...] = ()
     preview_factor: int = 1
+    origin: Path | None = None
     _by_name: dict[str, RecipeStep] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -843,7 +843,8 @@ def _metadata(ctx: StageContext) -> dict[str, str]:
         return {}
     return {
         "minart_recipe": recipe.text,
-        "minart_recipe_path": str(getattr(recipe, "path", "") or ""),
+        "minart_recipe_path": str(getattr(recipe, "origin", None) or getattr(recipe, "path", "")
+                                  or ""),
         "minart_overrides": json.dumps(list(getattr(recipe, "overrides", ()) or ())),
         "minart_preview": str(getattr(recipe, "preview_factor", 1)),
         "minart_seed": str(ctx.seed),

@@ -133,12 +133,12 @@ class _ProgressArtifact:
       cache_result_in_memory=False, log_prints=False)
 def render_step(*, recipe: str, overrides: dict[str, Any], preview: bool | int, device: str,
                 step: str, key: str, cache: str, output_dir: str | None,
-                date: str | None = None) -> dict[str, Any]:
+                date: str | None = None, origin: str | None = None) -> dict[str, Any]:
     """Run (or find in the cache) one step of a recipe; return its JSON report."""
     from prefect import get_run_logger
 
     plan = engine.load_plan(recipe, overrides, preview=preview, device=device,
-                            output_dir=output_dir, date=date)
+                            output_dir=output_dir, date=date, origin=origin)
     if plan.step(step).key != key:
         from minart.errors import RecipeError
 

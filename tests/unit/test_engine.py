@@ -423,6 +423,24 @@ def test_a_reproduced_copy_finds_relative_inputs_and_refuses_a_changed_one(tmp_p
         load_recipe(copy, embedded.input_checks())
 
 
+def test_an_output_rendered_from_a_copy_records_the_original_recipe(tmp_path):
+    import shutil
+
+    from minart.io import read_metadata
+
+    text = ("name: copy\nsize: [8, 8]\nsteps:\n  a: {stage: fractal, params: {iterations: 2}}\n"
+            "outputs:\n  still: {step: a, path: still.png}\n")
+    original = tmp_path / "r.yaml"
+    original.write_text(text + "# edited since\n")
+    copy = engine.EmbeddedRecipe(text=text, path=str(original)).materialize(tmp_path / "tmp")
+    plan = engine.load_plan(copy, output_dir=tmp_path / "out", origin=original)
+    engine.render(plan, cache=TensorCache(tmp_path / "cache"))
+    meta = read_metadata(tmp_path / "out" / "still.png")
+    assert (meta["minart_recipe_path"], meta["minart_recipe"]) == (str(original), text)
+    shutil.rmtree(tmp_path / "tmp")  # the copy is gone; the output still leads to the recipe
+    assert engine.embedded_recipe(tmp_path / "out" / "still.png").path == str(original)
+
+
 def test_an_output_that_would_overwrite_an_input_image_or_the_recipe_is_refused(tmp_path):
     recipe = tmp_path / "ow.yaml"
     write_image(tmp_path / "pic.png", torch.rand(3, 8, 8))
