@@ -239,12 +239,28 @@ def ensure_zombie_automation(url: str, *, within: float = ZOMBIE_SECONDS,
         raise RuntimeError(f"could not create the automation {name!r} on {url}: {exc}") from exc
 
 
-def _post(url: str, path: str, body: object) -> object:
+def _post(url: str, path: str, body: object, *, waits: tuple[float, ...] = (0.5, 1, 2, 4)) -> object:
+    """POST ``body`` as JSON and return the decoded answer.
+
+    A busy server's 503 (its SQLite database locked) is tried again after each of ``waits``
+    seconds, as Prefect's own client does, rather than failing the server's start-up.
+    """
     request = urllib.request.Request(f"{url}{path}", method="POST", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        data = response.read()
-    return json.loads(data) if data else None
+
+    def send() -> object:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            data = response.read()
+        return json.loads(data) if data else None
+
+    for wait in waits:
+        try:
+            return send()
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503:
+                raise
+        time.sleep(wait)
+    return send()
 
 
 def _running_flow_runs(url: str) -> list[dict]:

@@ -208,3 +208,35 @@ def test_watch_reads_every_running_run_not_only_the_servers_first_page(prefect_s
             _post(f"{url}/flow_runs/bulk_set_state", {
                 "flow_runs": {"id": {"any_": ids[first:first + 50]}}, "limit": 50, "force": True,
                 "state": {"type": "COMPLETED", "name": "Completed"}})
+
+
+def test_a_busy_server_is_asked_again_not_given_up_on():
+    import http.server
+    import threading
+
+    answers = [503, 503, 200]
+
+    class Busy(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            code = answers.pop(0)
+            body = b'{"ok": true}' if code == 200 else b"database is locked"
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), Busy)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/api"
+        assert server._post(url, "/x", {}, waits=(0.01, 0.01)) == {"ok": True}
+        answers[:] = [503, 503, 503]
+        with pytest.raises(urllib.error.HTTPError, match="503"):
+            server._post(url, "/x", {}, waits=(0.01, 0.01))
+        assert answers == []
+    finally:
+        httpd.shutdown()
