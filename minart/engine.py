@@ -553,14 +553,12 @@ def _check_memory(steps: Sequence[Any], device: str | torch.device) -> None:
     """
     from .shapes import describe, nbytes
 
-    total = None
+    total = device_memory(device)
+    if not total:
+        return
     for step in steps:
         shape = getattr(step, "shape", None)
-        if shape is None:
-            continue
-        if total is None:
-            total = device_memory(device) or -1
-        if 0 < total < nbytes(shape):
+        if shape is not None and nbytes(shape) > total:
             where = getattr(step, "location", None)
             at = {} if where is None else {"file": where.file, "line": where.line,
                                            "column": where.column}

@@ -560,6 +560,15 @@ def _check_keys(doc: _Doc, data: Mapping[str, Any], allowed: Sequence[str], path
                             f" (allowed: {', '.join(allowed)})", (*path, key), key=True, step=step)
 
 
+def _param_spot(params_path: Path_, raw: Mapping[str, Any], param: str | None, *,
+                or_else: Path_ | None = None) -> Path_:
+    """Where an error about ``param`` points: the parameter when the step writes it, else
+    ``or_else`` (default: the step's ``params``)."""
+    if param and param in raw:
+        return (*params_path, param)
+    return params_path if or_else is None else or_else
+
+
 def _validate_params(doc: _Doc, stage: Stage, raw: Any, path: Path_, step: str,
                      extra_check: CheckContext) -> BaseModel:
     if raw is None:
@@ -587,9 +596,7 @@ def _validate_params(doc: _Doc, stage: Stage, raw: Any, path: Path_, step: str,
         try:
             update = stage.check(params, extra_check)
         except MinartError as exc:
-            param = exc.param
-            where = (*path, param) if param and param in raw else path
-            raise exc.at(step=step, **doc.where(where)) from None
+            raise exc.at(step=step, **doc.where(_param_spot(path, raw, exc.param))) from None
         if update:
             params = params.model_copy(update=dict(update))
     return params
@@ -842,14 +849,10 @@ def _build(doc: _Doc, *, path: Path | None, text: str, overrides: tuple[str, ...
             shapes[name] = step_shape(draft.stage, params, inputs=draft.inputs, shapes=shapes,
                                       kinds=kinds, recipe_dir=recipe_dir, size=size)
         except MinartError as exc:
-            param = exc.param
             raw = draft.raw_params if isinstance(draft.raw_params, dict) else {}
-            if param and param in raw:
-                spot = (*draft.params_path, param)
-            elif isinstance(exc, ShapeError) and draft.input_paths:  # inputs that do not fit
-                spot = draft.input_paths[0]
-            else:
-                spot = draft.path
+            spot = _param_spot(draft.params_path, raw, exc.param, or_else=draft.path)
+            if spot == draft.path and isinstance(exc, ShapeError) and draft.input_paths:
+                spot = draft.input_paths[0]  # inputs that do not fit
             if draft.output:
                 exc.message = f"{label}: {exc.message}"
             raise exc.at(step=None if draft.output else name, **doc.where(spot)) from None
