@@ -461,8 +461,8 @@ class Recipe:
                         param=name, file=where.file, line=where.line,
                         column=where.column) from None
             steps.append(replace(s, params=params))
-        size = (max(_SIZE_RANGE[0], round(self.size[0] / factor)),
-                max(_SIZE_RANGE[0], round(self.size[1] / factor)))
+        size = (max(_SIZE_RANGE[0], self.size[0] // factor),  # floor, as _shrink and downscale
+                max(_SIZE_RANGE[0], self.size[1] // factor))
         steps = self._reshaped(steps, size, f"the preview ({factor}x smaller)")
         return replace(self, name=f"{self.name}-preview", size=size, steps=tuple(steps),
                        preview_factor=self.preview_factor * factor, _by_name={})

@@ -239,7 +239,8 @@ def _progress(ctx: StageContext, total: int) -> Callable[..., None] | None:
 
 
 def _shrink(value: int | None, factor: int, *, least: int = 8) -> int | None:
-    return None if value is None else max(least, round(value / factor))
+    # floor, as load_image's downscale does, so sizes that agree in full agree in the preview
+    return None if value is None else max(least, value // factor)
 
 
 # -- generators ----------------------------------------------------------------------------------
