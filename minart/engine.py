@@ -526,7 +526,10 @@ def plan(recipe: Any, *, device: str | torch.device = "cpu",
 
 
 def device_memory(device: str | torch.device) -> int | None:
-    """Total memory of ``device`` in bytes (the CPU's: physical RAM), or ``None`` if unknown.
+    """Memory ``device`` can hold in bytes, or ``None`` if unknown.
+
+    CUDA: the GPU's total memory. MPS: Metal's recommended working set. CPU: physical RAM, or
+    this process's cgroup memory limit where that is lower (a container's ``--memory``).
 
     Example:
         >>> device_memory("cpu") > 0
@@ -536,18 +539,66 @@ def device_memory(device: str | torch.device) -> int | None:
     if device.type == "cuda" and torch.cuda.is_available():
         index = device.index if device.index is not None else torch.cuda.current_device()
         return int(torch.cuda.get_device_properties(index).total_memory)
+    if device.type == "mps" and torch.backends.mps.is_available():
+        return int(torch.mps.recommended_max_memory())
     if device.type == "cpu":
         try:
-            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         except (AttributeError, OSError, ValueError):  # not a POSIX system
             return None
+        limit = cgroup_memory_limit()
+        return physical if limit is None else min(physical, limit)
     return None
 
 
-def _check_memory(steps: Sequence[Any], device: str | torch.device) -> None:
-    """Refuse a step whose result alone is larger than the device's memory, before any runs.
+_NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as a number near 2**63
 
-    Shapes come from the recipe check (:mod:`minart.shapes`). Only a result that cannot fit
+
+def cgroup_memory_limit(root: Path = Path("/sys/fs/cgroup"),
+                        membership: Path = Path("/proc/self/cgroup")) -> int | None:
+    """The lowest memory limit on this process's cgroup and its parents, or ``None``.
+
+    Reads cgroup v2 (``memory.max``) and v1 (``memory/memory.limit_in_bytes``), from the
+    process's own group up to the root, as far as this filesystem shows them.
+
+    Args:
+        root: where the cgroup filesystem is mounted.
+        membership: the process's ``/proc/<pid>/cgroup``.
+
+    Example:
+        >>> limit = cgroup_memory_limit()
+        >>> limit is None or limit > 0
+        True
+    """
+    try:
+        lines = membership.read_text().splitlines()
+    except OSError:
+        return None
+    places = []  # (folder of the hierarchy, the group's path in it, limit file)
+    for line in lines:
+        _, controllers, group = line.split(":", 2)
+        if controllers == "":
+            places.append((root, group, "memory.max"))
+        elif "memory" in controllers.split(","):
+            places.append((root / "memory", group, "memory.limit_in_bytes"))
+    limits = []
+    for hierarchy, group, name in places:
+        folder = Path(group.lstrip("/"))
+        for part in (folder, *folder.parents):
+            try:
+                text = (hierarchy / part / name).read_text().strip()
+            except OSError:
+                continue
+            if text.isdigit() and 0 < int(text) < _NO_LIMIT:
+                limits.append(int(text))
+    return min(limits, default=None)
+
+
+def _check_memory(steps: Sequence[Any], device: str | torch.device) -> None:
+    """Refuse a step that cannot fit in the device's memory with its inputs, before any runs.
+
+    Shapes come from the recipe check (:mod:`minart.shapes`). A step holds its inputs while it
+    makes its result, so the two together are a floor on what it needs. Only what cannot fit
     at all is refused, so nothing that could render is turned away; what runs short while a
     step works is still reported when it happens.
     """
@@ -556,16 +607,21 @@ def _check_memory(steps: Sequence[Any], device: str | torch.device) -> None:
     total = device_memory(device)
     if not total:
         return
+    sizes = {s.name: nbytes(s.shape) for s in steps if getattr(s, "shape", None) is not None}
     for step in steps:
-        shape = getattr(step, "shape", None)
-        if shape is not None and nbytes(shape) > total:
-            where = getattr(step, "location", None)
-            at = {} if where is None else {"file": where.file, "line": where.line,
-                                           "column": where.column}
-            raise ParamError(
-                f"this step would make {describe(shape)} ({format_size(nbytes(shape))}), more "
-                f"than the {format_size(total)} of memory on {device}; lower its size, frames or "
-                "iterations, or render with --preview", step=step.name, **at)
+        if step.name not in sizes:
+            continue
+        held = sum(sizes.get(name, 0) for name in dict.fromkeys(getattr(step, "inputs", ())))
+        if sizes[step.name] + held <= total:
+            continue
+        where = getattr(step, "location", None)
+        at = {} if where is None else {"file": where.file, "line": where.line,
+                                       "column": where.column}
+        beside = f" beside its inputs ({format_size(held)})" if held else ""
+        raise ParamError(
+            f"this step would make {describe(step.shape)} ({format_size(sizes[step.name])})"
+            f"{beside}, more than the {format_size(total)} of memory on {device}; lower its "
+            "size, frames or iterations, or render with --preview", step=step.name, **at)
 
 
 def _check_no_overwritten_inputs(recipe: Any, steps: Sequence[Any],

@@ -310,8 +310,73 @@ def test_a_result_larger_than_the_device_memory_is_refused_before_any_step_runs(
         engine.load_plan(recipe, output_dir=tmp_path)
     assert str(caught.value) == (
         f"{recipe}:4:6: step 'r': this step would make a 1000-frame 16384x16384 RGB clip "
-        f"(3.2 TB), more than the {format_size(engine.device_memory('cpu'))} of memory on cpu; "
+        f"(3.2 TB) beside its inputs (3.1 MB), more than the "
+        f"{format_size(engine.device_memory('cpu'))} of memory on cpu; "
         "lower its size, frames or iterations, or render with --preview")
     fits = recipe.read_text().replace("16384", "64")
     recipe.write_text(fits)
     assert engine.load_plan(recipe, output_dir=tmp_path).recipe.step("r").shape == (1000, 3, 64, 64)
+
+
+def test_a_step_must_fit_beside_its_inputs(tmp_path, monkeypatch):
+    from minart import engine
+
+    recipe = tmp_path / "pair.yaml"
+    recipe.write_text("size: [64, 64]\nsteps:\n"  # each image: 64 * 64 * 3 * 4 = 49152 bytes
+                      "  a: {stage: fractal, params: {iterations: 2}}\n"
+                      "  b: {stage: fractal, params: {iterations: 2}}\n"
+                      "  mixed: {stage: blend, inputs: [a, b]}\n"
+                      "  twice: {stage: blend, inputs: [a, a]}\n")
+    monkeypatch.setattr(engine, "device_memory", lambda device: 3 * 49152)
+    engine.load_plan(recipe, output_dir=tmp_path)  # a result and two inputs: exactly full
+    monkeypatch.setattr(engine, "device_memory", lambda device: 3 * 49152 - 1)
+    engine._load_plan_cached.cache_clear()  # plans are kept per recipe file and stamp
+    with pytest.raises(ParamError) as caught:
+        engine.load_plan(recipe, output_dir=tmp_path)
+    assert str(caught.value) == (
+        f"{recipe}:5:10: step 'mixed': this step would make a 64x64 RGB image (49.2 kB) beside "
+        "its inputs (98.3 kB), more than the 147.5 kB of memory on cpu; lower its size, frames "
+        "or iterations, or render with --preview")
+    recipe.write_text(recipe.read_text().replace("  mixed: {stage: blend, inputs: [a, b]}\n", ""))
+    engine.load_plan(recipe, output_dir=tmp_path)  # one input used twice is held once
+
+
+def _cgroup_tree(tmp_path, membership, files):
+    (tmp_path / "proc").write_text(membership)
+    for name, text in files.items():
+        path = tmp_path / "fs" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return {"root": tmp_path / "fs", "membership": tmp_path / "proc"}
+
+
+@pytest.mark.parametrize(("membership", "files", "expected"), [
+    # cgroup v2: the lowest of the group's and its parents' memory.max
+    ("0::/box/job\n", {"box/job/memory.max": "max\n", "box/memory.max": "2147483648\n",
+                       "memory.max": "max\n"}, 2147483648),
+    ("0::/box/job\n", {"box/job/memory.max": "1073741824\n", "box/memory.max": "4294967296"},
+     1073741824),
+    ("0::/\n", {"memory.max": "max\n"}, None),
+    # cgroup v1: the memory controller's line; "no limit" is a number near 2**63
+    ("4:memory:/job\n3:cpu:/\n", {"memory/job/memory.limit_in_bytes": "536870912\n"},
+     536870912),
+    ("5:cpuacct,memory:/job\n", {"memory/job/memory.limit_in_bytes": "9223372036854771712\n",
+                                  "memory/memory.limit_in_bytes": "9223372036854771712\n"}, None),
+    # the group's folder is not visible (another namespace): nothing known
+    ("0::/elsewhere\n", {}, None),
+])
+def test_the_cgroup_memory_limit_is_the_lowest_on_the_way_up(tmp_path, membership, files,
+                                                              expected):
+    from minart.engine import cgroup_memory_limit
+
+    assert cgroup_memory_limit(**_cgroup_tree(tmp_path, membership, files)) == expected
+
+
+def test_the_cpu_memory_is_the_cgroup_limit_when_lower(monkeypatch):
+    from minart import engine
+
+    physical = engine.device_memory("cpu")
+    monkeypatch.setattr(engine, "cgroup_memory_limit", lambda: 1 << 30)
+    assert engine.device_memory("cpu") == min(physical, 1 << 30)
+    monkeypatch.setattr(engine, "cgroup_memory_limit", lambda: None)
+    assert engine.device_memory("cpu") == physical
