@@ -24,7 +24,7 @@ import warnings
 import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 import torch
@@ -131,10 +131,10 @@ def _decoding(source: str) -> Iterator[None]:
             raise MediaError(f"not a readable image ({type(exc).__name__}: {exc})", file=source) from None
 
 
-def _open_image(data: bytes, limit: int, source: str):  # -> PIL.Image.Image, header read only
+def _open_image(stream: BinaryIO, limit: int, source: str):  # -> PIL.Image.Image, header only
     from PIL import Image
 
-    im = Image.open(_io.BytesIO(data))
+    im = Image.open(stream)
     width, height = im.size
     if width * height > limit:
         raise MediaError(
@@ -186,7 +186,7 @@ def decode_image(data: bytes, *, mode: ImageMode = "RGB", max_pixels: int | None
         raise ParamError(f"data must be bytes, got {type(data).__name__}", param="data")
     data = bytes(data)
     with _decoding(source):
-        im = _open_image(data, limit, source)
+        im = _open_image(_io.BytesIO(data), limit, source)
         ihdr = _png_ihdr(data)
         if ihdr is not None and ihdr[0] == 16 and ihdr[1] in (2, 4, 6):
             pixels = _decode_png16_color(data, source)
@@ -232,7 +232,7 @@ def read_image(path: str | os.PathLike, *, mode: ImageMode = "RGB",
 
 
 def image_size(path: str | os.PathLike, *, max_pixels: int | None = None) -> tuple[int, int]:
-    """``(width, height)`` of the image :func:`read_image` would return, without decoding it.
+    """``(width, height)`` of the image :func:`read_image` would return, reading only headers.
 
     Reads the header and the EXIF orientation (orientations 5 to 8 turn the picture a quarter,
     swapping width and height); a PNG's ``eXIf`` chunk is found wherever it lies, as Pillow
@@ -259,15 +259,15 @@ def image_size(path: str | os.PathLike, *, max_pixels: int | None = None) -> tup
     from PIL import Image
 
     name = os.fspath(path)
-    data = _read_bytes(name, "image")
     limit = _max_pixels(max_pixels)
-    with _decoding(name):
-        im = _open_image(data, limit, name)
+    with _opened(name, "image") as stream, _decoding(name):
+        im = _open_image(stream, limit, name)
         width, height = im.size
-        if _png_ihdr(data) is not None:  # Pillow's PNG getexif() would decode the pixels
+        stream.seek(0)
+        if _png_ihdr(stream.read(33)) is not None:  # Pillow's PNG getexif() decodes the pixels
             exif = Image.Exif()
             try:
-                raw = next((payload for kind, payload in _png_chunks(data, name)
+                raw = next((payload for kind, payload in _png_chunks(stream, name, only=b"eXIf")
                             if kind == b"eXIf"), None)
             except MediaError:  # damaged past the pixels: Pillow may still decode it
                 raw = None
@@ -279,15 +279,27 @@ def image_size(path: str | os.PathLike, *, max_pixels: int | None = None) -> tup
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
-def _read_bytes(name: str, what: str) -> bytes:
+@contextlib.contextmanager
+def _opened(name: str, what: str) -> Iterator[BinaryIO]:
+    """``name`` open for reading, its errors as one-line :class:`MediaError`."""
     try:
-        return Path(name).read_bytes()
+        handle = open(name, "rb")  # noqa: SIM115 (closed below; the errors are the point)
     except FileNotFoundError:
         raise MediaError(f"no such {what} file", file=name) from None
     except IsADirectoryError:
         raise MediaError(f"is a folder, not an {what} file", file=name) from None
     except OSError as exc:
         raise MediaError(f"cannot read the file ({exc.strerror})", file=name) from None
+    with handle:
+        yield handle
+
+
+def _read_bytes(name: str, what: str) -> bytes:
+    with _opened(name, what) as handle:
+        try:
+            return handle.read()
+        except OSError as exc:  # EIO, or a folder on systems that open those
+            raise MediaError(f"cannot read the file ({exc.strerror})", file=name) from None
 
 
 def _decode_png16_color(data: bytes, name: str) -> np.ndarray:
@@ -545,18 +557,26 @@ def _inflate(payload: bytes, name: str) -> bytes:
     return text
 
 
-def _png_chunks(data: bytes, name: str) -> Iterator[tuple[bytes, bytes]]:
+def _png_chunks(data: bytes | BinaryIO, name: str, *,
+                only: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
     """``(kind, payload)`` of each chunk of a PNG up to ``IEND`` (excluded), in file order.
+
+    ``data`` is the file's bytes or an open binary file; from a file, only the chunk headers
+    are read (and the payloads of chunks of kind ``only``, when given; others come with ``b""``).
 
     Raises:
         MediaError: a chunk runs past the end of the data, or there is no ``IEND``.
     """
+    stream = _io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+    end = stream.seek(0, os.SEEK_END)
     pos = 8
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I", data[pos:pos + 4])[0], data[pos + 4:pos + 8]
-        payload = data[pos + 8:pos + 8 + length]
-        if len(payload) != length:
+    while pos + 8 <= end:
+        stream.seek(pos)
+        head = stream.read(8)
+        length, kind = struct.unpack(">I", head[:4])[0], head[4:]
+        if pos + 8 + length > end:
             raise MediaError("truncated PNG chunk", file=name)
+        payload = stream.read(length) if only is None or kind == only else b""
         pos += 12 + length
         if kind == b"IEND":
             return

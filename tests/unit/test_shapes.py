@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import pytest
@@ -167,6 +168,45 @@ def test_image_size_applies_the_exif_orientation_as_read_image_does(folder, tmp_
     assert image_size(folder / "turned.png") == (3, 9)
     with pytest.raises(MediaError, match="no such image file"):
         image_size(folder / "missing.png")
+
+
+def test_image_size_reads_the_headers_not_the_pixels(tmp_path, gen, monkeypatch):
+    import builtins
+
+    from minart import io as minart_io
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    noise = (torch.rand(600, 400, 3, generator=gen) * 255).to(torch.uint8).numpy()
+    path = tmp_path / "noise.png"
+    # eXIf after the pixels (Pillow writes it before them): the chunk walk must reach it
+    Image.fromarray(noise).save(path, compress_level=0)
+    data = path.read_bytes()
+    chunk = len(exif.tobytes()).to_bytes(4, "big") + b"eXIf" + exif.tobytes()
+    path.write_bytes(data[:-12] + chunk + zlib.crc32(chunk[4:]).to_bytes(4, "big") + data[-12:])
+    read = []
+
+    class Counting:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def read(self, *size):
+            out = self.handle.read(*size)
+            read.append(len(out))
+            return out
+
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+    monkeypatch.setattr(minart_io, "open", lambda *a: Counting(builtins.open(*a)), raising=False)
+    assert image_size(path) == (600, 400)  # turned a quarter by orientation 6
+    assert path.stat().st_size > 700_000 and 0 < sum(read) < 20_000
 
 
 def test_load_image_downscale_keeps_every_whole_block(tmp_path, gen):
