@@ -71,9 +71,8 @@ def main() -> None:
         for key, value in (("PREFECT_SERVER_ANALYTICS_ENABLED", "false"), ("DO_NOT_TRACK", "1"),
                            ("PREFECT_LOGGING_LEVEL", "WARNING")):
             os.environ.setdefault(key, value)
-        from prefect import flow
-
         from minart.flows.render import render
+        from prefect import flow
 
         @flow
         def warm_up() -> None:

@@ -7,7 +7,8 @@ same run)::
     python benchmarks/bench_kernels.py --device cuda --size 4096
     python benchmarks/bench_kernels.py --device cpu --size 1024 --threads 2
 
-CUDA (CUDA events, median of ``--reps`` timings of 5 back-to-back calls): copy time of one RGB float32 image (read + write once),
+CUDA (CUDA events, median of ``--reps`` timings of 5 back-to-back calls): copy time of one RGB
+float32 image (read + write once),
 seed step (eager conv2d vs Triton: tiles, strips, and two steps per pass, timed as a pair and
 halved), classic step (the same), learned step (forward + loss
 + backward + SGD with momentum 0.9, weight decay 5e-4), fractal iterations (Gpix-iter/s, with the
@@ -36,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from minart.diffusion import classic_step, laplacian_operator, seed_step  # noqa: E402
+from minart.diffusion import classic_step, laplacian_operator, seed_step
 
 ROWS: list[dict] = []
 
@@ -115,7 +116,7 @@ def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda") -> None:
     """The GPU table; ``device="cpu"`` (with TRITON_INTERPRET=1) only checks that it runs."""
     global _cuda_ms
     if device == "cpu":
-        _cuda_ms = lambda fn, reps, warmup=1, inner=1: _cpu_ms(fn, reps, warmup)  # noqa: E731, F811
+        _cuda_ms = lambda fn, reps, warmup=1, inner=1: _cpu_ms(fn, reps, warmup)  # noqa: E731
         torch.cuda.synchronize = lambda: None
     from minart.kernels import dispatch
     from minart.kernels import triton_diffusion as td
@@ -472,12 +473,13 @@ def _warm_compile_seconds(size: int, threads: int) -> str:
     """First compiled seed step of a fresh process that finds Inductor's on-disk cache warm."""
     import subprocess
 
-    code = ("import time, torch; torch.set_num_threads(%d); from minart.kernels import cpu; "
-            "from minart.diffusion import laplacian_operator as L; x = torch.rand(1, 3, %d, %d); "
+    code = (f"import time, torch; torch.set_num_threads({threads}); from minart.kernels import cpu; "
+            "from minart.diffusion import laplacian_operator as L; "
+            f"x = torch.rand(1, 3, {size}, {size}); "
             "t = time.perf_counter(); cpu.seed_step_compiled(x, L(3), kappa=0.2, dt=0.2, "
-            "need_g=False); print(time.perf_counter() - t)") % (threads, size, size)
+            "need_g=False); print(time.perf_counter() - t)")
     try:
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+        out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
                              timeout=300, env={**os.environ},
                              cwd=Path(__file__).resolve().parents[1])
         return f"{float(out.stdout.strip().splitlines()[-1]):.1f} s"

@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from minart.tasks.render_step import step_task
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from minart import engine
 from minart.cache import TensorCache
 from minart.errors import MinartError
-from minart.tasks.render_step import step_task
 
 __all__ = ["render", "render_here"]
 

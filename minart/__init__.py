@@ -4,12 +4,10 @@ The library is pure PyTorch and never imports Prefect; ``minart.flows`` and ``mi
 (the repository's ``flows/`` and ``tasks/`` folders) wrap it for orchestration.
 """
 
-from . import errors, ops
-from . import registry, stages  # noqa: F401  (registering the stages is the only import-time work)
-from . import recipe
+from . import errors, ops, recipe, registry, stages
+from .errors import CacheError, MediaError, MinartError, ParamError, RecipeError, ShapeError
 from .recipe import Recipe, load_recipe, parse_recipe
 from .registry import get_stage
-from .errors import CacheError, MediaError, MinartError, ParamError, RecipeError, ShapeError
 
 __version__ = "0.1.0"
 

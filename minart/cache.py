@@ -19,8 +19,9 @@ facts in ``/work/shared/notes/prefect-facts.md``:
   execution), whatever the orchestrator.
 * **Checksummed.** The sha256 of the data section (``minart.sha256``) and of the tensors'
   dtypes, shapes and offsets (``minart.layout``) are stored in the safetensors header and
-  checked on every read, together with the length, so a truncated or corrupt entry raises :class:`~minart.errors.CacheError` (the engine then warns,
-  recomputes and counts it) instead of handing back wrong pixels.
+  checked on every read, together with the length, so a truncated or corrupt entry raises
+  :class:`~minart.errors.CacheError` (the engine then warns, recomputes and counts it) instead of
+  handing back wrong pixels.
 * **Atomic.** Writes go to ``tmp/`` and are renamed into place, so readers see the whole entry
   or none; a ``kill -9`` mid-write leaves only a temp file (``gc`` removes old ones).
 * **Locks that recover.** Two runs computing the same step serialise on a per-key lock. On a local

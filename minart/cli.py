@@ -104,7 +104,7 @@ def check(
               for s in shown]
     name_width = max(map(len, labels), default=0)
     stage_width = max((len(s.stage) for s in shown), default=0)
-    for label, step in zip(labels, shown):
+    for label, step in zip(labels, shown, strict=True):
         made = "size unknown until it runs" if step.shape is None else (
             f"{describe(step.shape)}, {format_size(nbytes(step.shape))}")
         typer.echo(f"  {label:<{name_width}}  {step.stage:<{stage_width}}  {made}")

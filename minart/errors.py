@@ -11,8 +11,15 @@ Library functions raise them with only the message; the recipe layer fills in ``
 
 from __future__ import annotations
 
-__all__ = ["MinartError", "RecipeError", "ParamError", "ShapeError", "CacheError", "MediaError",
-           "Interrupted"]
+__all__ = [
+    "CacheError",
+    "Interrupted",
+    "MediaError",
+    "MinartError",
+    "ParamError",
+    "RecipeError",
+    "ShapeError",
+]
 
 
 class MinartError(Exception):

@@ -15,4 +15,4 @@ from .fractal import __all__ as _fractal_all
 from .minimize import *  # noqa: F403
 from .minimize import __all__ as _minimize_all
 
-__all__ = [*_fractal_all, *_diffusion_all, *_minimize_all, *_composite_all]
+__all__ = [*_fractal_all, *_diffusion_all, *_minimize_all, *_composite_all]  # noqa: PLE0604

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Union
 
 import torch
 from torch import Tensor
@@ -30,9 +29,9 @@ __all__ = [
     "parse_color",
 ]
 
-Color = Union[str, Sequence[float]]
+Color = str | Sequence[float]
 Stops = Sequence[tuple[float, Color]]
-Palette = Union[str, Stops]
+Palette = str | Stops
 
 PALETTES: dict[str, tuple[tuple[float, str], ...]] = {
     # The post's ocean: bright blue, deep navy, sea green and teal, foam at the far end.

@@ -109,7 +109,7 @@ _CORE_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("map", "seq", "str", "int", "fl
 _Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
                               list("tTfF"))
 
-Path_ = tuple[Union[str, int], ...]
+Path_ = tuple[str | int, ...]
 
 
 @dataclass(frozen=True)
@@ -499,8 +499,8 @@ def _clean_errors(errors: list[Any]) -> list[dict[str, Any]]:
         field_ = loc[:1]
         if field_ not in cleaned or entry["_rank"] < cleaned[field_]["_rank"]:
             cleaned[field_] = entry
-    return sorted(cleaned.values(), key=lambda e: [i for i, x in enumerate(errors)
-                                                   if tuple(x["loc"])[:1] == e["loc"][:1]][0])
+    return sorted(cleaned.values(), key=lambda e: next(i for i, x in enumerate(errors)
+                                                   if tuple(x["loc"])[:1] == e["loc"][:1]))
 
 
 def _pydantic_message(err: Mapping[str, Any], stage: Stage) -> tuple[str, str]:
@@ -634,7 +634,7 @@ def _validate_top(doc: _Doc, data: dict[str, Any], default_name: str) -> dict[st
     if not isinstance(size, list) or len(size) != 2:
         raise doc.error(ParamError, f"size={_show(size)} must be [width, height] or "
                         "{width: .., height: ..}", ("size",), param="size")
-    for value, where, label in zip(size, path_of, ("width", "height")):
+    for value, where, label in zip(size, path_of, ("width", "height"), strict=True):
         if isinstance(value, bool) or not isinstance(value, int) or not (
                 _SIZE_RANGE[0] <= value <= _SIZE_RANGE[1]):
             raise doc.error(ParamError, f"size {label}={_show(value)} must be a whole number "
@@ -694,7 +694,7 @@ def _read_step(doc: _Doc, name: Any, body: Any) -> _Draft:
         if not isinstance(inputs, list):
             inputs = [inputs]
         input_paths = [(*path, "inputs", i) for i in range(len(inputs))]
-    for value, where in zip(inputs, input_paths):
+    for value, where in zip(inputs, input_paths, strict=True):
         if not isinstance(value, str):
             raise doc.error(RecipeError, f"input {_show(value)} must be a step name", where,
                             step=name)
@@ -795,7 +795,7 @@ def _build(doc: _Doc, *, path: Path | None, text: str, overrides: tuple[str, ...
     by_name = {d.name: d for d in drafts}
     user_steps = [d.name for d in drafts if d.output is None]
     for draft in drafts:
-        for ref, where in zip(draft.inputs, draft.input_paths):
+        for ref, where in zip(draft.inputs, draft.input_paths, strict=True):
             generated = ref in by_name and by_name[ref].output is not None
             if ref not in by_name or (generated and by_name[ref].output != draft.output):
                 label = f"output {draft.output!r}: step" if draft.output else "input"
@@ -817,7 +817,7 @@ def _build(doc: _Doc, *, path: Path | None, text: str, overrides: tuple[str, ...
         draft = by_name[name]
         input_kinds = [kinds[i] for i in draft.inputs]
         label = f"output {draft.output!r}" if draft.output else None
-        for ref, kind, where in zip(draft.inputs, input_kinds, draft.input_paths):
+        for ref, kind, where in zip(draft.inputs, input_kinds, draft.input_paths, strict=True):
             if kind not in draft.stage.consumes:
                 need = " or ".join("a clip of frames" if k == "frames" else "an image"
                                    for k in draft.stage.consumes)

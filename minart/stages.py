@@ -28,7 +28,7 @@ import math
 import string
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -198,7 +198,7 @@ ComplexPair = Annotated[
 ]
 Point = Annotated[tuple[float, float], BeforeValidator(_to_tuple)]
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
-Shade = Annotated[Union[Unit, tuple[Unit, ...]], BeforeValidator(_to_tuple)]
+Shade = Annotated[Unit | tuple[Unit, ...], BeforeValidator(_to_tuple)]
 """A grey level in [0, 1] or one value per channel, e.g. ``[1, 0.9, 0.8]``."""
 
 
@@ -208,8 +208,8 @@ def _to_stops(value: Any) -> Any:
     return value
 
 
-Stop = tuple[Unit, Union[str, Annotated[tuple[Unit, Unit, Unit], BeforeValidator(_to_tuple)]]]
-Palette = Annotated[Union[str, tuple[Stop, ...]], BeforeValidator(_to_stops)]
+Stop = tuple[Unit, str | Annotated[tuple[Unit, Unit, Unit], BeforeValidator(_to_tuple)]]
+Palette = Annotated[str | tuple[Stop, ...], BeforeValidator(_to_stops)]
 
 
 class _Params(BaseModel):
@@ -341,7 +341,7 @@ def _check_fractal(params: FractalParams, ctx: CheckContext) -> dict[str, Any]:
     kw.update(iterations=1, supersample=1)  # a 2x2, one-iteration probe: validation, no work
     if isinstance(params, FractalFramesParams):
         kw["frames"] = params.frames
-        from .fractal import fractal_frames as fractal  # noqa: F811
+        from .fractal import fractal_frames as fractal
     fractal(2, 2, **kw)
     return _fill_size(params, ctx)
 
@@ -1125,7 +1125,8 @@ register(Stage(
     function="minart.composite:grid"))
 register(Stage(
     name="crossfade", params=CrossfadeParams, run=_run_crossfade, consumes=_ANY,
-    produces="frames", inputs=("a", "b"), shape=_shape_crossfade, summary="Dissolve from one image or clip to another over some frames.",
+    produces="frames", inputs=("a", "b"), shape=_shape_crossfade,
+    summary="Dissolve from one image or clip to another over some frames.",
     function="minart.composite:crossfade"))
 register(Stage(
     name="boomerang", params=NoParams, run=_unary("minart.composite:boomerang"),

@@ -38,7 +38,7 @@ def _seed_core(padded: Tensor, operator: Tensor, kappa: Tensor, dt: Tensor, cond
     ``abs()`` index arithmetic, which stops vectorisation. Conduction, update and clamp are the
     reference's.
     """
-    b, c, hp, wp = padded.shape
+    _b, c, hp, wp = padded.shape
     h, w = hp - 2, wp - 2
     image = padded[:, :, 1:-1, 1:-1]
     rows = []

@@ -80,7 +80,7 @@ def triton_available() -> bool:
         True
     """
     try:
-        import triton  # noqa: F401
+        import triton
         import triton.language  # noqa: F401
     except Exception:  # noqa: BLE001 - any failure to import means "no Triton"
         return False
@@ -349,7 +349,10 @@ def seed_loss_step(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: fl
         raise ShapeError(f"image0 {tuple(image0.shape)} must match the image "
                          f"{tuple(image.shape)}", param="image0")
     check_choice("reduction", reduction, ("sum", "mean"))
-    for name, w in zip(("w_f", "w_e", "w_i"), weights):
+    if len(weights) != 3:
+        raise ParamError(f"weights must be three numbers (w_f, w_e, w_i), got {len(weights)}",
+                         param="weights")
+    for name, w in zip(("w_f", "w_e", "w_i"), weights, strict=True):
         check_range(f"weights {name}", w)
     w_f, w_e, w_i = (float(w) for w in weights)
     path = step_path(image, channels_ok=_seed_kernel_fits(image),

@@ -29,7 +29,8 @@ two steps per pass (``seed_steps_triton``, ``classic_steps_triton``)
     same bits as one step per pass.
 
 Reductions are deterministic: partial sums per tile (or per persistent program, whose tiles come
-in a fixed order) go to a buffer that ``torch.sum`` reduces in a fixed order; no float atomics. This module imports :mod:`triton`: import it lazily (the
+in a fixed order) go to a buffer that ``torch.sum`` reduces in a fixed order; no float atomics.
+This module imports :mod:`triton`: import it lazily (the
 dispatcher does), and set ``TRITON_INTERPRET=1`` before the first import to run it on CPU tensors.
 """
 
@@ -222,7 +223,7 @@ def _dk_partials(gs, x_ptr, HW, C: tl.constexpr, offs, mask, part_ptr):
 def _dk_zeros(C: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
     """``C * C * 9`` zero tiles: the elementwise ``dL/dK`` accumulators of a persistent program."""
     acc = ()
-    for n in tl.static_range(C * C * 9):
+    for _ in tl.static_range(C * C * 9):
         acc = acc + (tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32),)
     return acc
 
@@ -1120,7 +1121,7 @@ def _pick(candidates, launch, outputs: tuple[Tensor, ...], timer, key=()) -> tup
         launch(*candidate)  # compile and warm up
         if reference is None:
             reference = [t.clone() for t in outputs]
-        elif not all(torch.equal(a, b) for a, b in zip(reference, outputs)):
+        elif not all(torch.equal(a, b) for a, b in zip(reference, outputs, strict=True)):
             warnings.warn(f"minart: the {candidate} Triton kernel disagrees with the "
                           f"{candidates[0]} one for {key}; not using it", stacklevel=4)
             continue
@@ -1298,7 +1299,7 @@ def _seed_inputs(image: Tensor, operator: Tensor, kappa: float | Tensor, dt: flo
     :func:`_seed_forward_launch` (``b`` outputs; ``params`` the per-image rows on the device when
     ``per_image``, else unused)."""
     _check_image(image)
-    nb_img, c, h, w = image.shape
+    nb_img, c, _h, _w = image.shape
     if operator.dtype != torch.float32 or operator.device != image.device:
         raise ShapeError("operator must be float32 on the image's device")
     if operator.shape == (c, c, 3, 3):
@@ -1830,7 +1831,7 @@ class SeedStep(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, image, operator, kappa, dt, conduction):  # noqa: D102
+    def forward(ctx, image, operator, kappa, dt, conduction):
         new, g = seed_forward_triton(image, operator, kappa=kappa, dt=dt, conduction=conduction)
         ctx.save_for_backward(image, operator, g)
         ctx.params = (kappa, dt, conduction)
@@ -1838,7 +1839,7 @@ class SeedStep(torch.autograd.Function):
         return new, g
 
     @staticmethod
-    def backward(ctx, grad_new, grad_g):  # noqa: D102
+    def backward(ctx, grad_new, grad_g):
         image, operator, g = ctx.saved_tensors
         kappa, dt, conduction = ctx.params
         if grad_new is None and grad_g is None:
@@ -1862,7 +1863,7 @@ class SeedLossStep(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, image, image0, operator, kappa, dt, conduction, weights=(1.0, 1.0, 1.0),
-                scale=1.0):  # noqa: D102
+                scale=1.0):
         new, loss, dk, di = seed_loss_triton(image, image0, operator, kappa=kappa, dt=dt,
                                              conduction=conduction, weights=weights, scale=scale,
                                              need_image_grad=ctx.needs_input_grad[0])
@@ -1872,7 +1873,7 @@ class SeedLossStep(torch.autograd.Function):
         return new, loss
 
     @staticmethod
-    def backward(ctx, grad_new, grad_loss):  # noqa: D102
+    def backward(ctx, grad_new, grad_loss):
         dk, di = ctx.saved_tensors
         di_out = di * grad_loss if ctx.has_di else None
         return di_out, None, dk * grad_loss, None, None, None, None, None

@@ -59,7 +59,7 @@ def _cpow(zr, zi, P: tl.constexpr, LOW: tl.constexpr):
     """
     br = zr
     bi = zi
-    for bit in tl.static_range(LOW):
+    for _ in tl.static_range(LOW):
         br, bi = _cmul(br, bi, br, bi)
     rr = br
     ri = bi

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 from flow_helpers import TINY
-
 from minart.flows.server import (
     ZOMBIE_AUTOMATION,
     ZOMBIE_SECONDS,

@@ -12,7 +12,6 @@ from flow_helpers import MINART, artifacts, run_report
 from minart import engine
 from minart.cache import TensorCache
 
-
 SLOW = """\
 name: slow
 seed: 2

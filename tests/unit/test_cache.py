@@ -117,7 +117,7 @@ def test_bad_keys_raise(cache, key):
 
 
 def test_non_tensor_value_raises(cache):
-    with pytest.raises(CacheError, match="must be a torch.Tensor"):
+    with pytest.raises(CacheError, match=r"must be a torch.Tensor"):
         cache.put_tensors("k", {"x": [1, 2]})
 
 

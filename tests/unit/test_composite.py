@@ -136,7 +136,7 @@ def test_luminance_mask_is_rec709_smoothstep(gen):
 
 
 def test_luminance_mask_errors():
-    with pytest.raises(ParamError, match="low=0.5 must be below high=0.5"):
+    with pytest.raises(ParamError, match=r"low=0.5 must be below high=0.5"):
         luminance_mask(torch.rand(3, 2, 2), low=0.5, high=0.5)
     with pytest.raises(ShapeError, match="must have 1, 3 or 4 channels"):
         luminance_mask(torch.rand(2, 2, 2))

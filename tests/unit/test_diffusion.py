@@ -56,8 +56,9 @@ def test_classic_matches_medpy_per_channel(gen, conduction):
 def test_classic_would_notice_a_wrong_border(gen):
     image = _smooth_image(gen)
     ours = perona_malik(image, steps=50, kappa=0.1, dt=0.2)
-    wrapped = np.stack([anisotropic_diffusion(np.pad(image[c].numpy(), 1, mode="wrap"), 50, 0.1, 0.2, option=1)[1:-1, 1:-1]
-                        for c in range(3)])
+    wrapped = np.stack([
+        anisotropic_diffusion(np.pad(image[c].numpy(), 1, mode="wrap"), 50, 0.1, 0.2, option=1)[1:-1, 1:-1]
+        for c in range(3)])
     assert np.abs(ours.numpy() - wrapped).max() > 1e-3
 
 
@@ -72,7 +73,8 @@ def test_classic_keeps_the_mean_and_does_not_raise_total_variation(gen, conducti
 
 def test_seed_step_matches_numpy_reference(gen):
     image = torch.rand(3, 12, 15, generator=gen, dtype=torch.float64)
-    operator = laplacian_operator(3, dtype=torch.float64) + 0.3 * torch.randn(3, 3, 3, 3, generator=gen, dtype=torch.float64)
+    noise = torch.randn(3, 3, 3, 3, generator=gen, dtype=torch.float64)
+    operator = laplacian_operator(3, dtype=torch.float64) + 0.3 * noise
     ours, _ = seed_step(image.unsqueeze(0), operator, kappa=0.2, dt=0.2)
     ref = _numpy_seed_step(image.numpy(), operator.numpy(), 0.2, 0.2)
     np.testing.assert_allclose(ours[0].numpy(), ref, atol=1e-12)

@@ -418,7 +418,7 @@ def test_a_reproduced_copy_finds_relative_inputs_and_refuses_a_changed_one(tmp_p
     again = load_recipe(copy, embedded.input_checks())
     assert {s.name: s.params.sha256 for s in again.steps if s.stage == "load_image"} == digests
     write_image(project / "shared" / "other.png", pic)  # an input replaced since the render
-    with pytest.raises(_ParamError, match="path='../shared/other.png': the file's SHA-256 is "
+    with pytest.raises(_ParamError, match=r"path='../shared/other.png': the file's SHA-256 is "
                                           "not the expected"):
         load_recipe(copy, embedded.input_checks())
 

@@ -90,7 +90,7 @@ def test_counts_float32_mostly_match_reference():
 def test_deep_zoom_needs_and_works_in_float64():
     kw = dict(formula="multibrot", power=2, center=(-1.768778833, -0.001738996),
               span=1e-6, iterations=300)
-    with pytest.raises(ParamError, match="use dtype=torch.float64"):
+    with pytest.raises(ParamError, match=r"use dtype=torch.float64"):
         fractal_field(32, 24, **kw)
     field = fractal_field(32, 24, dtype=torch.float64, **kw)
     ref_counts, _, _ = _reference(32, 24, **kw)

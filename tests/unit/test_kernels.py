@@ -149,7 +149,7 @@ def _check_persistent(device: str, shapes=((1, 3, 13, 17), (2, 3, 9, 33)),
     """The persistent learned step against eager autograd, the tiles variant and itself."""
     from minart.kernels import triton_diffusion as td
 
-    for shape, conds in zip(shapes, (("exp", "tukey"), ("exp",))):
+    for shape, conds in zip(shapes, (("exp", "tukey"), ("exp",)), strict=True):
         x, k, x0, *_ = _inputs(device, shape)
         for cond in conds:
             xe, ke = x.clone().requires_grad_(), k.clone().requires_grad_()
@@ -174,7 +174,7 @@ def _check_persistent(device: str, shapes=((1, 3, 13, 17), (2, 3, 9, 33)),
             for n in (1, 10_000, 1)]
     for _, loss, dk, _ in runs:
         assert _rel(loss, ref_loss) < 1e-5 and _rel(dk, ref_dk) < 1e-5
-    assert all(torch.equal(a, b) for a, b in zip(runs[0][:3], runs[2][:3]))
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][:3], runs[2][:3], strict=True))
 
 
 def _check_rows(device: str, shapes=((1, 3, 13, 17), (2, 1, 2, 5)),
@@ -230,7 +230,7 @@ def _check_rows(device: str, shapes=((1, 3, 13, 17), (2, 1, 2, 5)),
     x, k, x0, *_ = _inputs(device, (1, 3, 29, 37))
     runs = [td.seed_loss_triton(x, x0, k, kappa=0.3, dt=0.2, variant="rows", block=(8, 16))
             for _ in range(2)]
-    assert all(torch.equal(a, b) for a, b in zip(runs[0][:3], runs[1][:3]))
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][:3], runs[1][:3], strict=True))
 
 
 def _check_determinism(device: str, shape=(1, 3, 29, 37)) -> None:
@@ -249,7 +249,7 @@ def _check_determinism(device: str, shape=(1, 3, 29, 37)) -> None:
             runs.append((new, loss.detach(), kt.grad, fwd))
         finally:
             torch.use_deterministic_algorithms(previous)
-    for a, b in zip(*runs):
+    for a, b in zip(*runs, strict=True):
         assert torch.equal(a, b)
 
 
@@ -310,9 +310,9 @@ def _check_fractal(device: str) -> None:
     budgets = [12, 3, 30, 12]
     shots = _fractal_snapshots_triton(start, spec, budgets)
     eager = fr._iterate(start.cpu(), spec, budgets)
-    for budget, shot, ref in zip(budgets, shots, eager):
+    for budget, shot, ref in zip(budgets, shots, eager, strict=True):
         alone = tf.fractal_iterate_triton(start, iterations=budget, **spec._asdict())
-        assert all(torch.equal(a, b) for a, b in zip(shot, alone)), budget
+        assert all(torch.equal(a, b) for a, b in zip(shot, alone, strict=True)), budget
         assert (shot.counts.cpu() == ref.counts).float().mean().item() >= 0.999, budget
         assert int(shot.counts.max()) == budget
     # the dispatcher's Triton branch: fractal_field's validation and grid, then the kernel
@@ -338,7 +338,7 @@ def _check_sweep(device: str, shape=(1, 3, 6, 20)) -> None:
     for cond, steps in (("exp", 3), ("inverse", 2), ("tukey", 2)):
         seen = []
         out = _seed_sweep_triton(x, ops, kaps, dts, steps=steps, conduction=cond,
-                                 callback=lambda step, images: seen.append((step, images.clone())))
+                                 callback=lambda step, images: seen.append((step, images.clone())))  # noqa: B023
         assert out.shape == (2, *shape[1:]) and [s for s, _ in seen] == list(range(1, steps + 1))
         for n in range(2):
             ref = x
@@ -395,7 +395,7 @@ def _interpret(check: str) -> None:
     code = (f"import runpy, sys; ns = runpy.run_path({str(HERE)!r}); ns[{check!r}]('cpu'); "
             "print('ok')")
     env = {**os.environ, "TRITON_INTERPRET": "1", "MINART_KERNELS": "auto"}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", code], env=env, check=False, capture_output=True, text=True,
                           timeout=300, cwd=HERE.parents[2])
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-4000:]
 
@@ -590,7 +590,7 @@ def test_fractal_field_fast_is_the_reference_on_cpu():
 @pytest.mark.slow
 def test_importing_the_package_does_not_import_triton():
     code = "import sys, minart.kernels, minart.diffusion; print('triton' in sys.modules)"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
                           timeout=120, cwd=HERE.parents[2])
     assert proc.stdout.strip() == "False", proc.stderr[-2000:]
 
@@ -792,7 +792,7 @@ def test_auto_variant_on_cuda_times_every_kernel_and_keeps_the_bits():
 @pytest.mark.gpu
 def test_dispatcher_picks_triton_on_cuda_and_matches_eager(monkeypatch):
     monkeypatch.setenv("MINART_KERNELS", "auto")
-    x, k, x0, *_ = _inputs("cuda", (1, 3, 64, 96))
+    x, k, _x0, *_ = _inputs("cuda", (1, 3, 64, 96))
     assert step_path(x) == "triton"
     fast = perona_malik(x, steps=5, kappa=0.3, dt=0.2, scheme="seed", operator=k)
     classic = perona_malik(x, steps=5, kappa=0.1, dt=0.2)

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from minart.errors import ParamError, RecipeError
-from minart.keys import (canonical, canonical_json, device_class, plan_keys, step_key,
-                         topological_order)
+from minart.keys import canonical, canonical_json, device_class, plan_keys, step_key, topological_order
 
 BASE = dict(stage="fractal", version=1, params={"size": 32, "zoom": 1.5}, input_keys=[], seed=7,
             device="cpu-float32")

@@ -374,13 +374,13 @@ def test_state_errors(image):
     state = MinimizeState.start(x, lr=1e-3, kappa=0.2, dt=0.2)
     for _ in range(3):
         minimize_step(state)
-    with pytest.raises(ParamError, match="^state is at iteration 3, past iterations=2$"):
+    with pytest.raises(ParamError, match=r"^state is at iteration 3, past iterations=2$"):
         minimize(x, iterations=2, state=state.state_dict())
-    with pytest.raises(ParamError, match="^state was saved for another input image"):
+    with pytest.raises(ParamError, match=r"^state was saved for another input image"):
         minimize(1 - x, iterations=5, state=state.state_dict())
     broken = state.state_dict()
     del broken["operator"]
-    with pytest.raises(ShapeError, match="^minimize state lacks operator;"):
+    with pytest.raises(ShapeError, match=r"^minimize state lacks operator;"):
         minimize(x, iterations=5, state=broken)
     wrong = state.state_dict()
     wrong["operator"] = torch.zeros(1, 1, 3, 3)
@@ -389,11 +389,11 @@ def test_state_errors(image):
 
 
 def test_a_diverging_run_is_refused(image):
-    with pytest.raises(ParamError, match="^the run diverged .* lower lr$"):
+    with pytest.raises(ParamError, match=r"^the run diverged .* lower lr$"):
         minimize(image[:, :8, :8], iterations=3, frame_every=1, lr=1e30)
     # seed_video's "+ g" term is unbounded below: a large lr sends K to infinity while the
     # conduction exp(-g^2/kappa^2) freezes the frames, so the operator is checked too.
-    with pytest.raises(ParamError, match="^the run diverged .* lower lr$"):
+    with pytest.raises(ParamError, match=r"^the run diverged .* lower lr$"):
         minimize(image[:, :16, :16], iterations=12, frame_every=3, lr=1e-2, loss="seed_video")
 
 

@@ -443,7 +443,7 @@ def test_load_recipe_resolves_inputs_and_records_the_checksum(tmp_path):
                                f"{(tmp_path / 'missing.png').as_posix()}")
     (tmp_path / "folder.png").mkdir()
     recipe.write_text("steps:\n  photo: {stage: load_image, params: {path: folder.png}}\n")
-    with pytest.raises(ParamError, match="path='folder.png': a folder, not a file"):
+    with pytest.raises(ParamError, match=r"path='folder.png': a folder, not a file"):
         load_recipe(recipe)
     recipe.write_text("steps:\n  photo: {stage: load_image, params: {path: %s.png}}\n" % ("a" * 300))
     with pytest.raises(ParamError, match="not a usable file path"):

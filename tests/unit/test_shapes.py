@@ -119,8 +119,8 @@ def _inputs(shapes, gen) -> list[torch.Tensor]:
 
 def _hook(stage, params, shapes, folder):
     names = [f"in{i}" for i in range(len(shapes))]
-    kinds = {n: "frames" if len(s) == 4 else "image" for n, s in zip(names, shapes)}
-    return step_shape(stage, params, inputs=names, shapes=dict(zip(names, shapes)), kinds=kinds,
+    kinds = {n: "frames" if len(s) == 4 else "image" for n, s in zip(names, shapes, strict=True)}
+    return step_shape(stage, params, inputs=names, shapes=dict(zip(names, shapes, strict=True)), kinds=kinds,
                       recipe_dir=folder, size=SIZE)
 
 
@@ -204,7 +204,8 @@ def test_image_size_reads_the_headers_not_the_pixels(tmp_path, gen, monkeypatch)
         def __exit__(self, *exc):
             self.handle.close()
 
-    monkeypatch.setattr(minart_io, "open", lambda *a: Counting(builtins.open(*a)), raising=False)
+    monkeypatch.setattr(minart_io, "open", lambda *a: Counting(builtins.open(*a)),  # noqa: SIM115
+                        raising=False)
     assert image_size(path) == (600, 400)  # turned a quarter by orientation 6
     assert path.stat().st_size > 700_000 and 0 < sum(read) < 20_000
 

@@ -26,7 +26,7 @@ def _gradient_clip(t: int = 8, h: int = 26, w: int = 34) -> torch.Tensor:
 
 def _stream_line(path) -> str:
     probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
-                           capture_output=True, text=True)
+                           check=False, capture_output=True, text=True)
     return next(line for line in probe.stderr.splitlines() if "Video:" in line)
 
 
@@ -149,7 +149,7 @@ def test_encode_refusals(tmp_path):
         encode_video(tmp_path / "x.mp4", clip, loop=3)
     with pytest.raises(ParamError, match="quality=101 must be an integer in"):
         encode_video(tmp_path / "x.mp4", clip, quality=101)
-    with pytest.raises(ParamError, match="fps=0 must be > 0.0"):
+    with pytest.raises(ParamError, match=r"fps=0 must be > 0.0"):
         encode_video(tmp_path / "x.mp4", clip, fps=0)
     with pytest.raises(ShapeError, match=r"frames must be a \(T, C, H, W\) frame sequence"):
         encode_video(tmp_path / "x.mp4", clip[0])
