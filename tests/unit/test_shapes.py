@@ -291,17 +291,23 @@ def test_shapes_follow_the_recipe_and_its_preview():
     assert recipe.preview(4).step("mixed").shape == (3, 12, 16)
 
 
-def test_sizes_that_agree_in_full_agree_in_the_preview(tmp_path, gen):
-    # both round down: a 1003 px image downscaled 4x and a 1003 px fractal previewed 4x are 250 px
-    write_image(tmp_path / "in.png", torch.rand(3, 83, 1003, generator=gen))
-    text = """\
+def _photo_over_sea(tmp_path, gen, height):
+    """A recipe blending a 1003 px wide image over a fractal of the same size."""
+    write_image(tmp_path / "in.png", torch.rand(3, height, 1003, generator=gen))
+    text = f"""\
 steps:
-  photo: {stage: load_image, params: {path: in.png}}
-  sea: {stage: fractal, params: {width: 1003, height: 83, iterations: 2}}
-  mixed: {stage: blend, inputs: [photo, sea]}
+  photo: {{stage: load_image, params: {{path: in.png}}}}
+  sea: {{stage: fractal, params: {{width: 1003, height: {height}, iterations: 2}}}}
+  mixed: {{stage: blend, inputs: [photo, sea]}}
 """
     recipe = parse_recipe(text, source=str(tmp_path / "r.yaml"), path=tmp_path / "r.yaml")
-    assert recipe.step("mixed").shape == (3, 83, 1003)
+    assert recipe.step("mixed").shape == (3, height, 1003)
+    return recipe
+
+
+def test_sizes_that_agree_in_full_agree_in_the_preview(tmp_path, gen):
+    # both round down: a 1003 px image downscaled 4x and a 1003 px fractal previewed 4x are 250 px
+    recipe = _photo_over_sea(tmp_path, gen, 83)
     assert recipe.preview(4).step("mixed").shape == (3, 20, 250)
     assert recipe.preview(4).preview(2).step("mixed").shape == (3, 10, 125)
     assert parse_recipe("size: [1003, 41]\nsteps: {a: {stage: fractal}}").preview(4).size == (
@@ -310,16 +316,7 @@ steps:
 
 def test_a_preview_that_breaks_a_fit_is_refused_with_the_step(tmp_path, gen):
     # a generator keeps at least 8 px in a preview; a 20 px image downscaled 4x is 5 px
-    write_image(tmp_path / "in.png", torch.rand(3, 20, 1003, generator=gen))
-    text = """\
-steps:
-  photo: {stage: load_image, params: {path: in.png}}
-  sea: {stage: fractal, params: {width: 1003, height: 20, iterations: 2}}
-  mixed: {stage: blend, inputs: [photo, sea]}
-"""
-    (tmp_path / "r.yaml").write_text(text)
-    recipe = parse_recipe(text, source=str(tmp_path / "r.yaml"), path=tmp_path / "r.yaml")
-    assert recipe.step("mixed").shape == (3, 20, 1003)
+    recipe = _photo_over_sea(tmp_path, gen, 20)
     with pytest.raises(ShapeError) as caught:
         recipe.preview(4)
     assert str(caught.value).startswith(
