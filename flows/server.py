@@ -267,15 +267,22 @@ def _running_flow_runs(url: str) -> list[dict]:
     """Every Running or Cancelling flow run, read page by page.
 
     ``/flow_runs/filter`` answers at most ``PREFECT_SERVER_API_DEFAULT_LIMIT`` runs (200 by
-    default) and refuses a larger ``limit``, so none is sent: each page is the server's largest,
-    and the first empty one ends the reading.
+    default) and refuses a larger ``limit``, so none is sent: each page is the server's largest.
+    Pages are not read by offset, which a run ending between two pages would shift by one, hiding
+    a run from the next page; each page asks for the runs not read yet (``id.not_any_``), so the
+    first empty one means that no Running or Cancelling run is left unread. The ids read travel
+    with each request: a few thousand cost nothing (SQLite takes up to 32766 in one query).
     """
-    runs: list[dict] = []
-    while page := _post(url, "/flow_runs/filter", {
-            "flow_runs": {"state": {"type": {"any_": ["RUNNING", "CANCELLING"]}}},
-            "sort": "ID_DESC", "offset": len(runs)}):
-        runs += page
-    return runs
+    runs: dict[str, dict] = {}
+    while True:
+        page = _post(url, "/flow_runs/filter", {
+            "flow_runs": {"state": {"type": {"any_": ["RUNNING", "CANCELLING"]}},
+                          "id": {"not_any_": list(runs)}},
+            "sort": "ID_DESC"})
+        new = {run["id"]: run for run in page if run["id"] not in runs}
+        if not new:  # an empty page (or a server that ignored the filter: stop, not loop)
+            return list(runs.values())
+        runs.update(new)
 
 
 def watch_running_flow_runs(url: str) -> list[str]:
@@ -330,6 +337,36 @@ def _die_with_parent() -> None:
             pass
 
 
+def _ui_api_url_is_set(env: dict[str, str]) -> bool:
+    """Whether a Prefect process started with ``env`` finds a UI API URL the user set.
+
+    Prefect's own settings answer, from every place a server reads them: ``PREFECT_UI_API_URL``
+    or ``PREFECT_SERVER_UI_API_URL`` in ``env``, in the active profile of the ``profiles.toml``
+    that ``env`` leads to (``PREFECT_HOME``, ``PREFECT_PROFILE``, ``PREFECT_PROFILES_PATH``), in
+    ``prefect.toml`` or ``.env``. Prefect's default (the API URL) does not count. ``os.environ``
+    holds ``env`` while the settings are read, as the server's will.
+
+    Raises:
+        RuntimeError: a Prefect setting has a value Prefect refuses.
+    """
+    from prefect.settings import Settings  # first: its import builds this process's settings
+
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        return "api_url" in Settings().server.ui.model_fields_set
+    except ValueError as exc:  # pydantic's ValidationError
+        error = exc.errors()[0] if hasattr(exc, "errors") else {"msg": str(exc)}
+        name = ".".join(map(str, error.get("loc", ())))
+        raise RuntimeError(f"Prefect setting {name}={error.get('input')!r} is invalid for the "
+                           f"server ({error['msg']}); fix it in the environment or the active "
+                           "profile ('prefect config view' shows both)") from None
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def start_server(*, host: str = "127.0.0.1", port: int | None = None,
                  home: str | os.PathLike | None = None, log: str | os.PathLike | None = None,
                  timeout: float = 90.0, detach: bool = True,
@@ -352,7 +389,9 @@ def start_server(*, host: str = "127.0.0.1", port: int | None = None,
         detach: start it in its own session, so it outlives this process.
         env: extra environment variables.
         ui: serve the Prefect UI at ``http://HOST:PORT``; default on, off when
-            ``PREFECT_SERVER_UI_ENABLED`` is false in ``env`` or the environment.
+            ``PREFECT_SERVER_UI_ENABLED`` is false in ``env`` or the environment. Its browser code
+            finds the API at the ``PREFECT_UI_API_URL`` the user set (``env``, the environment or
+            the active profile), else at ``HOST`` (this machine's name for a wildcard ``host``).
         zombie_seconds: heartbeat silence after which the automation marks a run Crashed;
             ``None`` leaves automations alone.
         die_with_parent: on Linux, the server gets SIGTERM when this process dies, even by
@@ -363,7 +402,8 @@ def start_server(*, host: str = "127.0.0.1", port: int | None = None,
         (on the loopback address for a wildcard ``host``: :func:`client_host`).
 
     Raises:
-        RuntimeError: the port is taken, the server did not start, or it refused the automation.
+        RuntimeError: the port is taken, a Prefect setting is invalid, the server did not start,
+            or it refused the automation.
     """
     url_host = client_host(host)
     if port:
@@ -382,18 +422,19 @@ def start_server(*, host: str = "127.0.0.1", port: int | None = None,
                 **QUIET_ENV, **(env or {})}
     full_env.pop("PREFECT_API_URL", None)
     full_env.update(PREFECT_SERVER_API_HOST=host, PREFECT_SERVER_API_PORT=str(port))
+    if home is not None:
+        full_env["PREFECT_HOME"] = os.fspath(home)
     # Where the UI's browser code finds the API. Prefect's default, http://HOST:PORT/api, leads a
     # browser nowhere for a wildcard host (0.0.0.0, ::), so this machine's name stands in (not
-    # socket.getfqdn(), which often answers "localhost"); a PREFECT_UI_API_URL the user set wins,
-    # for a browser elsewhere that knows this machine by another name or address.
-    if not {"PREFECT_UI_API_URL", "PREFECT_SERVER_UI_API_URL"} & full_env.keys():
+    # socket.getfqdn(), which often answers "localhost"); a PREFECT_UI_API_URL the user set, in
+    # the environment or the active profile, wins, for a browser elsewhere that knows this machine
+    # by another name or address.
+    if not _ui_api_url_is_set(full_env):
         full_env["PREFECT_SERVER_UI_API_URL"] = _api_url(
             socket.gethostname() if _is_wildcard(host) else host, port)
     if ui is None:
         ui = full_env.get("PREFECT_SERVER_UI_ENABLED", "true").strip().lower() not in _FALSE
     full_env["PREFECT_SERVER_UI_ENABLED"] = "true" if ui else "false"
-    if home is not None:
-        full_env["PREFECT_HOME"] = os.fspath(home)
     home_dir = Path(full_env.get("PREFECT_HOME", Path.home() / ".prefect"))
     home_dir.mkdir(parents=True, exist_ok=True)
     log_path = Path(log) if log else home_dir / "minart-server.log"
@@ -402,7 +443,7 @@ def start_server(*, host: str = "127.0.0.1", port: int | None = None,
     with open(log_path, "ab") as out:
         process = subprocess.Popen(command, env=full_env, stdout=out, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=detach,
-                                   preexec_fn=_die_with_parent if die_with_parent else None)
+                                   preexec_fn=_die_with_parent if die_with_parent else None)  # noqa: PLW1509
     url = _api_url(url_host, port)
     try:
         wait_healthy(url, timeout=timeout, process=process, log=log_path)

@@ -165,7 +165,7 @@ def _print_run(result: dict) -> None:
                   f"{result['seconds']:.2f} s")
 
 
-Opt = Optional  # noqa: UP045  (typer reads the annotations at run time)
+Opt = Optional
 CacheOption = Annotated[Opt[str], typer.Option(
     "--cache", help="Tensor cache folder or fsspec URL (default: $MINART_CACHE, else the user "
                     "cache folder).")]
@@ -307,7 +307,8 @@ def cache_clear(cache: CacheOption = None,
 
 @app.command()
 def server(
-    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(
+        "--host", help="Interface to listen on; 0.0.0.0 or :: for all of them.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.", min=1, max=65535)] = 4200,
     home: Annotated[Opt[Path], typer.Option(
         "--home", help="PREFECT_HOME of the server (its database).")] = None,
@@ -316,6 +317,13 @@ def server(
 
     Every 'minart run' in a shell with that variable starts in about a second instead of
     starting Prefect's temporary server (7-20 s), and its runs show in the Prefect UI.
+
+    On --host 0.0.0.0 (or ::) the UI sends the browser to the API at this machine's name (what
+    'hostname' prints). A browser on another machine that knows it by another name or address
+    needs PREFECT_UI_API_URL, which wins when set in the environment or in the active Prefect
+    profile ('prefect config set PREFECT_UI_API_URL=...'):
+
+      PREFECT_UI_API_URL=http://10.0.0.5:4200/api minart server --host 0.0.0.0
     """
     from minart.flows.server import start_server
 

@@ -1,5 +1,6 @@
 """``minart server`` (flows/server.py) against the session's real server: UI, leases, automation;
-and the URLs ``start_server`` gives for a wildcard host, with the server process faked."""
+against a second one configured by its Prefect profile (UI API URL, a small page size); and the
+URLs ``start_server`` gives for a wildcard host, with the server process faked."""
 
 from __future__ import annotations
 
@@ -76,6 +77,26 @@ def _has_ipv6() -> bool:
     return True
 
 
+_PROFILE_ENV = ("PREFECT_UI_API_URL", "PREFECT_SERVER_UI_API_URL", "PREFECT_PROFILE",
+                "PREFECT_PROFILES_PATH", "PREFECT_TEST_MODE", "PREFECT_TESTING_TEST_MODE",
+                "PREFECT_UNIT_TEST_MODE", "PREFECT_TESTING_UNIT_TEST_MODE")
+"""Variables that would override a test's ``profiles.toml``, or hide it (the test mode reads none)."""
+
+STUDIO_UI_API_URL = "http://studio.example:4200/api"
+
+PROFILES = f"""\
+active = "studio"
+
+[profiles.studio]
+PREFECT_UI_API_URL = "{STUDIO_UI_API_URL}"
+PREFECT_SERVER_API_DEFAULT_LIMIT = 3
+
+[profiles.local]
+PREFECT_API_URL = "http://127.0.0.1:4200/api"
+"""
+"""A user's ``profiles.toml``: the active profile sets the UI's API URL and a page size of 3."""
+
+
 class _FakeServer:
     """Stands in for the ``prefect server start`` process: keeps the command and environment."""
 
@@ -99,7 +120,7 @@ def fake_start(monkeypatch):
 
     monkeypatch.setattr(server.subprocess, "Popen", popen)
     monkeypatch.setattr(server, "wait_healthy", lambda url, **_: polled.append(url))
-    for name in ("PREFECT_UI_API_URL", "PREFECT_SERVER_UI_API_URL"):
+    for name in _PROFILE_ENV:
         monkeypatch.delenv(name, raising=False)
     return started, polled
 
@@ -129,6 +150,46 @@ def test_the_ui_api_url_the_user_set_is_kept(fake_start, tmp_path):
     (process,) = started
     assert process.env["PREFECT_UI_API_URL"] == "http://studio.example:4200/api"
     assert "PREFECT_SERVER_UI_API_URL" not in process.env
+
+
+@pytest.mark.parametrize(("profile", "kept"), [("studio", True), ("local", False)])
+def test_the_ui_api_url_set_in_the_active_profile_is_kept(profile, kept, fake_start, tmp_path,
+                                                          monkeypatch):
+    started, _ = fake_start
+    (tmp_path / "profiles.toml").write_text(PROFILES)
+    monkeypatch.setenv("PREFECT_PROFILE", profile)
+    before = dict(server.os.environ)
+    port = server.free_port("0.0.0.0")
+    server.start_server(host="0.0.0.0", port=port, home=tmp_path, zombie_seconds=None)
+    assert dict(server.os.environ) == before  # the settings were read in the server's environment
+    (process,) = started
+    assert "PREFECT_UI_API_URL" not in process.env
+    if kept:  # the server reads it from the profile itself; an environment variable would win
+        assert "PREFECT_SERVER_UI_API_URL" not in process.env
+    else:  # a profile's PREFECT_API_URL is Prefect's default for the UI, not a choice to keep
+        assert (process.env["PREFECT_SERVER_UI_API_URL"]
+                == f"http://{socket.gethostname()}:{port}/api")
+
+
+def test_a_setting_prefect_refuses_is_reported_before_the_server_starts(fake_start, tmp_path):
+    started, _ = fake_start
+    with pytest.raises(RuntimeError, match=r"^Prefect setting default_limit='many' is invalid for "
+                                           r"the server \(Input should be a valid integer"):
+        server.start_server(home=tmp_path, zombie_seconds=None,
+                            env={"PREFECT_SERVER_API_DEFAULT_LIMIT": "many"})
+    assert started == []
+
+
+def test_help_tells_a_remote_browser_how_to_reach_the_api(capsys):
+    from minart.cli import main
+
+    assert main(["server", "--help"]) == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert ("On --host 0.0.0.0 (or ::) the UI sends the browser to the API at this machine's name"
+            in help_text)
+    assert "PREFECT_UI_API_URL, which wins when set in the environment or in the active " \
+           "Prefect profile" in help_text
+    assert "PREFECT_UI_API_URL=http://10.0.0.5:4200/api minart server --host 0.0.0.0" in help_text
 
 
 def test_ui_is_served_and_points_at_this_servers_api(prefect_server):
@@ -210,6 +271,72 @@ def test_watch_reads_every_running_run_not_only_the_servers_first_page(prefect_s
                 "state": {"type": "COMPLETED", "name": "Completed"}})
 
 
+@pytest.fixture(scope="module")
+def profile_server(tmp_path_factory):
+    """A second real server whose home's active profile sets the UI API URL and a page of 3."""
+    home = tmp_path_factory.mktemp("prefect-profile-server")
+    (home / "profiles.toml").write_text(PROFILES)
+    with pytest.MonkeyPatch.context() as patch:
+        for name in _PROFILE_ENV:
+            patch.delenv(name, raising=False)
+        handle = server.start_server(home=home, timeout=120, zombie_seconds=None)
+    yield handle
+    handle.stop()
+
+
+@pytest.mark.slow  # a server of its own: 10-15 s
+def test_the_ui_api_url_of_the_active_profile_reaches_the_browser(profile_server):
+    root = profile_server.url.removesuffix("/api")
+    assert json.loads(_get(f"{root}/ui-settings"))["api_url"] == STUDIO_UI_API_URL
+    assert json.loads(_get(f"{profile_server.url}/admin/settings"))["server"]["api"][
+        "default_limit"] == 3  # the profile was read, not only its UI line
+
+
+@pytest.mark.slow  # uses profile_server, whose pages hold 3 runs
+def test_watch_misses_no_run_when_runs_end_while_it_reads_the_pages(profile_server, monkeypatch):
+    url = profile_server.url
+    flow = _post(f"{url}/flows/", {"name": "minart-watch-race-test"})
+    ids = [_post(f"{url}/flow_runs/", {"flow_id": flow["id"],
+                                       "state": {"type": "RUNNING", "name": "Running"}})["id"]
+           for _ in range(7)]
+    real_post, pages = server._post, []
+
+    def post(url_: str, path: str, body: object, **kwargs) -> object:
+        answer = real_post(url_, path, body, **kwargs)
+        if path == "/flow_runs/filter":
+            pages.append([run["id"] for run in answer])
+            if len(pages) == 1:  # the first page's runs end before the second page is read
+                for run_id in pages[0]:
+                    _post(f"{url}/flow_runs/{run_id}/set_state", {
+                        "state": {"type": "COMPLETED", "name": "Completed"}, "force": True})
+        return answer
+
+    monkeypatch.setattr(server, "_post", post)
+    try:
+        found = [run["id"] for run in server._running_flow_runs(url)]
+        assert len(pages[0]) == 3  # the server's page size, from the profile
+        assert sorted(found) == sorted(ids)  # the three that ended were Running when read
+    finally:
+        _post(f"{url}/flow_runs/bulk_set_state", {
+            "flow_runs": {"id": {"any_": ids}}, "limit": 50, "force": True,
+            "state": {"type": "COMPLETED", "name": "Completed"}})
+
+
+def test_a_server_that_ignores_the_filter_ends_the_reading_instead_of_looping(monkeypatch):
+    runs = [{"id": "a"}, {"id": "b"}]
+    calls = []
+
+    def post(url: str, path: str, body: dict) -> list[dict]:
+        calls.append(body)
+        if len(calls) > 5:
+            raise RuntimeError("still reading the same page")
+        return runs
+
+    monkeypatch.setattr(server, "_post", post)
+    assert server._running_flow_runs("http://unused/api") == runs
+    assert [body["flow_runs"]["id"]["not_any_"] for body in calls] == [[], ["a", "b"]]
+
+
 def test_a_busy_server_is_asked_again_not_given_up_on():
     import http.server
     import threading
@@ -217,7 +344,7 @@ def test_a_busy_server_is_asked_again_not_given_up_on():
     answers = [503, 503, 200]
 
     class Busy(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's name)
+        def do_POST(self):
             self.rfile.read(int(self.headers["Content-Length"]))
             code = answers.pop(0)
             body = b'{"ok": true}' if code == 200 else b"database is locked"
