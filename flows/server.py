@@ -450,7 +450,7 @@ def start_server(*, host: str = "127.0.0.1", port: int | None = None,
         if zombie_seconds is not None:
             ensure_zombie_automation(url, within=zombie_seconds)
             watch_running_flow_runs(url)
-    except RuntimeError:
+    except BaseException:  # not up, refused, or interrupted: leave no server behind
         if process.poll() is None:
             process.kill()
         raise

@@ -22,7 +22,7 @@ def prefect_server(tmp_path_factory):
     from minart.flows.server import start_server
 
     home = tmp_path_factory.mktemp("prefect-server")
-    handle = start_server(home=home, timeout=120)
+    handle = start_server(home=home, timeout=120, die_with_parent=True)  # none outlives pytest
     yield handle
     handle.stop()
 

@@ -105,7 +105,7 @@ def _worker(env: dict, log: Path) -> subprocess.Popen:
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds processes in /proc")
 def test_dead_nightly_run_is_crashed_and_the_next_run_completes(env, tiny, tmp_path):
     home, port = tmp_path / "server-home", free_port()
-    server = start_server(home=home, port=port, timeout=120)
+    server = start_server(home=home, port=port, timeout=120, die_with_parent=True)
     url = server.url
     env = {**env, "PREFECT_API_URL": url, "PREFECT_WORKER_QUERY_SECONDS": "1",
            "PREFECT_LOGGING_LEVEL": "INFO", "MINART_KERNELS": "eager"}
@@ -138,7 +138,7 @@ def test_dead_nightly_run_is_crashed_and_the_next_run_completes(env, tiny, tmp_p
         worker.wait()
         server.process.wait()
         killed = time.monotonic()
-        server = start_server(home=home, port=port, timeout=120)
+        server = start_server(home=home, port=port, timeout=120, die_with_parent=True)
         assert list((home / "concurrency_leases").glob("*-*.json")), "no lease kept on disk"
         assert _state(url, dead) == ("RUNNING", "Running")
         worker = _worker(env, tmp_path / "worker.log")

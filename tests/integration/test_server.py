@@ -101,12 +101,16 @@ class _FakeServer:
     """Stands in for the ``prefect server start`` process: keeps the command and environment."""
 
     pid = 4242
+    killed = False
 
     def __init__(self, command: list[str], *, env: dict[str, str], **_) -> None:
         self.command, self.env = command, env
 
     def poll(self) -> None:
         return None
+
+    def kill(self) -> None:
+        self.killed = True
 
 
 @pytest.fixture
@@ -123,6 +127,20 @@ def fake_start(monkeypatch):
     for name in _PROFILE_ENV:
         monkeypatch.delenv(name, raising=False)
     return started, polled
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, ConnectionResetError, RuntimeError])
+def test_a_start_that_does_not_finish_leaves_no_server_behind(error, fake_start, monkeypatch,
+                                                                tmp_path):
+    started, _ = fake_start
+
+    def interrupted(url, **_):
+        raise error("stopped while waiting for the server")
+
+    monkeypatch.setattr(server, "wait_healthy", interrupted)
+    with pytest.raises(error):
+        server.start_server(home=tmp_path, zombie_seconds=None)
+    assert started[0].killed
 
 
 @pytest.mark.parametrize(("host", "loopback", "reachable"), [
@@ -279,7 +297,8 @@ def profile_server(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         for name in _PROFILE_ENV:
             patch.delenv(name, raising=False)
-        handle = server.start_server(home=home, timeout=120, zombie_seconds=None)
+        handle = server.start_server(home=home, timeout=120, zombie_seconds=None,
+                                     die_with_parent=True)
     yield handle
     handle.stop()
 
