@@ -25,9 +25,11 @@ are validated like the file; their errors are located at ``--set <path>``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import posixpath
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -602,12 +604,35 @@ def _validate_params(doc: _Doc, stage: Stage, raw: Any, path: Path_, step: str,
     return params
 
 
+def name_from_stem(stem: str) -> str:
+    """A recipe name (for ``{name}`` in file names) made from a file name's stem.
+
+    Accents are dropped, every run of other characters becomes one ``-``; a stem with nothing
+    left gets ``recipe-`` and 8 hex digits of its SHA-1, so two such files still differ.
+
+    Example:
+        >>> name_from_stem("my recipe (v2)"), name_from_stem("Marée"), name_from_stem("ocean")
+        ('my-recipe-v2', 'Maree', 'ocean')
+        >>> name_from_stem("海")
+        'recipe-b188c5e3'
+    """
+    ascii_only = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode()
+    name = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9_.-]+", "-", ascii_only)).strip("-_.")
+    if not name:
+        return f"recipe-{hashlib.sha1(stem.encode()).hexdigest()[:8]}"
+    return name
+
+
 def _validate_top(doc: _Doc, data: dict[str, Any], default_name: str) -> dict[str, Any]:
     _check_keys(doc, data, TOP_LEVEL_KEYS, (), "the recipe")
     name = data.get("name", default_name)
-    if not isinstance(name, str) or not _RECIPE_NAME.match(name) or ".." in name:
+    if isinstance(name, str) and ".." in name:
+        raise doc.error(RecipeError, f"name={_show(name)} must not contain '..' (it is used in "
+                        "file names, where '..' means the folder above)", ("name",), param="name")
+    if not isinstance(name, str) or not _RECIPE_NAME.match(name):
         raise doc.error(RecipeError, f"name={_show(name)} must be letters, digits, '_', '-' or "
-                        "'.' (it is used in file names)", ("name",), param="name")
+                        "'.', starting with a letter or digit (it is used in file names)",
+                        ("name",), param="name")
     description = data.get("description", "")
     if description is None:
         description = ""
@@ -938,9 +963,7 @@ def parse_recipe(text: str, *, source: str = "<string>", overrides: Iterable[str
     for item in overrides:
         _apply_override(doc, item)
     resolved = Path(path) if path is not None else None
-    default_name = resolved.stem if resolved is not None else "recipe"
-    if not _RECIPE_NAME.match(default_name):
-        default_name = "recipe"
+    default_name = name_from_stem(resolved.stem) if resolved is not None else "recipe"
     return _build(doc, path=resolved, text=text, overrides=overrides, default_name=default_name)
 
 

@@ -136,8 +136,11 @@ def test_steps_are_sorted_topologically():
     ("size: [64, 48]", "size: {width: 64}", ParamError,
      "recipes/ocean.yaml:3:7: size needs both width and height"),
     ("name: ocean", "name: ../evil", RecipeError,
-     "recipes/ocean.yaml:1:7: name='../evil' must be letters, digits, '_', '-' or '.' (it is "
-     "used in file names)"),
+     "recipes/ocean.yaml:1:7: name='../evil' must not contain '..' (it is used in file names, "
+     "where '..' means the folder above)"),
+    ("name: ocean", "name: sea/evil", RecipeError,
+     "recipes/ocean.yaml:1:7: name='sea/evil' must be letters, digits, '_', '-' or '.', starting "
+     "with a letter or digit (it is used in file names)"),
     ("    input: base\n", "    input: base\n    inputs: [base]\n", RecipeError,
      "recipes/ocean.yaml:11:5: step 'soften': give either 'input' or 'inputs', not both"),
     ("    input: base\n", "    inptu: base\n", RecipeError,
@@ -545,3 +548,21 @@ def test_outputs_that_are_not_a_mapping_are_refused(value):
         parse_recipe(f"steps:\n  a: {{stage: fractal}}\noutputs: {value}\n")
     assert parse_recipe("steps:\n  a: {stage: fractal}\noutputs:\n").outputs == ()
 
+
+
+@pytest.mark.parametrize(("stem", "name"), [
+    ("ocean", "ocean"), ("my recipe (v2)", "my-recipe-v2"), ("Mar\u00e9e d'\u00e9t\u00e9", "Maree-d-ete"),
+    ("--draft--", "draft"), ("a..b", "a.b")])
+def test_a_recipe_without_a_name_is_named_after_its_file(tmp_path, stem, name):
+    path = tmp_path / f"{stem}.yaml"
+    path.write_text("steps: {a: {stage: fractal}}\n")
+    assert load_recipe(path).name == name
+
+
+def test_files_named_without_latin_letters_get_names_that_differ(tmp_path):
+    names = set()
+    for stem in ("\u6d77", "\u6ce2", "\u96e8"):
+        path = tmp_path / f"{stem}.yaml"
+        path.write_text("steps: {a: {stage: fractal}}\n")
+        names.add(load_recipe(path).name)
+    assert len(names) == 3 and all(n.startswith("recipe-") for n in names)
