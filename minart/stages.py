@@ -786,6 +786,14 @@ def _check_encode_video(params: EncodeVideoParams, ctx: CheckContext) -> None:
                              f"{' or '.join(allowed) or 'no codec'}", param="codec")
 
 
+def _preview_path(params: BaseModel, factor: int) -> dict[str, Any]:
+    """A preview writes ``stem-preview.ext`` where the path has no ``{name}`` (which gets it)."""
+    if "{name}" in params.path:
+        return {}
+    path = PurePosixPath(params.path)
+    return {"path": str(path.with_name(f"{path.stem}-preview{path.suffix}"))}
+
+
 def output_source(recipe: Any, step: str) -> str:
     """The step whose result an output step writes (``{step}`` in path templates).
 
@@ -1153,12 +1161,12 @@ register(Stage(
 register(Stage(
     name="save_image", params=SaveImageParams, run=_run_save_image, consumes=("image",),
     produces="image", inputs=("image",), check=_check_save_image, targets=output_targets,
-    shape=_shape_save_image,
+    shape=_shape_save_image, preview=_preview_path,
     summary="Write a PNG or JPEG file into the output folder.",
     function="minart.io:write_image"))
 register(Stage(
     name="encode_video", params=EncodeVideoParams, run=_run_encode_video, consumes=("frames",),
     produces="frames", inputs=("frames",), check=_check_encode_video, targets=output_targets,
-    shape=_shape_encode_video,
+    shape=_shape_encode_video, preview=_preview_path,
     summary="Encode a clip as WebM, MP4 or GIF into the output folder.",
     function="minart.video:encode_video"))

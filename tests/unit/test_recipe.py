@@ -420,6 +420,25 @@ def test_preview_scales_size_and_params():
         "input should be less than or equal to 100; render without --preview or change lr")
 
 
+def test_a_preview_never_writes_over_the_full_render():
+    text = """\
+steps:
+  a: {stage: fractal, params: {iterations: 2}}
+  clip: {stage: fractal_frames, params: {iterations: 2, frames: 2}}
+outputs:
+  still: {step: a, path: renders/final.png}
+  named: {step: a, path: "{name}/a.png"}
+  movie: {step: clip, path: clip.gif}
+"""
+    recipe = parse_recipe(text)
+    paths = {s.name: s.params.path for s in recipe.steps if hasattr(s.params, "path")}
+    small = {s.name: s.params.path for s in recipe.preview(4).steps if hasattr(s.params, "path")}
+    assert sorted(paths.values()) == ["clip.gif", "renders/final.png", "{name}/a.png"]
+    assert {paths[n]: small[n] for n in paths} == {
+        "renders/final.png": "renders/final-preview.png", "clip.gif": "clip-preview.gif",
+        "{name}/a.png": "{name}/a.png"}  # {name} gets -preview itself
+
+
 # -- files ---------------------------------------------------------------------------------------
 
 
