@@ -36,7 +36,7 @@ budget grows, as in the post's video.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Literal, NamedTuple
 
 import torch
@@ -63,6 +63,7 @@ _MAX_ITERATIONS = 100_000
 _MAX_POWER = 24
 _MAX_FRAMES = 10_000
 _COMPACT_EVERY = 16
+_BAND_SAMPLES = 1 << 21  # samples (times snapshots) iterated at once: bounds working memory
 # Smallest pixel size, relative to max(|centre|, 1), that still gives distinct coordinates.
 _MIN_PIXEL = {torch.float32: 2.0 ** -20, torch.float64: 2.0 ** -48}
 _COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
@@ -178,15 +179,18 @@ def _spec(*, formula, power, coefficient, julia, eps, bailout, trap, trap_point,
 
 
 def _grid(width: int, height: int, center: complex, span: float, dtype: torch.dtype,
-          device) -> Tensor:
+          device, rows: tuple[int, int] | None = None) -> Tensor:
     """Pixel centres ``(col + 1/2 - W/2) * step - 1j * (row + 1/2 - H/2) * step + center``.
 
-    Computed in float64 and then cast; returns ``(H, W)`` complex. Rows go down, imaginary up.
+    Computed in float64 and then cast; returns ``(H, W)`` complex, or only ``rows`` ``(r0, r1)``
+    of it (the same values). Rows go down, imaginary up.
     """
     step = span / width
+    r0, r1 = rows if rows is not None else (0, height)
     x = center.real + (torch.arange(width, dtype=torch.float64, device=device) + 0.5 - width / 2) * step
-    y = center.imag - (torch.arange(height, dtype=torch.float64, device=device) + 0.5 - height / 2) * step
-    grid = torch.complex(x.expand(height, width), y[:, None].expand(height, width))  # (W,), (H,) -> (H, W)
+    y = center.imag - (torch.arange(r0, r1, dtype=torch.float64, device=device) + 0.5 - height / 2) * step
+    n = r1 - r0
+    grid = torch.complex(x.expand(n, width), y[:, None].expand(n, width))  # (W,), (n,) -> (n, W)
     return grid.to(_COMPLEX[dtype])
 
 
@@ -444,8 +448,20 @@ def _prepare(width, height, *, formula, power, coefficient, center, span, iterat
                  trap_radius=trap_radius, trap_angle=trap_angle, dtype=dtype)
     palette_stops(palette)  # validate before any work
     inside = palette_interior(palette) if interior is None else parse_color(interior, name="interior")
-    start = _grid(width * s, height * s, centre, span, dtype, torch.device(device or "cpu"))
-    return start, spec, coloring, inside, s, iterations
+    view = (width * s, height * s, centre, span, dtype, torch.device(device or "cpu"))
+    return view, spec, coloring, inside, s, iterations
+
+
+def _bands(view: tuple, s: int, snapshots: int) -> Iterator[Tensor]:
+    """The sample grid of ``view`` in bands of whole ``s``-row pixel rows, top to bottom.
+
+    Orbits are independent, so a picture is iterated band by band: the working memory (about
+    100 bytes a sample and snapshot) stays near ``_BAND_SAMPLES`` samples whatever the size.
+    """
+    width, height = view[0], view[1]
+    rows = max(s, _BAND_SAMPLES // (width * snapshots) // s * s)
+    for r0 in range(0, height, rows):
+        yield _grid(*view, rows=(r0, min(height, r0 + rows)))
 
 
 def _downsample(rgb: Tensor, s: int) -> Tensor:
@@ -524,14 +540,17 @@ def fractal(
         >>> img.shape, img.dtype, bool(img.min() >= 0) and bool(img.max() <= 1)
         (torch.Size([3, 12, 16]), torch.float32, True)
     """
-    start, spec, coloring, inside, s, iterations = _prepare(
+    view, spec, coloring, inside, s, iterations = _prepare(
         width, height, formula=formula, power=power, coefficient=coefficient, center=center,
         span=span, iterations=iterations, coloring=coloring, palette=palette, interior=interior,
         supersample=supersample, julia=julia, eps=eps, bailout=bailout, trap_point=trap_point,
         trap_radius=trap_radius, trap_angle=trap_angle, dtype=dtype, device=device)
     with torch.no_grad():
-        field = _iterate_fast(start, spec, [iterations])[0]
-        return _downsample(_colorize(field, coloring, spec, iterations, palette, inside), s)
+        bands = []
+        for start in _bands(view, s, 1):
+            field = _iterate_fast(start, spec, [iterations])[0]
+            bands.append(_downsample(_colorize(field, coloring, spec, iterations, palette, inside), s))
+        return torch.cat(bands, dim=1)  # bands of (3, h, W) -> (3, H, W)
 
 
 def fractal_frames(
@@ -581,13 +600,17 @@ def fractal_frames(
         torch.Size([3, 3, 8, 8])
     """
     frames = _whole("frames", frames, 1, _MAX_FRAMES)
-    start, spec, coloring, inside, s, iterations = _prepare(
+    view, spec, coloring, inside, s, iterations = _prepare(
         width, height, formula=formula, power=power, coefficient=coefficient, center=center,
         span=span, iterations=iterations, coloring=coloring, palette=palette, interior=interior,
         supersample=supersample, julia=julia, eps=eps, bailout=bailout, trap_point=trap_point,
         trap_radius=trap_radius, trap_angle=trap_angle, dtype=dtype, device=device)
     budgets = [-(-iterations * (t + 1) // frames) for t in range(frames)]
     with torch.no_grad():
-        fields = _iterate_fast(start, spec, budgets)
-        return torch.stack([_downsample(_colorize(f, coloring, spec, iterations, palette, inside), s)
-                            for f in fields])  # T x (3, H, W) -> (T, 3, H, W)
+        bands = []
+        for start in _bands(view, s, frames):
+            fields = _iterate_fast(start, spec, budgets)
+            bands.append(torch.stack([
+                _downsample(_colorize(f, coloring, spec, iterations, palette, inside), s)
+                for f in fields]))  # T x (3, h, W) -> (T, 3, h, W)
+        return torch.cat(bands, dim=2)  # bands of (T, 3, h, W) -> (T, 3, H, W)

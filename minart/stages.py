@@ -1077,13 +1077,14 @@ register(Stage(
     # 2: on CUDA the orbits run in the Triton kernel (other rounding at basin boundaries)
     # 3: on CUDA the point trap's root is taken once per orbit (trap distances change in the
     #    last bits)
-    version=3,
+    # 4: iterated in bands of rows (bounded memory); smooth colouring changes in the last bits
+    version=4,
     summary="Render a fractal image (the post's inverse-power ocean by default).",
     check=_check_fractal, preview=_preview_size, shape=_shape_generator,
     function="minart.fractal:fractal"))
 register(Stage(
     name="fractal_frames", params=FractalFramesParams, run=_run_fractal_frames,
-    consumes=("none",), produces="frames", version=3,  # 2, 3: as fractal
+    consumes=("none",), produces="frames", version=4,  # 2, 3, 4: as fractal
     summary="Render an animated fractal as a clip of frames.",
     check=_check_fractal, preview=_preview_size, shape=_shape_generator,
     function="minart.fractal:fractal_frames"))

@@ -398,3 +398,23 @@ def test_cuda_counts_match_cpu():
     assert (gpu.counts.cpu() == cpu.counts).float().mean() >= 0.999
     img = fractal(256, 256, device="cuda", supersample=2)
     assert img.device.type == "cuda" and img.shape == (3, 256, 256)
+
+
+@pytest.mark.parametrize("supersample", [1, 3])
+def test_a_picture_iterated_in_bands_is_the_whole_picture(monkeypatch, supersample):
+    import minart.fractal as fr
+
+    kw = dict(iterations=25, supersample=supersample, coloring="smooth", formula="multibrot")
+    whole = fractal(41, 29, **kw)
+    clip = fractal_frames(41, 29, frames=3, **kw)
+    monkeypatch.setattr(fr, "_BAND_SAMPLES", 300)  # a few pixel rows a band
+    assert len(list(fr._bands((41 * supersample, 29 * supersample, 0j, 3.0, torch.float32,
+                               torch.device("cpu")), supersample, 1))) >= 5
+    # orbits do not change; only the last bits of the smooth colouring's logarithms may
+    torch.testing.assert_close(fractal(41, 29, **kw), whole, rtol=0, atol=1e-6)
+    torch.testing.assert_close(fractal_frames(41, 29, frames=3, **kw), clip, rtol=0, atol=1e-6)
+    pole = dict(iterations=25, supersample=supersample)
+    monkeypatch.setattr(fr, "_BAND_SAMPLES", 1 << 21)
+    full = fractal(41, 29, **pole)
+    monkeypatch.setattr(fr, "_BAND_SAMPLES", 300)
+    assert torch.equal(fractal(41, 29, **pole), full)
