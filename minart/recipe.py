@@ -422,7 +422,8 @@ class Recipe:
         ``factor**2`` (a summed loss has ``factor**2`` fewer terms) and, with ``loss: seed``,
         runs its schedule ``factor`` times faster with the same frames, grid spacing is divided by
         ``factor`` and ``load_image`` downscales its image by ``factor``. The name gets
-        ``-preview`` appended, so ``{name}`` paths do not overwrite full renders.
+        ``-preview`` appended, so ``{name}`` paths do not overwrite full renders; output paths
+        without ``{name}`` get ``-preview`` before their extension.
 
         Args:
             factor: shrink factor per dimension (whole, >= 1; 1 returns the recipe itself).
