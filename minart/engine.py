@@ -284,13 +284,14 @@ class Checkpoint:
 
     def save(self, iteration: int, state: Mapping[str, Tensor], *, force: bool = False) -> bool:
         """Store ``state`` as reached after ``iteration`` iterations, replacing the older one,
-        unless the last save is less than ``every`` seconds old (``force`` saves anyway).
+        unless the last save is less than ``every`` seconds old (``force`` saves anyway, and so
+        does a :func:`request_stop` in force: Ctrl-C keeps the work up to the step's last frame).
 
         Returns:
             Whether it was written.
         """
         now = time.monotonic()
-        if not force and now - self._last < self.every:
+        if not force and now - self._last < self.every and not _STOP.is_set():
             return False
         self.cache.put_tensors(self.key, dict(state), kind="checkpoint",
                                info={"iteration": str(int(iteration)), "step": self.step,

@@ -598,10 +598,10 @@ def minimize(
             run.operators.append(run.operator.detach().clone())
             if i % refresh_every == refresh_at:
                 minimize_refresh(run, blend=blend)
+            if save is not None:  # before the callback, which may stop the run (Ctrl-C)
+                save(run.iteration, _StateView(run))
             if callback is not None:
                 callback(run.iteration, run)
-            if save is not None:
-                save(run.iteration, _StateView(run))
         if callback is not None and iterations > 0 and (iterations - 1) % frame_every != 0:
             callback(run.iteration, run)
 

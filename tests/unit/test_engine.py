@@ -14,7 +14,7 @@ import torch
 
 from minart import engine
 from minart.cache import TensorCache
-from minart.errors import ParamError, RecipeError
+from minart.errors import Interrupted, ParamError, RecipeError
 from minart.io import read_metadata, write_image
 from minart.registry import get_stage
 
@@ -271,6 +271,12 @@ def test_checkpoint_saves_are_throttled(tmp_path, cache, monkeypatch):
     ckpt = engine.Checkpoint(cache, "k2", every=3600)
     assert not ckpt.save(1, {"x": torch.zeros(1)}) and not cache.contains("k2-ckpt")
     assert ckpt.save(2, {"x": torch.zeros(1)}, force=True) and ckpt.load()[1] == 2
+    engine.request_stop()  # Ctrl-C: the next save is kept whatever the throttle says
+    try:
+        assert ckpt.save(3, {"x": torch.zeros(1)}) and ckpt.load()[1] == 3
+    finally:
+        engine.clear_stop()
+    assert not ckpt.save(4, {"x": torch.zeros(1)})
     monkeypatch.setenv("MINART_CHECKPOINT_SECONDS", "0")
     assert engine.Checkpoint(cache, "k2").save(3, {"x": torch.zeros(1)})
     monkeypatch.setenv("MINART_CHECKPOINT_SECONDS", "soon")
@@ -312,10 +318,39 @@ def test_minimize_resumes_from_its_checkpoint_bit_identically(device):
                  checkpoint=checkpoint, **params.model_dump())
     report = engine.render(plan, cache=cache)
     art = next(s for s in report.steps if s.step == "art")
-    assert art.status == "computed" and art.resumed_from == 21  # the last frame saved
-    assert "| art | minimize | miss (resumed at 21) |" in report.markdown()
+    assert art.status == "computed" and art.resumed_from == 31  # saved before the callback died
+    assert "| art | minimize | miss (resumed at 31) |" in report.markdown()
     assert torch.equal(cache.get(plan.steps["art"].key), reference)
     assert not cache.contains(plan.steps["art"].key + "-ckpt")
+    whole.clear()
+    cache.clear()
+
+
+@pytest.mark.slow  # minimize's first call in a process costs seconds
+def test_ctrl_c_keeps_the_work_up_to_the_last_frame(monkeypatch):
+    from minart.recipe import parse_recipe
+
+    monkeypatch.setenv("MINART_CHECKPOINT_SECONDS", "3600")  # only the stop makes it save
+    plan = engine.plan(parse_recipe(
+        "size: [12, 12]\nsteps:\n  base: {stage: fractal, params: {iterations: 8}}\n"
+        "  art: {stage: minimize, input: base, params: {iterations: 60, frame_every: 10}}\n"))
+    whole = TensorCache("memory://minart-test-ctrl-c-whole")
+    engine.render(plan, cache=whole)
+    cache = TensorCache("memory://minart-test-ctrl-c")
+
+    def press_ctrl_c(step, done, total):
+        if step == "art" and done >= 30:
+            engine.request_stop()
+
+    try:
+        with pytest.raises(Interrupted, match="stopped on request at 41 of 60"):
+            engine.render(plan, cache=cache, progress=press_ctrl_c)
+    finally:
+        engine.clear_stop()
+    report = engine.render(plan, cache=cache)
+    art = next(s for s in report.steps if s.step == "art")
+    assert art.resumed_from == 41  # the frame at which the stop was seen, not the start
+    assert torch.equal(cache.get(plan.steps["art"].key), whole.get(plan.steps["art"].key))
     whole.clear()
     cache.clear()
 
