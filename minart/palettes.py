@@ -161,7 +161,11 @@ def palette_stops(palette: Palette, *, dtype: torch.dtype = torch.float32,
             raise ParamError(f"palette stop {i}: position {pos} is below the previous {positions[-1]}; "
                              "positions must be non-decreasing", param="palette")
         positions.append(float(pos))
-        colours.append(parse_color(colour, name=f"palette stop {i} colour"))
+        try:
+            colours.append(parse_color(colour, name=f"palette stop {i} colour"))
+        except ParamError as exc:
+            exc.param = "palette"  # the recipe's parameter, so the error points at it
+            raise
     return (torch.tensor(positions, dtype=dtype, device=device),
             torch.tensor(colours, dtype=dtype, device=device))
 

@@ -454,12 +454,13 @@ class Recipe:
                                                          strict=False)
                 except ValidationError as exc:
                     first = exc.errors()[0]
-                    name = str(first["loc"][0]) if first["loc"] else None
-                    what = (f"would set {name}={update.get(name)!r}: " if name in update
+                    message, name = _pydantic_message(first, stage)
+                    name = name or None
+                    what = (f"would set {name}={update.get(name)!r}, but " if name in update
                             else "fails: ")
                     where = s.location or Location(str(self.path or self.name))
                     raise ParamError(
-                        f"the preview ({factor}x smaller) {what}{first['msg'].lower()}; render "
+                        f"the preview ({factor}x smaller) {what}{message}; render "
                         f"without --preview or change {name or 'the step'}", step=s.name,
                         param=name, file=where.file, line=where.line,
                         column=where.column) from None
@@ -506,6 +507,15 @@ def _clean_errors(errors: list[Any]) -> list[dict[str, Any]]:
                                                    if tuple(x["loc"])[:1] == e["loc"][:1]))
 
 
+def _limit(stage: Stage, name: str, which: str) -> Any:
+    """The ``le``/``ge``/... bound of parameter ``name`` of ``stage``, or ``None``."""
+    field = stage.params.model_fields.get(name)
+    for rule in (field.metadata if field is not None else ()):
+        if hasattr(rule, which):
+            return getattr(rule, which)
+    return None
+
+
 def _pydantic_message(err: Mapping[str, Any], stage: Stage) -> tuple[str, str]:
     """One artist-facing line for a pydantic error, and the parameter name."""
     loc = err["loc"]
@@ -535,6 +545,12 @@ def _pydantic_message(err: Mapping[str, Any], stage: Stage) -> tuple[str, str]:
         return f"{shown}={_show(value)} is not one of {ctx.get('expected')}", name
     if kind == "finite_number":
         return f"{shown}={_show(value)} must be a finite number", name
+    if kind.startswith("int_") and isinstance(value, float) and value.is_integer():  # 1e30, 5.0
+        top = _limit(stage, name, "le")
+        if top is not None and value > top:
+            return f"{shown}={_show(value)} is too large; use at most {top}", name
+        return (f"{shown}={_show(value)} must be written as a whole number "
+                f"({int(value)}, not {_show(value)})"), name
     if kind.startswith("int_"):
         return f"{shown}={_show(value)} must be a whole number", name
     if kind.startswith("float_"):
@@ -544,7 +560,9 @@ def _pydantic_message(err: Mapping[str, Any], stage: Stage) -> tuple[str, str]:
     if kind.startswith("string_too_short"):
         return f"{shown}={_show(value)} must not be empty", name
     if kind.startswith("string_pattern"):
-        return f"{shown}={_show(value)} does not have the expected form", name
+        field = stage.params.model_fields.get(name)
+        what = f" ({field.description.split(';')[0].rstrip('.')})" if field and field.description else ""
+        return f"{shown}={_show(value)} does not have the expected form{what}", name
     if kind.startswith("string_"):
         return f"{shown}={_show(value)} must be text", name
     if kind in ("tuple_type", "list_type"):
@@ -645,7 +663,7 @@ def _validate_top(doc: _Doc, data: dict[str, Any], default_name: str) -> dict[st
                         ("seed",), param="seed")
     device = data.get("device", "auto")
     if not isinstance(device, str) or not _DEVICE.match(device):
-        raise doc.error(ParamError, f"device={_show(device)} must be auto, cpu, cuda or cuda:N",
+        raise doc.error(ParamError, f"device={_show(device)} must be auto, cpu, mps, cuda or cuda:N",
                         ("device",), param="device")
     size = data.get("size", list(DEFAULT_SIZE))
     if isinstance(size, dict):
@@ -666,6 +684,10 @@ def _validate_top(doc: _Doc, data: dict[str, Any], default_name: str) -> dict[st
             raise doc.error(ParamError, f"size {label}={_show(value)} must be a whole number "
                             f"from {_SIZE_RANGE[0]} to {_SIZE_RANGE[1]}", where, param="size")
     steps = data.get("steps")
+    if isinstance(steps, list):
+        raise doc.error(RecipeError, "steps must be a mapping of step name to {stage, input, "
+                        "params}, not a list: write 'name:' instead of '- ' before each step",
+                        ("steps",))
     if not isinstance(steps, dict) or not steps:
         raise doc.error(RecipeError, "the recipe needs 'steps:', a mapping of step name to "
                         "{stage, input, params}", ("steps",) if "steps" in data else (),
@@ -1059,7 +1081,7 @@ def recipe_schema() -> dict[str, Any]:
         description=(str, Field("", description="What the recipe makes, for people.")),
         seed=(int, Field(0, ge=0, le=2**63 - 1, description="Seed of every random choice.")),
         device=(str, Field("auto", pattern=_DEVICE.pattern, description=(
-            "auto (a GPU when there is one), cpu, cuda or cuda:N."))),
+            "auto (a GPU when there is one), cpu, mps, cuda or cuda:N."))),
         size=(tuple[int, int] | size_model, Field(list(DEFAULT_SIZE), description=(
             "Default [width, height] of generated images."))),
         steps=(dict[str, Annotated[step_union, Field(discriminator="stage")]], Field(

@@ -130,7 +130,7 @@ def test_steps_are_sorted_topologically():
      "recipes/ocean.yaml:2:1: unknown key 'sead' in the recipe; did you mean 'seed'? (allowed: "
      "name, description, seed, device, size, steps, outputs)"),
     ("seed: 7", "seed: 7\ndevice: gpu", ParamError,
-     "recipes/ocean.yaml:3:9: device='gpu' must be auto, cpu, cuda or cuda:N"),
+     "recipes/ocean.yaml:3:9: device='gpu' must be auto, cpu, mps, cuda or cuda:N"),
     ("size: [64, 48]", "size: [64, 4]", ParamError,
      "recipes/ocean.yaml:3:12: size height=4 must be a whole number from 8 to 16384"),
     ("size: [64, 48]", "size: {width: 64}", ParamError,
@@ -346,6 +346,33 @@ def test_override_is_typed_and_applied_before_validation():
                            "steps.soften.params.scheme=seed")
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    ("steps.base.params.iterations=1e30",
+     "--set steps.base.params.iterations: step 'base': iterations=1e+30 is too large; use at "
+     "most 100000"),
+    ("steps.base.params.iterations=5.0",
+     "--set steps.base.params.iterations: step 'base': iterations=5.0 must be written as a whole "
+     "number (5, not 5.0)"),
+    ("steps.base.params.iterations=2.5",
+     "--set steps.base.params.iterations: step 'base': iterations=2.5 must be a whole number"),
+    ('steps.base.params.palette=[[0, "#zzzzzz"], [1, "#ffffff"]]',
+     "--set steps.base.params.palette: step 'base': palette stop 0 colour='#zzzzzz' must be "
+     "'#rrggbb' or an (r, g, b) triple in [0, 1]"),
+])
+def test_an_override_error_points_at_the_override(override, message):
+    with pytest.raises(ParamError) as caught:
+        _parse(overrides=[override])
+    assert str(caught.value) == message
+
+
+def test_steps_written_as_a_list_are_told_how_to_write_them():
+    with pytest.raises(RecipeError) as caught:
+        parse_recipe("steps:\n  - a: {stage: fractal}\n", source="r.yaml")
+    assert str(caught.value) == (
+        "r.yaml:2:3: steps must be a mapping of step name to {stage, input, params}, not a list: "
+        "write 'name:' instead of '- ' before each step")
+
+
 def test_override_fixes_an_invalid_file_and_creates_params():
     text = BASE.replace("dt: 0.2", "dt: 0.4\n      substep: off")
     assert parse_recipe(text, overrides=["steps.soften.params.dt=0.2"]).step("soften").params.dt \
@@ -416,8 +443,8 @@ def test_preview_scales_size_and_params():
     with pytest.raises(ParamError) as info:
         big.preview(4)
     assert str(info.value) == (
-        f"{big.step('art').location}: step 'art': the preview (4x smaller) would set lr=160.0: "
-        "input should be less than or equal to 100; render without --preview or change lr")
+        f"{big.step('art').location}: step 'art': the preview (4x smaller) would set lr=160.0, "
+        "but lr=160.0 must be <= 100; render without --preview or change lr")
 
 
 def test_a_preview_never_writes_over_the_full_render():
