@@ -561,7 +561,8 @@ def _pydantic_message(err: Mapping[str, Any], stage: Stage) -> tuple[str, str]:
         return f"{shown}={_show(value)} must not be empty", name
     if kind.startswith("string_pattern"):
         field = stage.params.model_fields.get(name)
-        what = f" ({field.description.split(';')[0].rstrip('.')})" if field and field.description else ""
+        hint = field.description.split(";")[0].rstrip(".") if field and field.description else ""
+        what = f" ({hint[:1].lower()}{hint[1:]})" if hint else ""
         return f"{shown}={_show(value)} does not have the expected form{what}", name
     if kind.startswith("string_"):
         return f"{shown}={_show(value)} must be text", name

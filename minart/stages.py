@@ -361,7 +361,7 @@ class LoadImageParams(_Params):
     downscale: int = Field(1, ge=1, le=64, description=(
         "Shrink by this whole factor after reading (area average); previews raise it."))
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description=(
-        "Expected SHA-256 of the file; filled in when the recipe is checked, so editing the "
+        "Expected SHA-256 of the file, 64 hex digits; filled in when the recipe is checked, so editing the "
         "image invalidates cached results."))
 
 

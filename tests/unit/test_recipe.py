@@ -612,3 +612,11 @@ def test_files_named_without_latin_letters_get_names_that_differ(tmp_path):
         path.write_text("steps: {a: {stage: fractal}}\n")
         names.add(load_recipe(path).name)
     assert len(names) == 3 and all(n.startswith("recipe-") for n in names)
+
+
+def test_a_value_of_the_wrong_form_is_told_the_form():
+    with pytest.raises(ParamError) as caught:
+        parse_recipe("steps:\n  p: {stage: load_image, params: {path: x.png, sha256: abc}}\n",
+                     source="r.yaml")
+    assert str(caught.value) == ("r.yaml:2:56: step 'p': sha256='abc' does not have the expected "
+                                 "form (expected SHA-256 of the file, 64 hex digits)")
