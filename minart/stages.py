@@ -363,6 +363,9 @@ class LoadImageParams(_Params):
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description=(
         "Expected SHA-256 of the file, 64 hex digits; filled in when the recipe is checked, so editing the "
         "image invalidates cached results."))
+    background: Shade | None = Field(None, description=(
+        "Colour put behind transparent pixels: one grey level (1 is white) or [r, g, b] in 0-1. "
+        "Leave out to refuse an image that has any (their hidden colours would show)."))
 
 
 def input_path(params: LoadImageParams, recipe_dir: Path) -> Path:
@@ -422,8 +425,17 @@ def _run_load_image(inputs: list[Tensor], params: LoadImageParams, ctx: StageCon
     if params.sha256 is not None and path.is_file() and file_sha256(path) != params.sha256:
         raise MediaError(f"{path.as_posix()} changed since the recipe was checked (SHA-256 "
                          "mismatch)")
-    image = _function("minart.io:read_image")(path, mode="RGB", max_pixels=params.max_pixels)
-    image = image.to(ctx.device, torch.float32)
+    rgba = _function("minart.io:read_image")(path, mode="RGBA", max_pixels=params.max_pixels)
+    rgba = rgba.to(ctx.device, torch.float32)
+    image, alpha = rgba[:3], rgba[3:]  # (4, H, W) -> (3, H, W), (1, H, W)
+    if params.background is not None:
+        from .composite import _color
+
+        image = image * alpha + _color(params.background, 3, "background", image) * (1 - alpha)
+    elif bool((alpha < 1).any()):
+        raise ParamError(f"path={params.path!r}: the image has transparent pixels, and their "
+                         "hidden colours would show; set background (e.g. background: 1 for "
+                         "white) to put a colour behind them", param="background")
     if params.downscale > 1:
         _, height, width = image.shape
         if height < params.downscale or width < params.downscale:
@@ -944,6 +956,9 @@ def _shape_load_image(params: LoadImageParams, ctx: CheckContext) -> tuple[int, 
     if height < factor or width < factor:
         raise ParamError(f"downscale={factor} is larger than the image ({width}x{height})",
                          param="downscale")
+    if isinstance(params.background, tuple) and len(params.background) not in (1, 3):
+        raise ParamError(f"background={params.background} has {len(params.background)} values; "
+                         "give one grey level or [r, g, b]", param="background")
     return (3, height // factor, width // factor)
 
 
@@ -1092,7 +1107,8 @@ register(Stage(
     name="load_image", params=LoadImageParams, run=_run_load_image, consumes=("none",),
     produces="image", summary="Read an image file (relative to the recipe) as the start image.",
     # 2: downscale gives floor(size / downscale) pixels (1/d rounded some sizes one pixel lower)
-    version=2,
+    # 3: transparent pixels are refused or put over `background` (their hidden colours showed)
+    version=3,
     check=_check_load_image, shape=_shape_load_image,
     preview=lambda p, f: {"downscale": p.downscale * f}, function="minart.io:read_image"))
 register(Stage(

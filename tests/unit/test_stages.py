@@ -288,3 +288,28 @@ def test_minimize_check_hook(text, message):
     assert str(info.value) == message
     assert parse_recipe("steps:\n" + text.replace("iterations: 5", "iterations: 5, loss: "
                                                   "seed_video").replace(", refresh_at: 400", ""))
+
+
+def test_load_image_refuses_transparency_or_puts_a_background_behind_it(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.zeros((4, 6, 4), np.uint8)
+    pixels[..., 0] = 255  # red everywhere, opaque in the top two rows only
+    pixels[:2, :, 3] = 255
+    pixels[2, :, 3] = 128
+    Image.fromarray(pixels, "RGBA").save(tmp_path / "logo.png")
+    stage = get_stage("load_image")
+    ctx = StageContext(recipe_dir=tmp_path, device=torch.device("cpu"))
+    with pytest.raises(ParamError, match="has transparent pixels") as caught:
+        stage.run([], stage.params(path="logo.png"), ctx)
+    assert caught.value.param == "background"
+    blue = stage.run([], stage.params(path="logo.png", background=[0, 0, 1]), ctx)
+    assert blue[:, 0, 0].tolist() == [1.0, 0.0, 0.0]  # opaque: as it is
+    assert blue[:, 3, 0].tolist() == [0.0, 0.0, 1.0]  # clear: the background
+    half = 128 / 255
+    torch.testing.assert_close(blue[:, 2, 0], torch.tensor([half, 0.0, 1 - half]))
+    white = stage.run([], stage.params(path="logo.png", background=1), ctx)
+    assert white[:, 3, 0].tolist() == [1.0, 1.0, 1.0]
+    Image.fromarray(pixels[..., :3], "RGB").save(tmp_path / "opaque.png")  # no alpha: as before
+    assert stage.run([], stage.params(path="opaque.png"), ctx)[:, 3, 0].tolist() == [1.0, 0.0, 0.0]
