@@ -648,8 +648,9 @@ def _preview_spacing(params: BaseModel, factor: int) -> dict[str, Any]:
 class ContactSheetParams(_Params):
     """Parameters of the ``contact_sheet`` stage (:func:`minart.composite.grid` of frames)."""
 
-    frames: int = Field(12, ge=1, le=10000, description=(
-        "How many frames to show, evenly spaced from first to last."))
+    frames: int | None = Field(None, ge=1, le=10000, description=(
+        "How many frames to show, evenly spaced from first to last (at most the clip's); "
+        "leave out for 12, or every frame of a shorter clip."))
     columns: int | None = Field(None, ge=1, le=1000, description=(
         "Frames per row; leave out for a near-square sheet."))
     spacing: int = Field(4, ge=0, le=1000, description=(
@@ -682,10 +683,25 @@ def contact_sheet_indices(total: int, count: int) -> list[int]:
     return [round(i * (total - 1) / (count - 1)) for i in range(count)]
 
 
+_SHEET_FRAMES = 12
+"""Frames of a contact sheet whose ``frames`` is left out (fewer for a shorter clip)."""
+
+
+def _sheet_count(params: ContactSheetParams, total: int) -> int:
+    """How many frames the sheet shows of a ``total``-frame clip; more than it has is refused."""
+    if params.frames is None:
+        return min(_SHEET_FRAMES, total)
+    if params.frames > total:
+        raise ParamError(f"frames={params.frames} is more than the clip's {total} frames; use "
+                         f"frames <= {total}, or leave frames out for up to {_SHEET_FRAMES}",
+                         param="frames")
+    return params.frames
+
+
 def _run_contact_sheet(inputs: list[Tensor], params: ContactSheetParams,
                        ctx: StageContext) -> Tensor:
     frames = inputs[0]
-    picked = contact_sheet_indices(frames.shape[0], params.frames)
+    picked = contact_sheet_indices(frames.shape[0], _sheet_count(params, frames.shape[0]))
     labels = [str(i) for i in picked] if params.labels else None
     return _function("minart.composite:grid")(frames[picked], columns=params.columns,
                                               spacing=params.spacing,
@@ -757,7 +773,9 @@ class EncodeVideoParams(_Params):
     path: str = Field(..., min_length=1, description=(
         "File to write inside the output folder; a template with {name}, {seed}, {date}, "
         "{step}. The extension picks the format (.webm, .mp4, .gif)."))
-    fps: float = Field(24.0, gt=0, le=240, description="Frames per second.")
+    fps: float = Field(24.0, gt=0, le=240, description=(
+        "Frames per second. GIF: 0.001526 to 50, each frame's delay rounded to 1/100 s "
+        "(24 fps: delays of 4 or 5 hundredths, 24 fps on average)."))
     quality: int = Field(55, ge=0, le=100, description=(
         "0 smallest file ... 100 best picture (WebM/MP4; 55 is the codec's usual default)."))
     loop: int = Field(0, ge=-1, le=65535, description=(
@@ -782,6 +800,10 @@ def _check_save_image(params: SaveImageParams, ctx: CheckContext) -> None:
     _check_suffix(params.path, IMAGE_SUFFIXES, "an image")
     if params.bits == 16 and PurePosixPath(params.path).suffix.lower() != ".png":
         raise ParamError(f"bits=16 needs a .png path, got {params.path!r}", param="bits")
+    if params.quality != SaveImageParams.model_fields["quality"].default \
+            and PurePosixPath(params.path).suffix.lower() == ".png":
+        raise ParamError(f"quality={params.quality} applies to JPEG only; PNG is lossless, so "
+                         "leave quality out", param="quality")
 
 
 def _check_encode_video(params: EncodeVideoParams, ctx: CheckContext) -> None:
@@ -791,6 +813,14 @@ def _check_encode_video(params: EncodeVideoParams, ctx: CheckContext) -> None:
     if params.loop != 0 and suffix != ".gif":
         raise ParamError(f"loop={params.loop} applies to GIF only; {suffix[1:]} videos loop in "
                          "the player, so leave loop out", param="loop")
+    if suffix == ".gif":
+        from .video import check_gif_fps
+
+        if params.quality != EncodeVideoParams.model_fields["quality"].default:
+            raise ParamError(f"quality={params.quality} applies to WebM/MP4 only; a GIF has one "
+                             "256-colour palette and no quality setting, so leave quality out",
+                             param="quality")
+        check_gif_fps(params.fps)
     if params.codec is not None:
         allowed = {".webm": ("libvpx-vp9",), ".mp4": ("libx264", "libx265"), ".gif": ()}[suffix]
         if params.codec not in allowed:
@@ -1018,7 +1048,7 @@ def _shape_contact_sheet(params: ContactSheetParams, ctx: CheckContext) -> tuple
 
     total, tile = _frames_of(ctx.input_shapes[0])
     _fits_channels(params.background, tile[0], "background")
-    count = len(contact_sheet_indices(total, params.frames))
+    count = len(contact_sheet_indices(total, _sheet_count(params, total)))
     return grid_shape(count, tile, columns=params.columns, spacing=params.spacing,
                       labels=params.labels)
 

@@ -33,7 +33,9 @@ from .errors import MediaError, ParamError, ShapeError
 from .io import _atomic_write_bytes, _quantize, _target_format, _temp_path
 
 __all__ = [
+    "GIF_FPS_RANGE",
     "VIDEO_CODECS",
+    "check_gif_fps",
     "encode_video",
     "output_size",
     "read_sidecar",
@@ -52,6 +54,38 @@ VIDEO_CODECS: dict[str, tuple[str, ...]] = {
 """Codecs :func:`encode_video` accepts per container; the first one is the default."""
 
 _MAX_CRF = {"libvpx-vp9": 63, "libx264": 51, "libx265": 51}
+
+GIF_FPS_RANGE = (100 / 65535, 50.0)
+"""Frame rates a GIF plays as written: a GIF stores each frame's delay in whole 1/100 s in two
+bytes (at most 65535, 655.35 s), and browsers play a delay of 0 or 1 (10 ms or less) as 1/10 s,
+so every delay must be 2 to 65535 hundredths."""
+
+_DEFAULT_QUALITY = 55
+"""``quality`` of :func:`encode_video` when it is left out (libx264's own default CRF 23)."""
+
+
+def check_gif_fps(fps: float) -> None:
+    """Refuse a frame rate a GIF cannot hold (see :data:`GIF_FPS_RANGE`).
+
+    Args:
+        fps: frames per second (> 0).
+
+    Raises:
+        ParamError: ``fps`` outside :data:`GIF_FPS_RANGE`, with the range and why.
+
+    Example:
+        >>> check_gif_fps(24)
+        >>> check_gif_fps(60)
+        Traceback (most recent call last):
+        ...
+        minart.errors.ParamError: fps=60 does not fit a GIF: ... use 0.001526 <= fps <= 50, ...
+    """
+    low, high = GIF_FPS_RANGE
+    if not low <= fps <= high:
+        raise ParamError(
+            f"fps={fps:g} does not fit a GIF: a GIF stores each frame's delay in whole 1/100 s, "
+            "at most 65535 (2 bytes, 655.35 s), and browsers play delays under 2/100 s as "
+            "1/10 s; use 0.001526 <= fps <= 50, or a .webm/.mp4 path", param="fps")
 
 
 def _crf(codec: str, quality: int) -> int:
@@ -110,21 +144,26 @@ def output_size(width: int, height: int, *, container: Literal["webm", "mp4", "g
     return width + width % 2, height + height % 2
 
 
+_BITEXACT = ["-fflags", "+bitexact", "-flags:v", "+bitexact"]
+"""Same frames, same bytes: no random WebM track/segment UIDs, no dates, no ffmpeg version."""
+
+
 def _codec_args(container: str, codec: str, quality: int, loop: int) -> list[str]:
     if container == "gif":
         graph = ("[0:v]split[a][b];[a]palettegen=stats_mode=full:reserve_transparent=0[p];"
                  "[b][p]paletteuse=dither=sierra2_4a")
-        return ["-filter_complex", graph, "-loop", str(loop)]
+        return ["-filter_complex", graph, "-loop", str(loop), *_BITEXACT]
     scale = ["-vf", "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p,"
              "setparams=colorspace=bt709:color_primaries=bt709:color_trc=bt709:range=tv"]
     crf = ["-crf", str(_crf(codec, quality))]
     if codec == "libvpx-vp9":
         return [*scale, "-c:v", codec, *crf, "-b:v", "0", "-deadline", "good", "-cpu-used", "4",
-                "-row-mt", "1"]
+                "-row-mt", "1", *_BITEXACT]
     if codec == "libx264":
-        return [*scale, "-c:v", codec, *crf, "-preset", "medium", "-movflags", "+faststart"]
+        return [*scale, "-c:v", codec, *crf, "-preset", "medium", "-movflags", "+faststart",
+                *_BITEXACT]
     return [*scale, "-c:v", codec, *crf, "-preset", "medium", "-x265-params", "log-level=error",
-            "-tag:v", "hvc1", "-movflags", "+faststart"]
+            "-tag:v", "hvc1", "-movflags", "+faststart", *_BITEXACT]
 
 
 def _sidecar_text(metadata: Mapping[str, Any]) -> str:
@@ -142,9 +181,9 @@ def _sidecar_text(metadata: Mapping[str, Any]) -> str:
         raise ParamError(f"metadata must be JSON-serialisable ({exc})", param="metadata") from None
 
 
-def encode_video(path: str | os.PathLike, frames: Tensor, *, fps: float = 24.0, quality: int = 55,
-                 loop: int = 0, codec: str | None = None, metadata: Mapping[str, Any] | None = None,
-                 pad: Pad = "even") -> None:
+def encode_video(path: str | os.PathLike, frames: Tensor, *, fps: float = 24.0,
+                 quality: int = _DEFAULT_QUALITY, loop: int = 0, codec: str | None = None,
+                 metadata: Mapping[str, Any] | None = None, pad: Pad = "even") -> None:
     """Encode ``(T, C, H, W)`` frames in [0, 1] to ``.webm``, ``.mp4`` or ``.gif``, atomically.
 
     The container comes from the extension:
@@ -154,7 +193,7 @@ def encode_video(path: str | os.PathLike, frames: Tensor, *, fps: float = 24.0, 
     ``.mp4``   H.264 (``libx264``, default) or H.265 (``libx265``), ``-crf N``, yuv420p,
                ``-movflags +faststart`` (playable while downloading).
     ``.gif``   one 256-colour palette for the whole clip (``palettegen=stats_mode=full``, then
-               ``paletteuse`` with Sierra dithering); ``quality`` does not apply.
+               ``paletteuse`` with Sierra dithering); it has no ``quality`` setting.
 
     ``N = round((1 - quality / 100) * max_crf)`` with ``max_crf`` 63 for VP9 and 51 for
     H.264/H.265; the default quality 55 gives libx264's own default CRF 23 (VP9: 28). Frames are
@@ -167,13 +206,20 @@ def encode_video(path: str | os.PathLike, frames: Tensor, *, fps: float = 24.0, 
     ``metadata`` (plus ``minart_version``) is written as JSON to :func:`sidecar_path`
     (``<file>.json``); without ``metadata`` a stale sidecar from an earlier run is removed.
 
+    The same frames and options give the same bytes (ffmpeg's ``bitexact`` muxer and encoder
+    flags: no random WebM UIDs, dates or ffmpeg version in the file) with the same ffmpeg
+    build; VP9 and H.264 bitstreams can change with the number of CPU threads ffmpeg uses.
+
     Args:
         path: target file ending in ``.webm``, ``.mp4`` or ``.gif``; its folder is created.
         frames: ``(T, C, H, W)`` float tensor in [0, 1], C in 1 or 3, T >= 1.
-        fps: frames per second, in (0, 240]. GIF stores delays in 1/100 s, so it plays at
-            ``100 / round(100 / fps)`` fps (24 becomes 25).
+        fps: frames per second, in (0, 240]; for a GIF in :data:`GIF_FPS_RANGE` (0.0015259 to
+            50). A GIF stores each frame's delay in whole 1/100 s: frame ``k`` starts at
+            ``k / fps`` rounded to 1/100 s, so delays alternate where ``100 / fps`` is not
+            whole (24 fps: 4, 4, 5, 4, 4, 4 hundredths) and the average rate stays ``fps``.
         quality: 0 (smallest) to 100 (best) for WebM/MP4. 100 gives CRF 0, which for H.264
             is lossless (High 4:4:4 Predictive profile) and does not play in most browsers.
+            A GIF has no quality setting, so anything but the default 55 is refused for it.
         loop: GIF only: 0 loops forever, -1 plays once, n > 0 repeats n more times. WebM/MP4 have
             no loop flag (use ``<video loop>``), so anything but 0 is refused for them.
         codec: ``None`` for the container's default, or one of :data:`VIDEO_CODECS`.
@@ -185,7 +231,8 @@ def encode_video(path: str | os.PathLike, frames: Tensor, *, fps: float = 24.0, 
 
     Raises:
         ShapeError: not a ``(T, C, H, W)`` sequence, NaN/Inf, values outside [0, 1], or 2/4+ channels.
-        ParamError: bad ``fps``, ``quality``, ``loop``, ``codec``, ``pad`` or ``metadata``.
+        ParamError: bad ``fps``, ``quality``, ``loop``, ``codec``, ``pad`` or ``metadata``, or
+            an option the format does not use (``loop`` on WebM/MP4, ``quality`` on GIF).
         MediaError: unsupported extension, odd size with ``pad="refuse"``, or ffmpeg failed.
 
     Example:
@@ -203,6 +250,12 @@ def encode_video(path: str | os.PathLike, frames: Tensor, *, fps: float = 24.0, 
     if container != "gif" and loop != 0:
         raise ParamError(f"loop={loop} applies to GIF only; {container} videos loop in the player "
                          "(<video loop>), so pass loop=0", param="loop")
+    if container == "gif" and quality != _DEFAULT_QUALITY:
+        raise ParamError(f"quality={quality} applies to WebM/MP4 only; a GIF has one 256-colour "
+                         f"palette and no quality setting, so pass quality={_DEFAULT_QUALITY}",
+                         param="quality")
+    if container == "gif":
+        check_gif_fps(fps)
     codec = VIDEO_CODECS[container][0] if codec is None else codec
     check_choice("codec", codec, VIDEO_CODECS[container])
     check_choice("pad", pad, ("even", "refuse"))

@@ -3,7 +3,8 @@
 The rules, applied per call (cheap: an environment read and a few attribute checks):
 
 - ``MINART_KERNELS=eager`` (read at each call, not at import) always runs the eager reference;
-  ``auto`` (the default) lets the rules below choose.
+  ``auto`` (the default) lets the rules below choose. ``MINART_KERNEL_VARIANT=tiles|rows|pairs``
+  forces one shape of the Triton diffusion kernels (benchmarks); both are checked at each call.
 - CUDA float32 tensors with at most 4 channels, when :mod:`triton` imports: the Triton kernels of
   :mod:`minart.kernels.triton_diffusion` / :mod:`minart.kernels.triton_fractal`.
 - CPU float32 tensors without autograd, when the run is long enough to repay the one-off
@@ -52,13 +53,19 @@ image: the eager seed step costs ~60-110 ms there, a cold compile ~30 s, a warm 
 
 _MAX_TRITON_CHANNELS = 4
 _CONDUCTIONS = ("exp", "inverse", "tukey")
+_KERNEL_VARIANTS = ("tiles", "rows", "pairs")
+"""Values of ``MINART_KERNEL_VARIANT`` (``minart.kernels.triton_diffusion._auto`` reads it)."""
 
 
 def kernels_mode() -> Literal["eager", "auto"]:
     """The ``MINART_KERNELS`` setting: ``"eager"`` forces the references, ``"auto"`` (default) chooses.
 
+    ``MINART_KERNEL_VARIANT`` is checked here too, so a misspelt one is refused on every path,
+    not only where a Triton kernel would read it.
+
     Raises:
-        ParamError: any other value.
+        ParamError: any other value, or a ``MINART_KERNEL_VARIANT`` other than ``tiles``,
+            ``rows`` or ``pairs`` (unset or empty: the kernels choose).
 
     Example:
         >>> kernels_mode() in ("eager", "auto")
@@ -68,6 +75,11 @@ def kernels_mode() -> Literal["eager", "auto"]:
     if mode not in ("eager", "auto"):
         raise ParamError(f"MINART_KERNELS={mode!r} is not one of 'eager', 'auto'",
                          param="MINART_KERNELS")
+    variant = os.environ.get("MINART_KERNEL_VARIANT", "").strip()
+    if variant and variant not in _KERNEL_VARIANTS:
+        raise ParamError(f"MINART_KERNEL_VARIANT={variant!r} is not one of "
+                         f"{', '.join(map(repr, _KERNEL_VARIANTS))}; unset it to let the kernels "
+                         "choose", param="MINART_KERNEL_VARIANT")
     return mode  # type: ignore[return-value]
 
 

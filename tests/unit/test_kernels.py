@@ -415,6 +415,28 @@ def test_mode_reads_the_environment_at_each_call(monkeypatch):
         kernels_mode()
 
 
+def test_an_unknown_kernel_variant_is_refused_on_every_path(monkeypatch):
+    monkeypatch.delenv("MINART_KERNELS", raising=False)
+    monkeypatch.setenv("MINART_KERNEL_VARIANT", "zzz")
+    message = (r"^MINART_KERNEL_VARIANT='zzz' is not one of 'tiles', 'rows', 'pairs'; unset it to "
+               r"let the kernels choose$")
+    with pytest.raises(ParamError, match=message):
+        step_path(torch.zeros(1, 3, 8, 8))  # a CPU path, where no Triton kernel reads it
+    monkeypatch.setenv("MINART_KERNELS", "eager")
+    with pytest.raises(ParamError, match=message):
+        perona_malik(torch.full((1, 3, 8, 8), 0.5), steps=1, kappa=0.1, dt=0.2)
+    for variant in ("tiles", "rows", "pairs", " "):
+        monkeypatch.setenv("MINART_KERNEL_VARIANT", variant)
+        assert kernels_mode() == "eager"
+
+
+def test_the_kernel_variants_checked_are_those_the_kernels_take():
+    pytest.importorskip("triton")
+    from minart.kernels import dispatch, triton_diffusion
+
+    assert set(dispatch._KERNEL_VARIANTS) == {*triton_diffusion.VARIANTS, "pairs"}
+
+
 def test_cpu_paths_are_eager_for_small_runs_and_compiled_for_long_ones(monkeypatch):
     monkeypatch.setenv("MINART_KERNELS", "auto")
     x = torch.zeros(1, 3, 8, 8)

@@ -38,7 +38,7 @@ steps:
     params: {iterations: 30, frame_every: 10}
 outputs:
   still: {step: soften, path: "{name}-{seed}.png"}
-  sheet: {step: art, path: "{name}-sheet.png", sheet: {frames: 4}}
+  sheet: {step: art, path: "{name}-sheet.png", sheet: {frames: 3}}
   movie: {step: art, path: "{name}.webm", fps: 12}
 """
 
@@ -186,7 +186,7 @@ def test_steps_are_sorted_topologically():
     ("fps: 12", "loop: 2", ParamError,
      "recipes/ocean.yaml:22:49: output 'movie': loop=2 applies to GIF only; webm videos loop "
      "in the player, so leave loop out"),
-    ("{frames: 4}", "{frames: 0}", ParamError,
+    ("{frames: 3}", "{frames: 0}", ParamError,
      "recipes/ocean.yaml:21:64: output 'sheet': frames=0 must be >= 1"),
     ("step: soften, path", "step: nope, path", RecipeError,
      "recipes/ocean.yaml:20:17: output 'still': step 'nope' is not a step of this recipe"),

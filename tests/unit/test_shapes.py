@@ -39,7 +39,8 @@ CASES: dict[str, list[tuple[dict, list[tuple[int, ...]]]]] = {
              ({"labels": ["a", "b", "c", "d", "e"]}, [(5, 3, 4, 5)]),
              ({"columns": 7, "spacing": 0}, [(3, 4, 5)])],
     "contact_sheet": [({"frames": 3, "labels": True}, [(7, 3, 4, 5)]),
-                      ({"frames": 12, "columns": 2}, [(5, 3, 4, 5)]),
+                      ({"columns": 2}, [(5, 3, 4, 5)]),  # frames left out: all 5 (up to 12)
+                      ({}, [(15, 3, 4, 5)]), ({"frames": 5}, [(5, 3, 4, 5)]),
                       ({"frames": 1}, [(5, 3, 4, 5)])],
     "crossfade": [({"frames": 4}, [(3, 4, 5), (4, 3, 4, 5)]), ({"frames": 2}, [(3, 4, 5), (3, 4, 5)])],
     "boomerang": [({}, [(1, 3, 4, 5)]), ({}, [(2, 3, 4, 5)]), ({}, [(4, 3, 4, 5)])],
@@ -71,7 +72,10 @@ REFUSED = {
               "(a 6x4 RGB image) differ; resize them first (stage: resize)"),
              ({"background": [1, 1]}, [(3, 4, 5)], ParamError, "background=[1.0, 1.0] has 2 values")],
     "contact_sheet": [({"background": [1, 1]}, [(3, 3, 4, 5)], ParamError,
-                       "background=[1.0, 1.0] has 2 values")],
+                       "background=[1.0, 1.0] has 2 values"),
+                      ({"frames": 50}, [(3, 3, 4, 5)], ParamError,
+                       "frames=50 is more than the clip's 3 frames; use frames <= 3, or leave "
+                       "frames out for up to 12")],
     "crossfade": [({"frames": 4}, [(3, 4, 5), (5, 3, 4, 5)], ParamError,
                    "frames=4 but b 'in1' (a 5-frame 5x4 RGB clip) has 5 frames; a clip must last "
                    "the whole fade: set frames to 5, or subsample/hold the clip"),

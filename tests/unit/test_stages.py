@@ -217,12 +217,58 @@ def test_encode_video_writes_a_gif(tmp_path, clip):
      "loop=1 applies to GIF only; mp4 videos loop in the player, so leave loop out"),
     ("encode_video", {"path": "x.webm", "codec": "libx264"},
      "codec='libx264' does not fit a .webm file; use libvpx-vp9"),
+    ("encode_video", {"path": "x.gif", "quality": 10},
+     "quality=10 applies to WebM/MP4 only; a GIF has one 256-colour palette and no quality "
+     "setting, so leave quality out"),
+    ("save_image", {"path": "x.png", "quality": 80},
+     "quality=80 applies to JPEG only; PNG is lossless, so leave quality out"),
+    ("encode_video", {"path": "x.gif", "fps": 240},
+     "fps=240 does not fit a GIF: a GIF stores each frame's delay in whole 1/100 s, at most "
+     "65535 (2 bytes, 655.35 s), and browsers play delays under 2/100 s as 1/10 s; use "
+     "0.001526 <= fps <= 50, or a .webm/.mp4 path"),
+    ("encode_video", {"path": "x.gif", "fps": 0.001},
+     "fps=0.001 does not fit a GIF: a GIF stores each frame's delay in whole 1/100 s, at most "
+     "65535 (2 bytes, 655.35 s), and browsers play delays under 2/100 s as 1/10 s; use "
+     "0.001526 <= fps <= 50, or a .webm/.mp4 path"),
 ])
 def test_output_check_hooks(stage, params, message):
     entry = get_stage(stage)
     with pytest.raises(ParamError) as info:
         entry.check(entry.params(**params), CheckContext(recipe_dir=Path("."), size=(8, 8)))
     assert str(info.value) == message
+
+
+def test_output_options_the_format_uses_pass_the_check():
+    ctx = CheckContext(recipe_dir=Path("."), size=(8, 8))
+    video, image = get_stage("encode_video"), get_stage("save_image")
+    for fps in (24, 30, 12, 50, 0.002):
+        video.check(video.params(path="x.gif", fps=fps, loop=2), ctx)
+    for path in ("x.webm", "x.mp4"):
+        video.check(video.params(path=path, fps=240, quality=10), ctx)
+    image.check(image.params(path="x.jpg", quality=80), ctx)
+
+
+def test_recipe_check_points_at_the_parameter_a_gif_or_a_clip_cannot_take():
+    text = ("size: [16, 16]\n"
+            "steps:\n"
+            "  art: {stage: fractal_frames, params: {frames: 3}}\n"
+            "outputs:\n"
+            "  gif: {step: art, path: a.gif, fps: 240}\n"
+            "  sheet: {step: art, path: s.png, sheet: {frames: 50}}\n")
+    with pytest.raises(ParamError, match=r"^<string>:5:38: output 'gif': fps=240 does not fit a "
+                       r"GIF: .*; use 0.001526 <= fps <= 50, or a .webm/.mp4 path$"):
+        parse_recipe(text)
+    with pytest.raises(ParamError, match=r"^<string>:5:42: output 'gif': quality=10 applies to "
+                       r"WebM/MP4 only"):
+        parse_recipe(text.replace("fps: 240", "quality: 10"))
+    text = text.replace("fps: 240", "fps: 30")
+    with pytest.raises(ParamError, match=r"^<string>:6:51: output 'sheet': frames=50 is more than "
+                       r"the clip's 3 frames; use frames <= 3, or leave frames out for up to 12$"):
+        parse_recipe(text)
+    sheet = parse_recipe(text.replace("{frames: 50}", "true")).step("out.sheet.sheet")
+    # sheet: true on a clip shorter than 12 frames shows all of its frames
+    assert sheet.shape == composite.grid_shape(3, (3, 16, 16), columns=None, spacing=4,
+                                               labels=False)
 
 
 def test_preview_rules():

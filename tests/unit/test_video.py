@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
+import re
 import subprocess
 
 import imageio_ffmpeg
@@ -115,6 +118,53 @@ def test_gif_loop_and_frame_delay(tmp_path):
     loop, delays = _gif_blocks((tmp_path / "twice.gif").read_bytes())
     assert loop == b"\x02\x00" and delays == [4, 4, 4]
     assert _gif_blocks((tmp_path / "once.gif").read_bytes())[0] is None
+
+
+@pytest.mark.parametrize(("fps", "delays"), [
+    (24, [4, 4, 5, 4, 4, 4]), (30, [3, 4, 3, 3, 4, 3]), (12, [8, 9, 8, 8, 9, 8]), (50, [2] * 6),
+    (10, [10] * 6), (1 / 655, [65500] * 6),
+])
+def test_gif_delays_are_frame_times_rounded_to_hundredths(tmp_path, fps, delays):
+    encode_video(tmp_path / "r.gif", _gradient_clip(t=6, h=4, w=4), fps=fps)
+    assert _gif_blocks((tmp_path / "r.gif").read_bytes())[1] == delays
+    starts = [math.floor(100 * k / fps + 0.5) for k in range(7)]  # frame k at k / fps, rounded
+    assert [b - a for a, b in itertools.pairwise(starts)] == delays  # average rate: fps
+
+
+@pytest.mark.parametrize("fps", [240, 100, 60, 50.5, 0.001, 0.0015])
+def test_gif_refuses_a_rate_its_delays_cannot_hold(tmp_path, fps):
+    # 1/100 s delays in 2 bytes: 240 fps came out as 1/100 s (100 fps), 0.001 fps as 655.35 s;
+    # browsers play the 1/100 s that 60 fps needs on every other frame as 1/10 s
+    with pytest.raises(ParamError, match=rf"^fps={fps:g} does not fit a GIF: a GIF stores each "
+                       r"frame's delay in whole 1/100 s, at most 65535 \(2 bytes, 655.35 s\), and "
+                       r"browsers play delays under 2/100 s as 1/10 s; use 0.001526 <= fps <= 50, "
+                       r"or a .webm/.mp4 path$") as info:
+        encode_video(tmp_path / "x.gif", _gradient_clip(t=2, h=4, w=4), fps=fps)
+    assert info.value.param == "fps"
+    encode_video(tmp_path / "x.mp4", _gradient_clip(t=2, h=4, w=4), fps=fps)  # fine there
+    assert [p.name for p in tmp_path.iterdir()] == ["x.mp4"]
+
+
+def test_options_a_format_does_not_use_are_refused(tmp_path):
+    clip = _gradient_clip(t=2, h=4, w=4)
+    with pytest.raises(ParamError, match=r"^quality=10 applies to WebM/MP4 only; a GIF has one "
+                       r"256-colour palette and no quality setting, so pass quality=55$"):
+        encode_video(tmp_path / "x.gif", clip, quality=10)
+    with pytest.raises(ParamError, match=r"^loop=1 applies to GIF only"):
+        encode_video(tmp_path / "x.webm", clip, loop=1)
+    assert list(tmp_path.iterdir()) == []
+    encode_video(tmp_path / "x.gif", clip, quality=55, loop=1)  # the default quality is fine
+
+
+@pytest.mark.parametrize("ext", ["webm", "mp4", "gif"])
+def test_same_frames_give_the_same_bytes(tmp_path, ext):
+    clip = _gradient_clip(t=4, h=16, w=16)
+    encode_video(tmp_path / f"a.{ext}", clip)
+    encode_video(tmp_path / f"b.{ext}", clip)
+    first = (tmp_path / f"a.{ext}").read_bytes()
+    assert first == (tmp_path / f"b.{ext}").read_bytes()  # WebM wrote random track UIDs
+    # no ffmpeg version in the file either ("Lavf63.1.102"), so a newer muxer can match it
+    assert re.search(rb"Lav[fc]\d", first) is None
 
 
 def test_gray_frames_become_gray_video(tmp_path):
