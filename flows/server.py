@@ -436,7 +436,14 @@ def start_server(*, host: str = "127.0.0.1", port: int | None = None,
         ui = full_env.get("PREFECT_SERVER_UI_ENABLED", "true").strip().lower() not in _FALSE
     full_env["PREFECT_SERVER_UI_ENABLED"] = "true" if ui else "false"
     home_dir = Path(full_env.get("PREFECT_HOME", Path.home() / ".prefect"))
-    home_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        home_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file there, or a folder that cannot be made
+        named = "--home" if home is not None else "PREFECT_HOME"
+        problem = ("is a file, not a folder" if home_dir.exists() else
+                   f"cannot be created ({exc.strerror or exc})")
+        raise RuntimeError(f"{named} {home_dir}: {problem}; give a folder for the server's "
+                           "database") from None
     log_path = Path(log) if log else home_dir / "minart-server.log"
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port",
                str(port), "--analytics-off", *([] if ui else ["--no-ui"])]

@@ -412,6 +412,50 @@ class TensorCache:
     def __repr__(self) -> str:
         return f"TensorCache({self.location!r})"
 
+    def check_location(self, *, create: bool) -> None:
+        """Refuse a local location that is not a usable folder, before any work is done.
+
+        Other fsspec stores (``s3://``, ``memory://``...) are not probed: they need no folder and
+        may be slow to reach; their errors come when they are used.
+
+        Args:
+            create: the caller will write (a render): create the folder if it is missing and
+                check that it is writable. Otherwise (listing, eviction) it must exist.
+
+        Raises:
+            CacheError: the location is a file, a missing folder (``create`` false), a folder
+                that cannot be created or written; ``file`` is the location.
+
+        Example:
+            >>> TensorCache("/").check_location(create=False)
+            >>> TensorCache("/no/such/minart/cache").check_location(create=False)
+            Traceback (most recent call last):
+            ...
+            minart.errors.CacheError: /no/such/minart/cache: no such folder
+        """
+        if not self._local:
+            return
+        root = Path(self.root)
+
+        def fail(message: str) -> None:
+            raise CacheError(message, file=self.location, param="location")
+
+        if root.exists() and not root.is_dir():
+            fail("is a file, not a folder; give a folder or an fsspec URL")
+        if not root.exists():
+            if not create:
+                fail("no such folder")
+            above = next((p for p in root.parents if p.exists()), None)
+            if above is not None and not above.is_dir():
+                fail(f"cannot create it: {above} is a file, not a folder")
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                fail(f"cannot create the folder in {above} ({exc.strerror or exc}); give a "
+                     "folder that can be created")
+        if create and not os.access(root, os.W_OK | os.X_OK):
+            fail("is not a writable folder")
+
     @property
     def is_local(self) -> bool:
         """Whether the store is a local folder (OS locks, ``Path`` access)."""

@@ -68,13 +68,17 @@ def check(
     set_: SetOption = None,
     preview: Annotated[bool, typer.Option(
         "--preview", help="Check the quick preview variant (a quarter of the size).")] = False,
+    device: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        "--device", help="Check memory for this device: cpu, cuda, cuda:N, mps or auto "
+                         "(default: the recipe's device, as 'minart run' uses it).")] = None,
 ) -> None:
     """Validate a recipe completely without running anything.
 
     Checks YAML syntax, keys, stage names, parameter types and ranges, references between
     steps, cycles, image-versus-clip mismatches, output paths, and the size of every step's
     result: inputs that do not fit together (a blend of two sizes, a crossfade of a clip of the
-    wrong length, an odd-sized MP4 with pad: refuse) are found here, before anything runs.
+    wrong length, an odd-sized MP4 with pad: refuse) are found here, before anything runs, and
+    so is a step whose result cannot fit in the memory of the device the run would use.
     Prints an OK line and one line per step (what it makes, and its memory), or the first
     problem as FILE:LINE:COLUMN: step 'NAME': message, and exits with status 2.
 
@@ -89,6 +93,7 @@ def check(
     loaded = load_recipe(recipe, tuple(set_ or ()))
     if preview:
         loaded = loaded.preview()
+    unchecked = _plan_like_a_run(loaded, device)
     user_steps = [s for s in loaded.steps if not s.name.startswith("out.")]
     width, height = loaded.size
     files = [s.params.path for s in loaded.steps if s.stage in ("save_image", "encode_video")]
@@ -108,6 +113,31 @@ def check(
         made = "size unknown until it runs" if step.shape is None else (
             f"{describe(step.shape)}, {format_size(nbytes(step.shape))}")
         typer.echo(f"  {label:<{name_width}}  {step.stage:<{stage_width}}  {made}")
+    if unchecked:
+        typer.echo(f"  (memory not checked: {unchecked})")
+
+
+def _plan_like_a_run(loaded: Any, device: str | None) -> str | None:
+    """Plan ``loaded`` as ``minart run`` would (memory pre-flight, output paths) on its device.
+
+    Returns:
+        Why memory was not checked (the recipe's device is not on this machine), else None.
+
+    Raises:
+        MinartError: what the run would refuse before starting.
+    """
+    from . import engine
+
+    unchecked = None
+    try:
+        target = engine.resolve_device(device or loaded.device)
+    except ParamError as exc:
+        if device is not None:  # asked for on the command line: as 'run --device' would fail
+            raise
+        # a recipe meant for another machine (a GPU pool) checks everything but memory here
+        target, unchecked = loaded.device, exc.message.split("; ", 1)[0]
+    engine.plan(loaded, device=target)
+    return unchecked
 
 
 @app.command("stages")
@@ -317,6 +347,30 @@ def check_writable_file(path: Path, option: str) -> None:
         raise ParamError(f"{option} {path}: {parent} is not a writable folder", param=option)
 
 
+def check_folder_option(path: Path, option: str) -> None:
+    """Refuse a folder option that names a file, or a folder that cannot be made or written,
+    before any work is done (the folder itself is created later, by whoever writes into it).
+
+    Raises:
+        ParamError: ``path``, or the nearest of its parents that exists, is not a writable
+            folder.
+
+    Example:
+        >>> check_folder_option(Path("/dev/null"), "--output-dir")
+        Traceback (most recent call last):
+        ...
+        minart.errors.ParamError: --output-dir /dev/null: is a file, not a folder; give a folder ...
+    """
+    absolute = path.absolute()
+    existing = next(p for p in (absolute, *absolute.parents) if p.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == absolute else f"{existing} is a file"
+        raise ParamError(f"{option} {path}: {where}, not a folder; give a folder (it is created "
+                         "if missing)", param=option)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ParamError(f"{option} {path}: {existing} is not a writable folder", param=option)
+
+
 from . import cli_render  # noqa: E402, F401  (registers run, reproduce, cache, server)
 
 
@@ -357,5 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     return code if isinstance(code, int) else (0 if code is None else 1)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # python -m minart.cli: the render commands register on minart.cli's app
+    from minart.cli import main as _main
+
+    sys.exit(_main())

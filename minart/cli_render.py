@@ -19,8 +19,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .cli import SetOption, app, check_writable_file
-from .errors import ParamError
+from .cli import SetOption, app, check_folder_option, check_writable_file
+from .errors import MinartError, ParamError
 
 __all__ = ["cache_app"]
 
@@ -42,10 +42,15 @@ def _render(recipe: Path, overrides: list[str], *, preview: bool | int,
     from . import engine
 
     # validate (and plan) before Prefect starts: recipe errors cost no server start-up
-    engine.load_plan(recipe, overrides, preview=preview, device=device, output_dir=output_dir,
-                     origin=origin)
+    planned = engine.load_plan(recipe, overrides, preview=preview, device=device,
+                               output_dir=output_dir, origin=origin)
     if report is not None:
+        engine.check_report_path(planned, report, option="--report")
         check_writable_file(report, "--report")
+    if output_dir is not None:
+        check_folder_option(output_dir, "--output-dir")
+    _check_output_files(planned)
+    _open_cache(cache, create=True)
     _quiet_prefect()
     from minart.flows.render import render_here  # imports Prefect
 
@@ -56,6 +61,48 @@ def _render(recipe: Path, overrides: list[str], *, preview: bool | int,
                              output_dir=None if output_dir is None else str(output_dir),
                              origin=origin)
     _print_run(result)
+
+
+def _check_output_files(planned: Any) -> None:
+    """Refuse an output path that is a folder, or lies under a file, before any step runs
+    (the writer would fail only once the steps before it had run)."""
+    for step in planned.steps.values():
+        for written in map(Path, step.files):
+            there = next(p for p in (written, *written.parents) if p.exists())
+            if there == written and written.is_dir():
+                problem = "is a folder"
+            elif there != written and not there.is_dir():
+                problem = f"needs {there} to be a folder, but it is a file"
+            else:
+                continue
+            raise ParamError(f"output {written} {problem}; move it away, or give the output "
+                             "another path or --output-dir", step=step.name, param="path")
+
+
+def _open_cache(location: str | None, *, create: bool) -> Any:
+    """The run's :class:`~minart.cache.TensorCache`, its location checked before any work.
+
+    Errors name where the location came from: ``--cache``, ``$MINART_CACHE`` or the default.
+    A missing default folder is no error for listing (nothing was cached yet).
+    """
+    from .cache import TensorCache
+    from .errors import CacheError
+
+    store = TensorCache(location)
+    if location is not None:
+        origin = f"--cache {store.location}"
+    elif os.environ.get("MINART_CACHE"):
+        origin = f"MINART_CACHE={store.location}"
+    else:
+        origin = f"cache folder {store.location}"
+        if not create and not os.path.lexists(store.root):
+            return store
+    try:
+        store.check_location(create=create)
+    except CacheError as exc:
+        exc.file = origin
+        raise
+    return store
 
 
 @contextlib.contextmanager
@@ -72,6 +119,7 @@ def _prefect_api() -> Iterator[Any]:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     if PREFECT_API_URL.value():
+        _check_server_answers(PREFECT_API_URL.value())
         yield None
         return
     import tempfile
@@ -91,6 +139,40 @@ def _prefect_api() -> Iterator[Any]:
                     _drain_prefect()
         finally:
             handle.stop()
+
+
+def _check_server_answers(url: str, timeout: float = 3.0) -> None:
+    """Exit with one line when nothing answers at the ``PREFECT_API_URL`` of the run.
+
+    Prefect's client would fail only after retries, with three tracebacks; a variable still
+    exported after the server stopped (a reboot) is the usual cause. ``/health`` answers 200 on
+    a Prefect server; 401 or 403 (an API that wants a key) also counts as one, and Prefect's
+    client takes it from there.
+    """
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    exported = bool(os.environ.get("PREFECT_API_URL"))
+    where = "PREFECT_API_URL" if exported else "PREFECT_API_URL in the active Prefect profile"
+    undo = "unset PREFECT_API_URL" if exported else "'prefect config unset PREFECT_API_URL'"
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        typer.echo(f"error: {url} ({where}) is not a URL such as http://127.0.0.1:4200/api; "
+                   f"set it to the URL 'minart server' prints, or {undo}", err=True)
+        raise typer.Exit(1)
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout):
+            return
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            return
+        detail = f"/health answers HTTP {exc.code} {exc.reason}"
+    except (OSError, ValueError) as exc:  # refused, timed out, no such host, a bad port
+        reason = getattr(exc, "reason", exc)
+        detail = getattr(reason, "strerror", None) or str(reason)
+    typer.echo(f"error: no Prefect server answers at {url} ({where}: {detail}); start it with "
+               f"'minart server' or {undo}", err=True)
+    raise typer.Exit(1)
 
 
 def _drain_prefect() -> None:
@@ -226,25 +308,97 @@ def reproduce(
 
     from . import engine
 
-    embedded = engine.embedded_recipe(file)
+    embedded = _embedded_recipe(file)
     with tempfile.TemporaryDirectory(prefix="minart-reproduce-") as folder:
         recipe = embedded.materialize(folder)
-        if embedded.inputs:  # the same input images, or a clear error (not written into outputs)
-            try:
-                engine.load_plan(recipe, [*embedded.overrides, *embedded.input_checks()],
-                                 preview=embedded.preview, device=device, output_dir=output_dir)
-            except ParamError as exc:
-                if exc.param != "sha256":
-                    raise
-                what = exc.message.split(": the file's SHA-256", 1)[0]  # "path='in.png'"
-                raise ParamError(
-                    f"{file} was rendered from another version of the input image of step "
-                    f"'{exc.step}' ({what} has changed since); put the "
-                    "original back to reproduce it, or render the new one with 'minart run'",
-                    param="sha256") from None
         copied_from = embedded.path if recipe != Path(embedded.path or "") else None
-        _render(recipe, list(embedded.overrides), preview=embedded.preview, device=device,
-                output_dir=output_dir, cache=cache, report=report, origin=copied_from)
+        try:
+            if embedded.inputs:  # the same input images, or a clear error (not written)
+                try:
+                    engine.load_plan(recipe, [*embedded.overrides, *embedded.input_checks()],
+                                     preview=embedded.preview, device=device,
+                                     output_dir=output_dir)
+                except ParamError as exc:
+                    if exc.param != "sha256":
+                        raise
+                    what = exc.message.split(": the file's SHA-256", 1)[0]  # "path='in.png'"
+                    raise ParamError(
+                        f"{file} was rendered from another version of the input image of step "
+                        f"'{exc.step}' ({what} has changed since); put the "
+                        "original back to reproduce it, or render the new one with 'minart run'",
+                        param="sha256") from None
+            _render(recipe, list(embedded.overrides), preview=embedded.preview, device=device,
+                    output_dir=output_dir, cache=cache, report=report, origin=copied_from)
+        except MinartError as exc:
+            if exc.param == "sha256":  # names the output and the input already
+                raise
+            if copied_from is None:
+                exc.message += f" (reproducing {file})"
+            else:  # name the original files, not the temporary copy
+                exc.file = _real_path(exc.file, recipe, folder, embedded.path)
+                exc.message = _real_path(exc.message, recipe, folder, embedded.path)
+                exc.message += (f" (reproducing {file} from the version of "
+                                f"{embedded.path} it recorded; that file has changed since)")
+            raise
+
+
+_VIDEO_SUFFIXES = (".webm", ".mp4", ".gif", ".mkv", ".mov")
+
+
+def _embedded_recipe(file: Path) -> Any:
+    """:func:`minart.engine.embedded_recipe` of what the artist passed, with errors that say
+    what the file is: a folder, a video without its sidecar, the sidecar itself (read as its
+    video's, even when the video is gone), a file that is no image minart wrote."""
+    import tempfile
+
+    from . import engine
+    from .errors import MediaError
+    from .video import sidecar_path
+
+    if file.is_dir():
+        raise MediaError("is a folder; give a PNG 'minart run' wrote, or a video with its .json "
+                         "sidecar", file=str(file))
+    if file.suffix.lower() == ".json" and Path(file.stem).suffix.lower() in _VIDEO_SUFFIXES:
+        video = file.with_suffix("")
+        if video.is_file():
+            return engine.embedded_recipe(video)
+        if file.is_file():  # the video is gone: its sidecar still holds the recipe
+            with tempfile.TemporaryDirectory(prefix="minart-sidecar-") as folder:
+                stand_in = Path(folder) / video.name
+                stand_in.touch()
+                sidecar_path(stand_in).symlink_to(file.resolve())
+                try:
+                    return engine.embedded_recipe(stand_in)
+                except MinartError as exc:
+                    exc.file = str(file)
+                    raise
+    if file.suffix.lower() in _VIDEO_SUFFIXES and file.is_file() \
+            and not sidecar_path(file).exists():
+        raise MediaError(f"no sidecar {sidecar_path(file)} next to the video; minart keeps a "
+                         "video's recipe in that file", file=str(file))
+    try:
+        return engine.embedded_recipe(file)
+    except MediaError as exc:
+        if not exc.message.startswith("not a readable image"):
+            raise
+        what = "is empty" if file.stat().st_size == 0 else "cannot be read as an image"
+        raise MediaError(f"{what}: not an image minart wrote; give a PNG 'minart run' wrote, or a "
+                         "video with its .json sidecar", file=str(file)) from None
+
+
+def _real_path(text: str | None, recipe: Path, folder: str, original: str | None) -> str | None:
+    """``text`` with the temporary copy's paths (``folder/up0/.../recipe.yaml`` and the input
+    links beside it) replaced by the original recipe's folder, where they lead."""
+    if not text or not original:
+        return text
+    home, top = recipe.parent, Path(folder)
+    places = [home, *(p for p in home.parents if p == top or top in p.parents)]  # deepest first
+    real_home = Path(original).parent
+    for place in places:
+        real = os.path.normpath(real_home / os.path.relpath(place, home))
+        for shown in dict.fromkeys((str(place), str(place.resolve()))):
+            text = text.replace(shown, real)
+    return text
 
 
 cache_app = typer.Typer(help="Inspect and trim the tensor cache ($MINART_CACHE).",
@@ -262,9 +416,9 @@ def cache_ls(cache: CacheOption = None,
     from rich.console import Console
     from rich.table import Table
 
-    from .cache import TensorCache, entry_dict, format_size
+    from .cache import entry_dict, format_size
 
-    store = TensorCache(cache)
+    store = _open_cache(cache, create=False)
     entries = store.entries()
     if as_json:
         for entry in entries:
@@ -285,9 +439,9 @@ def cache_gc(max_size: Annotated[str, typer.Option(
                  "--max-size", help="Size to shrink the cache to, e.g. 10GB or 512MiB.")],
              cache: CacheOption = None) -> None:
     """Evict least recently used entries until the cache fits in --max-size."""
-    from .cache import TensorCache, format_size
+    from .cache import format_size
 
-    result = TensorCache(cache).gc(max_size)
+    result = _open_cache(cache, create=False).gc(max_size)
     typer.echo(f"removed {result.removed} entries ({format_size(result.freed)}); "
                f"{result.kept} left ({format_size(result.size)})")
 
@@ -297,9 +451,7 @@ def cache_clear(cache: CacheOption = None,
                 yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False
                 ) -> None:
     """Remove every cache entry."""
-    from .cache import TensorCache
-
-    store = TensorCache(cache)
+    store = _open_cache(cache, create=False)
     if not yes:
         typer.confirm(f"Remove every entry of {store.location}?", abort=True)
     typer.echo(f"removed {store.clear()} entries from {store.location}")
@@ -327,6 +479,8 @@ def server(
     """
     from minart.flows.server import start_server
 
+    if home is not None:
+        check_folder_option(home, "--home")
     try:
         handle = start_server(host=host, port=port, home=home)
     except RuntimeError as exc:

@@ -52,6 +52,8 @@ __all__ = [
     "PlannedStep",
     "RunReport",
     "StepResult",
+    "check_report_path",
+    "checkpoint_seconds",
     "clear_stop",
     "device_memory",
     "embedded_recipe",
@@ -268,12 +270,7 @@ class Checkpoint:
     def __init__(self, cache: TensorCache, key: str, *, step: str = "", stage: str = "",
                  every: float | None = None) -> None:
         if every is None:
-            text = os.environ.get("MINART_CHECKPOINT_SECONDS", "30")
-            try:
-                every = float(text)
-            except ValueError:
-                raise ParamError(f"MINART_CHECKPOINT_SECONDS={text!r} must be a number of "
-                                 "seconds", param="MINART_CHECKPOINT_SECONDS") from None
+            every = checkpoint_seconds()
         if not every >= 0:
             raise ParamError(f"every={every} must be >= 0 seconds", param="every")
         self.cache, self.key = cache, f"{key}-ckpt"
@@ -317,6 +314,29 @@ class Checkpoint:
     def delete(self) -> None:
         """Remove the checkpoint."""
         self.cache.delete(self.key)
+
+
+def checkpoint_seconds() -> float:
+    """Seconds between two checkpoint saves of a long step: ``$MINART_CHECKPOINT_SECONDS``,
+    else 30. :func:`load_plan` reads it, so a bad value stops a run before any step starts.
+
+    Raises:
+        ParamError: the variable is not a number of seconds >= 0.
+
+    Example:
+        >>> checkpoint_seconds() >= 0
+        True
+    """
+    text = os.environ.get("MINART_CHECKPOINT_SECONDS", "30")
+    try:
+        every = float(text)
+    except ValueError:
+        every = float("nan")
+    if not every >= 0:  # (nan too)
+        raise ParamError(f"MINART_CHECKPOINT_SECONDS={text!r} must be a number of seconds >= 0 "
+                         "(how often long steps save a checkpoint; default 30); fix or unset it",
+                         param="MINART_CHECKPOINT_SECONDS")
+    return every
 
 
 def step_seed(seed: int | None) -> int:
@@ -625,27 +645,80 @@ def _check_memory(steps: Sequence[Any], device: str | torch.device) -> None:
             "size, frames or iterations, or render with --preview", step=step.name, **at)
 
 
-def _check_no_overwritten_inputs(recipe: Any, steps: Sequence[Any],
-                                 files: Mapping[str, tuple[str, ...]]) -> None:
-    """Refuse outputs that would overwrite the recipe file or one of its input images."""
+def _protected_files(recipe: Any, steps: Sequence[Any]) -> dict[str, str]:
+    """``{absolute path: what it is}`` of the files a run reads: the recipe file (and the one it
+    is a copy of, for ``minart reproduce``) and every ``load_image`` step's image."""
     source = getattr(recipe, "path", None)
     base = Path(source).parent if source else Path.cwd()
-    protected = {str(Path(source).resolve()): "the recipe file"} if source else {}
+    protected = {}
+    for where in (getattr(recipe, "origin", None), source):
+        if where:
+            protected[str(Path(where).resolve())] = "the recipe file"
     from .stages import input_path
 
     for step in steps:
         if step.stage == "load_image":
             protected[str(input_path(step.params, base).resolve())] = (
                 f"the input image of step '{step.name}'")
+    return protected
+
+
+def _check_no_overwritten_inputs(recipe: Any, steps: Sequence[Any],
+                                 files: Mapping[str, tuple[str, ...]]) -> None:
+    """Refuse outputs that would overwrite the recipe file or one of its input images, and an
+    output whose path is the folder of another output (``x.png`` and ``x.png/y.png``)."""
+    protected = _protected_files(recipe, steps)
+    written_by = {f: step.name for step in steps for f in files.get(step.name, ())}
     for step in steps:
+        where = getattr(step, "location", None)
+        at = {"step": step.name, "param": "path", "file": getattr(where, "file", None),
+              "line": getattr(where, "line", None), "column": getattr(where, "column", None)}
         for written in files.get(step.name, ()):
             if written in protected:
-                where = getattr(step, "location", None)
                 raise RecipeError(
                     f"writing {written} would overwrite {protected[written]}; give the output "
-                    "another path or --output-dir", step=step.name, param="path",
-                    file=getattr(where, "file", None), line=getattr(where, "line", None),
-                    column=getattr(where, "column", None))
+                    "another path or --output-dir", **at)
+            for folder in map(str, Path(written).parents):
+                if folder in written_by:
+                    raise RecipeError(
+                        f"writing {written} needs {folder} to be a folder, but step "
+                        f"'{written_by[folder]}' writes a file there; give one of the outputs "
+                        "another path", **at)
+
+
+def check_report_path(plan_: Plan, path: str | os.PathLike, *, option: str = "report") -> None:
+    """Refuse a report path that would overwrite a file the run reads or writes, before it runs.
+
+    Args:
+        plan_: the run's plan.
+        path: where the JSON report goes.
+        option: how the caller names the path in messages (``--report`` on the command line).
+
+    Raises:
+        ParamError: ``path`` is the recipe file, an input image, an output file of the run or
+            the folder of one.
+
+    Example:
+        >>> from minart.recipe import parse_recipe
+        >>> p = plan(parse_recipe("size: [8, 8]\\nsteps: {a: {stage: fractal}}\\n"
+        ...                       "outputs: {still: {step: a, path: a.png}}"))
+        >>> check_report_path(p, "a.png", option="--report")
+        Traceback (most recent call last):
+        ...
+        minart.errors.ParamError: --report a.png: writing it would overwrite the output of step 'out.still'; ...
+    """
+    target = str(Path(path).resolve())
+    found = _protected_files(plan_.recipe, list(plan_.recipe.steps)).get(target)
+    for step in plan_.steps.values():
+        if found:
+            break
+        if target in step.files:
+            found = f"the output of step '{step.name}'"
+        elif any(target in map(str, Path(f).parents) for f in step.files):
+            found = f"the folder of the output of step '{step.name}'"
+    if found:
+        raise ParamError(f"{option} {path}: writing it would overwrite {found}; give the report "
+                         "another path", param=option)
 
 
 def _output_files(stage: Any, step: Any, recipe: Any, output_dir: Path | None,
@@ -798,6 +871,7 @@ def load_plan(path: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[s
         ...
         minart.errors.RecipeError: no/such/recipe.yaml: no such recipe file
     """
+    checkpoint_seconds()  # a bad $MINART_CHECKPOINT_SECONDS stops the run before any step
     shown = path = os.fspath(path)
     try:
         info = os.stat(path)

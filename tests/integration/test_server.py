@@ -386,3 +386,17 @@ def test_a_busy_server_is_asked_again_not_given_up_on():
         assert answers == []
     finally:
         httpd.shutdown()
+
+
+def test_a_home_that_is_not_a_folder_is_reported_before_the_server_starts(fake_start, tmp_path,
+                                                                          monkeypatch):
+    started, _ = fake_start
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    with pytest.raises(RuntimeError, match=rf"^--home {afile}: is a file, not a folder; give a "
+                                           "folder for the server's database$"):
+        server.start_server(home=afile, zombie_seconds=None)
+    monkeypatch.setenv("PREFECT_HOME", str(afile / "sub"))
+    with pytest.raises(RuntimeError, match=rf"^PREFECT_HOME {afile / 'sub'}: cannot be created "):
+        server.start_server(zombie_seconds=None)
+    assert started == []

@@ -288,3 +288,33 @@ def test_bad_location_and_options():
 def test_default_location_follows_env(monkeypatch, tmp_path):
     monkeypatch.setenv("MINART_CACHE", str(tmp_path / "c"))
     assert TensorCache().location == str(tmp_path / "c")
+
+
+def test_a_local_location_that_is_not_a_usable_folder_is_refused_before_use(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for location in (afile, f"file://{afile}"):
+        with pytest.raises(CacheError) as info:
+            TensorCache(location).check_location(create=True)
+        assert str(info.value) == f"{location}: is a file, not a folder; give a folder or an fsspec URL"
+        assert info.value.file == str(location)
+    with pytest.raises(CacheError, match=rf"^{afile}/sub: cannot create it: {afile} is a file"):
+        TensorCache(afile / "sub").check_location(create=True)
+    with pytest.raises(CacheError, match=rf"^{tmp_path}/none: no such folder$"):
+        TensorCache(tmp_path / "none").check_location(create=False)
+    assert not (tmp_path / "none").exists()  # listing creates nothing
+    TensorCache(tmp_path / "new" / "cache").check_location(create=True)
+    assert (tmp_path / "new" / "cache").is_dir()  # a render creates it
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_a_location_that_cannot_be_created_says_where():
+    with pytest.raises(CacheError, match=r"^/proc/minart-cachex: cannot create the folder in /proc \("):
+        TensorCache("/proc/minart-cachex").check_location(create=True)
+
+
+def test_remote_locations_are_not_probed():
+    store = TensorCache(f"memory://minart-test-{uuid.uuid4().hex}")
+    store.check_location(create=False)  # missing, but a remote store needs no folder
+    store.check_location(create=True)
+    assert store.entries() == []

@@ -183,3 +183,244 @@ def test_reproduce_refuses_an_output_whose_input_image_has_changed(capsys, tmp_p
         f"error: {output} was rendered from another version of the input image of step 'photo' "
         "(path='pic.png' has changed since); put the original back to reproduce it, or render "
         "the new one with 'minart run'\n")
+
+
+def _picture_recipe(tmp_path: Path, outputs: str = "  still: {step: photo, path: out.png}\n") -> Path:
+    """A recipe that loads ``pic.png`` beside it, with ``outputs``."""
+    import torch
+
+    from minart.io import write_image
+
+    write_image(tmp_path / "pic.png", torch.rand(3, 8, 8))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("size: [8, 8]\nsteps:\n  photo: {stage: load_image, params: {path: pic.png}}"
+                      f"\noutputs:\n{outputs}")
+    return recipe
+
+
+def test_a_report_that_would_overwrite_the_recipe_an_input_or_an_output_is_refused(capsys, tmp_path):
+    recipe = _picture_recipe(tmp_path)
+    before = {p: p.read_bytes() for p in (recipe, tmp_path / "pic.png")}
+    for target, what in [(recipe, "the recipe file"),
+                         (tmp_path / "pic.png", "the input image of step 'photo'"),
+                         (tmp_path / "out" / "out.png", "the output of step 'out.still'")]:
+        code, out, err = _cli(capsys, "run", str(recipe), "--report", str(target), "-o",
+                              str(tmp_path / "out") if "out" in target.parts else str(tmp_path))
+        assert code == EXIT_INVALID and out == ""
+        assert err == (f"error: --report {target}: writing it would overwrite {what}; give the "
+                       "report another path\n")
+    assert {p: p.read_bytes() for p in before} == before
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_folder_that_is_a_file_is_refused_before_any_work(capsys, tmp_path):
+    recipe = _picture_recipe(tmp_path)
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    code, _, err = _cli(capsys, "run", str(recipe), "-o", str(afile))
+    assert code == EXIT_INVALID and err == (f"error: --output-dir {afile}: is a file, not a folder; "
+                                            "give a folder (it is created if missing)\n")
+    code, _, err = _cli(capsys, "run", str(recipe), "--output-dir", str(afile / "sub"))
+    assert code == EXIT_INVALID and err == (f"error: --output-dir {afile / 'sub'}: {afile} is a "
+                                            "file, not a folder; give a folder (it is created if "
+                                            "missing)\n")
+    (tmp_path / "o1" / "out.png").mkdir(parents=True)  # an output path that is a folder
+    code, _, err = _cli(capsys, "run", str(recipe), "-o", str(tmp_path / "o1"))
+    assert code == EXIT_INVALID and err == (
+        f"error: step 'out.still': output {tmp_path / 'o1' / 'out.png'} is a folder; move it away, "
+        "or give the output another path or --output-dir\n")
+    (tmp_path / "o2").mkdir()
+    (tmp_path / "o2" / "sub").write_text("")  # an output's folder that is a file
+    recipe.write_text(recipe.read_text().replace("path: out.png", "path: sub/out.png"))
+    code, _, err = _cli(capsys, "run", str(recipe), "-o", str(tmp_path / "o2"))
+    assert code == EXIT_INVALID and err == (
+        f"error: step 'out.still': output {tmp_path / 'o2' / 'sub' / 'out.png'} needs "
+        f"{tmp_path / 'o2' / 'sub'} to be a folder, but it is a file; move it away, or give the "
+        "output another path or --output-dir\n")
+
+
+def test_two_outputs_one_inside_the_other_fail_the_check(capsys, tmp_path):
+    recipe = _picture_recipe(tmp_path, "  one: {step: photo, path: x.png}\n"
+                                       "  two: {step: photo, path: x.png/y.png}\n")
+    code, out, err = _cli(capsys, "check", str(recipe))
+    assert code == EXIT_INVALID and out == ""
+    assert err.startswith(f"error: {recipe}:6:8: step 'out.two': writing ") and err.endswith(
+        "x.png to be a folder, but step 'out.one' writes a file there; give one of the outputs "
+        "another path\n")
+
+
+def test_bad_cache_locations_are_one_line_errors_naming_option_and_path(capsys, tmp_path,
+                                                                        monkeypatch):
+    recipe = _picture_recipe(tmp_path)
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    is_file = "is a file, not a folder; give a folder or an fsspec URL\n"
+    monkeypatch.delenv("MINART_CACHE", raising=False)
+    for args in (["run", str(recipe)], ["cache", "ls"], ["cache", "gc", "--max-size", "1GB"],
+                 ["cache", "clear", "--yes"]):
+        code, _, err = _cli(capsys, *args, "--cache", str(afile))
+        assert (code, err) == (EXIT_INVALID, f"error: --cache {afile}: {is_file}"), args
+    monkeypatch.setenv("MINART_CACHE", str(afile))
+    for args in (["run", str(recipe)], ["cache", "ls"]):
+        code, _, err = _cli(capsys, *args)
+        assert (code, err) == (EXIT_INVALID, f"error: MINART_CACHE={afile}: {is_file}"), args
+    code, _, err = _cli(capsys, "cache", "ls", "--cache", str(tmp_path / "none"))
+    assert (code, err) == (EXIT_INVALID, f"error: --cache {tmp_path / 'none'}: no such folder\n")
+    if Path("/proc/self").is_dir():
+        code, _, err = _cli(capsys, "run", str(recipe), "--cache", "/proc/cachex")
+        assert code == EXIT_INVALID and err.startswith(
+            "error: --cache /proc/cachex: cannot create the folder in /proc (")
+    code, out, _ = _cli(capsys, "cache", "ls", "--cache", "memory://minart-cli-remote")
+    assert code == 0 and "0 entries, 0 B in memory://minart-cli-remote" in out  # URLs still work
+    code, out, err = _cli(capsys, "server", "--home", str(afile))
+    assert code == EXIT_INVALID and out == "" and err == (
+        f"error: --home {afile}: is a file, not a folder; give a folder (it is created if "
+        "missing)\n")
+
+
+def test_a_bad_checkpoint_interval_is_refused_before_any_work(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("MINART_CHECKPOINT_SECONDS", "abc")
+    code, _, err = _cli(capsys, "run", str(_picture_recipe(tmp_path)))
+    assert code == EXIT_INVALID and err == (
+        "error: MINART_CHECKPOINT_SECONDS='abc' must be a number of seconds >= 0 (how often long "
+        "steps save a checkpoint; default 30); fix or unset it\n")
+
+
+def test_check_refuses_a_step_that_cannot_fit_in_the_devices_memory(capsys, tmp_path):
+    recipe = tmp_path / "huge.yaml"
+    recipe.write_text("size: [16384, 16384]\nsteps:\n  clip: {stage: fractal_frames, "
+                      "params: {frames: 1000}}\n")  # 3.2 TB: more than any machine holds
+    code, out, err = _cli(capsys, "check", str(recipe))
+    assert code == EXIT_INVALID and out == ""
+    assert err.startswith(f"error: {recipe}:3:9: step 'clip': this step would make a 1000-frame "
+                          "16384x16384 RGB clip (3.2 TB), more than the ") and err.endswith(
+        " of memory on cpu; lower its size, frames or iterations, or render with --preview\n")
+    recipe.write_text("size: [64, 64]\nsteps:\n  clip: {stage: fractal_frames, "
+                      "params: {frames: 10}}\n")
+    code, out, _ = _cli(capsys, "check", str(recipe))
+    assert code == 0 and "memory not checked" not in out
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_check_of_a_recipe_for_a_gpu_this_machine_lacks_says_memory_was_not_checked(capsys,
+                                                                                   tmp_path):
+    recipe = tmp_path / "gpu.yaml"
+    recipe.write_text("device: cuda\nsize: [16384, 16384]\nsteps:\n  clip: {stage: fractal_frames, "
+                      "params: {frames: 1000}}\n")
+    code, out, _ = _cli(capsys, "check", str(recipe))
+    assert code == 0 and out.splitlines()[-1] == (
+        "  (memory not checked: device='cuda' is not available: torch finds no CUDA GPU on this "
+        "machine)")
+    code, _, err = _cli(capsys, "check", str(recipe), "--device", "cpu")
+    assert code == EXIT_INVALID and "of memory on cpu" in err
+
+
+def _rendered_png(tmp_path: Path) -> tuple[Path, Path]:
+    """``out.png`` as 'minart run' writes it from ``fi.yaml`` (loading ``assets/pic.png``)."""
+    import torch
+
+    from minart.io import write_image
+    from minart.recipe import load_recipe
+
+    (tmp_path / "assets").mkdir()
+    write_image(tmp_path / "assets" / "pic.png", torch.rand(3, 8, 8))
+    recipe = tmp_path / "fi.yaml"
+    recipe.write_text("size: [8, 8]\nsteps:\n  photo: {stage: load_image, params: "
+                      "{path: assets/pic.png}}\noutputs:\n  still: {step: photo, path: out.png}\n")
+    digest = load_recipe(recipe).step("photo").params.sha256
+    output = tmp_path / "out.png"
+    write_image(output, torch.rand(3, 8, 8), metadata={
+        "minart_recipe": recipe.read_text(), "minart_recipe_path": str(recipe),
+        "minart_overrides": "[]", "minart_preview": "1",
+        "minart_inputs": json.dumps({"photo": digest})})
+    return recipe, output
+
+
+def test_reproduce_errors_name_the_original_recipe_and_input_not_the_temporary_copy(capsys,
+                                                                                   tmp_path):
+    recipe, output = _rendered_png(tmp_path)
+    recipe.write_text(recipe.read_text() + "# edited since\n")  # so a copy is rendered
+    (tmp_path / "assets" / "pic.png").unlink()
+    code, _, err = _cli(capsys, "reproduce", str(output), "-o", str(tmp_path / "again"))
+    assert code == EXIT_INVALID and "minart-reproduce-" not in err
+    assert err == (f"error: {recipe}:3:45: step 'photo': path='assets/pic.png': no such file "
+                   f"{tmp_path / 'assets' / 'pic.png'} (reproducing {output} from the version of "
+                   f"{recipe} it recorded; that file has changed since)\n")
+
+
+def test_reproduce_says_what_a_file_it_cannot_read_is(capsys, tmp_path):
+    cases = {"folder": "is a folder; give a PNG 'minart run' wrote, or a video with its .json "
+                       "sidecar",
+             "empty.png": "is empty: not an image minart wrote; give a PNG 'minart run' wrote, "
+                          "or a video with its .json sidecar",
+             "notes.txt": "cannot be read as an image: not an image minart wrote; give a PNG "
+                          "'minart run' wrote, or a video with its .json sidecar",
+             "clip.webm": f"no sidecar {tmp_path / 'clip.webm.json'} next to the video; minart "
+                          "keeps a video's recipe in that file"}
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not a picture\n")
+    (tmp_path / "clip.webm").write_bytes(b"\x1aE\xdf\xa3 not really a video")
+    for name, message in cases.items():
+        code, _, err = _cli(capsys, "reproduce", str(tmp_path / name))
+        assert (code, err) == (EXIT_INVALID, f"error: {tmp_path / name}: {message}\n")
+
+
+def test_reproduce_takes_a_videos_sidecar_with_or_without_the_video(capsys, tmp_path,
+                                                                    monkeypatch):
+    from minart import cli_render
+
+    rendered = []
+    monkeypatch.setattr(cli_render, "_render", lambda recipe, *a, **k: rendered.append(
+        Path(recipe).read_text()))
+    text = "size: [8, 8]\nsteps:\n  a: {stage: fractal}\noutputs:\n  m: {step: a, path: m.webm}\n"
+    recipe = tmp_path / "v.yaml"
+    recipe.write_text(text)
+    sidecar = tmp_path / "m.webm.json"
+    sidecar.write_text(json.dumps({"minart_recipe": text, "minart_recipe_path": str(recipe),
+                                   "minart_overrides": [], "minart_preview": 1}))
+    (tmp_path / "m.webm").write_bytes(b"video")
+    assert _cli(capsys, "reproduce", str(sidecar))[0] == 0
+    (tmp_path / "m.webm").unlink()  # the video is gone: its sidecar still holds the recipe
+    assert _cli(capsys, "reproduce", str(sidecar))[0] == 0
+    assert rendered == [text, text]
+
+
+def test_a_prefect_api_url_where_nothing_answers_is_one_line(capsys, monkeypatch):
+    import typer
+    from minart.flows.server import free_port
+
+    from minart.cli_render import _check_server_answers
+
+    url = f"http://127.0.0.1:{free_port()}/api"
+    monkeypatch.setenv("PREFECT_API_URL", url)
+    with pytest.raises(typer.Exit) as info:
+        _check_server_answers(url)
+    assert info.value.exit_code == 1
+    assert capsys.readouterr().err == (
+        f"error: no Prefect server answers at {url} (PREFECT_API_URL: Connection refused); start "
+        "it with 'minart server' or unset PREFECT_API_URL\n")
+    monkeypatch.setenv("PREFECT_API_URL", "localhost:4200")
+    with pytest.raises(typer.Exit):
+        _check_server_answers("localhost:4200")
+    assert capsys.readouterr().err == (
+        "error: localhost:4200 (PREFECT_API_URL) is not a URL such as http://127.0.0.1:4200/api; "
+        "set it to the URL 'minart server' prints, or unset PREFECT_API_URL\n")
+
+
+@pytest.mark.slow
+def test_run_against_a_stopped_prefect_server_is_one_line_before_any_work(tmp_path):
+    import os
+
+    from minart.flows.server import free_port
+
+    recipe = _picture_recipe(tmp_path)
+    url = f"http://127.0.0.1:{free_port()}/api"
+    env = {**os.environ, "PREFECT_API_URL": url, "MINART_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-m", "minart.cli", "run", str(recipe)], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1
+    assert done.stderr == (f"error: no Prefect server answers at {url} (PREFECT_API_URL: "
+                           "Connection refused); start it with 'minart server' or unset "
+                           "PREFECT_API_URL\n")
+    assert not (tmp_path / "out.png").exists()

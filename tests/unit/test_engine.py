@@ -551,3 +551,54 @@ def test_a_step_that_runs_out_of_memory_is_a_one_line_error(tmp_path, monkeypatc
     assert str(info.value) == (
         f"{recipe}:4:6: step 'r': not enough memory on cpu for this step (it asked for 3.2 TB); "
         "lower its size, frames or iterations, or render with --preview")
+
+
+def test_an_output_whose_path_is_another_outputs_folder_is_refused(tmp_path):
+    recipe = tmp_path / "nest.yaml"
+    recipe.write_text("size: [8, 8]\nsteps:\n  a: {stage: fractal}\noutputs:\n"
+                      "  one: {step: a, path: x.png}\n  two: {step: a, path: x.png/y.png}\n")
+    with pytest.raises(RecipeError) as info:
+        engine.load_plan(recipe, output_dir=tmp_path)
+    assert str(info.value) == (
+        f"{recipe}:6:8: step 'out.two': writing {tmp_path / 'x.png' / 'y.png'} needs "
+        f"{tmp_path / 'x.png'} to be a folder, but step 'out.one' writes a file there; give one "
+        "of the outputs another path")
+
+
+def test_a_report_path_that_would_overwrite_what_the_run_reads_or_writes_is_refused(tmp_path):
+    write_image(tmp_path / "pic.png", torch.rand(3, 8, 8))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("size: [8, 8]\nsteps:\n  photo: {stage: load_image, params: {path: pic.png}}"
+                      "\noutputs:\n  still: {step: photo, path: out/still.png}\n")
+    plan = engine.load_plan(recipe, output_dir=tmp_path)
+    for path, what in [(recipe, "the recipe file"),
+                       (tmp_path / "pic.png", "the input image of step 'photo'"),
+                       (tmp_path / "out" / "still.png", "the output of step 'out.still'"),
+                       (tmp_path / "out", "the folder of the output of step 'out.still'")]:
+        with pytest.raises(ParamError) as info:
+            engine.check_report_path(plan, path, option="--report")
+        assert str(info.value) == (f"--report {path}: writing it would overwrite {what}; give the "
+                                   "report another path")
+    engine.check_report_path(plan, tmp_path / "report.json")
+    # a reproduced copy protects the recipe it was copied from too
+    copy = engine.EmbeddedRecipe(text=recipe.read_text(), path=str(recipe)).materialize(
+        tmp_path / "tmp")
+    recipe.write_text(recipe.read_text() + "# edited\n")
+    copied = engine.load_plan(copy, output_dir=tmp_path, origin=recipe)
+    with pytest.raises(ParamError, match="would overwrite the recipe file"):
+        engine.check_report_path(copied, recipe)
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "nan"])
+def test_a_bad_checkpoint_interval_stops_a_run_before_any_step(tmp_path, monkeypatch, value):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("size: [8, 8]\nsteps:\n  a: {stage: fractal}\n")
+    monkeypatch.setenv("MINART_CHECKPOINT_SECONDS", value)
+    with pytest.raises(ParamError) as info:
+        engine.load_plan(recipe)
+    assert str(info.value) == (f"MINART_CHECKPOINT_SECONDS={value!r} must be a number of seconds "
+                               ">= 0 (how often long steps save a checkpoint; default 30); fix or "
+                               "unset it")
+    monkeypatch.setenv("MINART_CHECKPOINT_SECONDS", "0.5")
+    assert engine.checkpoint_seconds() == 0.5
+    assert engine.Checkpoint(TensorCache("memory://minart-ckpt-env"), "k").every == 0.5
