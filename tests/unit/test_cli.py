@@ -160,23 +160,11 @@ def test_server_on_a_port_already_taken_says_so_instead_of_reporting_success(cap
 
 
 def test_reproduce_refuses_an_output_whose_input_image_has_changed(capsys, tmp_path):
-    import json
-
     import torch
 
     from minart.io import write_image
-    from minart.recipe import load_recipe
 
-    write_image(tmp_path / "pic.png", torch.rand(3, 8, 8))
-    recipe = tmp_path / "fi.yaml"
-    recipe.write_text("size: [8, 8]\nsteps:\n  photo: {stage: load_image, params: {path: pic.png}}"
-                      "\noutputs:\n  still: {step: photo, path: out.png}\n")
-    digest = load_recipe(recipe).step("photo").params.sha256
-    output = tmp_path / "out.png"
-    write_image(output, torch.rand(3, 8, 8), metadata={
-        "minart_recipe": recipe.read_text(), "minart_recipe_path": str(recipe),
-        "minart_overrides": "[]", "minart_preview": "1",
-        "minart_inputs": json.dumps({"photo": digest})})
+    _, output = _rendered_png(tmp_path, image="pic.png")
     write_image(tmp_path / "pic.png", torch.rand(3, 8, 8))  # replaced since the render
     code, _out, err = _cli(capsys, "reproduce", str(output), "-o", str(tmp_path / "again"))
     assert code == EXIT_INVALID and err == (
@@ -315,18 +303,18 @@ def test_check_of_a_recipe_for_a_gpu_this_machine_lacks_says_memory_was_not_chec
     assert code == EXIT_INVALID and "of memory on cpu" in err
 
 
-def _rendered_png(tmp_path: Path) -> tuple[Path, Path]:
-    """``out.png`` as 'minart run' writes it from ``fi.yaml`` (loading ``assets/pic.png``)."""
+def _rendered_png(tmp_path: Path, image: str = "assets/pic.png") -> tuple[Path, Path]:
+    """``out.png`` as 'minart run' writes it from ``fi.yaml`` (loading ``image``)."""
     import torch
 
     from minart.io import write_image
     from minart.recipe import load_recipe
 
-    (tmp_path / "assets").mkdir()
-    write_image(tmp_path / "assets" / "pic.png", torch.rand(3, 8, 8))
+    (tmp_path / image).parent.mkdir(parents=True, exist_ok=True)
+    write_image(tmp_path / image, torch.rand(3, 8, 8))
     recipe = tmp_path / "fi.yaml"
     recipe.write_text("size: [8, 8]\nsteps:\n  photo: {stage: load_image, params: "
-                      "{path: assets/pic.png}}\noutputs:\n  still: {step: photo, path: out.png}\n")
+                      f"{{path: {image}}}}}\noutputs:\n  still: {{step: photo, path: out.png}}\n")
     digest = load_recipe(recipe).step("photo").params.sha256
     output = tmp_path / "out.png"
     write_image(output, torch.rand(3, 8, 8), metadata={
