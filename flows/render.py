@@ -62,7 +62,8 @@ def render(recipe: str, overrides: dict[str, Any] | None = None,
             before it is validated (values as YAML would read them).
         preview: render the quick preview variant (true: 4x smaller; a number: that factor).
         output_dir: folder the outputs' path templates are expanded in (default: the current
-            folder; a deployment runs in the repository folder).
+            folder; a deployment runs in the repository folder); ``{date}`` in it becomes the
+            run's date (UTC), for one folder per night.
         device: torch device the stages run on (``cpu``, ``cuda``, ``cuda:1``).
         cache: tensor cache location (default ``$MINART_CACHE`` or the user cache folder).
         report: also write the JSON report to this path.
@@ -74,19 +75,31 @@ def render(recipe: str, overrides: dict[str, Any] | None = None,
         (computed, cached or skipped), seconds and output files.
 
     Raises:
-        MinartError: the recipe does not validate, or a step fails (the first failure).
+        MinartError: the recipe does not validate; ``report``, ``output_dir``, an output path
+            or the cache location cannot be written (all checked before any step runs); or a
+            step fails (the first failure).
     """
     _quiet_minart_errors()
     logger = get_run_logger()
     start = time.perf_counter()
     recipe = os.path.abspath(recipe)
-    output_dir = os.path.abspath(output_dir) if output_dir else None
     overrides = dict(overrides or {})
     store = TensorCache(cache)
     day = time.strftime("%Y-%m-%d", time.gmtime())  # one {date} for the whole run
     try:
+        if output_dir:
+            engine.output_folder(output_dir, day)  # a bad {field} names the folder as given
+            output_dir = os.path.abspath(output_dir)
         plan = engine.load_plan(recipe, overrides, preview=preview, device=device,
                                 output_dir=output_dir, date=day, origin=origin)
+        # what the CLI checks before it starts Prefect, for deployment runs: fail before any work
+        if report:
+            engine.check_report_path(plan, report, option="report")
+            engine.check_writable_file(Path(report), "report")
+        if output_dir:
+            engine.check_folder_option(Path(plan.output_dir), "output_dir")
+        engine.check_output_files(plan)
+        store.check_location(create=True)
     except MinartError as exc:
         if exc.file and exc.file.startswith("--set "):  # name the flow's parameter, not the CLI's
             exc.file = f"overrides {exc.file.removeprefix('--set ')}"

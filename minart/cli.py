@@ -9,7 +9,6 @@ into one or two lines on stderr and exit status 2, without a traceback.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import typing
 from pathlib import Path
@@ -308,6 +307,7 @@ def schema(
 
       minart schema -o recipes/schema.json
     """
+    from .engine import check_writable_file
     from .recipe import recipe_schema
 
     text = json.dumps(recipe_schema(), indent=2, sort_keys=False) + "\n"
@@ -321,54 +321,6 @@ def schema(
             raise ParamError(f"--output {output}: cannot write it ({exc.strerror or exc})",
                              param="--output") from None
         typer.echo(f"wrote {output}")
-
-
-def check_writable_file(path: Path, option: str) -> None:
-    """Refuse a file option that cannot be written, before any work is done.
-
-    Raises:
-        ParamError: ``path`` is a folder, or its folder cannot be created or written.
-
-    Example:
-        >>> check_writable_file(Path("/"), "--report")
-        Traceback (most recent call last):
-        ...
-        minart.errors.ParamError: --report /: is a folder; give a file path
-    """
-    if path.is_dir():
-        raise ParamError(f"{option} {path}: is a folder; give a file path", param=option)
-    parent = path.absolute().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)  # the file goes there anyway
-    except OSError as exc:
-        raise ParamError(f"{option} {path}: cannot create its folder ({exc.strerror or exc})",
-                         param=option) from None
-    if not os.access(parent, os.W_OK):
-        raise ParamError(f"{option} {path}: {parent} is not a writable folder", param=option)
-
-
-def check_folder_option(path: Path, option: str) -> None:
-    """Refuse a folder option that names a file, or a folder that cannot be made or written,
-    before any work is done (the folder itself is created later, by whoever writes into it).
-
-    Raises:
-        ParamError: ``path``, or the nearest of its parents that exists, is not a writable
-            folder.
-
-    Example:
-        >>> check_folder_option(Path("/dev/null"), "--output-dir")
-        Traceback (most recent call last):
-        ...
-        minart.errors.ParamError: --output-dir /dev/null: is a file, not a folder; give a folder ...
-    """
-    absolute = path.absolute()
-    existing = next(p for p in (absolute, *absolute.parents) if p.exists())
-    if not existing.is_dir():
-        where = "is a file" if existing == absolute else f"{existing} is a file"
-        raise ParamError(f"{option} {path}: {where}, not a folder; give a folder (it is created "
-                         "if missing)", param=option)
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ParamError(f"{option} {path}: {existing} is not a writable folder", param=option)
 
 
 from . import cli_render  # noqa: E402, F401  (registers run, reproduce, cache, server)

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .cli import SetOption, app, check_folder_option, check_writable_file
+from .cli import SetOption, app
 from .errors import MinartError, ParamError
 
 __all__ = ["cache_app"]
@@ -46,10 +46,10 @@ def _render(recipe: Path, overrides: list[str], *, preview: bool | int,
                                output_dir=output_dir, origin=origin)
     if report is not None:
         engine.check_report_path(planned, report, option="--report")
-        check_writable_file(report, "--report")
+        engine.check_writable_file(report, "--report")
     if output_dir is not None:
-        check_folder_option(output_dir, "--output-dir")
-    _check_output_files(planned)
+        engine.check_folder_option(Path(planned.output_dir), "--output-dir")
+    engine.check_output_files(planned)
     _open_cache(cache, create=True)
     _quiet_prefect()
     from minart.flows.render import render_here  # imports Prefect
@@ -61,22 +61,6 @@ def _render(recipe: Path, overrides: list[str], *, preview: bool | int,
                              output_dir=None if output_dir is None else str(output_dir),
                              origin=origin)
     _print_run(result)
-
-
-def _check_output_files(planned: Any) -> None:
-    """Refuse an output path that is a folder, or lies under a file, before any step runs
-    (the writer would fail only once the steps before it had run)."""
-    for step in planned.steps.values():
-        for written in map(Path, step.files):
-            there = next(p for p in (written, *written.parents) if p.exists())
-            if there == written and written.is_dir():
-                problem = "is a folder"
-            elif there != written and not there.is_dir():
-                problem = f"needs {there} to be a folder, but it is a file"
-            else:
-                continue
-            raise ParamError(f"output {written} {problem}; move it away, or give the output "
-                             "another path or --output-dir", step=step.name, param="path")
 
 
 def _open_cache(location: str | None, *, create: bool) -> Any:
@@ -252,7 +236,8 @@ CacheOption = Annotated[Opt[str], typer.Option(
     "--cache", help="Tensor cache folder or fsspec URL (default: $MINART_CACHE, else the user "
                     "cache folder).")]
 OutputDirOption = Annotated[Opt[Path], typer.Option(
-    "--output-dir", "-o", help="Folder the outputs are written to (default: the current folder).")]
+    "--output-dir", "-o", help="Folder the outputs are written to (default: the current folder); "
+    "{date} in it becomes the run's date, as in renders/{date}.")]
 DeviceOption = Annotated[Opt[str], typer.Option(
     "--device", help="cpu, cuda, cuda:N, mps or auto (default: the recipe's device).")]
 ReportOption = Annotated[Opt[Path], typer.Option(
@@ -477,6 +462,7 @@ def server(
 
       PREFECT_UI_API_URL=http://10.0.0.5:4200/api minart server --host 0.0.0.0
     """
+    from minart.engine import check_folder_option
     from minart.flows.server import start_server
 
     if home is not None:

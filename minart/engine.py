@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import re
+import string
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -52,12 +53,16 @@ __all__ = [
     "PlannedStep",
     "RunReport",
     "StepResult",
+    "check_folder_option",
+    "check_output_files",
     "check_report_path",
+    "check_writable_file",
     "checkpoint_seconds",
     "clear_stop",
     "device_memory",
     "embedded_recipe",
     "load_plan",
+    "output_folder",
     "overrides_dict",
     "overrides_list",
     "plan",
@@ -721,6 +726,79 @@ def check_report_path(plan_: Plan, path: str | os.PathLike, *, option: str = "re
                          "another path", param=option)
 
 
+def check_output_files(plan_: Plan) -> None:
+    """Refuse an output path that is a folder, or lies under a file, before any step runs.
+
+    The writer step would otherwise fail only once every step before it had run.
+
+    Args:
+        plan_: the run's plan.
+
+    Raises:
+        ParamError: an output file of ``plan_`` is an existing folder, or one of its parent
+            folders is a file.
+    """
+    for step in plan_.steps.values():
+        for written in map(Path, step.files):
+            there = next(p for p in (written, *written.parents) if p.exists())
+            if there == written and written.is_dir():
+                problem = "is a folder"
+            elif there != written and not there.is_dir():
+                problem = f"needs {there} to be a folder, but it is a file"
+            else:
+                continue
+            raise ParamError(f"output {written} {problem}; move it away, or give the output "
+                             "another path or output folder", step=step.name, param="path")
+
+
+def check_writable_file(path: Path, option: str) -> None:
+    """Refuse a file option that cannot be written, before any work is done.
+
+    Raises:
+        ParamError: ``path`` is a folder, or its folder cannot be created or written.
+
+    Example:
+        >>> check_writable_file(Path("/"), "--report")
+        Traceback (most recent call last):
+        ...
+        minart.errors.ParamError: --report /: is a folder; give a file path
+    """
+    if path.is_dir():
+        raise ParamError(f"{option} {path}: is a folder; give a file path", param=option)
+    parent = path.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)  # the file goes there anyway
+    except OSError as exc:
+        raise ParamError(f"{option} {path}: cannot create its folder ({exc.strerror or exc})",
+                         param=option) from None
+    if not os.access(parent, os.W_OK):
+        raise ParamError(f"{option} {path}: {parent} is not a writable folder", param=option)
+
+
+def check_folder_option(path: Path, option: str) -> None:
+    """Refuse a folder option that names a file, or a folder that cannot be made or written,
+    before any work is done (the folder itself is created later, by whoever writes into it).
+
+    Raises:
+        ParamError: ``path``, or the nearest of its parents that exists, is not a writable
+            folder.
+
+    Example:
+        >>> check_folder_option(Path("/dev/null"), "--output-dir")
+        Traceback (most recent call last):
+        ...
+        minart.errors.ParamError: --output-dir /dev/null: is a file, not a folder; give a folder ...
+    """
+    absolute = path.absolute()
+    existing = next(p for p in (absolute, *absolute.parents) if p.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == absolute else f"{existing} is a file"
+        raise ParamError(f"{option} {path}: {where}, not a folder; give a folder (it is created "
+                         "if missing)", param=option)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ParamError(f"{option} {path}: {existing} is not a writable folder", param=option)
+
+
 def _output_files(stage: Any, step: Any, recipe: Any, output_dir: Path | None,
                   date: str | None) -> tuple[str, ...] | None:
     """Absolute paths an output step will write (its stage's ``targets`` hook), else ``None``."""
@@ -840,6 +918,43 @@ def _preview_factor(preview: bool | int) -> int:
     return preview
 
 
+def output_folder(output_dir: str | os.PathLike, date: str) -> str:
+    """``output_dir`` with ``{date}`` replaced by ``date``: one folder per night for a schedule.
+
+    Args:
+        output_dir: a folder path, which may hold ``{date}`` (``renders/nightly/{date}``).
+        date: the run's date, ``YYYY-MM-DD``.
+
+    Returns:
+        The folder path (not made absolute).
+
+    Raises:
+        ParamError: ``output_dir`` holds another ``{field}``, or an unpaired brace.
+
+    Example:
+        >>> output_folder("renders/nightly/{date}", "2026-11-27")
+        'renders/nightly/2026-11-27'
+        >>> output_folder("renders/{name}", "2026-11-27")
+        Traceback (most recent call last):
+        ...
+        minart.errors.ParamError: output folder 'renders/{name}': unknown field {name}; ...
+    """
+    text = os.fspath(output_dir)
+    try:
+        fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(text)
+                  if f is not None]
+    except ValueError:  # "Single '}' encountered in format string"
+        raise ParamError(f"output folder {text!r}: a brace with no partner; write {{date}} for "
+                         "the run's date, {{ or }} for a brace", param="output_dir") from None
+    unknown = [f"{{{f}{'!' + conv if conv else ''}{':' + spec if spec else ''}}}"
+               for f, spec, conv in fields if (f, spec, conv) != ("date", "", None)]
+    if unknown:
+        raise ParamError(f"output folder {text!r}: unknown field {unknown[0]}; the folder may use "
+                         "{date} only (the outputs' own paths take {name}, {seed}, {step})",
+                         param="output_dir")
+    return text.format(date=date)
+
+
 def load_plan(path: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[str] | None = None,
               *, preview: bool | int = False, device: str | None = None,
               output_dir: str | os.PathLike | None = None, date: str | None = None,
@@ -878,8 +993,8 @@ def load_plan(path: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[s
         stamp = (info.st_mtime_ns, info.st_size)
     except OSError:
         stamp = ()
-    out = os.path.abspath(output_dir) if output_dir is not None else os.getcwd()
     day = date or time.strftime("%Y-%m-%d", time.gmtime())  # output templates may use {date}
+    out = os.path.abspath(output_folder(output_dir, day)) if output_dir is not None else os.getcwd()
     return _load_plan_cached(os.path.abspath(path), stamp, overrides_list(overrides),
                              _preview_factor(preview), None if device is None else str(device),
                              out, day,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -37,7 +38,7 @@ def test_deploy_worker_and_two_runs(prefect_server, tiny, env, tmp_path):
         for attempt in (1, 2):
             report = tmp_path / f"report-{attempt}.json"
             _prefect("deployment", "run", "render/ocean-nightly", "--param", f"recipe={tiny}",
-                     "--param", f"output_dir={tmp_path / 'out'}", "--param", f"report={report}",
+                     "--param", f"output_dir={tmp_path / 'out' / '{date}'}", "--param", f"report={report}",
                      "--watch", env=env)
             reports.append(json.loads(report.read_text()))
             if attempt == 2:
@@ -55,6 +56,7 @@ def test_deploy_worker_and_two_runs(prefect_server, tiny, env, tmp_path):
                 worker.wait()
     first, second = reports
     assert sorted(first["computed"]) == ["base", "mix", "other", "out.still", "soft"]
-    assert (tmp_path / "out" / "tiny-5.png").is_file()
+    [written] = (tmp_path / "out").glob("*/tiny-5.png")  # out/{date}: the run's UTC date
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d", written.parent.name), written
     assert second["computed"] == []
     assert states == {"out.still": "Cached"}

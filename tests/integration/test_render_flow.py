@@ -181,3 +181,30 @@ def test_a_bad_override_given_to_the_flow_names_its_overrides_parameter(tiny, en
                           check=False, capture_output=True, text=True, timeout=180)
     assert "FAILED: overrides steps.soft.params.dt: step 'soft': dt=-1 must be > 0" in done.stdout, (
         done.stdout[-2000:] + done.stderr[-2000:])
+
+
+def test_a_deployment_run_checks_its_parameters_before_any_step(tiny, env, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    (tmp_path / "o" / "tiny-5.png").mkdir(parents=True)
+    code = ("import json, sys\nfrom minart.flows.render import render\n"
+            "for params in json.loads(sys.argv[2]):\n"
+            "    try:\n        render(recipe=sys.argv[1], **params)\n"
+            "    except Exception as exc:\n        print('FAILED:', exc)\n")
+    cases = [({"report": str(tiny)}, f"report {tiny}: writing it would overwrite the recipe"),
+             ({"report": str(tmp_path / "o")}, f"report {tmp_path / 'o'}: is a folder; give a file path"),
+             ({"output_dir": str(afile)}, f"output_dir {afile}: is a file, not a folder"),
+             ({"output_dir": str(tmp_path / "o")},
+              f"step 'out.still': output {tmp_path / 'o' / 'tiny-5.png'} is a folder; move it away"),
+             ({"output_dir": "{name}"}, "output folder '{name}': unknown field {name}; "),
+             ({"cache": str(afile)}, f"{afile}: is a file, not a folder; give a folder")]
+    done = subprocess.run([sys.executable, "-c", code, str(tiny), json.dumps([c for c, _ in cases])],
+                          env=env, cwd=tmp_path, check=False, capture_output=True, text=True,
+                          timeout=240)
+    failed = [line for line in done.stdout.splitlines() if line.startswith("FAILED: ")]
+    assert len(failed) == len(cases), done.stdout[-3000:] + done.stderr[-3000:]
+    for line, (_, message) in zip(failed, cases, strict=True):
+        assert line.startswith(f"FAILED: {message}"), line
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".yaml"
+               and not p.relative_to(tmp_path).parts[0].startswith("prefect-")]  # Prefect's own
+    assert written == [afile]  # no step ran: nothing cached, no picture, no report

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -216,7 +217,7 @@ def test_an_output_folder_that_is_a_file_is_refused_before_any_work(capsys, tmp_
     code, _, err = _cli(capsys, "run", str(recipe), "-o", str(tmp_path / "o1"))
     assert code == EXIT_INVALID and err == (
         f"error: step 'out.still': output {tmp_path / 'o1' / 'out.png'} is a folder; move it away, "
-        "or give the output another path or --output-dir\n")
+        "or give the output another path or output folder\n")
     (tmp_path / "o2").mkdir()
     (tmp_path / "o2" / "sub").write_text("")  # an output's folder that is a file
     recipe.write_text(recipe.read_text().replace("path: out.png", "path: sub/out.png"))
@@ -224,7 +225,24 @@ def test_an_output_folder_that_is_a_file_is_refused_before_any_work(capsys, tmp_
     assert code == EXIT_INVALID and err == (
         f"error: step 'out.still': output {tmp_path / 'o2' / 'sub' / 'out.png'} needs "
         f"{tmp_path / 'o2' / 'sub'} to be a folder, but it is a file; move it away, or give the "
-        "output another path or --output-dir\n")
+        "output another path or output folder\n")
+
+
+def test_date_in_the_output_folder(capsys, tmp_path):
+    recipe = _picture_recipe(tmp_path)
+    (tmp_path / "o" / time.strftime("%Y-%m-%d", time.gmtime()) / "out.png").mkdir(parents=True)
+    code, _, err = _cli(capsys, "run", str(recipe), "-o", str(tmp_path / "o" / "{date}"))
+    assert code == EXIT_INVALID and err.startswith("error: step 'out.still': output ")
+    assert "{date}" not in err and err.endswith("out.png is a folder; move it away, or give the "
+                                                "output another path or output folder\n")
+    code, _, err = _cli(capsys, "run", str(recipe), "-o", "renders/{name}")
+    assert code == EXIT_INVALID and err == (
+        "error: output folder 'renders/{name}': unknown field {name}; the folder may use {date} "
+        "only (the outputs' own paths take {name}, {seed}, {step})\n")
+    code, _, err = _cli(capsys, "run", str(recipe), "-o", "renders/{date")
+    assert code == EXIT_INVALID and err == (
+        "error: output folder 'renders/{date': a brace with no partner; write {date} for the "
+        "run's date, {{ or }} for a brace\n")
 
 
 def test_two_outputs_one_inside_the_other_fail_the_check(capsys, tmp_path):

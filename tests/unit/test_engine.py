@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import threading
 from pathlib import Path
@@ -395,6 +396,24 @@ def test_a_run_fixes_its_date_so_steps_after_midnight_write_where_it_planned(tmp
     engine.render(before, cache=TensorCache(tmp_path / "cache"))
     assert (tmp_path / "2026-11-26" / "dated.png").is_file()
     assert not (tmp_path / "2026-11-27").exists()
+
+
+def test_date_in_the_output_folder_moves_only_the_written_files(tmp_path):
+    recipe = tmp_path / "nightly.yaml"
+    recipe.write_text("name: n\nsize: [8, 8]\nsteps:\n  a: {stage: fractal}\n"
+                      "outputs:\n  still: {step: a, path: \"{name}.png\"}\n")
+    nights = [engine.load_plan(recipe, output_dir=tmp_path / "r" / "{date}", date=day)
+              for day in ("2026-11-26", "2026-11-27")]
+    for plan, day in zip(nights, ("2026-11-26", "2026-11-27"), strict=True):
+        assert plan.output_dir == tmp_path / "r" / day
+        assert plan.step("out.still").files == (str(tmp_path / "r" / day / "n.png"),)
+    assert nights[0].step("a").key == nights[1].step("a").key
+    assert nights[0].step("out.still").key != nights[1].step("out.still").key
+    for bad, problem in (("{name}", "unknown field {name}"), ("{date:%Y}", "unknown field {date:%Y}"),
+                         ("{}", "unknown field {}"), ("{date", "a brace with no partner")):
+        with pytest.raises(ParamError, match=re.escape(f"output folder {bad!r}: {problem}; ")):
+            engine.load_plan(recipe, output_dir=bad)
+    assert engine.output_folder("a/{{b}}/{date}", "2026-11-27") == "a/{b}/2026-11-27"
 
 
 @pytest.mark.parametrize("items", [
