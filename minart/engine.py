@@ -281,6 +281,7 @@ class Checkpoint:
         self.cache, self.key = cache, f"{key}-ckpt"
         self.step, self.stage, self.every = step, stage, every
         self.saved = 0
+        self.dropped = 0  # unreadable checkpoints found (and deleted): reported as corrupt
         self.resumed_from: int | None = None
         self._last = time.monotonic()
 
@@ -307,8 +308,10 @@ class Checkpoint:
         try:
             found = self.cache.get_tensors(self.key)
         except CacheError as exc:
-            _LOG.warning("dropping unreadable checkpoint: %s", exc)
+            _LOG.warning("step '%s': dropping its unreadable checkpoint (%s); it starts again "
+                         "from the beginning", self.step or self.key, exc)
             self.delete()
+            self.dropped += 1
             return None
         if found is None:
             return None
@@ -1238,7 +1241,7 @@ def run_step(plan_: Plan, name: str, *, cache: TensorCache, progress: ProgressFn
                  f" (resumed from its checkpoint at iteration {resumed})" if resumed else "")
         return StepResult(
             name, step.stage, step.key, "computed", seconds=seconds, outputs=outputs,
-            corrupt=corrupt + sum(r.corrupt for r in found),
+            corrupt=corrupt + getattr(checkpoint, "dropped", 0) + sum(r.corrupt for r in found),
             recomputed=tuple(r.step for r in found if r.status == "computed")
             + tuple(x for r in found for x in r.recomputed),
             resumed_from=resumed)

@@ -323,6 +323,18 @@ def test_minimize_resumes_from_its_checkpoint_bit_identically(device):
     assert "| art | minimize | miss (resumed at 31) |" in report.markdown()
     assert torch.equal(cache.get(plan.steps["art"].key), reference)
     assert not cache.contains(plan.steps["art"].key + "-ckpt")
+    assert art.corrupt == 0 and report.corrupt == 0
+
+    cache.delete(plan.steps["art"].key)  # a checkpoint cut short (a full disk): start again
+    with pytest.raises(Killed):
+        minimize(cache.get(plan.steps["base"].key).to(device), callback=kill_at_30,
+                 checkpoint=checkpoint, **params.model_dump())
+    path = cache.payload_path(checkpoint.key)
+    cache.fs.pipe_file(path, cache.fs.cat_file(path)[:-9])
+    report = engine.render(plan, cache=cache)
+    art = next(s for s in report.steps if s.step == "art")
+    assert (art.status, art.resumed_from, art.corrupt, report.corrupt) == ("computed", None, 1, 1)
+    assert torch.equal(cache.get(plan.steps["art"].key), reference)
     whole.clear()
     cache.clear()
 
