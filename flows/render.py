@@ -21,8 +21,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from minart import engine
-from minart.cache import TensorCache
-from minart.errors import MinartError
+from minart.cache import TensorCache, format_size, parse_size
+from minart.errors import MinartError, ParamError
 
 __all__ = ["render", "render_here"]
 
@@ -53,7 +53,8 @@ def _quiet_minart_errors() -> None:
 def render(recipe: str, overrides: dict[str, Any] | None = None,
            preview: bool | int = False, output_dir: str | None = None,
            device: str | None = None, cache: str | None = None,
-           report: str | None = None, origin: str | None = None) -> dict[str, Any]:
+           report: str | None = None, origin: str | None = None,
+           cache_max_size: str | None = None) -> dict[str, Any]:
     """Render ``recipe`` (a YAML path) through the tensor cache and return the run report.
 
     Args:
@@ -69,6 +70,9 @@ def render(recipe: str, overrides: dict[str, Any] | None = None,
         report: also write the JSON report to this path.
         origin: the recipe file ``recipe`` is a copy of (``minart reproduce`` of an edited
             recipe); outputs record it as their recipe's path.
+        cache_max_size: once the steps are done, evict the least recently used cache entries
+            until the cache fits in this size (``"20GB"``, ``"512MiB"``), as ``minart cache gc``
+            does, so a nightly deployment's cache stops growing. Default: evict nothing.
 
     Returns:
         The run report (:meth:`minart.engine.RunReport.to_dict`): every step's key, status
@@ -100,6 +104,8 @@ def render(recipe: str, overrides: dict[str, Any] | None = None,
             engine.check_folder_option(Path(plan.output_dir), "output_dir")
         engine.check_output_files(plan)
         store.check_location(create=True)
+        if cache_max_size is not None:
+            limit = _cache_limit(cache_max_size)
     except MinartError as exc:
         if exc.file and exc.file.startswith("--set "):  # name the flow's parameter, not the CLI's
             exc.file = f"overrides {exc.file.removeprefix('--set ')}"
@@ -135,6 +141,10 @@ def render(recipe: str, overrides: dict[str, Any] | None = None,
             result = engine.StepResult(name, step.stage, step.key, "cached",
                                        outputs=step.files or result.outputs)
         run.steps.append(result)
+    if cache_max_size is not None:
+        freed = store.gc(limit)
+        logger.info("cache gc to %s: removed %d entries (%s), %d left (%s)", cache_max_size,
+                    freed.removed, format_size(freed.freed), freed.kept, format_size(freed.size))
     run.seconds = time.perf_counter() - start
     create_markdown_artifact(run.markdown(), key="minart-render",
                              description=f"minart render of {Path(recipe).name}")
@@ -144,6 +154,15 @@ def render(recipe: str, overrides: dict[str, Any] | None = None,
         first = futures[failed[0]].state
         first.result()  # re-raises the first failing step's error
     return run.to_dict()
+
+
+def _cache_limit(text: str) -> int:
+    """Bytes in the ``cache_max_size`` parameter; a bad size names the parameter."""
+    try:
+        return parse_size(text)
+    except MinartError:
+        raise ParamError(f"cache_max_size={text!r} is not a size; use a size such as '20GB', "
+                         "'512MiB' or a number of bytes", param="cache_max_size") from None
 
 
 def render_here(recipe: str, *, overrides: dict[str, Any] | None = None,

@@ -197,7 +197,8 @@ def test_a_deployment_run_checks_its_parameters_before_any_step(tiny, env, tmp_p
              ({"output_dir": str(tmp_path / "o")},
               f"step 'out.still': output {tmp_path / 'o' / 'tiny-5.png'} is a folder; move it away"),
              ({"output_dir": "{name}"}, "output folder '{name}': unknown field {name}; "),
-             ({"cache": str(afile)}, f"{afile}: is a file, not a folder; give a folder")]
+             ({"cache": str(afile)}, f"{afile}: is a file, not a folder; give a folder"),
+             ({"cache_max_size": "lots"}, "cache_max_size='lots' is not a size; use a size such as")]
     done = subprocess.run([sys.executable, "-c", code, str(tiny), json.dumps([c for c, _ in cases])],
                           env=env, cwd=tmp_path, check=False, capture_output=True, text=True,
                           timeout=240)
@@ -208,3 +209,26 @@ def test_a_deployment_run_checks_its_parameters_before_any_step(tiny, env, tmp_p
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".yaml"
                and not p.relative_to(tmp_path).parts[0].startswith("prefect-")]  # Prefect's own
     assert written == [afile]  # no step ran: nothing cached, no picture, no report
+
+
+def test_a_deployment_run_can_shrink_the_cache_once_its_steps_are_done(tiny, env, tmp_path):
+    code = ("import sys\nfrom minart.flows.render import render\n"
+            "print('COMPUTED', render(recipe=sys.argv[1], cache_max_size=sys.argv[2])['computed'])\n")
+    cache = TensorCache(env["MINART_CACHE"])
+
+    def render(limit: str) -> str:
+        done = subprocess.run([sys.executable, "-c", code, str(tiny), limit], env=env,
+                              cwd=tmp_path, check=False, capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return next(line for line in done.stdout.splitlines() if line.startswith("COMPUTED"))
+
+    assert render("1GB") == "COMPUTED ['base', 'soft', 'other', 'mix', 'out.still']"
+    sizes = sorted(e.size for e in cache.entries())
+    assert len(sizes) == len(ALL)
+    limit = sum(sizes[-2:])  # room for two entries at the most
+    assert render(str(limit)) == "COMPUTED []"  # the run itself is served from the cache
+    left = cache.entries()
+    assert 1 <= len(left) <= 2 and sum(e.size for e in left) <= limit
+    (tmp_path / "tiny-5.png").unlink()
+    render("0")
+    assert cache.entries() == [] and (tmp_path / "tiny-5.png").is_file()
