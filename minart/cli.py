@@ -60,6 +60,16 @@ def _echo_error(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
 
 
+_INTERRUPTED = "interrupted"
+_interrupted_message = _INTERRUPTED  # what Ctrl-C prints; a render says how to resume
+
+
+def on_interrupt(message: str) -> None:
+    """Say ``error: <message>`` if the command is stopped by Ctrl-C (default: ``interrupted``)."""
+    global _interrupted_message
+    _interrupted_message = message
+
+
 @app.command()
 def check(
     recipe: Annotated[Path, typer.Argument(help="The recipe file (YAML).", metavar="RECIPE",
@@ -346,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         (no parameters)
         0
     """
+    on_interrupt(_INTERRUPTED)
     try:
         app(args=argv, prog_name="minart")  # usage errors: click prints them and exits 2
     except MinartError as exc:
@@ -358,8 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         return 0
     if code == EXIT_INTERRUPTED:
-        _echo_error("interrupted: finished steps are cached and a long step keeps its last "
-                    "checkpoint; run the same command again to resume")
+        _echo_error(_interrupted_message)
     return code if isinstance(code, int) else (0 if code is None else 1)
 
 

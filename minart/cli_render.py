@@ -19,7 +19,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .cli import SetOption, app
+from .cli import SetOption, app, on_interrupt
 from .errors import MinartError, ParamError
 
 __all__ = ["cache_app"]
@@ -51,6 +51,8 @@ def _render(recipe: Path, overrides: list[str], *, preview: bool | int,
         engine.check_folder_option(Path(planned.output_dir), "--output-dir")
     engine.check_output_files(planned)
     _open_cache(cache, create=True)
+    on_interrupt("interrupted: finished steps are cached and a long step keeps its last "
+                 "checkpoint; run the same command again to resume")
     _quiet_prefect()
     from minart.flows.render import render_here  # imports Prefect
 

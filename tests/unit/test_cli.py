@@ -430,3 +430,21 @@ def test_run_against_a_stopped_prefect_server_is_one_line_before_any_work(tmp_pa
                            "Connection refused); start it with 'minart server' or unset "
                            "PREFECT_API_URL\n")
     assert not (tmp_path / "out.png").exists()
+
+
+def test_ctrl_c_says_how_to_resume_only_where_a_render_was_under_way(capsys, tmp_path,
+                                                                      monkeypatch):
+    from minart import cli_render, engine
+
+    recipe = _picture_recipe(tmp_path)
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_render, "_quiet_prefect", ctrl_c)  # Ctrl-C as Prefect starts
+    code, out, err = _cli(capsys, "run", str(recipe))
+    assert (code, out) == (130, "") and err == (
+        "error: interrupted: finished steps are cached and a long step keeps its last checkpoint; "
+        "run the same command again to resume\n")
+    monkeypatch.setattr(engine, "plan", ctrl_c)  # Ctrl-C while a check plans the recipe
+    assert _cli(capsys, "check", str(recipe)) == (130, "", "error: interrupted\n")
