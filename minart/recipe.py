@@ -604,8 +604,17 @@ def _validate_params(doc: _Doc, stage: Stage, raw: Any, path: Path_, step: str,
         errors = _clean_errors(exc.errors())
         first = errors[0]
         message, name = _pydantic_message(first, stage)
-        if len(errors) > 1:
-            message += f" (and {len(errors) - 1} more)"
+        missing = [str(e["loc"][0]) for e in errors if e["type"] == "missing" and len(e["loc"]) == 1]
+        rest = errors[1:]
+        if first["type"] == "missing" and len(first["loc"]) == 1 and len(missing) > 1:
+            named = ", ".join(repr(m) for m in missing[:-1]) + f" and {missing[-1]!r}"
+            message = (f"missing parameters {named}; 'minart describe {stage.name}' explains "
+                       "them")
+            rest = [e for e in errors if e not in errors[:1] and not (
+                e["type"] == "missing" and len(e["loc"]) == 1)]
+        if rest:
+            others = list(dict.fromkeys(str(e["loc"][0]) if e["loc"] else "?" for e in rest))
+            message += f" (and {len(rest)} more: {', '.join(others)})"
         where = (*path, *first["loc"])
         if first["type"] == "missing":
             where = (*path, first["loc"][0]) if len(first["loc"]) > 1 else path

@@ -217,7 +217,13 @@ def test_error_fields_name_file_line_column_step_and_param():
 
 def test_many_errors_report_the_first_and_count_the_rest():
     err = _error("dt: 0.2", "dt: -1\n      kappa2: 1\n      steps2: 1")
-    assert str(err).endswith("(and 2 more)")
+    assert str(err).endswith("(and 2 more: kappa2, steps2)")
+    err = _error("      steps: 10\n      kappa: 0.1\n      dt: 0.2\n", "      scheme: seed\n")
+    assert str(err) == (f"{SRC}:11:5: step 'soften': missing parameters 'steps', 'kappa' and 'dt'; "
+                        "'minart describe perona_malik' explains them")
+    err = _error("      steps: 10\n      kappa: 0.1\n", "      kappa2: 1\n")
+    assert str(err).startswith(f"{SRC}:11:5: step 'soften': missing parameters 'steps' and 'kappa'; ")
+    assert str(err).endswith(" them (and 1 more: kappa2)")
 
 
 @pytest.mark.parametrize("text,message", [
