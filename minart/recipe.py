@@ -857,8 +857,10 @@ def _build(doc: _Doc, *, path: Path | None, text: str, overrides: tuple[str, ...
             generated = ref in by_name and by_name[ref].output is not None
             if ref not in by_name or (generated and by_name[ref].output != draft.output):
                 label = f"output {draft.output!r}: step" if draft.output else "input"
+                hint = suggest(ref, user_steps) or "; its steps are " + ", ".join(
+                    user_steps[:8]) + (", ..." if len(user_steps) > 8 else "")
                 raise doc.error(RecipeError, f"{label} {ref!r} is not a step of this recipe"
-                                f"{suggest(ref, user_steps)}", where,
+                                f"{hint}", where,
                                 step=None if draft.output else draft.name)
     try:
         order = topological_order([SimpleNamespace(name=d.name, inputs=d.inputs) for d in drafts])

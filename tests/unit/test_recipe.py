@@ -189,14 +189,16 @@ def test_steps_are_sorted_topologically():
     ("{frames: 3}", "{frames: 0}", ParamError,
      "recipes/ocean.yaml:21:64: output 'sheet': frames=0 must be >= 1"),
     ("step: soften, path", "step: nope, path", RecipeError,
-     "recipes/ocean.yaml:20:17: output 'still': step 'nope' is not a step of this recipe"),
+     "recipes/ocean.yaml:20:17: output 'still': step 'nope' is not a step of this recipe; its "
+     "steps are base, soften, art"),
     ("    params: {power: 7, iterations: 32}", "    params: {power: 7, iterations: 32\n",
      RecipeError, "recipes/ocean.yaml:9:9: invalid YAML: expected ',' or '}', but got ':'"),
     ('path: "{name}-sheet.png"', 'path: "ocean-7.png"', RecipeError,
      "recipes/ocean.yaml:21:28: output 'sheet': path 'ocean-7.png' writes the same file as "
      "output 'still'"),
     ('step: art, path: "{name}.webm"', 'step: out.still, path: "{name}.webm"', RecipeError,
-     "recipes/ocean.yaml:22:17: output 'movie': step 'out.still' is not a step of this recipe"),
+     "recipes/ocean.yaml:22:17: output 'movie': step 'out.still' is not a step of this recipe; its steps are "
+     "base, soften, art"),
     ("  soften:\n", "  soften:\n  soften:\n", RecipeError,
      "recipes/ocean.yaml:9:3: key 'soften' appears twice"),
 ])
