@@ -542,7 +542,9 @@ def _pydantic_message(err: Mapping[str, Any], stage: Stage) -> tuple[str, str]:
             limit = int(limit)
         return f"{shown}={_show(value)} must be {bounds[kind]} {_show(limit)}", name
     if kind == "literal_error":
-        return f"{shown}={_show(value)} is not one of {ctx.get('expected')}", name
+        expected = str(ctx.get("expected", ""))  # "'inverse_power' or 'multibrot'"
+        close = suggest(value, re.findall(r"'([^']*)'", expected)) if isinstance(value, str) else ""
+        return f"{shown}={_show(value)} is not one of {expected}{close}", name
     if kind == "finite_number":
         return f"{shown}={_show(value)} must be a finite number", name
     if kind.startswith("int_") and isinstance(value, float) and value.is_integer():  # 1e30, 5.0

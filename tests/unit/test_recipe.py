@@ -106,6 +106,9 @@ def test_steps_are_sorted_topologically():
      "recipes/ocean.yaml:7:36: step 'base': iterations=32.5 must be a whole number"),
     ("iterations: 32}", "iterations: '32'}", ParamError,
      "recipes/ocean.yaml:7:36: step 'base': iterations='32' must be a whole number"),
+    ("power: 7,", "power: 7, formula: mandelbrot,", ParamError,
+     "recipes/ocean.yaml:7:33: step 'base': formula='mandelbrot' is not one of 'inverse_power' or "
+     "'multibrot'; did you mean 'multibrot'?"),
     ("power: 7,", "power: 99,", ParamError,
      "recipes/ocean.yaml:7:21: step 'base': power=99 must be <= 24"),
     ("power: 7,", "power: 7, coefficient: [1],", ParamError,
