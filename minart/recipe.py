@@ -25,6 +25,7 @@ are validated like the file; their errors are located at ``--set <path>``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import posixpath
@@ -895,7 +896,7 @@ def _build(doc: _Doc, *, path: Path | None, text: str, overrides: tuple[str, ...
                     msg = f"{label}: step {source!r} produces {got}, but {_kind_need(draft)}"
                 else:
                     msg = (f"input {ref!r} produces {got} but stage {draft.stage.name!r} "
-                           f"needs {need}")
+                           f"needs {need}{_bridge_hint(kind, draft.stage.consumes)}")
                 raise doc.error(RecipeError, msg, where,
                                 step=None if draft.output else draft.name)
         kinds[name] = draft.stage.output_kind(input_kinds)
@@ -954,6 +955,22 @@ def _check_distinct_files(doc: _Doc, outputs: Sequence[Output], *, name: str, se
                             step=out.name, param="path")
         raise doc.error(RecipeError, f"output {out.name!r}: {message}",
                         ("outputs", out.name, "path"), param="path")
+
+
+def _bridge_hint(got: str, needs: Sequence[str]) -> str:
+    """``"; a step of stage minimize ... in between turns one into the other"``, from the registry:
+    the stages that take ``got`` and give one of ``needs`` (writers left out)."""
+    names = []
+    for stage in _all_stages():
+        if got not in stage.consumes or stage.name in _WRITERS:
+            continue
+        with contextlib.suppress(MinartError, ValueError, TypeError):
+            if stage.output_kind([got] * max(1, len(stage.inputs))) in needs:
+                names.append(stage.name)
+    if not names:
+        return ""
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + f" or {names[-1]}"
+    return f"; put a step of stage {listed} in between"
 
 
 def _kind_need(draft: _Draft) -> str:

@@ -158,7 +158,8 @@ def test_steps_are_sorted_topologically():
     ("  art:\n    stage: minimize\n    input: soften",
      "  art:\n    stage: encode_video\n    input: soften", RecipeError,
      "recipes/ocean.yaml:17:12: step 'art': input 'soften' produces an image but stage "
-     "'encode_video' needs a clip of frames"),
+     "'encode_video' needs a clip of frames; put a step of stage concatenate, crossfade or "
+     "minimize in between"),
     ('"{name}.webm"', '"{nam}.webm"', RecipeError,
      "recipes/ocean.yaml:22:28: output 'movie': path '{nam}.webm' uses unknown field {nam}; did "
      "you mean 'name'? (fields: {name}, {seed}, {date}, {step})"),
@@ -631,3 +632,17 @@ def test_a_value_of_the_wrong_form_is_told_the_form():
                      source="r.yaml")
     assert str(caught.value) == ("r.yaml:2:56: step 'p': sha256='abc' does not have the expected "
                                  "form (expected SHA-256 of the file, 64 hex digits)")
+
+
+def test_an_input_of_the_wrong_kind_names_the_stages_that_bridge_the_two():
+    with pytest.raises(RecipeError) as err:
+        parse_recipe("size: [8, 8]\nsteps:\n  a: {stage: fractal}\n"
+                     "  v: {stage: encode_video, input: a, params: {path: a.webm}}\n")
+    assert str(err.value) == (
+        "<string>:4:35: step 'v': input 'a' produces an image but stage 'encode_video' needs a "
+        "clip of frames; put a step of stage concatenate, crossfade or minimize in between")
+    with pytest.raises(RecipeError) as err:
+        parse_recipe("size: [8, 8]\nsteps:\n  a: {stage: fractal_frames}\n"
+                     "  s: {stage: save_image, input: a, params: {path: a.png}}\n")
+    assert str(err.value).endswith("needs an image; put a step of stage contact_sheet or grid in "
+                                   "between")
