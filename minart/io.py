@@ -9,7 +9,9 @@ image behind.
 Pillow decodes and encodes everything except 16-bit colour PNGs, which Pillow only knows as
 8-bit: those go through OpenCV (``cv2.imdecode`` / ``cv2.imencode``), which keeps all 16 bits.
 PNG text metadata is written as ``iTXt`` chunks (UTF-8) right after ``IHDR`` and read back by a
-small chunk parser, so :func:`read_metadata` never decodes pixels.
+small chunk parser, so :func:`read_metadata` never decodes pixels. The same parser checks
+every chunk's length and CRC-32 before a PNG is decoded (Pillow skips the pixel chunks' CRCs),
+and :func:`verify_image` finds a truncated or damaged file without converting its pixels.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ __all__ = [
     "image_size",
     "read_image",
     "read_metadata",
+    "verify_image",
     "write_image",
 ]
 
@@ -128,7 +131,8 @@ def _decoding(source: str) -> Iterator[None]:
             raise MediaError("not a readable image: Pillow recognises no image format in it "
                              "(use PNG or JPEG)", file=source) from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise MediaError(f"not a readable image ({type(exc).__name__}: {exc})", file=source) from None
+            raise MediaError(f"not a readable image ({type(exc).__name__}: {exc}); it may be cut "
+                             "short or damaged: copy or export it again", file=source) from None
 
 
 def _open_image(stream: BinaryIO, limit: int, source: str):  # -> PIL.Image.Image, header only
@@ -169,8 +173,9 @@ def decode_image(data: bytes, *, mode: ImageMode = "RGB", max_pixels: int | None
         Tensor ``(C, H, W)`` float32 in [0, 1], ``H x W`` after EXIF orientation.
 
     Raises:
-        MediaError: unreadable, corrupt or truncated data, unsupported pixel format, or more
-            pixels than allowed; the message starts with ``source``.
+        MediaError: unreadable, corrupt or truncated data (for PNG: a chunk cut short, no
+            ``IEND``, or a chunk whose CRC-32 does not match), unsupported pixel format, or
+            more pixels than allowed; the message starts with ``source``.
         ParamError: bad ``mode`` or ``max_pixels``.
 
     Example:
@@ -188,6 +193,8 @@ def decode_image(data: bytes, *, mode: ImageMode = "RGB", max_pixels: int | None
     with _decoding(source):
         im = _open_image(_io.BytesIO(data), limit, source)
         ihdr = _png_ihdr(data)
+        if ihdr is not None:
+            _verify_png(data, source)  # Pillow skips IDAT's CRCs; OpenCV (16 bit) does not
         if ihdr is not None and ihdr[0] == 16 and ihdr[1] in (2, 4, 6):
             pixels = _decode_png16_color(data, source)
             orientation = im.getexif().get(0x0112, 1)
@@ -279,6 +286,52 @@ def image_size(path: str | os.PathLike, *, max_pixels: int | None = None) -> tup
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
+def verify_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> None:
+    """Refuse an image file that is cut short or damaged, as :func:`read_image` would, quickly.
+
+    A PNG's chunks are walked: each must lie within the file and match its CRC-32, and the
+    ``IEND`` chunk must be there. Other formats (JPEG, ...) are decoded by Pillow, as
+    :func:`read_image` decodes them, and the pixels dropped.
+
+    Args:
+        path: image file.
+        max_pixels: decompression-bomb guard, as in :func:`read_image` (checked first).
+
+    Returns:
+        None.
+
+    Raises:
+        MediaError: missing or unreadable file, no image format recognised, more pixels than
+            allowed, or a file that is truncated or corrupt; the message starts with the
+            file name and says what to do.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> target = pathlib.Path(tempfile.mkdtemp()) / "cut.png"
+        >>> write_image(target, torch.zeros(3, 2, 5))
+        >>> verify_image(target)
+        >>> _ = target.write_bytes(target.read_bytes()[:-12])  # drop the IEND chunk
+        >>> verify_image(target)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        minart.errors.MediaError: ...cut.png: truncated PNG: the file ends before its IEND chunk; ...
+    """
+    name = os.fspath(path)
+    limit = _max_pixels(max_pixels)
+    with _opened(name, "image") as stream, _decoding(name):
+        im = _open_image(stream, limit, name)
+        stream.seek(0)
+        if _png_ihdr(stream.read(33)) is not None:
+            # Length and CRC-32 of every chunk find a file cut short and damaged bytes at
+            # about the speed of reading it (~20 ms for a 4000x4000 photo, 33 MB); inflating
+            # the pixels too (Pillow's verify() does not) would cost 0.3-0.8 s and add only
+            # files an encoder wrote wrong with valid CRCs, which the run still refuses.
+            _verify_png(stream, name)
+        else:
+            # JPEG has no checksums: only decoding finds missing scans (~0.15 s for 4000x4000).
+            im.load()
+
+
 @contextlib.contextmanager
 def _opened(name: str, what: str) -> Iterator[BinaryIO]:
     """``name`` open for reading, its errors as one-line :class:`MediaError`."""
@@ -308,7 +361,7 @@ def _decode_png16_color(data: bytes, name: str) -> np.ndarray:
 
     array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None or array.dtype != np.uint16 or array.ndim != 3 or array.shape[2] not in (3, 4):
-        raise MediaError("corrupt or truncated 16-bit PNG", file=name)
+        raise MediaError("corrupt or truncated 16-bit PNG; copy or export it again", file=name)
     code = cv2.COLOR_BGR2RGB if array.shape[2] == 3 else cv2.COLOR_BGRA2RGBA
     return cv2.cvtColor(array, code)
 
@@ -557,15 +610,17 @@ def _inflate(payload: bytes, name: str) -> bytes:
     return text
 
 
-def _png_chunks(data: bytes | BinaryIO, name: str, *,
-                only: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+def _png_chunks(data: bytes | BinaryIO, name: str, *, only: bytes | None = None,
+                verify: bool = False) -> Iterator[tuple[bytes, bytes]]:
     """``(kind, payload)`` of each chunk of a PNG up to ``IEND`` (excluded), in file order.
 
     ``data`` is the file's bytes or an open binary file; from a file, only the chunk headers
     are read (and the payloads of chunks of kind ``only``, when given; others come with ``b""``).
+    With ``verify``, every chunk's CRC-32 (``IEND``'s included) is read and checked too.
 
     Raises:
-        MediaError: a chunk runs past the end of the data, or there is no ``IEND``.
+        MediaError: a chunk runs past the end of the data, there is no ``IEND``, or (with
+            ``verify``) a chunk's CRC does not match its bytes.
     """
     stream = _io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
     end = stream.seek(0, os.SEEK_END)
@@ -574,14 +629,34 @@ def _png_chunks(data: bytes | BinaryIO, name: str, *,
         stream.seek(pos)
         head = stream.read(8)
         length, kind = struct.unpack(">I", head[:4])[0], head[4:]
-        if pos + 8 + length > end:
-            raise MediaError("truncated PNG chunk", file=name)
-        payload = stream.read(length) if only is None or kind == only else b""
+        if pos + 8 + length + (4 if verify else 0) > end:
+            raise MediaError(f"truncated PNG: the file ends inside its {kind.decode('latin-1')!r} "
+                             f"chunk (at byte {end}); it was cut short or damaged: copy or "
+                             "export it again", file=name)
+        wanted = only is None or kind == only
+        payload = stream.read(length) if wanted else b""
+        if verify:
+            crc = zlib.crc32(payload, zlib.crc32(kind))
+            left = 0 if wanted else length
+            while left:  # in pieces: an IDAT chunk may hold the whole picture
+                piece = stream.read(min(left, 1 << 20))
+                crc, left = zlib.crc32(piece, crc), left - len(piece)
+            if struct.unpack(">I", stream.read(4))[0] != crc:
+                raise MediaError(f"corrupt PNG: the {kind.decode('latin-1')!r} chunk at byte {pos} "
+                                 "fails its CRC-32 check, so its bytes were damaged; copy or "
+                                 "export the file again", file=name)
         pos += 12 + length
         if kind == b"IEND":
             return
         yield kind, payload
-    raise MediaError("truncated PNG (no IEND chunk)", file=name)
+    raise MediaError("truncated PNG: the file ends before its IEND chunk; it was cut short or "
+                     "damaged: copy or export it again", file=name)
+
+
+def _verify_png(data: bytes | BinaryIO, name: str) -> None:
+    """Check every chunk's length and CRC-32 and that ``IEND`` is there (see :func:`_png_chunks`)."""
+    for _ in _png_chunks(data, name, only=b"", verify=True):  # only=b"": keep no payload
+        pass
 
 
 def _png_text(data: bytes, name: str) -> dict[str, str]:

@@ -412,6 +412,12 @@ def _check_load_image(params: LoadImageParams, ctx: CheckContext) -> dict[str, A
     if not found:
         what = "a folder, not a file" if path.is_dir() else "no such file"
         raise ParamError(f"path={params.path!r}: {what} {path.as_posix()}", param="path")
+    from .io import verify_image
+
+    try:  # a file cut short or damaged fails here, not when the step runs
+        verify_image(path, max_pixels=params.max_pixels)
+    except MediaError as exc:
+        raise ParamError(f"path={params.path!r}: {exc.message}", param="path") from None
     digest = file_sha256(path)
     if params.sha256 is not None and digest != params.sha256:
         raise ParamError(f"path={params.path!r}: the file's SHA-256 is not the expected "

@@ -6,6 +6,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import zlib
 
 import torch
 from flow_helpers import MINART, artifacts, minart, run_report, task_run_states
@@ -120,15 +121,20 @@ def test_bad_recipe_fails_fast_without_prefect(tmp_path, env):
 
 
 def test_a_step_failing_on_bad_input_prints_one_line_and_no_traceback(tmp_path, env):
-    # a PNG whose header is sound but whose pixels are cut off: check reads only the header,
-    # so the step itself fails, inside the Prefect flow
+    # a PNG whose chunks are sound (lengths, CRCs, IEND) but whose compressed pixels are not:
+    # check does not inflate them, so the step itself fails, inside the Prefect flow
     write_image(tmp_path / "broken.png", torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0)))
-    data = (tmp_path / "broken.png").read_bytes()
-    (tmp_path / "broken.png").write_bytes(data[:len(data) // 2])
+    data = bytearray((tmp_path / "broken.png").read_bytes())
+    at = data.index(b"IDAT") - 4
+    length = int.from_bytes(data[at:at + 4], "big")
+    data[at + 8 + length // 2:at + 8 + length // 2 + 64] = bytes(range(64))  # garbage mid-stream
+    data[at + 8 + length:at + 12 + length] = zlib.crc32(data[at + 4:at + 8 + length]).to_bytes(4, "big")
+    (tmp_path / "broken.png").write_bytes(bytes(data))
     recipe = tmp_path / "broken.yaml"
     recipe.write_text("name: broken\nsize: [16, 16]\nsteps:\n"
                       "  img: {stage: load_image, params: {path: broken.png}}\n"
                       "outputs:\n  still: {step: img, path: out.png}\n")
+    assert minart("check", recipe, env=env, cwd=tmp_path, check=False).returncode == 0
     done = minart("run", recipe, "--output-dir", tmp_path / "out", env=env, cwd=tmp_path,
                   check=False)
     assert done.returncode == 2

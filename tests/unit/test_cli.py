@@ -432,6 +432,35 @@ def test_run_against_a_stopped_prefect_server_is_one_line_before_any_work(tmp_pa
     assert not (tmp_path / "out.png").exists()
 
 
+def test_check_and_run_refuse_an_input_image_cut_short_before_any_work(capsys, tmp_path):
+    import torch
+
+    from minart.io import write_image
+
+    recipe = _picture_recipe(tmp_path)
+    code, out, err = _cli(capsys, "check", str(recipe))
+    assert code == 0 and err == "" and out.startswith(f"OK {recipe}:")
+    picture = tmp_path / "pic.png"
+    data = picture.read_bytes()
+    picture.write_bytes(data[:len(data) // 2])
+    expected = (f"error: {recipe}:3:45: step 'photo': path='pic.png': truncated PNG: the file "
+                f"ends inside its 'IDAT' chunk (at byte {len(data) // 2}); it was cut short or "
+                "damaged: copy or export it again\n")
+    code, out, err = _cli(capsys, "check", str(recipe))
+    assert code == EXIT_INVALID and out == "" and err == expected
+    code, out, err = _cli(capsys, "run", str(recipe), "-o", str(tmp_path / "out"))
+    assert code == EXIT_INVALID and out == "" and err == expected  # before Prefect starts
+    assert not (tmp_path / "out").exists()
+    write_image(tmp_path / "pic.jpg", torch.rand(3, 8, 8))
+    (tmp_path / "pic.jpg").write_bytes((tmp_path / "pic.jpg").read_bytes()[:-40])
+    recipe.write_text(recipe.read_text().replace("path: pic.png", "path: pic.jpg"))
+    code, out, err = _cli(capsys, "check", str(recipe))
+    assert code == EXIT_INVALID and out == "" and "Traceback" not in err
+    assert err.startswith(f"error: {recipe}:3:45: step 'photo': path='pic.jpg': not a readable "
+                          "image (OSError: image file is truncated")
+    assert err.endswith("); it may be cut short or damaged: copy or export it again\n")
+
+
 def test_ctrl_c_says_how_to_resume_only_where_a_render_was_under_way(capsys, tmp_path,
                                                                       monkeypatch):
     from minart import cli_render, engine

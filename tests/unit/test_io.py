@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io as _io
 import os
+import re
 import struct
 import zlib
 
@@ -183,6 +185,91 @@ def test_read_refusals_name_the_file(tmp_path):
             read_image(cut)
         with pytest.raises(MediaError, match=f"^{cut}: truncated PNG"):
             read_metadata(cut)
+
+
+_CUT_SHORT = "it was cut short or damaged: copy or export it again"
+
+
+def _damaged(tmp_path, gen) -> dict[str, tuple[object, str]]:
+    """Damaged copies of sound 8/16-bit PNGs and a JPEG: ``{name: (file, expected message)}``."""
+    cases = {}
+    for bits in (8, 16):
+        whole = tmp_path / f"whole{bits}.png"
+        write_image(whole, torch.rand(3, 40, 40, generator=gen), bits=bits)
+        data = whole.read_bytes()
+        idat = data.index(b"IDAT") - 4  # the chunk starts with its 4-byte length
+        cut = tmp_path / f"cut{bits}.png"
+        cut.write_bytes(data[: len(data) // 2])
+        cases[f"cut{bits}"] = (cut, f"{cut}: truncated PNG: the file ends inside its 'IDAT' chunk "
+                                    f"(at byte {len(data) // 2}); {_CUT_SHORT}")
+        no_end = tmp_path / f"noend{bits}.png"
+        no_end.write_bytes(data[:-12])  # whole but for the IEND chunk
+        cases[f"noend{bits}"] = (no_end, f"{no_end}: truncated PNG: the file ends before its IEND "
+                                         f"chunk; {_CUT_SHORT}")
+        flipped = bytearray(data)
+        flipped[idat + 8 + 100] ^= 0x10  # one bit of the compressed pixels
+        bad_crc = tmp_path / f"crc{bits}.png"
+        bad_crc.write_bytes(bytes(flipped))
+        cases[f"crc{bits}"] = (bad_crc, f"{bad_crc}: corrupt PNG: the 'IDAT' chunk at byte {idat} "
+                                        "fails its CRC-32 check, so its bytes were damaged; copy "
+                                        "or export the file again")
+    whole = tmp_path / "whole.jpg"
+    write_image(whole, torch.rand(3, 40, 40, generator=gen))
+    data = whole.read_bytes()
+    for name, cut_data in [("cut.jpg", data[: len(data) // 2]), ("noeoi.jpg", data[:-2])]:
+        (tmp_path / name).write_bytes(cut_data)
+        cases[name] = (tmp_path / name, "")
+    return cases
+
+
+def test_verify_image_refuses_damaged_files_as_read_image_does(tmp_path, gen):
+    cases = _damaged(tmp_path, gen)
+    for name in ("whole8.png", "whole16.png", "whole.jpg"):
+        assert mio.verify_image(tmp_path / name) is None
+        read_image(tmp_path / name)
+    for name, (path, message) in cases.items():
+        with pytest.raises(MediaError) as checked:
+            mio.verify_image(path)
+        with pytest.raises(MediaError) as read:
+            read_image(path)
+        assert str(checked.value) == str(read.value), name  # check and run say the same thing
+        if message:
+            assert str(checked.value) == message
+        else:  # JPEG: no checksums, Pillow's decoder finds the missing data
+            assert re.fullmatch(
+                rf"{re.escape(str(path))}: not a readable image \(OSError: image file is "
+                r"truncated \(\d+ bytes not processed\)\); it may be cut short or damaged: "
+                r"copy or export it again", str(checked.value)), str(checked.value)
+    with pytest.raises(MediaError, match="exceeds max_pixels=1599"):
+        mio.verify_image(tmp_path / "cut8.png", max_pixels=1599)  # the size is checked first
+    with pytest.raises(MediaError, match="no such image file"):
+        mio.verify_image(tmp_path / "missing.png")
+
+
+def test_verify_image_walks_png_chunks_without_decoding_pixels(tmp_path, gen, monkeypatch):
+    from PIL import ImageFile
+
+    write_image(tmp_path / "p.png", torch.rand(3, 40, 40, generator=gen))
+    write_image(tmp_path / "p.jpg", torch.rand(3, 40, 40, generator=gen))
+
+    def no_decoding(self):
+        raise AssertionError("pixels decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    mio.verify_image(tmp_path / "p.png")
+    with pytest.raises(AssertionError, match="pixels decoded"):  # JPEG has no checksums
+        mio.verify_image(tmp_path / "p.jpg")
+
+
+def test_decode_image_refuses_a_png_with_a_bad_crc_that_pillow_would_decode(tmp_path, gen):
+    write_image(tmp_path / "p.png", torch.rand(3, 8, 8, generator=gen))
+    data = bytearray((tmp_path / "p.png").read_bytes())
+    end = data.index(b"IEND") - 4  # the CRC of IDAT: the 4 bytes before IEND's length
+    data[end - 1] ^= 0xFF  # the pixels are intact; Pillow does not check IDAT's CRC
+    assert Image.open(_io.BytesIO(bytes(data))).convert("RGB").size == (8, 8)
+    with pytest.raises(MediaError, match=r"^up\.png: corrupt PNG: the 'IDAT' chunk at byte \d+ fails "
+                                         r"its CRC-32 check"):
+        decode_image(bytes(data), source="up.png")
 
 
 def test_pixel_limit_from_parameter_and_environment(tmp_path, monkeypatch):

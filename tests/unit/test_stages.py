@@ -188,6 +188,29 @@ def test_load_image_reads_relative_to_the_recipe_and_downscales(tmp_path, img):
                 sha256=file_sha256(tmp_path / "in.png")).shape == (3, 8, 12)
 
 
+def test_load_image_check_hook_refuses_a_file_cut_short_or_damaged(tmp_path, img):
+    write_image(tmp_path / "in.png", img)
+    write_image(tmp_path / "in.jpg", img)
+    entry, ctx = get_stage("load_image"), CheckContext(recipe_dir=tmp_path, size=(8, 8))
+    for name in ("in.png", "in.jpg"):
+        assert entry.check(entry.params(path=name), ctx) == {
+            "sha256": file_sha256(tmp_path / name)}
+    data = (tmp_path / "in.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[:len(data) // 2])
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "in.jpg").read_bytes()[:-40])
+    with pytest.raises(ParamError) as info:
+        entry.check(entry.params(path="cut.png"), ctx)
+    assert str(info.value) == (f"path='cut.png': truncated PNG: the file ends inside its 'IDAT' "
+                               f"chunk (at byte {len(data) // 2}); it was cut short or damaged: "
+                               "copy or export it again")
+    assert info.value.param == "path"
+    with pytest.raises(ParamError, match=r"^path='cut\.jpg': not a readable image \(OSError: image "
+                                         r"file is truncated"):
+        entry.check(entry.params(path="cut.jpg"), ctx)
+    with pytest.raises(MediaError, match=r"cut\.png: truncated PNG"):  # and the run says the same
+        _run("load_image", ctx=StageContext(recipe_dir=tmp_path), path="cut.png")
+
+
 def test_save_image_writes_inside_the_output_folder_with_the_recipe(tmp_path, img):
     recipe = SimpleNamespace(name="tiny", text="name: tiny\n", path=None, overrides=("seed=3",),
                              preview_factor=4, steps=[], outputs=[])
