@@ -106,7 +106,8 @@ def check(
     user_steps = [s for s in loaded.steps if not s.name.startswith("out.")]
     width, height = loaded.size
     files = [s.params.path for s in loaded.steps if s.stage in ("save_image", "encode_video")]
-    typer.echo(f"OK {recipe}: '{loaded.name}', {len(user_steps)} steps "
+    count = f"{len(user_steps)} step" + ("s" if len(user_steps) != 1 else "")
+    typer.echo(f"OK {recipe}: '{loaded.name}', {count} "
                f"({', '.join(s.name for s in user_steps)}), {width}x{height}, seed "
                f"{loaded.seed}; writes {', '.join(files) or 'no files'}")
     from .cache import format_size

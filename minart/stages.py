@@ -340,7 +340,7 @@ def _check_fractal(params: FractalParams, ctx: CheckContext) -> dict[str, Any]:
     kw = _fractal_kwargs(params, "cpu")
     kw.update(iterations=1, supersample=1)  # a 2x2, one-iteration probe: validation, no work
     if isinstance(params, FractalFramesParams):
-        kw["frames"] = params.frames
+        kw["frames"] = min(params.frames, 2)  # the frame count changes only the budgets
         from .fractal import fractal_frames as fractal
     fractal(2, 2, **kw)
     return _fill_size(params, ctx)
