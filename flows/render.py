@@ -97,12 +97,7 @@ def render(recipe: str, overrides: dict[str, Any] | None = None,
         plan = engine.load_plan(recipe, overrides, preview=preview, device=device,
                                 output_dir=output_dir, date=day, origin=origin)
         # what the CLI checks before it starts Prefect, for deployment runs: fail before any work
-        if report:
-            engine.check_report_path(plan, report, option="report")
-            engine.check_writable_file(Path(report), "report")
-        if output_dir:
-            engine.check_folder_option(Path(plan.output_dir), "output_dir")
-        engine.check_output_files(plan)
+        engine.check_run_paths(plan, report=report or None, check_output_dir=bool(output_dir))
         store.check_location(create=True)
         if cache_max_size is not None:
             limit = _cache_limit(cache_max_size)

@@ -44,12 +44,8 @@ def _render(recipe: Path, overrides: list[str], *, preview: bool | int,
     # validate (and plan) before Prefect starts: recipe errors cost no server start-up
     planned = engine.load_plan(recipe, overrides, preview=preview, device=device,
                                output_dir=output_dir, origin=origin)
-    if report is not None:
-        engine.check_report_path(planned, report, option="--report")
-        engine.check_writable_file(report, "--report")
-    if output_dir is not None:
-        engine.check_folder_option(Path(planned.output_dir), "--output-dir")
-    engine.check_output_files(planned)
+    engine.check_run_paths(planned, report=report, check_output_dir=output_dir is not None,
+                           report_option="--report", output_dir_option="--output-dir")
     _open_cache(cache, create=True)
     on_interrupt("interrupted: finished steps are cached and a long step keeps its last "
                  "checkpoint; run the same command again to resume")

@@ -56,6 +56,7 @@ __all__ = [
     "check_folder_option",
     "check_output_files",
     "check_report_path",
+    "check_run_paths",
     "check_writable_file",
     "checkpoint_seconds",
     "clear_stop",
@@ -727,6 +728,29 @@ def check_report_path(plan_: Plan, path: str | os.PathLike, *, option: str = "re
     if found:
         raise ParamError(f"{option} {path}: writing it would overwrite {found}; give the report "
                          "another path", param=option)
+
+
+def check_run_paths(plan_: Plan, *, report: str | os.PathLike | None = None,
+                    check_output_dir: bool = False, report_option: str = "report",
+                    output_dir_option: str = "output_dir") -> None:
+    """Every path check a run makes before its first step (the CLI and the flow share it).
+
+    Args:
+        plan_: the run's plan.
+        report: the JSON report's path, if one is written.
+        check_output_dir: the caller chose ``plan_.output_dir`` (else it is the current folder).
+        report_option, output_dir_option: how messages name the two paths.
+
+    Raises:
+        ParamError: see :func:`check_report_path`, :func:`check_writable_file`,
+            :func:`check_folder_option` and :func:`check_output_files`.
+    """
+    if report is not None:
+        check_report_path(plan_, report, option=report_option)
+        check_writable_file(Path(report), report_option)
+    if check_output_dir:
+        check_folder_option(Path(plan_.output_dir), output_dir_option)
+    check_output_files(plan_)
 
 
 def check_output_files(plan_: Plan) -> None:
