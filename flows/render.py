@@ -136,6 +136,8 @@ def render(recipe: str, overrides: dict[str, Any] | None = None,
             result = engine.StepResult(name, step.stage, step.key, "cached",
                                        outputs=step.files or result.outputs)
         run.steps.append(result)
+    if not failed:
+        plan.mark_used(store)  # the steps upstream of a cached target stay "recently used"
     if cache_max_size is not None:
         freed = store.gc(limit)
         logger.info("cache gc to %s: removed %d entries (%s), %d left (%s)", cache_max_size,

@@ -611,6 +611,26 @@ class TensorCache:
             raise CacheError(f"cache entry {key} holds no result tensor")
         return tensors["result"]
 
+    def touch(self, key: str) -> bool:
+        """Refresh ``key``'s access time without reading it (LRU); False when there is no entry.
+
+        Example:
+            >>> cache = TensorCache("memory://minart-doctest-touch")
+            >>> cache.put("a", torch.zeros(1)); cache.put("b", torch.zeros(1))
+            >>> cache.touch("a"), cache.touch("missing")
+            (True, False)
+            >>> [e.key for e in cache.entries()], cache.clear()
+            (['b', 'a'], 2)
+        """
+        try:
+            size = int(self.fs.info(self.payload_path(key)).get("size", 0))
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return False  # unreadable store: an access time is not worth failing a run for
+        self._touch(key, size=size, metadata={})
+        return True
+
     def delete(self, key: str) -> bool:
         """Remove ``key``'s records, payload and sidecar (in that order); True if it existed.
 

@@ -488,6 +488,40 @@ class Plan:
             status.setdefault(name, "skipped")
         return to_run, status, corrupt
 
+    def mark_used(self, cache: TensorCache) -> int:
+        """Refresh the access time of the cached entries the targets are made from, upstream first.
+
+        A run served from a cached target reads nothing upstream of it, so without this the
+        steps that made it (a fractal, its softened copy) would look unused to ``cache gc`` and
+        be evicted first, and the next edit of a later step would recompute them.
+
+        Args:
+            cache: the tensor cache.
+
+        Returns:
+            How many entries were refreshed.
+
+        Example:
+            >>> from minart.recipe import parse_recipe
+            >>> p = plan(parse_recipe("size: [8, 8]\\nsteps:\\n  a: {stage: fractal}\\n"
+            ...                       "  b: {stage: blend, inputs: [a, a]}"))
+            >>> cache = TensorCache("memory://minart-doctest-mark-used")
+            >>> _ = render(p, cache=cache)
+            >>> p.mark_used(cache), [e.key for e in cache.entries()] == [p.step("a").key,
+            ...                                                           p.step("b").key]
+            (2, True)
+            >>> cache.clear()
+            2
+        """
+        needed: set[str] = set()
+        pending = list(self.targets)
+        while pending:
+            name = pending.pop()
+            if name not in needed:
+                needed.add(name)
+                pending.extend(self.steps[name].inputs)
+        return sum(cache.touch(step.key) for name, step in self.steps.items() if name in needed)
+
 
 def plan(recipe: Any, *, device: str | torch.device = "cpu",
          output_dir: str | os.PathLike | None = None, date: str | None = None) -> Plan:
@@ -1307,6 +1341,7 @@ def render(plan_: Plan, *, cache: TensorCache, progress: ProgressFn | None = Non
             results[name] = StepResult(name, step.stage, step.key, "cached", outputs=step.files)
         else:
             results[name] = run_step(plan_, name, cache=cache, progress=progress, log=log)
+    plan_.mark_used(cache)
     report = RunReport(recipe=plan_.label, device=plan_.device_class, corrupt_found=corrupt)
     for name, step in plan_.steps.items():
         report.steps.append(results.get(name) or StepResult(name, step.stage, step.key, "skipped"))

@@ -7,6 +7,7 @@ import os
 import re
 import sys
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -162,6 +163,18 @@ def test_evicted_intermediates_are_not_recomputed_when_unused(tmp_path, cache):
     assert _render(tmp_path, cache).computed == []
     assert sorted(_render(tmp_path, cache, opacity=0.3).computed) == ["hard", "mix", "photo",
                                                                       "save", "soft"]
+
+
+def test_a_cached_run_keeps_the_steps_it_was_made_from_recently_used(tmp_path, cache):
+    first = _render(tmp_path, cache)
+    cache.put("unrelated", torch.zeros(1))  # used after the first run...
+    time.sleep(0.01)
+    assert _render(tmp_path, cache).computed == []  # ...but before this one, served by 'save'
+    lineage = [s.key for s in first.steps]
+    assert [e.key for e in cache.entries()] == ["unrelated", *lineage]  # upstream first
+    cache.gc(cache.size() - 1)
+    assert sorted(e.key for e in cache.entries()) == sorted(lineage)
+    assert _render(tmp_path, cache, opacity=0.3).computed == ["mix", "save"]
 
 
 def test_concurrent_runs_compute_each_step_once(tmp_path, cache):
