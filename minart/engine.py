@@ -380,6 +380,12 @@ def _recipe_module():
     return recipe
 
 
+def _stages_module():
+    from . import stages
+
+    return stages
+
+
 def _target_names(recipe: Any, names: Sequence[str]) -> list[str]:
     outputs = getattr(recipe, "outputs", None) or ()
     targets = [o if isinstance(o, str) else getattr(o, "step", getattr(o, "name", None))
@@ -954,10 +960,33 @@ def overrides_dict(overrides: Iterable[str]) -> dict[str, str]:
     return folded
 
 
+def _input_stamps(plan_: Plan) -> tuple:
+    """``(path, mtime_ns, size, inode)`` of every file the plan's ``load_image`` steps read."""
+    recipe = plan_.recipe
+    folder = Path(recipe.path).parent if getattr(recipe, "path", None) else Path.cwd()
+    stamps = []
+    for step in getattr(recipe, "steps", ()):
+        if step.stage == "load_image":
+            path = _stages_module().input_path(step.params, folder)
+            try:
+                info = os.stat(path)
+                stamps.append((str(path), info.st_mtime_ns, info.st_size, info.st_ino))
+            except OSError:
+                stamps.append((str(path),))
+    return tuple(stamps)
+
+
 @functools.lru_cache(maxsize=16)
 def _load_plan_cached(path: str, stamp: tuple, overrides: tuple[str, ...], preview: int,
                       device: str, output_dir: str | None, day: str, shown: str,
-                      origin: str | None = None) -> Plan:
+                      origin: str | None = None) -> tuple[Plan, tuple]:
+    plan_ = _load_plan_uncached(path, overrides, preview, device, output_dir, day, shown, origin)
+    return plan_, _input_stamps(plan_)
+
+
+def _load_plan_uncached(path: str, overrides: tuple[str, ...], preview: int, device: str,
+                        output_dir: str | None, day: str, shown: str,
+                        origin: str | None) -> Plan:
     recipe = _recipe_module().load_recipe(path if os.path.isabs(shown) else shown, overrides)
     if origin:
         recipe = dataclasses.replace(recipe, origin=Path(origin), _by_name={})
@@ -1056,10 +1085,14 @@ def load_plan(path: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[s
         stamp = ()
     day = date or time.strftime("%Y-%m-%d", time.gmtime())  # output templates may use {date}
     out = os.path.abspath(output_folder(output_dir, day)) if output_dir is not None else os.getcwd()
-    return _load_plan_cached(os.path.abspath(path), stamp, overrides_list(overrides),
-                             _preview_factor(preview), None if device is None else str(device),
-                             out, day,
-                             shown, None if origin is None else os.path.abspath(origin))
+    args = (os.path.abspath(path), stamp, overrides_list(overrides), _preview_factor(preview),
+            None if device is None else str(device), out, day, shown,
+            None if origin is None else os.path.abspath(origin))
+    found, inputs = _load_plan_cached(*args)
+    if _input_stamps(found) != inputs:  # an input image changed: its SHA-256 enters the keys
+        _load_plan_cached.cache_clear()
+        found, _ = _load_plan_cached(*args)
+    return found
 
 
 # -- running -------------------------------------------------------------------------------------
@@ -1200,10 +1233,17 @@ def _load_input(plan_: Plan, name: str, *, cache: TensorCache, progress: Progres
     if tensor is None:
         result = run_step(plan_, name, cache=cache, progress=progress, log=log)
         found.append(result)
-        tensor = cache.get(step.key)
-        if tensor is None:
+        stored = cache.get_tensors(step.key)
+        if stored is None:
             raise CacheError(f"step '{name}': result vanished from the cache right after it was "
                              "stored; is another process clearing it?")
+        tensors, meta = stored
+        if _ALIAS in meta and step.inputs:  # an output step: its result is its input's
+            return _load_input(plan_, step.inputs[0], cache=cache, progress=progress, log=log,
+                               found=found)
+        tensor = tensors.get("result")
+        if tensor is None:
+            raise CacheError(f"cache entry {step.key} holds no result tensor")
     return tensor.to(plan_.device)
 
 

@@ -177,6 +177,33 @@ def test_a_cached_run_keeps_the_steps_it_was_made_from_recently_used(tmp_path, c
     assert _render(tmp_path, cache, opacity=0.3).computed == ["mix", "save"]
 
 
+def test_an_edited_input_image_is_read_again_by_the_same_process(tmp_path, cache):
+    write_image(tmp_path / "in.png", torch.zeros(3, 8, 8))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("size: [8, 8]\nsteps:\n  a: {stage: load_image, params: {path: in.png}}\n")
+    first = engine.load_plan(recipe, output_dir=tmp_path)
+    engine.render(first, cache=cache)
+    write_image(tmp_path / "in.png", torch.ones(3, 8, 8))  # the recipe file is unchanged
+    second = engine.load_plan(recipe, output_dir=tmp_path)
+    assert second.step("a").key != first.step("a").key
+    assert engine.render(second, cache=cache).computed == ["a"]
+    assert cache.get(second.step("a").key).min() == 1
+    assert engine.load_plan(recipe, output_dir=tmp_path) is second  # unchanged: memoised
+
+
+def test_a_step_reading_a_writer_step_gets_the_image_when_the_cache_is_empty(tmp_path, cache):
+    saved = _step("save", "save_image", ["mix"], path="out/{name}.png")
+    recipe = _recipe(tmp_path, extra=[_step("again", "perona_malik", ["save"], steps=1,
+                                            kappa=0.1, dt=0.2)])
+    recipe.steps = [s for s in recipe.steps if s.name != "save"][:4] + [saved, recipe.steps[-1]]
+    plan = engine.plan(recipe, device="cpu", output_dir=tmp_path)
+    result = engine.run_step(plan, "again", cache=cache)  # runs photo..mix and save first
+    assert result.status == "computed"
+    other = TensorCache(tmp_path / "other")
+    engine.render(plan, cache=other)  # the usual order: every step run by the schedule
+    assert torch.equal(cache.get(plan.step("again").key), other.get(plan.step("again").key))
+
+
 def test_concurrent_runs_compute_each_step_once(tmp_path, cache):
     plan = engine.plan(_recipe(tmp_path), output_dir=tmp_path / "out")
     reports = []
