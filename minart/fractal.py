@@ -47,7 +47,7 @@ from ._checks import check_choice, check_range
 from .errors import ParamError
 from .palettes import Color, Palette, apply_palette, palette_interior, palette_stops, parse_color
 
-__all__ = ["FractalField", "fractal", "fractal_field", "fractal_frames"]
+__all__ = ["FractalField", "check_view", "fractal", "fractal_field", "fractal_frames"]
 
 Formula = Literal["inverse_power", "multibrot"]
 Coloring = Literal["auto", "pole", "smooth", "trap_point", "trap_circle", "trap_line", "modulus",
@@ -130,17 +130,55 @@ def _real_dtype(dtype) -> torch.dtype:
     return dtype
 
 
-def _check_view(width, height, center: complex, span, dtype: torch.dtype) -> tuple[int, int]:
+def _check_view(width, height, center: complex, span, dtype: torch.dtype,
+                supersample: int = 1) -> tuple[int, int]:
     width = _whole("width", width, 1, _MAX_SIZE)
     height = _whole("height", height, 1, _MAX_SIZE)
     check_range("span", span, gt=0)
-    pixel = span / width
+    if max(width, height) * supersample > _MAX_SIZE:
+        most = _MAX_SIZE // max(width, height)
+        raise ParamError(f"supersample={supersample} at {width}x{height} computes "
+                         f"{width * supersample}x{height * supersample} samples, more than "
+                         f"{_MAX_SIZE} a side; use supersample <= {most} or a smaller size",
+                         param="supersample")
+    pixel = span / (width * supersample)
     scale = max(abs(center.real), abs(center.imag), 1.0)
     if pixel < _MIN_PIXEL[dtype] * scale:
-        hint = "use dtype=torch.float64" if dtype == torch.float32 else "zoom out"
-        raise ParamError(f"span={span} over {width} pixels at center=({center.real}, {center.imag}) "
-                         f"is below the resolution of {dtype}; {hint}", param="span")
+        hint = "use dtype float64" if dtype == torch.float32 else "zoom out"
+        over = f"{width} pixels" + (f" x supersample {supersample}" if supersample > 1 else "")
+        raise ParamError(f"span={span} over {over} at center=({center.real}, {center.imag}) "
+                         f"is below the resolution of {str(dtype).removeprefix('torch.')}; {hint}",
+                         param="span")
     return width, height
+
+
+def check_view(width: int, height: int, *, center: tuple[float, float] = (0.0, 0.0),
+               span: float = 2.8, supersample: int = 1,
+               dtype: torch.dtype = torch.float32) -> None:
+    """Check that a view can be rendered: its size, and a pixel the dtype can still resolve.
+
+    What :func:`fractal` and :func:`fractal_frames` check first, without computing anything
+    (``minart check`` calls it with the recipe's real size).
+
+    Args:
+        width, height: the picture's size in pixels (at most 16384 a side, supersampled).
+        center: the view's centre ``(re, im)``.
+        span: the view's width in the complex plane.
+        supersample: samples per pixel along each axis (1..4).
+        dtype: ``torch.float32`` or ``torch.float64``.
+
+    Raises:
+        ParamError: naming ``width``, ``height``, ``supersample``, ``span`` or ``dtype``.
+
+    Example:
+        >>> check_view(512, 512, center=(0.3, 0.5), span=1e-4)
+        Traceback (most recent call last):
+        ...
+        minart.errors.ParamError: span=0.0001 over 512 pixels at center=(0.3, 0.5) is below ...
+        >>> check_view(512, 512, center=(0.3, 0.5), span=1e-4, dtype=torch.float64)
+    """
+    s = _whole("supersample", supersample, 1, 4)
+    _check_view(width, height, _point("center", center), span, _real_dtype(dtype), s)
 
 
 def _spec(*, formula, power, coefficient, julia, eps, bailout, trap, trap_point, trap_radius,
@@ -437,9 +475,8 @@ def _prepare(width, height, *, formula, power, coefficient, center, span, iterat
              trap_angle, dtype, device):
     dtype = _real_dtype(dtype)
     centre = _point("center", center)
-    width, height = _check_view(width, height, centre, span, dtype)
     s = _whole("supersample", supersample, 1, 4)
-    _check_view(width * s, height * s, centre, span, dtype)
+    width, height = _check_view(width, height, centre, span, dtype, s)
     iterations = _whole("iterations", iterations, 1, _MAX_ITERATIONS)
     check_choice("formula", formula, _FORMULAS)
     coloring = _resolve_coloring(coloring, formula)

@@ -17,6 +17,7 @@ and :func:`verify_image` finds a truncated or damaged file without converting it
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io as _io
 import json
 import os
@@ -209,7 +210,7 @@ def decode_image(data: bytes, *, mode: ImageMode = "RGB", max_pixels: int | None
 
 
 def read_image(path: str | os.PathLike, *, mode: ImageMode = "RGB",
-               max_pixels: int | None = None) -> Tensor:
+               max_pixels: int | None = None, sha256: str | None = None) -> Tensor:
     """Read an image file as a float32 ``(C, H, W)`` tensor in [0, 1] (see :func:`decode_image`).
 
     EXIF orientation applied, 16-bit PNGs at full precision, ``mode`` conversion as Pillow,
@@ -219,13 +220,16 @@ def read_image(path: str | os.PathLike, *, mode: ImageMode = "RGB",
         path: image file.
         mode: ``"RGB"`` (3 channels), ``"RGBA"`` (4) or ``"L"`` (1).
         max_pixels: decompression-bomb guard, see :func:`decode_image`.
+        sha256: the hex SHA-256 the file's bytes must have (checked on the very bytes decoded,
+            so a file replaced while it is read cannot pass as the expected one).
 
     Returns:
         Tensor ``(C, H, W)`` float32 in [0, 1], ``H x W`` after EXIF orientation.
 
     Raises:
         MediaError: missing, unreadable, corrupt or truncated file, unsupported pixel format,
-            or more pixels than allowed; the message starts with the file name.
+            more pixels than allowed, or not the expected SHA-256; the message starts with the
+            file name.
         ParamError: bad ``mode`` or ``max_pixels``.
 
     Example:
@@ -235,7 +239,11 @@ def read_image(path: str | os.PathLike, *, mode: ImageMode = "RGB",
         minart.errors.MediaError: no/such/picture.png: no such image file
     """
     name = os.fspath(path)
-    return decode_image(_read_bytes(name, "image"), mode=mode, max_pixels=max_pixels, source=name)
+    data = _read_bytes(name, "image")
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise MediaError(f"{name} changed since the recipe was checked (its SHA-256 is not "
+                         f"{sha256[:12]}...); run the command again to use the new file")
+    return decode_image(data, mode=mode, max_pixels=max_pixels, source=name)
 
 
 def image_size(path: str | os.PathLike, *, max_pixels: int | None = None) -> tuple[int, int]:

@@ -335,15 +335,18 @@ def _fill_size(params: BaseModel, ctx: CheckContext) -> dict[str, Any]:
 
 def _check_fractal(params: FractalParams, ctx: CheckContext) -> dict[str, Any]:
     """Let the library reject inconsistent options (palette names, colouring vs formula)."""
-    from .fractal import fractal
+    from .fractal import check_view, fractal
 
     kw = _fractal_kwargs(params, "cpu")
+    size = _fill_size(params, ctx)
+    check_view(size["width"], size["height"], center=kw["center"], span=kw["span"],
+               supersample=kw["supersample"], dtype=kw["dtype"])  # the real view's limits
     kw.update(iterations=1, supersample=1)  # a 2x2, one-iteration probe: validation, no work
     if isinstance(params, FractalFramesParams):
         kw["frames"] = min(params.frames, 2)  # the frame count changes only the budgets
         from .fractal import fractal_frames as fractal
     fractal(2, 2, **kw)
-    return _fill_size(params, ctx)
+    return size
 
 
 def _preview_size(params: BaseModel, factor: int) -> dict[str, Any]:
@@ -428,10 +431,8 @@ def _check_load_image(params: LoadImageParams, ctx: CheckContext) -> dict[str, A
 
 def _run_load_image(inputs: list[Tensor], params: LoadImageParams, ctx: StageContext) -> Tensor:
     path = input_path(params, ctx.recipe_dir)
-    if params.sha256 is not None and path.is_file() and file_sha256(path) != params.sha256:
-        raise MediaError(f"{path.as_posix()} changed since the recipe was checked (SHA-256 "
-                         "mismatch)")
-    rgba = _function("minart.io:read_image")(path, mode="RGBA", max_pixels=params.max_pixels)
+    rgba = _function("minart.io:read_image")(path, mode="RGBA", max_pixels=params.max_pixels,
+                                             sha256=params.sha256)  # hashes the bytes it decodes
     rgba = rgba.to(ctx.device, torch.float32)
     image, alpha = rgba[:3], rgba[3:]  # (4, H, W) -> (3, H, W), (1, H, W)
     if params.background is not None:

@@ -90,7 +90,7 @@ def test_counts_float32_mostly_match_reference():
 def test_deep_zoom_needs_and_works_in_float64():
     kw = dict(formula="multibrot", power=2, center=(-1.768778833, -0.001738996),
               span=1e-6, iterations=300)
-    with pytest.raises(ParamError, match=r"use dtype=torch.float64"):
+    with pytest.raises(ParamError, match=r"use dtype float64"):
         fractal_field(32, 24, **kw)
     field = fractal_field(32, 24, dtype=torch.float64, **kw)
     ref_counts, _, _ = _reference(32, 24, **kw)
@@ -357,7 +357,11 @@ def test_frames_match_separate_renders_on_the_full_scale():
     (dict(formula="multibrot", power=2, coloring="pole"), "z^p + c has no pole"),
     (dict(coloring="rainbow"), "coloring='rainbow' is not one of"),
     (dict(span=0.0), "span=0.0 must be > 0"),
-    (dict(span=1e-12), "use dtype=torch.float64"),
+    (dict(span=1e-12), "below the resolution of float32; use dtype float64"),
+    (dict(width=8192, supersample=3), "supersample=3 at 8192x8 computes 24576x24 samples, more "
+                                      "than 16384 a side; use supersample <= 2"),
+    (dict(width=512, center=(0.3, 0.5), span=5e-4, supersample=4),
+     "span=0.0005 over 512 pixels x supersample 4 at center=(0.3, 0.5) is below the resolution"),
     (dict(center=(0.0,)), "center=(0.0,) must be a pair"),
     (dict(center=(float("nan"), 0.0)), "finite numbers"),
     (dict(julia=(1.0, float("inf"))), "julia=(1.0, inf) must be a pair (re, im) of finite"),

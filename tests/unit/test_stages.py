@@ -137,6 +137,21 @@ def test_fractal_check_hook_surfaces_library_errors():
                                                                               "height": 16}
 
 
+@pytest.mark.parametrize("stage", ["fractal", "fractal_frames"])
+@pytest.mark.parametrize("params, message", [
+    (dict(width=8192, supersample=3), "supersample=3 at 8192x16 computes 24576x48 samples"),
+    (dict(width=512, center=[0.3, 0.5], span=1e-4), "below the resolution of float32; use dtype "
+                                                   "float64"),
+])
+def test_fractal_check_hook_checks_the_real_view_not_its_probe(stage, params, message):
+    ctx = CheckContext(recipe_dir=Path("."), size=(16, 16))
+    with pytest.raises(ParamError, match=re.escape(message)):
+        get_stage(stage).check(get_stage(stage).params(**params), ctx)
+    if "span" in params:  # float64 resolves it
+        deep = get_stage(stage).params(**params, dtype="float64")
+        assert get_stage(stage).check(deep, ctx)["width"] == 512
+
+
 def test_perona_malik_stage_is_the_library_call_and_reports_progress(img, clip):
     seen = []
     ctx = StageContext(progress=lambda done, total: seen.append((done, total)))
