@@ -21,8 +21,8 @@ import hashlib
 import io as _io
 import json
 import os
+import secrets
 import struct
-import tempfile
 import warnings
 import zlib
 from collections.abc import Iterator, Mapping
@@ -61,6 +61,8 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _MAX_TEXT_BYTES = 64 * 1024 * 1024
 _COMPRESS_TEXT_OVER = 1024
 _JPEG_COMMENT_PREFIX = b"minart:"
+_JPEG_COMMENT_MORE = b"minart+:"  # the segments after the first, when the text needs several
+_JPEG_SEGMENT_MAX = 65533  # a JPEG segment's payload: its 2-byte length counts itself
 _FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
 # Pillow's ImageOps.exif_transpose methods for EXIF orientations 2..8, applied to (H, W, C) arrays.
 _ORIENT = {
@@ -399,22 +401,20 @@ def _quantize(image: Tensor, bits: int) -> np.ndarray:
 
 
 def _temp_path(target: Path) -> Path:
-    """A fresh, empty file next to ``target`` whose name ends like ``target``'s."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=f".tmp{target.suffix}")
-    try:
-        # mkstemp makes the file private (0600); a rendered image gets the usual mode (0644 under
-        # the common umask 022), as if opened with open(path, "w").
-        os.fchmod(fd, 0o666 & ~_umask())
-    finally:
-        os.close(fd)
-    return Path(tmp)
+    """A fresh, empty file next to ``target`` whose name ends like ``target``'s.
 
-
-def _umask() -> int:
-    """The process umask (read by setting and restoring it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    Created with mode 0666 less the process umask, as ``open(path, "w")`` would (``mkstemp``
+    makes a private 0600 file, and reading the umask means setting it, which races other
+    threads' file creation).
+    """
+    for _ in range(100):
+        tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp{target.suffix}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no free temporary name next to {target}")
 
 
 def _atomic_write_bytes(target: Path, data: bytes) -> None:
@@ -563,8 +563,28 @@ def encode_image(image: Tensor, *, format: Literal["png", "jpeg"] = "png", bits:
     plane = array[..., 0] if channels == 1 else array  # (H, W, 1) -> (H, W): Pillow's L
     comment = _JPEG_COMMENT_PREFIX + json.dumps(texts, ensure_ascii=True, sort_keys=True).encode("ascii")
     out = _io.BytesIO()
-    Image.fromarray(plane).save(out, format="JPEG", quality=quality, comment=comment)
-    return out.getvalue()
+    if len(comment) <= _JPEG_SEGMENT_MAX:
+        Image.fromarray(plane).save(out, format="JPEG", quality=quality, comment=comment)
+        return out.getvalue()
+    Image.fromarray(plane).save(out, format="JPEG", quality=quality)
+    return _with_jpeg_comments(out.getvalue(), comment)
+
+
+def _with_jpeg_comments(data: bytes, comment: bytes) -> bytes:
+    """``data`` (a JPEG) with ``comment`` in as many COM segments as it needs, after its APPn ones.
+
+    A recipe that does not fit the 64 KiB of one segment continues in segments marked
+    ``minart+:``, which :func:`read_metadata` joins back.
+    """
+    room = _JPEG_SEGMENT_MAX - len(_JPEG_COMMENT_MORE)
+    rest = comment[_JPEG_SEGMENT_MAX:]
+    segments = [comment[:_JPEG_SEGMENT_MAX],
+                *(_JPEG_COMMENT_MORE + rest[i:i + room] for i in range(0, len(rest), room))]
+    at = 2  # after SOI
+    while data[at] == 0xFF and 0xE0 <= data[at + 1] <= 0xEF:  # APP0 (JFIF) .. APP15
+        at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
+    com = b"".join(b"\xff\xfe" + (len(seg) + 2).to_bytes(2, "big") + seg for seg in segments)
+    return data[:at] + com + data[at:]
 
 
 def write_image(path: str | os.PathLike, image: Tensor, *, bits: Literal[8, 16] = 8,
@@ -723,14 +743,22 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            info = dict(Image.open(_io.BytesIO(data)).info)
+            with Image.open(_io.BytesIO(data)) as im:
+                info = dict(im.info)
+                comments = [c for kind, c in getattr(im, "applist", ()) if kind == "COM"]
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise MediaError(f"not a readable image ({type(exc).__name__}: {exc})", file=name) from None
     comment = info.pop("comment", None)
     texts = {k: v for k, v in info.items() if isinstance(k, str) and isinstance(v, str)}
-    if isinstance(comment, bytes) and comment.startswith(_JPEG_COMMENT_PREFIX):
+    ours = next((i for i, c in enumerate(comments) if c.startswith(_JPEG_COMMENT_PREFIX)), None)
+    if ours is not None:
+        payload = [comments[ours][len(_JPEG_COMMENT_PREFIX):]]
+        for more in comments[ours + 1:]:
+            if not more.startswith(_JPEG_COMMENT_MORE):
+                break
+            payload.append(more[len(_JPEG_COMMENT_MORE):])
         try:
-            stored = json.loads(comment[len(_JPEG_COMMENT_PREFIX):])
+            stored = json.loads(b"".join(payload))
         except ValueError:
             raise MediaError("corrupt minart metadata comment", file=name) from None
         if not isinstance(stored, dict) or not all(isinstance(v, str) for v in stored.values()):

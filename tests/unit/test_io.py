@@ -146,6 +146,18 @@ def test_jpeg_round_trip_and_metadata(tmp_path):
     assert read_metadata(tmp_path / "other.jpg") == {"comment": "shot on film"}
 
 
+def test_a_recipe_longer_than_one_jpeg_comment_segment_is_split_and_joined_back(tmp_path):
+    recipe = "# notes: " + "étoile de mer " * 12000 + "\n"  # ~170 kB, ~6x that as JSON escapes
+    target = tmp_path / "long.jpg"
+    write_image(target, _gradient(3, 8, 8), metadata={"minart_recipe": recipe})
+    assert read_metadata(target)["minart_recipe"] == recipe
+    data = target.read_bytes()
+    assert data.count(b"minart+:") > 2  # one segment holds at most 64 KiB
+    with Image.open(target) as im:  # still a valid JPEG to other readers
+        im.load()
+        assert im.size == (8, 8)
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_exif_orientation_matches_pillow_for_8_and_16_bit(tmp_path, orientation):
     image = torch.rand(3, 4, 6, generator=torch.Generator().manual_seed(orientation))
@@ -341,3 +353,21 @@ def test_written_files_get_the_usual_mode_not_mkstemps_private_one(tmp_path):
     mask = os.umask(0o022)
     os.umask(mask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+
+
+def test_writing_never_changes_the_process_umask_other_threads_create_files_under(tmp_path,
+                                                                                  monkeypatch):
+    import stat
+
+    old = os.umask(0o027)
+    try:
+        def refuse(mask):
+            raise AssertionError("os.umask() changes the mask of every thread")
+
+        monkeypatch.setattr(os, "umask", refuse)
+        path = tmp_path / "mode.png"
+        mio.write_image(path, torch.zeros(3, 4, 4))
+        monkeypatch.undo()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    finally:
+        os.umask(old)
