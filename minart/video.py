@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
@@ -271,12 +272,6 @@ def encode_video(path: str | os.PathLike, frames: Tensor, *, fps: float = 24.0,
         raise exc.at(file=str(target)) from None
     sidecar = _sidecar_text(metadata) if metadata is not None else None
 
-    array = _quantize(seq, 8)  # (T, H, W, C) uint8
-    if channels == 1:
-        array = np.repeat(array, 3, axis=3)  # (T, H, W, 1) -> (T, H, W, 3)
-    if (out_w, out_h) != (width, height):
-        array = np.pad(array, ((0, 0), (0, out_h - height), (0, out_w - width), (0, 0)), mode="edge")
-
     import imageio_ffmpeg
 
     rate = Fraction(fps).limit_denominator(1001)
@@ -291,26 +286,61 @@ def encode_video(path: str | os.PathLike, frames: Tensor, *, fps: float = 24.0,
         "-framerate", f"{rate.numerator}/{rate.denominator}", "-i", "pipe:0",
         *_codec_args(container, codec, quality, loop), "-f", container, str(tmp),
     ]
+    side = sidecar_path(target)
     try:
-        try:
-            result = subprocess.run(command, input=np.ascontiguousarray(array).tobytes(),
-                                    capture_output=True, check=False)
-        except OSError as exc:
-            raise MediaError(f"cannot run ffmpeg {command[0]} ({exc.strerror or exc})",
-                             file=str(target)) from None
-        if result.returncode != 0:
-            lines = result.stderr.decode("utf-8", "replace").strip().splitlines() or ["no message"]
-            raise MediaError(f"ffmpeg could not encode the {container} video ({codec}): {lines[-1]}",
+        returncode, message = _run_ffmpeg(command, _rgb24(seq, out_w, out_h), target)
+        if returncode != 0:
+            raise MediaError(f"ffmpeg could not encode the {container} video ({codec}): {message}",
                              file=str(target))
+        side.unlink(missing_ok=True)  # never the new video beside the old video's recipe
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    side = sidecar_path(target)
     if sidecar is not None:
         _atomic_write_bytes(side, sidecar.encode("utf-8"))
-    else:
-        side.unlink(missing_ok=True)
+
+
+_CHUNK_BYTES = 1 << 26  # rgb24 frames quantised and piped at a time: bounds the extra memory
+
+
+def _rgb24(seq: Tensor, out_w: int, out_h: int) -> Iterator[memoryview]:
+    """``(T, C, H, W)`` frames in [0, 1] as rgb24 bytes, a few frames at a time, edge-padded."""
+    frames, channels, height, width = seq.shape
+    step = max(1, _CHUNK_BYTES // (out_w * out_h * 3))
+    for t0 in range(0, frames, step):
+        array = _quantize(seq[t0:t0 + step], 8)  # (t, H, W, C) uint8
+        if channels == 1:
+            array = np.repeat(array, 3, axis=3)  # (t, H, W, 1) -> (t, H, W, 3)
+        if (out_w, out_h) != (width, height):
+            array = np.pad(array, ((0, 0), (0, out_h - height), (0, out_w - width), (0, 0)),
+                           mode="edge")  # (t, H, W, 3) -> (t, out_h, out_w, 3)
+        yield memoryview(np.ascontiguousarray(array)).cast("B")
+
+
+def _run_ffmpeg(command: list[str], chunks: Iterator[memoryview], target: Path) -> tuple[int, str]:
+    """Run ffmpeg feeding ``chunks`` to its stdin; ``(exit status, its last error line)``."""
+    with tempfile.TemporaryFile() as errors:  # a file, not a pipe: a chatty ffmpeg cannot block
+        try:
+            process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                       stderr=errors)
+        except OSError as exc:
+            raise MediaError(f"cannot run ffmpeg {command[0]} ({exc.strerror or exc})",
+                             file=str(target)) from None
+        try:
+            with process.stdin:
+                for chunk in chunks:
+                    process.stdin.write(chunk)
+        except BrokenPipeError:
+            pass  # ffmpeg stopped reading: its exit status and message say why
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        returncode = process.wait()
+        errors.seek(0)
+        lines = errors.read().decode("utf-8", "replace").strip().splitlines() or ["no message"]
+    return returncode, lines[-1]
 
 
 def read_sidecar(path: str | os.PathLike) -> dict[str, Any] | None:

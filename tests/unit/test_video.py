@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import minart
+from minart import video
 from minart.errors import MediaError, ParamError, ShapeError
 from minart.video import encode_video, output_size, read_sidecar, read_video, sidecar_path
 
@@ -232,3 +233,40 @@ def test_read_refusals(tmp_path):
         read_video(junk)
     with pytest.raises(ParamError, match="max_frames=0 must be an integer >= 1"):
         read_video(junk, max_frames=0)
+
+
+@pytest.mark.parametrize("ext", ["webm", "gif"])
+def test_frames_piped_a_few_at_a_time_give_the_same_file(tmp_path, monkeypatch, ext):
+    clip = _gradient_clip(t=5, h=15, w=17)  # odd: padded per chunk for WebM
+    encode_video(tmp_path / f"whole.{ext}", clip)
+    monkeypatch.setattr(video, "_CHUNK_BYTES", 1)  # one frame per write
+    encode_video(tmp_path / f"chunked.{ext}", clip)
+    assert (tmp_path / f"whole.{ext}").read_bytes() == (tmp_path / f"chunked.{ext}").read_bytes()
+
+
+def test_ffmpeg_failing_mid_stream_is_one_clear_error_and_keeps_the_old_file(tmp_path,
+                                                                             monkeypatch):
+    target = tmp_path / "keep.webm"
+    encode_video(target, _gradient_clip(t=2, h=4, w=4))
+    before = target.read_bytes()
+    monkeypatch.setattr(video, "_codec_args", lambda *a: ["-c:v", "no_such_codec"])
+    monkeypatch.setattr(video, "_CHUNK_BYTES", 1)
+    with pytest.raises(MediaError, match=r"ffmpeg could not encode the webm video \(libvpx-vp9\): "
+                                         r".*Encoder not found"):
+        encode_video(target, _gradient_clip(t=40, h=64, w=64))
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.webm"]
+
+
+def test_a_video_is_never_left_beside_the_previous_videos_recipe(tmp_path, monkeypatch):
+    target = tmp_path / "art.webm"
+    encode_video(target, _gradient_clip(t=2), metadata={"seed": 1})
+
+    def killed(path, data):
+        raise KeyboardInterrupt  # the process ends between the video and its sidecar
+
+    monkeypatch.setattr(video, "_atomic_write_bytes", killed)
+    with pytest.raises(KeyboardInterrupt):
+        encode_video(target, _gradient_clip(t=3), metadata={"seed": 2})
+    assert read_video(target).shape[0] == 3
+    assert read_sidecar(target) is None  # no recipe rather than the wrong one
