@@ -9,8 +9,8 @@ Layout under the cache root (a local folder, ``file://`` or any fsspec URL such 
     locks/<key>.lock                    per-key lock
     tmp/                                partial writes
 
-Why this design (and not Prefect's own result store), in the light of the measured Prefect 3.9
-facts in ``/work/shared/notes/prefect-facts.md``:
+Why this design (and not Prefect's own result store), given how Prefect 3.9 was measured to
+cache, hash and lock:
 
 * **Keys, not tensors.** An entry is found by its step key (:mod:`minart.keys`), computed from
   the recipe before anything runs; no tensor is hashed to find it.
@@ -185,8 +185,13 @@ def _check_key(key: str) -> str:
     return key
 
 
-def _encode(tensors: Mapping[str, Tensor], metadata: Mapping[str, str]) -> tuple[bytes, bytes]:
-    """Safetensors bytes split as (length + header, data), with the data's sha256 in the header."""
+def _encode(tensors: Mapping[str, Tensor], metadata: Mapping[str, str]
+            ) -> tuple[bytes, memoryview]:
+    """Safetensors bytes split as (length + header, data), with the data's sha256 in the header.
+
+    The data is a view of the serialised bytes, not a copy: an entry costs its size once in
+    memory while it is written, not twice.
+    """
     for name, tensor in tensors.items():
         if not isinstance(tensor, Tensor):
             raise CacheError(f"cache value {name!r} must be a torch.Tensor, got "
@@ -201,7 +206,7 @@ def _encode(tensors: Mapping[str, Tensor], metadata: Mapping[str, str]) -> tuple
     meta[_LAYOUT] = _layout_digest(header)
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)  # safetensors keeps the data section 8-byte aligned
-    return struct.pack("<Q", len(text)) + text, bytes(data)
+    return struct.pack("<Q", len(text)) + text, data
 
 
 def _layout_digest(header: Mapping[str, object]) -> str:
@@ -490,7 +495,7 @@ class TensorCache:
         except OSError as exc:
             raise CacheError(f"cannot create cache folder {path}: {exc}") from exc
 
-    def _atomic_write(self, path: str, chunks: tuple[bytes, ...]) -> None:
+    def _atomic_write(self, path: str, chunks: tuple[bytes | memoryview, ...]) -> None:
         tmp_dir = self._join("tmp")
         self._mkdir(tmp_dir)
         self._mkdir(path.rsplit("/", 1)[0])

@@ -536,7 +536,6 @@ class MinimizeParams(_Params):
 
 
 def _check_minimize(params: MinimizeParams, ctx: CheckContext) -> None:
-    from .errors import ShapeError
     from .minimize import minimize
 
     if "frames" in ctx.input_kinds and params.loss != "seed_video":

@@ -214,7 +214,7 @@ def fractal_snapshots_triton(start: Tensor, *, budgets: Sequence[int],
         start: ``(H, W)`` complex64 grid of pixel centres (CUDA, or CPU with TRITON_INTERPRET=1).
         budgets: iteration budgets (each >= 1), in any order, repeats allowed.
         formula: ``"inverse_power"`` or ``"multibrot"``.
-        power: ``p``, 1..31 (parameters are validated by :func:`minart.fractal.fractal_field`).
+        power: ``p``, 1..24 (parameters are validated by :func:`minart.fractal.fractal_field`).
         coefficient: ``a`` of the inverse-power map.
         julia: fixed ``c`` of the Julia form, or ``None``.
         eps: pole radius.
