@@ -106,6 +106,7 @@ class _ProgressArtifact:
     def __init__(self, step: str) -> None:
         self.step = step
         self.artifact_id = None
+        self.failed = False  # the API refused once: the step goes on without an artifact
         self.start = self.last = time.monotonic()  # steps under PROGRESS_EVERY get no artifact
 
     def __call__(self, step: str, done: int, total: int) -> None:
@@ -117,16 +118,23 @@ class _ProgressArtifact:
         # every 2 s at first, then every 5 % of the time so far: a 10-minute step sends an
         # update every 30 s, not 300 events into 'prefect deployment run --watch'
         every = max(PROGRESS_EVERY, 0.05 * (now - self.start))
-        if total <= 0 or (now - self.last < every and not final):
+        if total <= 0 or self.failed or (now - self.last < every and not final):
             return
         self.last = now
         percent = 100.0 * min(done, total) / total
         text = f"step '{step}': {done}/{total} iterations"
-        if self.artifact_id is None:
-            key = re.sub(r"[^a-z0-9-]+", "-", f"minart-progress-{step}".lower())
-            self.artifact_id = create_progress_artifact(percent, key=key, description=text)
-        else:
-            update_progress_artifact(self.artifact_id, percent, description=text)
+        try:
+            if self.artifact_id is None:
+                key = re.sub(r"[^a-z0-9-]+", "-", f"minart-progress-{step}".lower())
+                self.artifact_id = create_progress_artifact(percent, key=key, description=text)
+            else:
+                update_progress_artifact(self.artifact_id, percent, description=text)
+        except Exception as exc:  # noqa: BLE001 - a progress display must never fail a long step
+            from prefect import get_run_logger
+
+            get_run_logger().warning("step '%s': no progress artifact from now on (%s: %s)",
+                                     step, type(exc).__name__, exc)
+            self.failed = True
 
 
 @task(name="render_step", persist_result=True, result_serializer="json",

@@ -238,3 +238,28 @@ def test_a_deployment_run_can_shrink_the_cache_once_its_steps_are_done(tiny, env
     (tmp_path / "tiny-5.png").unlink()
     render("0")
     assert cache.entries() == [] and (tmp_path / "tiny-5.png").is_file()
+
+
+def test_a_progress_artifact_the_api_refuses_does_not_fail_the_step(monkeypatch):
+    import types
+
+    import prefect
+    import prefect.artifacts
+    from minart.tasks import render_step
+
+    calls, warnings = [], []
+
+    def refused(*args, **kwargs):
+        calls.append(args)
+        raise RuntimeError("503 Service Unavailable")
+
+    logger = types.SimpleNamespace(warning=lambda text, *args: warnings.append(text % args))
+    monkeypatch.setattr(prefect.artifacts, "create_progress_artifact", refused)
+    monkeypatch.setattr(prefect, "get_run_logger", lambda: logger)
+    monkeypatch.setattr(render_step, "PROGRESS_EVERY", 0.0)
+    progress = render_step._ProgressArtifact("soft")
+    for done in range(1, 6):
+        progress("soft", done, 5)  # would raise into the stage, failing the step
+    assert len(calls) == 1  # tried once, then the step goes on without an artifact
+    assert warnings == ["step 'soft': no progress artifact from now on (RuntimeError: "
+                        "503 Service Unavailable)"]
