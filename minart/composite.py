@@ -3,6 +3,8 @@
 Images are float32 ``(C, H, W)`` or ``(B, C, H, W)`` in [0, 1]; frame sequences are
 ``(T, C, H, W)``. Every function here is a pure tensor function: it validates its inputs, never
 clips, resizes or casts them silently, and returns a new tensor on the input's device and dtype.
+Values within 1e-6 of [0, 1] are float rounding of an earlier op: they are accepted and clamped
+(:func:`minart._checks.check_unit_range`), anything further out is refused.
 
 Blend modes follow the W3C "Compositing and Blending Level 1" recommendation (section 10,
 "Blending", https://www.w3.org/TR/compositing-1/#blending), whose separable modes are the
@@ -34,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import as_batch, check_choice, check_finite, check_range
+from ._checks import as_batch, check_choice, check_range, check_unit_range, check_whole
 from .errors import ParamError, ShapeError
 
 __all__ = [
@@ -63,18 +65,13 @@ BLEND_MODES: tuple[str, ...] = (
 """The blend modes :func:`blend` accepts, in the order of the module docstring."""
 
 _REC709 = (0.2126, 0.7152, 0.0722)
-_RANGE_TOL = 1e-6
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def _image(image: Tensor, name: str) -> tuple[Tensor, bool]:
-    """``as_batch`` plus finiteness and the [0, 1] range (within 1e-6)."""
+    """``as_batch`` plus finiteness and the [0, 1] range (within 1e-6, clamped), one device wait."""
     batch, single = as_batch(image, name=name)
-    check_finite(batch, name=name)
-    if batch.numel() and (float(batch.min()) < -_RANGE_TOL or float(batch.max()) > 1 + _RANGE_TOL):
-        raise ShapeError(
-            f"{name} values must lie in [0, 1], got [{float(batch.min()):.6g}, {float(batch.max()):.6g}]"
-        )
-    return batch, single
+    return check_unit_range(name, batch, hint="clamp or normalise it explicitly first"), single
 
 
 def _frames(frames: Tensor, name: str = "frames") -> Tensor:
@@ -146,7 +143,8 @@ def blend(base: Tensor, top: Tensor, *, mode: BlendMode = "normal", opacity: flo
         unbatched.
 
     Raises:
-        ShapeError: not images, NaN/Inf or values outside [0, 1], or mismatched sizes.
+        ShapeError: not images, NaN/Inf or values outside [0, 1], mismatched sizes, or a
+            ``top`` or ``mask`` of another dtype than ``base``.
         ParamError: unknown ``mode`` or ``opacity`` outside [0, 1].
 
     Example:
@@ -176,7 +174,10 @@ def blend(base: Tensor, top: Tensor, *, mode: BlendMode = "normal", opacity: flo
                 f"mask must be (1, H, W) or (B, 1, H, W) matching base {tuple(base.shape)}, "
                 f"got {tuple(mask.shape)}"
             )
-        alpha = m.to(b.dtype) * opacity
+        if m.dtype != b.dtype:
+            raise ShapeError(f"mask has dtype {m.dtype} but base has {b.dtype}; convert one of them "
+                             "explicitly")
+        alpha = m * opacity
         single = single and single_m
     out = ((1 - alpha) * b + alpha * _blend_function(mode, b, s)).clamp(0.0, 1.0)
     return out[0] if single else out  # (1, C, H, W) -> (C, H, W)
@@ -244,7 +245,9 @@ def resize(image: Tensor, width: int, height: int, *, fit: Fit = "stretch",
     ``"contain"``  scale by ``min(width / W, height / H)`` and centre the result on a
                    ``background`` canvas (letterbox / pillarbox); nothing is cut.
 
-    Bicubic interpolation overshoots near edges; its result is clamped to [0, 1].
+    The result is clamped to [0, 1]: bicubic interpolation overshoots near edges, and bilinear
+    rounding can leave a white image about 2.4e-7 above 1, which later steps would refuse. For an
+    image in [0, 1] the clamp changes nothing else.
 
     Args:
         image: ``(C, H, W)`` or ``(B, C, H, W)`` in [0, 1].
@@ -259,7 +262,8 @@ def resize(image: Tensor, width: int, height: int, *, fit: Fit = "stretch",
         Tensor ``(C, height, width)`` or ``(B, C, height, width)``.
 
     Raises:
-        ShapeError: not an image in [0, 1].
+        ShapeError: not an image in [0, 1], or a float16/bfloat16 image on the CPU that needs
+            resampling (torch has no antialiased CPU kernel for them; convert it to float32).
         ParamError: bad size, ``fit``, ``interpolation`` or ``background``.
 
     Example:
@@ -268,9 +272,8 @@ def resize(image: Tensor, width: int, height: int, *, fit: Fit = "stretch",
         >>> resize(torch.rand(2, 3, 10, 20), 5, 5, fit="cover").shape
         torch.Size([2, 3, 5, 5])
     """
-    for name, value in (("width", width), ("height", height)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ParamError(f"{name}={value!r} must be an integer >= 1", param=name)
+    check_whole("width", width, ge=1)
+    check_whole("height", height, ge=1)
     check_choice("fit", fit, ("stretch", "cover", "contain"))
     check_choice("interpolation", interpolation, ("bilinear", "bicubic"))
     x, single = _image(image, "image")
@@ -280,9 +283,12 @@ def resize(image: Tensor, width: int, height: int, *, fit: Fit = "stretch",
     def scale(t: Tensor, new_h: int, new_w: int) -> Tensor:
         if (new_h, new_w) == tuple(t.shape[2:]):
             return t.clone()
+        if t.device.type == "cpu" and t.dtype in _HALF_DTYPES:
+            raise ShapeError(f"image is {t.dtype}, which torch cannot resample with antialiasing "
+                             "on the CPU; convert it to float32 first (image.float())")
         out = F.interpolate(t, size=(new_h, new_w), mode=interpolation, antialias=True,
                             align_corners=False)
-        return out.clamp(0.0, 1.0) if interpolation == "bicubic" else out
+        return out.clamp(0.0, 1.0)  # bicubic overshoot, bilinear rounding
 
     if fit == "stretch":
         out = scale(x, height, width)
@@ -375,7 +381,9 @@ def grid(images: Sequence[Tensor] | Tensor, *, columns: int | None = None, spaci
         Tensor ``(C, sheet_height, sheet_width)``.
 
     Raises:
-        ShapeError: no images, not images in [0, 1], or tiles of different shapes or dtypes.
+        ShapeError: no images, not images in [0, 1] (all tiles are checked at once, one wait
+            for the device; the message names the first bad tile), or tiles of different
+            shapes, dtypes or devices.
         ParamError: bad ``columns``, ``spacing``, colours or label count.
 
     Example:
@@ -386,30 +394,29 @@ def grid(images: Sequence[Tensor] | Tensor, *, columns: int | None = None, spaci
         [[0.0, 0.0], [0.0, 0.0]]
     """
     if isinstance(images, Tensor):
-        tiles = list(_frames(images, "images").unbind(0))  # (T, C, H, W) -> T x (C, H, W)
+        stack = _frames(images, "images")
     else:
         tiles = list(images)
-    if not tiles:
-        raise ShapeError("grid needs at least one image, got none")
-    for i, tile in enumerate(tiles):
-        if not isinstance(tile, Tensor) or tile.ndim != 3:
-            shape = tuple(tile.shape) if isinstance(tile, Tensor) else type(tile).__name__
-            raise ShapeError(f"images[{i}] must be a (C, H, W) image, got {shape}")
-        _image(tile, f"images[{i}]")
-    first = tiles[0]
-    for i, tile in enumerate(tiles[1:], start=1):
-        if tile.shape != first.shape or tile.dtype != first.dtype:
-            raise ShapeError(
-                f"grid tiles must share one shape and dtype: images[0] is {tuple(first.shape)} "
-                f"{first.dtype}, images[{i}] is {tuple(tile.shape)} {tile.dtype}; resize them first"
-            )
-    n = len(tiles)
+        if not tiles:
+            raise ShapeError("grid needs at least one image, got none")
+        for i, tile in enumerate(tiles):
+            if not isinstance(tile, Tensor) or tile.ndim != 3:
+                shape = tuple(tile.shape) if isinstance(tile, Tensor) else type(tile).__name__
+                raise ShapeError(f"images[{i}] must be a (C, H, W) image, got {shape}")
+        first = tiles[0]
+        for i, tile in enumerate(tiles[1:], start=1):
+            if tile.shape != first.shape or tile.dtype != first.dtype or tile.device != first.device:
+                raise ShapeError(
+                    f"grid tiles must share one shape, dtype and device: images[0] is "
+                    f"{tuple(first.shape)} {first.dtype} on {first.device}, images[{i}] is "
+                    f"{tuple(tile.shape)} {tile.dtype} on {tile.device}; resize or move them first"
+                )
+        stack = torch.stack(tiles)  # n x (C, H, W) -> (n, C, H, W)
+    n = stack.shape[0]
     if columns is None:
         columns = min(n, math.ceil(math.sqrt(n)))
-    if isinstance(columns, bool) or not isinstance(columns, int) or columns < 1:
-        raise ParamError(f"columns={columns!r} must be an integer >= 1", param="columns")
-    if isinstance(spacing, bool) or not isinstance(spacing, int) or spacing < 0:
-        raise ParamError(f"spacing={spacing!r} must be an integer >= 0", param="spacing")
+    check_whole("columns", columns, ge=1)
+    check_whole("spacing", spacing, ge=0)
     if labels is not None:
         if isinstance(labels, str) or len(labels) != n:
             count = "a string" if isinstance(labels, str) else f"{len(labels)} labels"
@@ -422,31 +429,40 @@ def grid(images: Sequence[Tensor] | Tensor, *, columns: int | None = None, spaci
                 raise ParamError(
                     f"labels[{i}]={label!r} must be one line of Latin-1 text "
                     "(the built-in bitmap font has no other glyphs)", param="labels")
-    channels, h, w = first.shape
-    bg = _color(background, channels, "background", first)
-    ink = _color(label_color, channels, "label_color", first)
+    stack = _tiles_in_range(stack)  # the call's one wait for the device
+    channels, h, w = stack.shape[1:]
+    bg = _color(background, channels, "background", stack)
+    ink = _color(label_color, channels, "label_color", stack)
     band = 0 if labels is None else LABEL_BAND
     _, sheet_h, sheet_w = grid_shape(n, (channels, h, w), columns=columns, spacing=spacing,
                                      labels=labels is not None)
     sheet = bg.expand(channels, sheet_h, sheet_w).clone()  # (C, 1, 1) -> (C, sheet_h, sheet_w)
-    for i, tile in enumerate(tiles):
+    for i, tile in enumerate(stack.unbind(0)):  # (n, C, H, W) -> n x (C, H, W)
         y = spacing + (i // columns) * (h + band + spacing)
         x = spacing + (i % columns) * (w + spacing)
         sheet[:, y:y + h, x:x + w] = tile
         if labels is not None and band:
-            cover = _label_band(labels[i], w, band).to(device=first.device, dtype=first.dtype)
+            cover = _label_band(labels[i], w, band).to(device=stack.device, dtype=stack.dtype)
             region = sheet[:, y + h:y + h + band, x:x + w]
             sheet[:, y + h:y + h + band, x:x + w] = (1 - cover) * region + cover * ink
     return sheet
+
+
+def _tiles_in_range(stack: Tensor) -> Tensor:
+    """:func:`_image` of the ``(n, C, H, W)`` tiles at once; on failure, name the first bad tile."""
+    try:
+        return _image(stack, "images")[0]
+    except ShapeError:
+        for i, tile in enumerate(stack.unbind(0)):  # (n, C, H, W) -> n x (C, H, W)
+            _image(tile, f"images[{i}]")
+        raise
 
 
 def _as_sequence(x: Tensor, name: str) -> Tensor:
     """An image ``(C, H, W)`` as one frame ``(1, C, H, W)``, a sequence as itself; range-checked."""
     if isinstance(x, Tensor) and x.ndim == 3:
         return _image(x, name)[0]
-    seq = _frames(x, name)
-    _image(seq, name)
-    return seq
+    return _image(_frames(x, name), name)[0]
 
 
 def crossfade(a: Tensor, b: Tensor, *, frames: int) -> Tensor:
@@ -474,8 +490,7 @@ def crossfade(a: Tensor, b: Tensor, *, frames: int) -> Tensor:
         >>> crossfade(torch.zeros(1, 1, 1), torch.ones(1, 1, 1), frames=5).flatten().tolist()
         [0.0, 0.25, 0.5, 0.75, 1.0]
     """
-    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 2:
-        raise ParamError(f"frames={frames!r} must be an integer >= 2", param="frames")
+    check_whole("frames", frames, ge=2)
     sa, sb = _as_sequence(a, "a"), _as_sequence(b, "b")
     if sa.shape[1:] != sb.shape[1:] or sa.dtype != sb.dtype:
         raise ShapeError(f"a {tuple(a.shape)} {a.dtype} and b {tuple(b.shape)} {b.dtype} "
@@ -553,8 +568,7 @@ def subsample(frames: Tensor, *, every: int = 2, offset: int = 0) -> Tensor:
         [1.0, 4.0]
     """
     seq = _frames(frames)
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ParamError(f"every={every!r} must be an integer >= 1", param="every")
+    check_whole("every", every, ge=1)
     if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < seq.shape[0]:
         raise ParamError(f"offset={offset!r} must be an integer in [0, {seq.shape[0]})", param="offset")
     return seq[offset::every].clone()
@@ -614,9 +628,8 @@ def hold(frames: Tensor, *, first: int = 0, last: int = 0) -> Tensor:
         [0.0, 0.0, 1.0, 1.0, 1.0]
     """
     seq = _frames(frames)
-    for name, value in (("first", first), ("last", last)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ParamError(f"{name}={value!r} must be an integer >= 0", param=name)
+    check_whole("first", first, ge=0)
+    check_whole("last", last, ge=0)
     head = seq[:1].expand(first, *seq.shape[1:])  # (1, C, H, W) -> (first, C, H, W)
     tail = seq[-1:].expand(last, *seq.shape[1:])  # (1, C, H, W) -> (last, C, H, W)
     return torch.cat([head, seq, tail], dim=0)

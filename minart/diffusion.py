@@ -24,8 +24,10 @@ Two schemes share one entry point, :func:`perona_malik`:
 
     with ``c = exp(-g^2 / kappa^2)`` (``"exp"``), ``c = 1 / (1 + |grad I| / kappa^2)`` with Scharr
     gradients of the channel sum (``"inverse"``, as the post's demo) or Tukey's biweight of ``g``.
-    The clamp keeps every step in [0, 1]; this is the step that :func:`minart.minimize.minimize`
-    learns ``K`` through.
+    The clamp keeps every step in [0, 1], so the input must be in [0, 1] too (within 1e-6, the
+    float rounding of an earlier op, which is clamped): anything else is refused rather than
+    clipped by the first step. This is the step that :func:`minart.minimize.minimize` learns
+    ``K`` through.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import as_batch, check_choice, check_finite, check_range, check_whole
+from ._checks import as_batch, check_choice, check_finite, check_range, check_unit_range, check_whole
 from .errors import ParamError, ShapeError
 
 __all__ = [
@@ -65,6 +67,7 @@ turns flat regions into nan)."""
 
 _SCHEMES = ("classic", "seed")
 _CONDUCTIONS = ("exp", "inverse", "tukey")
+"""The values of :data:`Conduction`; :mod:`minart.minimize` and :mod:`minart.kernels` import them."""
 
 _LAPLACIAN = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
 _SCHARR_X = ((3.0, 0.0, -3.0), (10.0, 0.0, -10.0), (3.0, 0.0, -3.0))
@@ -72,6 +75,8 @@ _SCHARR_Y = ((3.0, 10.0, 3.0), (0.0, 0.0, 0.0), (-3.0, -10.0, -3.0))
 
 
 def _dense(kernel: tuple, channels: int, dtype: torch.dtype | None, device) -> Tensor:
+    if channels < 1:
+        raise ParamError(f"channels={channels} must be >= 1", param="channels")
     k = torch.tensor(kernel, dtype=dtype or torch.float32, device=device)
     return k.expand(channels, channels, 3, 3).clone()  # (3, 3) -> (C, C, 3, 3)
 
@@ -90,20 +95,36 @@ def laplacian_operator(channels: int = 3, *, dtype: torch.dtype | None = None,
     Returns:
         Tensor ``(C, C, 3, 3)``, a ``conv2d`` weight.
 
+    Raises:
+        ParamError: ``channels < 1``.
+
     Example:
         >>> laplacian_operator(3).shape
         torch.Size([3, 3, 3, 3])
         >>> laplacian_operator(1)[0, 0, 1].tolist()
         [1.0, -4.0, 1.0]
     """
-    if channels < 1:
-        raise ParamError(f"channels={channels} must be >= 1", param="channels")
     return _dense(_LAPLACIAN, channels, dtype, device)
 
 
 def scharr_operators(channels: int = 3, *, dtype: torch.dtype | None = None,
                      device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
     """Dense Scharr operators ``(K_x, K_y)``, each ``(C, C, 3, 3)``, as in the post's demo.
+
+    Every ``(out, in)`` slice is ``K_x = [[3, 0, -3], [10, 0, -10], [3, 0, -3]]`` or its transpose
+    ``K_y``, so each output channel is the Scharr gradient of the sum of the input channels
+    (Scharr 2000; used by the ``"inverse"`` conduction of :func:`seed_step`).
+
+    Args:
+        channels: number of image channels ``C``.
+        dtype: floating dtype (default float32).
+        device: where to allocate them.
+
+    Returns:
+        ``(K_x, K_y)``, two ``(C, C, 3, 3)`` ``conv2d`` weights.
+
+    Raises:
+        ParamError: ``channels < 1``.
 
     Example:
         >>> kx, ky = scharr_operators(3)
@@ -139,10 +160,15 @@ def classic_step(image: Tensor, *, kappa: float, dt: float,
     Returns:
         Tensor of the same shape.
 
+    Raises:
+        ParamError: an unknown ``conduction`` (other inputs are not checked: :func:`perona_malik`
+            checks them once per run).
+
     Example:
         >>> classic_step(torch.full((1, 1, 4, 4), 0.5), kappa=0.1, dt=0.2).unique().tolist()
         [0.5]
     """
+    check_choice("conduction", conduction, _CONDUCTIONS)
     dy = F.pad(image[..., 1:, :] - image[..., :-1, :], (0, 0, 0, 1))  # (B, C, H-1, W) -> (B, C, H, W)
     dx = F.pad(image[..., :, 1:] - image[..., :, :-1], (0, 1, 0, 0))  # (B, C, H, W-1) -> (B, C, H, W)
     fy = _conduction(dy, kappa, conduction) * dy
@@ -171,13 +197,30 @@ def seed_step(image: Tensor, operator: Tensor, *, kappa: float, dt: float,
         ``(new_image, g)``: the updated ``(B, C, H, W)`` image and the operator response ``g``
         (the post's ``pm.gradients``), same shape.
 
+    Raises:
+        ParamError: an unknown ``conduction`` (other inputs are not checked: :func:`perona_malik`
+            checks them once per run).
+
     Example:
         >>> new, g = seed_step(torch.full((1, 3, 4, 4), 0.5), laplacian_operator(3), kappa=0.2, dt=0.2)
         >>> float(g.abs().max()), float(new.mean())
         (0.0, 0.5)
     """
+    check_choice("conduction", conduction, _CONDUCTIONS)
     padded = F.pad(image, (1, 1, 1, 1), mode="reflect")  # (B, C, H, W) -> (B, C, H+2, W+2)
     g = F.conv2d(padded, operator)
+    return _seed_update(image, padded, g, kappa, dt, conduction), g
+
+
+def _seed_update(image: Tensor, padded: Tensor, g: Tensor, kappa: float | Tensor,
+                 dt: float | Tensor, conduction: str) -> Tensor:
+    """``clamp(I + dt * g * c, 0, 1)``, the seed step once ``g`` is known.
+
+    Shared with the compiled CPU path (:func:`minart.kernels.cpu._seed_core`, which passes
+    ``kappa`` and ``dt`` as 0-dim float64 tensors): Inductor traces these same operations, so
+    both paths keep one formula. ``padded`` is ``image`` reflect-padded by 1 (for the Scharr
+    gradients of ``"inverse"``).
+    """
     if conduction == "exp":
         c = torch.exp(-(g * g) / (kappa * kappa))
     elif conduction == "inverse":
@@ -186,7 +229,7 @@ def seed_step(image: Tensor, operator: Tensor, *, kappa: float, dt: float,
         c = 1.0 / (1.0 + magnitude / (kappa * kappa))
     else:
         c = _conduction(g, kappa, "tukey")
-    return torch.clamp(image + dt * g * c, 0.0, 1.0), g
+    return torch.clamp(image + dt * g * c, 0.0, 1.0)
 
 
 def _check_operator(operator: Tensor, channels: int, image: Tensor) -> None:
@@ -222,13 +265,32 @@ def perona_malik_step(image: Tensor, *, kappa: float, dt: float, scheme: Scheme 
                       conduction: Conduction = "exp", operator: Tensor | None = None) -> Tensor:
     """One diffusion step of either scheme on a ``(B, C, H, W)`` image (no substepping).
 
-    See :func:`perona_malik` for the schemes; ``operator`` is used by ``"seed"`` only.
+    :func:`classic_step` for ``"classic"``, :func:`seed_step` (its image) for ``"seed"``; see
+    :func:`perona_malik` for the formulas. Only the string options are checked here (no wait for
+    the device); :func:`perona_malik` checks the rest once per run.
+
+    Args:
+        image: ``(B, C, H, W)`` floating tensor; in [0, 1] for ``"seed"``, ``H, W >= 2``.
+        kappa: edge threshold / conduction scale (> 0).
+        dt: time step (> 0; ``"classic"`` is stable for ``dt <= 0.25``).
+        scheme: ``"classic"`` or ``"seed"``.
+        conduction: ``"exp"``, ``"inverse"`` or ``"tukey"``.
+        operator: ``(C, C, 3, 3)`` operator for ``"seed"`` (default :func:`laplacian_operator`);
+            ignored by ``"classic"``.
+
+    Returns:
+        The next image, a tensor of the same shape.
+
+    Raises:
+        ParamError: an unknown ``scheme`` or ``conduction``.
 
     Example:
         >>> x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
         >>> perona_malik_step(x, kappa=0.1, dt=0.2).shape
         torch.Size([1, 3, 8, 8])
     """
+    check_choice("scheme", scheme, _SCHEMES)
+    check_choice("conduction", conduction, _CONDUCTIONS)
     if scheme == "classic":
         return classic_step(image, kappa=kappa, dt=dt, conduction=conduction)
     if operator is None:
@@ -257,8 +319,10 @@ def perona_malik(
     docstring for the conduction functions.
 
     Args:
-        image: ``(C, H, W)`` or ``(B, C, H, W)`` floating tensor, in [0, 1] (classic works in any
-            range with ``kappa`` in the same units); ``H, W >= 2``.
+        image: ``(C, H, W)`` or ``(B, C, H, W)`` floating tensor, ``H, W >= 2``. ``"seed"``
+            clamps every step to [0, 1], so its input must lie in [0, 1] (values within 1e-6 of
+            it are float rounding and are clamped); ``"classic"`` does not clamp and takes any
+            finite range, with ``kappa`` in the same units.
         steps: number of diffusion steps (>= 0).
         kappa: edge threshold (>= KAPPA_MIN, 1e-18): differences well below it diffuse, above
             it are kept.
@@ -277,7 +341,8 @@ def perona_malik(
         Tensor of the same shape, dtype and device as ``image``.
 
     Raises:
-        ShapeError: bad shape or dtype, NaN/Inf input, operator of the wrong shape.
+        ShapeError: bad shape or dtype, NaN/Inf input, an input outside [0, 1] for ``"seed"``,
+            operator of the wrong shape.
         ParamError: a parameter out of range, or ``dt > 0.25`` with ``substep="off"``.
 
     Example:
@@ -293,7 +358,11 @@ def perona_malik(
     check_whole("steps", steps, ge=0)
     check_range("kappa", kappa, ge=KAPPA_MIN)
     check_range("dt", dt, gt=0)
-    check_finite(batch)
+    if scheme == "seed":  # its steps clamp to [0, 1]: refuse what they would clip silently
+        batch = check_unit_range("image", batch, hint="use scheme: classic, which takes any range, "
+                                 "or normalise the image to [0, 1] first")
+    else:
+        check_finite(batch)
     if operator is not None:
         if scheme != "seed":
             raise ParamError("operator is used by scheme 'seed' only; drop it or set scheme: seed",

@@ -45,7 +45,7 @@ from torch import Tensor
 
 from ._checks import check_choice, check_range
 from .errors import ParamError
-from .palettes import Color, Palette, apply_palette, palette_interior, palette_stops, parse_color
+from .palettes import Color, Palette, map_palette, palette_interior, palette_stops, parse_color
 
 __all__ = ["FractalField", "check_view", "fractal", "fractal_field", "fractal_frames"]
 
@@ -461,9 +461,9 @@ def _values(field: FractalField, coloring: str, spec: _Spec, iterations: int) ->
     return t.nan_to_num(0.0).clamp(0.0, 1.0)
 
 
-def _colorize(field: FractalField, coloring: str, spec: _Spec, iterations: int, palette: Palette,
-              interior: tuple[float, float, float]) -> Tensor:
-    rgb = apply_palette(_values(field, coloring, spec, iterations), palette)  # (3, H, W)
+def _colorize(field: FractalField, coloring: str, spec: _Spec, iterations: int,
+              stops: tuple[Tensor, Tensor], interior: tuple[float, float, float]) -> Tensor:
+    rgb = map_palette(_values(field, coloring, spec, iterations), *stops)  # (3, H, W)
     if coloring in ("pole", "smooth"):
         inside = torch.tensor(interior, dtype=rgb.dtype, device=rgb.device)[:, None, None]
         rgb = torch.where(field.done, rgb, inside)
@@ -483,10 +483,10 @@ def _prepare(width, height, *, formula, power, coefficient, center, span, iterat
     spec = _spec(formula=formula, power=power, coefficient=coefficient, julia=julia, eps=eps,
                  bailout=bailout, trap=_TRAP_OF.get(coloring), trap_point=trap_point,
                  trap_radius=trap_radius, trap_angle=trap_angle, dtype=dtype)
-    palette_stops(palette)  # validate before any work
     inside = palette_interior(palette) if interior is None else parse_color(interior, name="interior")
     view = (width * s, height * s, centre, span, dtype, torch.device(device or "cpu"))
-    return view, spec, coloring, inside, s, iterations
+    stops = palette_stops(palette, dtype=dtype, device=view[5])  # validated and built once
+    return view, spec, coloring, inside, s, iterations, stops
 
 
 def _bands(view: tuple, s: int, snapshots: int) -> Iterator[Tensor]:
@@ -577,7 +577,7 @@ def fractal(
         >>> img.shape, img.dtype, bool(img.min() >= 0) and bool(img.max() <= 1)
         (torch.Size([3, 12, 16]), torch.float32, True)
     """
-    view, spec, coloring, inside, s, iterations = _prepare(
+    view, spec, coloring, inside, s, iterations, stops = _prepare(
         width, height, formula=formula, power=power, coefficient=coefficient, center=center,
         span=span, iterations=iterations, coloring=coloring, palette=palette, interior=interior,
         supersample=supersample, julia=julia, eps=eps, bailout=bailout, trap_point=trap_point,
@@ -586,7 +586,7 @@ def fractal(
         bands = []
         for start in _bands(view, s, 1):
             field = _iterate_fast(start, spec, [iterations])[0]
-            bands.append(_downsample(_colorize(field, coloring, spec, iterations, palette, inside), s))
+            bands.append(_downsample(_colorize(field, coloring, spec, iterations, stops, inside), s))
         return torch.cat(bands, dim=1)  # bands of (3, h, W) -> (3, H, W)
 
 
@@ -637,7 +637,7 @@ def fractal_frames(
         torch.Size([3, 3, 8, 8])
     """
     frames = _whole("frames", frames, 1, _MAX_FRAMES)
-    view, spec, coloring, inside, s, iterations = _prepare(
+    view, spec, coloring, inside, s, iterations, stops = _prepare(
         width, height, formula=formula, power=power, coefficient=coefficient, center=center,
         span=span, iterations=iterations, coloring=coloring, palette=palette, interior=interior,
         supersample=supersample, julia=julia, eps=eps, bailout=bailout, trap_point=trap_point,
@@ -648,6 +648,6 @@ def fractal_frames(
         for start in _bands(view, s, frames):
             fields = _iterate_fast(start, spec, budgets)
             bands.append(torch.stack([
-                _downsample(_colorize(f, coloring, spec, iterations, palette, inside), s)
+                _downsample(_colorize(f, coloring, spec, iterations, stops, inside), s)
                 for f in fields]))  # T x (3, h, W) -> (T, 3, h, W)
         return torch.cat(bands, dim=2)  # bands of (T, 3, h, W) -> (T, 3, H, W)

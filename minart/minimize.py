@@ -17,7 +17,7 @@ Laplacian and the image grows reaction-diffusion-like grain, cells and stripes.
         E.backward(); opt.step(); opt.zero_grad()
         if i % frame_every == 0:
             keep I as a frame and K as its operator
-            if i % refresh_every == refresh_at:     # the "refresh"
+            if i % refresh_every == refresh_at:     # the "refresh" (none: refresh_every None)
                 K = laplacian_operator(C); lr *= 0.995; opt = SGD(...)   # momentum cleared
                 I = blend I + (1 - blend) I_0
 
@@ -35,7 +35,8 @@ Laplacian and the image grows reaction-diffusion-like grain, cells and stripes.
         frames and refreshes as above, the refresh blending towards I_0 = F[i % T]
 
 Unlike the demo, the input is *not* min-max normalised: images arrive in [0, 1] and are used as
-they are (an input outside [0, 1] is refused). ``K`` keeps its ``(C, C, 3, 3)`` form, so each
+they are (an input outside [0, 1] is refused; values within 1e-6 of it, float rounding of an
+earlier op such as a resize, are clamped). ``K`` keeps its ``(C, C, 3, 3)`` form, so each
 output channel may learn to mix all input channels.
 
 The summed loss makes ``lr`` depend on the image size (see ``docs/minimize.md`` for a measured
@@ -50,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, Protocol
@@ -57,8 +59,8 @@ from typing import Literal, NamedTuple, Protocol
 import torch
 from torch import Tensor
 
-from ._checks import as_batch, check_choice, check_finite, check_range, check_whole
-from .diffusion import KAPPA_MIN, laplacian_operator
+from ._checks import as_batch, check_choice, check_range, check_unit_range, check_whole
+from .diffusion import _CONDUCTIONS, KAPPA_MIN, Conduction, laplacian_operator
 from .errors import ParamError, ShapeError
 
 __all__ = [
@@ -71,11 +73,9 @@ __all__ = [
 
 Loss = Literal["seed", "seed_video"]
 Reduction = Literal["sum", "mean"]
-Conduction = Literal["exp", "inverse", "tukey"]
 
 _LOSSES = ("seed", "seed_video")
 _REDUCTIONS = ("sum", "mean")
-_CONDUCTIONS = ("exp", "inverse", "tukey")
 
 LR_DECAY = 0.995
 """Factor applied to ``lr`` at every refresh (the post's value)."""
@@ -325,12 +325,7 @@ def _check_input(image: Tensor, loss: str) -> Tensor:
         raise ShapeError(f"loss 'seed' takes one image (C, H, W) or (1, C, H, W), got "
                          f"{batch.shape[0]} images; use loss 'seed_video' for a frame sequence",
                          param="image")
-    check_finite(batch)
-    lo, hi = float(batch.min()), float(batch.max())
-    if lo < 0.0 or hi > 1.0:
-        raise ShapeError(f"image values must be in [0, 1], got [{lo:.4g}, {hi:.4g}]; "
-                         f"normalise it explicitly", param="image")
-    return batch
+    return check_unit_range("image", batch, hint="normalise it explicitly", param="image")
 
 
 def _fresh_operator(like: Tensor) -> Tensor:
@@ -453,22 +448,63 @@ def minimize_refresh(state: MinimizeState, *, blend: float = 0.6) -> None:
     state.image = blend * state.image + (1.0 - blend) * image0
 
 
+_DETERMINISTIC_LOCK = threading.Lock()
+_deterministic_users = 0
+_deterministic_saved: tuple[bool, bool, bool, bool] | None = None
+
+
 @contextlib.contextmanager
 def _deterministic(device: torch.device) -> Iterator[None]:
-    """Deterministic kernels (cuDNN included) on CUDA for the loop; previous settings restored."""
+    """Deterministic kernels (cuDNN included) on CUDA for the loop; previous settings restored.
+
+    The flags are global to the process while runs may overlap (Prefect runs tasks on a thread
+    pool), so the runs share one setting: the first to enter saves the flags and sets them, the
+    last to leave restores them, under a lock with a count of the runs inside.
+    """
+    global _deterministic_users, _deterministic_saved
     if device.type != "cuda":
         yield
         return
-    previous = (torch.are_deterministic_algorithms_enabled(),
-                torch.is_deterministic_algorithms_warn_only_enabled(),
-                torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    with _DETERMINISTIC_LOCK:
+        if _deterministic_users == 0:
+            _deterministic_saved = (torch.are_deterministic_algorithms_enabled(),
+                                    torch.is_deterministic_algorithms_warn_only_enabled(),
+                                    torch.backends.cudnn.deterministic,
+                                    torch.backends.cudnn.benchmark)
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        _deterministic_users += 1
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous[2:]
+        with _DETERMINISTIC_LOCK:
+            _deterministic_users -= 1
+            if _deterministic_users == 0 and _deterministic_saved is not None:
+                enabled, warn_only, cudnn_deterministic, cudnn_benchmark = _deterministic_saved
+                torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+                torch.backends.cudnn.deterministic = cudnn_deterministic
+                torch.backends.cudnn.benchmark = cudnn_benchmark
+                _deterministic_saved = None
+
+
+def _check_refresh_schedule(frame_every: int, refresh_every: int, refresh_at: int) -> None:
+    """Refuse a refresh that no iteration can trigger.
+
+    A refresh needs ``i % frame_every == 0`` and ``i % refresh_every == refresh_at``; by the
+    Chinese remainder theorem some ``i`` has both exactly when ``gcd(frame_every, refresh_every)``
+    divides ``refresh_at``. The message names the nearest values that do.
+    """
+    step = math.gcd(frame_every, refresh_every)
+    if refresh_at % step == 0:
+        return
+    below = refresh_at // step * step
+    options = [v for v in (below, below + step) if v < refresh_every]
+    raise ParamError(
+        f"refresh_at={refresh_at} is never reached: refreshes happen on frame boundaries "
+        f"(i % frame_every == 0) and with frame_every={frame_every}, refresh_every={refresh_every} "
+        f"those fall on multiples of {step} within each period; use refresh_at: "
+        f"{' or '.join(map(str, options))}, or refresh_every: null for no refresh",
+        param="refresh_at")
 
 
 def minimize(
@@ -481,7 +517,7 @@ def minimize(
     dt: float = 0.2,
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
-    refresh_every: int = 375,
+    refresh_every: int | None = 375,
     refresh_at: int = 300,
     blend: float = 0.6,
     loss: Loss = "seed",
@@ -509,9 +545,11 @@ def minimize(
         dt: time step (> 0).
         momentum: SGD momentum in [0, 1).
         weight_decay: SGD weight decay (>= 0).
-        refresh_every: refresh period in iterations (>= 1).
+        refresh_every: refresh period in iterations (>= 1), or ``None`` for no refresh (the
+            post's ``demo_video.py`` has none; ``refresh_at`` is then ignored).
         refresh_at: refresh when ``i % refresh_every == refresh_at`` at a frame boundary
-            (``0 <= refresh_at < refresh_every``).
+            (``0 <= refresh_at < refresh_every``, and a multiple of
+            ``gcd(frame_every, refresh_every)`` so that some frame boundary meets it).
         blend: weight of the running image in a refresh, in [0, 1].
         loss: ``"seed"`` or ``"seed_video"``.
         reduction: ``"sum"`` (the post) or ``"mean"`` (energy divided by ``N = C*H*W``; weight
@@ -541,8 +579,9 @@ def minimize(
 
     Raises:
         ShapeError: bad image shape, dtype or values, or a state that does not fit the image.
-        ParamError: a parameter out of range, a state from another input or past
-            ``iterations``, or a diverging run (non-finite frames or operator; lower ``lr``).
+        ParamError: a parameter out of range, a refresh schedule no frame boundary meets, a
+            state from another input or past ``iterations``, or a diverging run (non-finite
+            frames or operator; lower ``lr``).
 
     Example:
         >>> x = torch.linspace(0, 1, 3 * 8 * 8).reshape(3, 8, 8)  # (C*H*W,) -> (C, H, W)
@@ -557,11 +596,13 @@ def minimize(
     check_choice("conduction", conduction, _CONDUCTIONS)
     check_whole("iterations", iterations, ge=0)
     check_whole("frame_every", frame_every, ge=1)
-    check_whole("refresh_every", refresh_every, ge=1)
     check_whole("refresh_at", refresh_at, ge=0)
-    if refresh_at >= refresh_every:
-        raise ParamError(f"refresh_at={refresh_at} must be < refresh_every={refresh_every}",
-                         param="refresh_at")
+    if refresh_every is not None:
+        check_whole("refresh_every", refresh_every, ge=1)
+        if refresh_at >= refresh_every:
+            raise ParamError(f"refresh_at={refresh_at} must be < refresh_every={refresh_every}",
+                             param="refresh_at")
+        _check_refresh_schedule(frame_every, refresh_every, refresh_at)
     check_range("lr", lr, gt=0)
     check_range("kappa", kappa, ge=KAPPA_MIN)
     check_range("dt", dt, gt=0)
@@ -596,7 +637,7 @@ def minimize(
                 continue
             run.frames.append(run.image[0].clone())
             run.operators.append(run.operator.detach().clone())
-            if i % refresh_every == refresh_at:
+            if refresh_every is not None and i % refresh_every == refresh_at:
                 minimize_refresh(run, blend=blend)
             if save is not None:  # before the callback, which may stop the run (Ctrl-C)
                 save(run.iteration, _StateView(run))

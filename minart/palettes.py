@@ -8,6 +8,10 @@ position make a hard edge.
 
 Each named palette also carries an *interior* colour, for pixels a fractal colouring leaves
 undefined (orbits that never escape or never reach the pole).
+
+:func:`apply_palette` checks its values and builds the stops at every call; a loop over frames
+builds them once with :func:`palette_stops` and maps each frame with :func:`map_palette`, which
+never waits for the device.
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ._checks import check_unit_range
 from .errors import ParamError, ShapeError
 
 __all__ = [
     "PALETTES",
     "PALETTE_INTERIORS",
     "apply_palette",
+    "map_palette",
     "palette_interior",
     "palette_stops",
     "parse_color",
@@ -196,8 +202,8 @@ def apply_palette(values: Tensor, palette: Palette = "sea") -> Tensor:
         ``(3, H, W)`` or ``(B, 3, H, W)`` tensor in [0, 1], dtype and device of ``values``.
 
     Raises:
-        ShapeError: ``values`` is not a floating 2-D or 3-D tensor, or holds NaN or values outside
-            [0, 1].
+        ShapeError: ``values`` is not a floating 2-D or 3-D tensor, or holds NaN/Inf or values
+            outside [0, 1] (values within 1e-6 of it are float rounding and are clamped).
         ParamError: a bad palette.
 
     Example:
@@ -205,12 +211,58 @@ def apply_palette(values: Tensor, palette: Palette = "sea") -> Tensor:
         >>> rgb.shape, rgb[0, 0].tolist()
         (torch.Size([3, 1, 3]), [0.0, 0.5, 1.0])
     """
+    _check_values(values)
+    values = check_unit_range("values", values, hint="map them to [0, 1] first (clamp or normalise)")
+    positions, colours = palette_stops(palette, dtype=values.dtype, device=values.device)
+    return map_palette(values, positions, colours)
+
+
+def _check_values(values: Tensor) -> None:
     if not isinstance(values, Tensor) or values.ndim not in (2, 3) or not values.is_floating_point():
         got = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
         raise ShapeError(f"values must be a floating (H, W) or (B, H, W) tensor, got {got}")
-    if not bool(((values >= 0) & (values <= 1)).all()):
-        raise ShapeError("values must lie in [0, 1] (and not be NaN) to take palette colours")
-    positions, colours = palette_stops(palette, dtype=values.dtype, device=values.device)
+
+
+def map_palette(values: Tensor, positions: Tensor, colours: Tensor) -> Tensor:
+    """:func:`apply_palette` with the stops built once and no wait for the device, for loops.
+
+    The same piecewise-linear interpolation (same results bit for bit), but the stops come from
+    :func:`palette_stops`, built once on the values' dtype and device, and the values are not
+    range-checked (that reads them back from the device): use it for values in [0, 1] by
+    construction, such as the clamped colourings of :mod:`minart.fractal`. Values below 0 or
+    above 1 take the end colours.
+
+    Args:
+        values: ``(H, W)`` or ``(B, H, W)`` floating tensor in [0, 1].
+        positions: ``(S,)`` stop positions from :func:`palette_stops`, same dtype and device.
+        colours: ``(S, 3)`` stop colours from :func:`palette_stops`, same dtype and device.
+
+    Returns:
+        ``(3, H, W)`` or ``(B, 3, H, W)`` tensor, dtype and device of ``values``.
+
+    Raises:
+        ShapeError: ``values`` is not a floating 2-D or 3-D tensor, or the stops are not
+            ``(S,)`` and ``(S, 3)`` with ``S >= 2`` on the values' dtype and device.
+
+    Example:
+        >>> stops = palette_stops("gray")
+        >>> frames = [torch.tensor([[0.0, 0.25]]), torch.tensor([[1.0, 0.5]])]
+        >>> [map_palette(t, *stops)[0].tolist() for t in frames]
+        [[[0.0, 0.25]], [[1.0, 0.5]]]
+    """
+    _check_values(values)
+    if (not isinstance(positions, Tensor) or not isinstance(colours, Tensor) or positions.ndim != 1
+            or positions.numel() < 2 or tuple(colours.shape) != (positions.numel(), 3)):
+        got = tuple(tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+                    for t in (positions, colours))
+        raise ShapeError(f"palette stops must be (S,) positions and (S, 3) colours with S >= 2, got "
+                         f"{got}; build them with palette_stops()", param="palette")
+    for name, t in (("positions", positions), ("colours", colours)):
+        if t.dtype != values.dtype or t.device != values.device:
+            raise ShapeError(f"palette {name} are {t.dtype} on {t.device} but the values are "
+                             f"{values.dtype} on {values.device}; build them with "
+                             "palette_stops(palette, dtype=values.dtype, device=values.device)",
+                             param="palette")
     flat = values.reshape(-1)  # (..., H, W) -> (N,)
     upper = torch.searchsorted(positions, flat, right=True).clamp(1, positions.numel() - 1)
     lower = upper - 1

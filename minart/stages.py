@@ -517,9 +517,9 @@ class MinimizeParams(_Params):
     dt: float = Field(0.2, gt=0, le=10, description="Time step of the diffusion step.")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum of the operator.")
     weight_decay: float = Field(5e-4, ge=0, le=1, description="SGD weight decay of the operator.")
-    refresh_every: int = Field(375, ge=1, le=1_000_000, description=(
+    refresh_every: int | None = Field(375, ge=1, le=1_000_000, description=(
         "Refresh period: once per period the image is blended back towards the original and "
-        "the learned operator restarts."))
+        "the learned operator restarts; null for no refresh (as in the post's demo_video.py)."))
     refresh_at: int = Field(300, ge=0, le=1_000_000, description=(
         "Iteration within each refresh period at which the refresh happens (below "
         "refresh_every, on a frame boundary)."))
@@ -577,12 +577,17 @@ def _preview_minimize(params: MinimizeParams, factor: int) -> dict[str, Any]:
     fe = max(1, round(every / factor))
     frames = math.ceil(params.iterations / every)
     iterations = min(max(round(params.iterations / factor), fe * (frames - 1) + 1), fe * frames)
-    if params.refresh_every % every == 0 and params.refresh_at % every == 0:  # in whole frames
+    if params.refresh_every is None:
+        refresh_every, refresh_at = None, params.refresh_at
+    elif params.refresh_every % every == 0 and params.refresh_at % every == 0:  # whole frames
         refresh_every = params.refresh_every // every * fe
         refresh_at = params.refresh_at // every * fe
     else:
         refresh_every = max(1, round(params.refresh_every / factor))
         refresh_at = min(round(params.refresh_at / factor), refresh_every - 1)
+        # on a frame boundary the full schedule reaches, as minimize() requires
+        reach = math.gcd(fe, refresh_every)
+        refresh_at = refresh_at // reach * reach
     return {**update, "iterations": iterations, "frame_every": fe,
             "refresh_every": refresh_every, "refresh_at": refresh_at}
 
@@ -1167,26 +1172,37 @@ register(Stage(
     function="minart.minimize:minimize"))
 register(Stage(
     name="blend", params=BlendParams, run=_run_blend, consumes=_ANY, produces="same",
+    # 2: inputs within 1e-6 outside [0, 1] (float rounding of earlier steps) are clamped first
+    version=2,
     inputs=("base", "top"), shape=_shape_blend, summary="Blend a top layer over a base with a mode and opacity.",
     function="minart.composite:blend"))
 register(Stage(
     name="resize", params=ResizeParams, run=_run_resize, consumes=_ANY, produces="same",
     inputs=("image",), check=_fill_size, preview=_preview_size, shape=_shape_resize,
+    # 2: the result is clamped to [0, 1] for bilinear too (rounding left white at 1 + 2.4e-7),
+    #    and inputs within 1e-6 outside [0, 1] are clamped first
+    version=2,
     summary="Resample an image or clip to a new size.",
     function="minart.composite:resize"))
 register(Stage(
     name="grid", params=GridParams, run=_run_grid, consumes=_ANY, produces="image",
     inputs=("images",), variadic=True, preview=_preview_spacing, shape=_shape_grid,
+    # 2: inputs within 1e-6 outside [0, 1] (float rounding of earlier steps) are clamped first
+    version=2,
     summary="Lay out images (and the frames of clips) in a grid.",
     function="minart.composite:grid"))
 register(Stage(
     name="contact_sheet", params=ContactSheetParams, run=_run_contact_sheet, consumes=("frames",),
     produces="image", inputs=("frames",), preview=_preview_spacing, shape=_shape_contact_sheet,
+    # 2: inputs within 1e-6 outside [0, 1] (float rounding of earlier steps) are clamped first
+    version=2,
     summary="A grid of evenly spaced frames of a clip, to see it at a glance.",
     function="minart.composite:grid"))
 register(Stage(
     name="crossfade", params=CrossfadeParams, run=_run_crossfade, consumes=_ANY,
     produces="frames", inputs=("a", "b"), shape=_shape_crossfade,
+    # 2: inputs within 1e-6 outside [0, 1] (float rounding of earlier steps) are clamped first
+    version=2,
     summary="Dissolve from one image or clip to another over some frames.",
     function="minart.composite:crossfade"))
 register(Stage(

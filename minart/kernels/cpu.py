@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..diffusion import _conduction, scharr_operators
+from ..diffusion import _conduction, _seed_update
 
 __all__ = ["classic_step_compiled", "is_broken", "is_compiled", "mark_broken", "seed_step_compiled"]
 
@@ -36,7 +36,7 @@ def _seed_core(padded: Tensor, operator: Tensor, kappa: Tensor, dt: Tensor, cond
     oneDNN convolution that ``F.conv2d`` stays (an external call, 3 channels are too few for it).
     The padding is done before, in eager: inside the graph Inductor folds it into every load as
     ``abs()`` index arithmetic, which stops vectorisation. Conduction, update and clamp are the
-    reference's.
+    reference's own code (:func:`minart.diffusion._seed_update`).
     """
     _b, c, hp, wp = padded.shape
     h, w = hp - 2, wp - 2
@@ -51,15 +51,7 @@ def _seed_core(padded: Tensor, operator: Tensor, kappa: Tensor, dt: Tensor, cond
                     acc = term if acc is None else acc + term
         rows.append(acc)
     g = torch.stack(rows, dim=1)  # C x (B, H, W) -> (B, C, H, W)
-    if conduction == "exp":
-        cond = torch.exp(-(g * g) / (kappa * kappa))
-    elif conduction == "inverse":
-        kx, ky = scharr_operators(c, dtype=padded.dtype, device=padded.device)
-        magnitude = torch.sqrt(F.conv2d(padded, kx) ** 2 + F.conv2d(padded, ky) ** 2)
-        cond = 1.0 / (1.0 + magnitude / (kappa * kappa))
-    else:
-        cond = _conduction(g, kappa, "tukey")
-    new = torch.clamp(image + dt * g * cond, 0.0, 1.0)
+    new = _seed_update(image, padded, g, kappa, dt, conduction)
     return (new, g) if need_g else new
 
 

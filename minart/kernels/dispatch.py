@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from .._checks import as_batch, check_choice, check_finite, check_range, check_whole
+from ..diffusion import _CONDUCTIONS
 from ..errors import ParamError, ShapeError
 
 __all__ = [
@@ -52,7 +53,6 @@ CPU_COMPILE_MIN_WORK = 2 ** 28
 image: the eager seed step costs ~60-110 ms there, a cold compile ~30 s, a warm one ~5 s)."""
 
 _MAX_TRITON_CHANNELS = 4
-_CONDUCTIONS = ("exp", "inverse", "tukey")
 _KERNEL_VARIANTS = ("tiles", "rows", "pairs")
 """Values of ``MINART_KERNEL_VARIANT`` (``minart.kernels.triton_diffusion._auto`` reads it)."""
 

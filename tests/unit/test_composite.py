@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from minart import ops
+from minart import composite, ops
+from minart._checks import check_unit_range
 from minart.composite import (
     BLEND_MODES,
     blend,
@@ -168,7 +169,7 @@ def test_resize_bicubic_stays_in_range(gen):
 
 
 def test_resize_errors():
-    with pytest.raises(ParamError, match="width=0 must be an integer >= 1"):
+    with pytest.raises(ParamError, match="width=0 must be a whole number >= 1"):
         resize(torch.rand(3, 4, 4), 0, 4)
     with pytest.raises(ParamError, match=r"background=\(0.0, 0.0\) has 2 values but the image has 3"):
         resize(torch.rand(3, 4, 4), 8, 4, fit="contain", background=(0.0, 0.0))
@@ -229,7 +230,7 @@ def test_crossfade_of_sequences_follows_both(gen):
     assert torch.allclose(fade[1], a[1] * 2 / 3 + b[1] / 3)
     with pytest.raises(ShapeError, match="a has 4 frames but frames=6"):
         crossfade(a, b, frames=6)
-    with pytest.raises(ParamError, match="frames=1 must be an integer >= 2"):
+    with pytest.raises(ParamError, match="frames=1 must be a whole number >= 2"):
         crossfade(a[0], b[0], frames=1)
 
 
@@ -259,9 +260,9 @@ def test_sequence_errors():
         boomerang(torch.rand(3, 4, 4))
     with pytest.raises(ParamError, match=r"offset=5 must be an integer in \[0, 5\)"):
         subsample(torch.rand(5, 1, 2, 2), offset=5)
-    with pytest.raises(ParamError, match="every=0 must be an integer >= 1"):
+    with pytest.raises(ParamError, match="every=0 must be a whole number >= 1"):
         subsample(torch.rand(5, 1, 2, 2), every=0)
-    with pytest.raises(ParamError, match="last=-1 must be an integer >= 0"):
+    with pytest.raises(ParamError, match="last=-1 must be a whole number >= 0"):
         hold(torch.rand(2, 1, 2, 2), last=-1)
     with pytest.raises(ShapeError, match=r"sequences\[1\] has frames \(1, 2, 3\)"):
         concatenate([torch.rand(2, 1, 2, 2), torch.rand(1, 1, 2, 3)])
@@ -287,3 +288,84 @@ def test_ops_stay_on_cuda_and_match_cpu(gen):
     fade = crossfade(base[0].cuda(), top[0].cuda(), frames=4)
     assert torch.allclose(boomerang(fade).cpu(), boomerang(crossfade(base[0], top[0], frames=4)))
     assert encode_image(base[0].cuda(), bits=16) == encode_image(base[0], bits=16)
+
+
+# ---------------------------------------------------------------- review fixes
+
+
+def test_check_unit_range_returns_in_range_tensors_untouched_and_clamps_rounding():
+    inside = torch.tensor([-0.0, 0.25, 1.0])
+    assert check_unit_range("x", inside) is inside  # same object: results of in-range inputs unchanged
+    over = torch.tensor([-4e-7, 0.5, 1.0 + 2.4e-7])
+    assert check_unit_range("x", over).tolist() == [0.0, 0.5, 1.0]
+    with pytest.raises(ShapeError, match=r"^x values must lie in \[0, 1\], got \[0, 1.000002\]; use "):
+        check_unit_range("x", torch.tensor([0.0, 1.0 + 2e-6]))
+    with pytest.raises(ShapeError, match=r"^x contains NaN or Inf values$"):
+        check_unit_range("x", torch.tensor([0.5, float("inf")]))
+
+
+def test_rounding_overshoot_is_clamped_and_further_values_refused_with_enough_digits():
+    image = torch.ones(3, 4, 4)
+    image[0, 0, 0] = 1.0 + 2.4e-7  # what a bilinear resize of white leaves
+    same = resize(image, 4, 4)  # the same size: a copy of the checked input
+    assert torch.equal(same, torch.ones(3, 4, 4))
+    with pytest.raises(ShapeError, match=r"top values must lie in \[0, 1\], got \[1.000002, 1.000002\]"):
+        blend(torch.ones(3, 4, 4), torch.full((3, 4, 4), 1.0 + 2e-6))
+
+
+def test_resize_clamps_bilinear_rounding_to_the_unit_range():
+    white = torch.ones(3, 5, 25)
+    raw = torch.nn.functional.interpolate(white[None], size=(23, 17), mode="bilinear", antialias=True,
+                                          align_corners=False)
+    assert raw.max() > 1  # the overshoot this guards against
+    for fit in ("stretch", "cover", "contain"):
+        out = resize(white, 17, 23, fit=fit, background=1.0)
+        assert out.max() <= 1 and out.min() >= 0, fit
+    assert torch.equal(resize(white, 17, 23), raw[0].clamp(0, 1))
+
+
+def test_resize_refuses_half_precision_on_the_cpu_instead_of_a_raw_torch_error():
+    for dtype in (torch.float16, torch.bfloat16):
+        image = torch.rand(3, 8, 8).to(dtype)
+        with pytest.raises(ShapeError, match=rf"image is {dtype}, which torch cannot resample .*image.float\(\)"):
+            resize(image, 4, 4)
+        assert torch.equal(resize(image, 8, 8), image)  # nothing to resample: still a copy
+
+
+def test_blend_refuses_a_mask_of_another_dtype():
+    img = torch.rand(3, 4, 4)
+    with pytest.raises(ShapeError, match=r"mask has dtype torch\.float64 but base has torch\.float32"):
+        blend(img, img, mask=torch.ones(1, 4, 4, dtype=torch.float64))
+
+
+def test_grid_checks_the_range_of_all_tiles_once(gen, monkeypatch):
+    calls = []
+    real = composite.check_unit_range
+    monkeypatch.setattr(composite, "check_unit_range", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    tiles = [torch.rand(3, 4, 4, generator=gen) for _ in range(6)]
+    sheet = grid(tiles, columns=3, spacing=1)
+    assert calls == ["images"]  # one check (one wait for the device) for six tiles
+    assert torch.equal(sheet[:, 1:5, 6:10], tiles[1])
+    calls.clear()
+    grid(torch.stack(tiles), columns=3)
+    assert calls == ["images"]
+
+
+def test_grid_names_the_first_tile_out_of_range_and_checks_whole_numbers(gen):
+    tiles = [torch.rand(3, 4, 4, generator=gen) for _ in range(3)]
+    tiles[2] = tiles[2] + 1.5
+    with pytest.raises(ShapeError, match=r"^images\[2\] values must lie in \[0, 1\]"):
+        grid(tiles)
+    with pytest.raises(ParamError, match=r"^columns=0 must be a whole number >= 1$"):
+        grid(tiles[:2], columns=0)
+    with pytest.raises(ParamError, match=r"^spacing=-1 must be a whole number >= 0$"):
+        grid(tiles[:2], spacing=-1)
+    with pytest.raises(ParamError, match=r"^first=1.0 must be a whole number >= 0$"):
+        hold(torch.zeros(2, 1, 1, 1), first=1.0)
+
+
+def test_crossfade_uses_the_checked_sequences(gen):
+    a = torch.ones(3, 1, 2, 2)
+    a[1, 0, 0, 0] = 1.0 + 2.4e-7
+    out = crossfade(a, torch.zeros(3, 1, 2, 2), frames=3)
+    assert out.max() <= 1 and torch.equal(out[0], torch.ones(1, 2, 2))

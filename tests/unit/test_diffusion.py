@@ -12,6 +12,8 @@ from minart.diffusion import (
     classic_step,
     laplacian_operator,
     perona_malik,
+    perona_malik_step,
+    scharr_operators,
     seed_step,
 )
 from minart.errors import ParamError, ShapeError
@@ -180,3 +182,46 @@ def test_classic_step_zero_steps_is_identity(gen):
     image = _smooth_image(gen)
     assert torch.equal(perona_malik(image, steps=0, kappa=0.1, dt=0.2), image)
     assert torch.equal(classic_step(torch.full((1, 1, 3, 3), 0.3), kappa=0.1, dt=0.2), torch.full((1, 1, 3, 3), 0.3))
+
+
+# ---------------------------------------------------------------- review fixes
+
+
+def test_seed_scheme_refuses_an_input_its_clamp_would_clip(gen):
+    image = 2 * _smooth_image(gen)  # in [0, 2]: the seed steps used to clamp it to ~1 silently
+    with pytest.raises(ShapeError, match=r"^image values must lie in \[0, 1\], got \[.*\]; use scheme: classic"):
+        perona_malik(image, steps=1, kappa=0.1, dt=0.2, scheme="seed")
+    out = perona_malik(image, steps=3, kappa=0.2, dt=0.2)  # classic does not clamp: any range
+    assert out.max() > 1.5 and torch.allclose(out.mean(), image.mean(), atol=1e-5)
+
+
+def test_seed_scheme_clamps_only_float_rounding_of_its_input(gen):
+    image = _smooth_image(gen)
+    over = image.clone()
+    over[0, 0, 0] = 1.0 + 2.4e-7
+    clamped = over.clamp(0, 1)
+    kw = dict(steps=2, kappa=0.1, dt=0.2, scheme="seed")
+    assert torch.equal(perona_malik(over, **kw), perona_malik(clamped, **kw))
+    ref = image[None]
+    for _ in range(2):  # an input in [0, 1] takes exactly the eager steps, untouched
+        ref = seed_step(ref, laplacian_operator(3), kappa=0.1, dt=0.2)[0]
+    assert torch.equal(perona_malik(image, **kw), ref[0])
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda x: perona_malik_step(x, kappa=0.1, dt=0.2, scheme="clasic"),
+     "scheme='clasic' is not one of 'classic', 'seed'"),
+    (lambda x: perona_malik_step(x, kappa=0.1, dt=0.2, conduction="expp"),
+     "conduction='expp' is not one of 'exp', 'inverse', 'tukey'"),
+    (lambda x: perona_malik_step(x, kappa=0.1, dt=0.2, scheme="seed", conduction="Exp"),
+     "conduction='Exp' is not one of 'exp', 'inverse', 'tukey'"),
+    (lambda x: classic_step(x, kappa=0.1, dt=0.2, conduction="expp"),
+     "conduction='expp' is not one of 'exp', 'inverse', 'tukey'"),
+    (lambda x: seed_step(x, laplacian_operator(3), kappa=0.1, dt=0.2, conduction="tukee"),
+     "conduction='tukee' is not one of 'exp', 'inverse', 'tukey'"),
+    (lambda x: scharr_operators(0), "channels=0 must be >= 1"),
+])
+def test_steps_refuse_unknown_string_options(gen, call, message):
+    with pytest.raises(ParamError) as info:
+        call(_smooth_image(gen)[None])
+    assert str(info.value) == message

@@ -772,6 +772,35 @@ def test_the_recompile_limit_turns_the_compiled_path_off(monkeypatch):
     assert torch.equal(new, seed_step(x, k, kappa=0.3, dt=0.2)[0]) and cpu.is_broken("seed")
 
 
+def test_the_compiled_seed_step_shares_the_reference_update(monkeypatch):
+    # _seed_core (what Inductor compiles) must run diffusion's own conduction/update/clamp code,
+    # not a copy of it; called eagerly here, so no compile
+    import torch.nn.functional as F
+
+    from minart import diffusion
+    from minart.kernels import cpu
+
+    calls = []
+    monkeypatch.setattr(cpu, "_seed_update", lambda *args: calls.append(args[-1]) or
+                        diffusion._seed_update(*args))
+    x, k, *_ = _inputs("cpu")
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")  # (B, C, H, W) -> (B, C, H+2, W+2)
+    for cond in ("exp", "inverse", "tukey"):
+        new, g = cpu._seed_core(padded, k, torch.tensor(0.3, dtype=torch.float64),
+                                torch.tensor(0.2, dtype=torch.float64), cond, True)
+        ref_new, ref_g = seed_step(x, k, kappa=0.3, dt=0.2, conduction=cond)
+        torch.testing.assert_close(new, ref_new, **FWD_TOL)
+        torch.testing.assert_close(g, ref_g, **FWD_TOL)
+    assert calls == ["exp", "inverse", "tukey"]
+
+
+def test_conductions_are_defined_once_for_the_dispatcher():
+    from minart import diffusion
+    from minart.kernels import dispatch
+
+    assert dispatch._CONDUCTIONS is diffusion._CONDUCTIONS
+
+
 # ------------------------------------------------------------------------------------------------
 # CUDA
 

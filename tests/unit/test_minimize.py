@@ -4,6 +4,7 @@ errors."""
 from __future__ import annotations
 
 import math
+import threading
 
 import pytest
 import torch
@@ -11,6 +12,9 @@ import torch.nn.functional as F
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from minart import diffusion
+from minart import minimize as minimize_module
+from minart.composite import resize
 from minart.errors import ParamError, ShapeError
 from minart.minimize import MinimizeState, minimize, minimize_refresh, minimize_step
 
@@ -357,8 +361,10 @@ def test_param_errors(kwargs, message):
     (torch.zeros(3, 1, 4), {}, "image must be at least 2x2 pixels, got 4x1"),
     (torch.zeros(3, 4, 4, dtype=torch.uint8), {},
      "image must be a floating tensor in [0, 1], got dtype torch.uint8"),
-    (torch.full((3, 4, 4), 2.0), {}, "image values must be in [0, 1], got [2, 2]; normalise it "
+    (torch.full((3, 4, 4), 2.0), {}, "image values must lie in [0, 1], got [2, 2]; normalise it "
                                      "explicitly"),
+    (torch.full((3, 4, 4), 1.0 + 2e-6), {}, "image values must lie in [0, 1], got [1.000002, "
+                                            "1.000002]; normalise it explicitly"),
     (torch.full((3, 4, 4), float("nan")), {}, "image contains NaN or Inf values"),
     (torch.zeros(2, 3, 4, 4), {}, "loss 'seed' takes one image (C, H, W) or (1, C, H, W), got 2 "
                                   "images; use loss 'seed_video' for a frame sequence"),
@@ -428,3 +434,105 @@ def test_cuda_seed_video_takes_the_kernels_and_matches_its_reference(gen, monkey
     assert torch.equal(a.frames, b.frames)  # fixed-order sums: the same bits on every run
     torch.testing.assert_close(a.frames.cpu(), _video_reference(frames_in, **kw), atol=1e-3,
                                rtol=0)
+
+
+# ---------------------------------------------------------------- review fixes
+
+
+def test_a_resized_white_image_is_accepted_and_rounding_is_clamped():
+    white = resize(torch.ones(3, 5, 25), 17, 23)  # bilinear rounding used to leave 1 + 1.2e-7
+    assert minimize(white, iterations=2, frame_every=1).frames.shape == (2, 3, 23, 17)
+    image = torch.full((3, 8, 8), 0.5)
+    image[0, 0, 0] = 1.0 + 2.4e-7
+    a = minimize(image, iterations=3, frame_every=1)
+    b = minimize(image.clamp(0, 1), iterations=3, frame_every=1)
+    assert torch.equal(a.frames, b.frames)
+
+
+def _flags() -> tuple[bool, bool, bool]:
+    return (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+            torch.backends.cudnn.benchmark)
+
+
+def test_overlapping_runs_keep_determinism_on_until_the_last_one_leaves():
+    # Prefect runs tasks on a thread pool: run A enters, run B enters, A leaves while B still
+    # runs. The flags are global, so this checks them on the CPU (the context sets them for cuda).
+    saved = (*_flags(), torch.is_deterministic_algorithms_warn_only_enabled())
+    cuda = torch.device("cuda")
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen: dict[str, tuple[bool, bool, bool]] = {}
+
+    def run_a():
+        with minimize_module._deterministic(cuda):
+            a_in.set()
+            b_in.wait(5)
+        a_out.set()
+
+    def run_b():
+        a_in.wait(5)
+        with minimize_module._deterministic(cuda):
+            b_in.set()
+            a_out.wait(5)
+            seen["b after a left"] = _flags()
+
+    try:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, True
+        threads = [threading.Thread(target=run_a), threading.Thread(target=run_b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert seen["b after a left"] == (True, True, False)
+        assert _flags() == (False, False, True)  # the last to leave restored them
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[3])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[1:3]
+
+
+def test_a_refresh_no_frame_boundary_reaches_is_refused():
+    for iterations in (0, 1):  # 0: the stage's check probe
+        with pytest.raises(ParamError) as info:
+            minimize(torch.zeros(3, 4, 4), iterations=iterations, frame_every=75,
+                     refresh_every=375, refresh_at=100)
+        assert info.value.param == "refresh_at"
+        assert str(info.value).endswith("; use refresh_at: 75 or 150, or refresh_every: null for "
+                                        "no refresh")
+    with pytest.raises(ParamError, match=r"; use refresh_at: 4, or refresh_every: null"):
+        minimize(torch.zeros(3, 4, 4), iterations=1, frame_every=4, refresh_every=6, refresh_at=5)
+    # the defaults and the shipped recipes' schedules (ocean, from_image: frame_every 20)
+    for frame_every in (75, 20):
+        minimize(torch.zeros(3, 4, 4), iterations=0, frame_every=frame_every)
+
+
+def test_refresh_every_none_is_no_refresh():
+    image = torch.rand(3, 6, 6, generator=torch.Generator().manual_seed(1))
+    kw = dict(iterations=9, frame_every=2, lr=1e-6)
+    never = minimize(image, refresh_every=None, refresh_at=1, **kw)  # refresh_at is ignored
+    far = minimize(image, refresh_every=1000, refresh_at=998, **kw)  # not reached in 9
+    refreshed = minimize(image, refresh_every=4, refresh_at=2, **kw)
+    assert torch.equal(never.frames, far.frames)
+    assert not torch.equal(never.frames, refreshed.frames)
+
+
+def test_the_refresh_rule_agrees_with_the_loop_by_brute_force():
+    for frame_every in range(1, 9):
+        for refresh_every in range(1, 9):
+            hits = {i % refresh_every for i in range(0, frame_every * refresh_every, frame_every)}
+            for refresh_at in range(refresh_every):
+                try:
+                    minimize_module._check_refresh_schedule(frame_every, refresh_every, refresh_at)
+                except ParamError as exc:
+                    assert refresh_at not in hits
+                    named = str(exc).rsplit("refresh_at: ", 1)[1].split(", or refresh_every")[0]
+                    options = [int(v) for v in named.split(" or ")]
+                    below = [h for h in hits if h < refresh_at]
+                    above = [h for h in hits if h > refresh_at]
+                    nearest = ([max(below)] if below else []) + ([min(above)] if above else [])
+                    assert options == nearest
+                else:
+                    assert refresh_at in hits
+
+
+def test_conductions_are_defined_once():
+    assert minimize_module._CONDUCTIONS is diffusion._CONDUCTIONS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -328,6 +329,21 @@ def test_preview_rules():
             q = mini.preview(mini.params(iterations=it, frame_every=fe), factor)
             assert -(-it // fe) == -(-q["iterations"] // q["frame_every"]), (factor, it, fe)
             assert 0 <= q["refresh_at"] < q["refresh_every"]
+
+
+def test_a_preview_keeps_a_refresh_schedule_that_fires():
+    from minart.minimize import _check_refresh_schedule
+
+    mini = get_stage("minimize")
+    for fe, every in ((10, 25), (7, 30), (12, 45), (3, 8)):
+        for at in range(0, every, math.gcd(fe, every)):  # every schedule valid at full size
+            params = mini.params(iterations=10 * fe, frame_every=fe, refresh_every=every,
+                                 refresh_at=at)
+            for factor in (2, 3, 4):
+                q = mini.preview(params, factor)
+                _check_refresh_schedule(q["frame_every"], q["refresh_every"], q["refresh_at"])
+    none = mini.preview(mini.params(iterations=100, frame_every=10, refresh_every=None), 4)
+    assert none["refresh_every"] is None
     assert "lr" not in mini.preview(mini.params(iterations=10, reduction="mean"), 2)
     video = mini.params(iterations=40, frame_every=8, loss="seed_video", lr=1e-6)
     assert mini.preview(video, 2) == {"lr": 4e-6}  # reads input frame i % T: schedule kept
