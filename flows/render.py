@@ -173,9 +173,13 @@ def render_here(recipe: str, *, overrides: dict[str, Any] | None = None,
     its temporary local server for the process (7-20 s). Long steps draw a rich progress bar
     when stderr is a TTY and stay quiet otherwise.
     """
+    from minart.flows.server import RUN_TAG
+    from prefect import tags
+
     from minart.progress import TerminalProgress, listen
 
-    with TerminalProgress() as bar, listen(bar):
+    # tagged as deployment runs are (prefect.yaml), so the zombie automation watches it too
+    with TerminalProgress() as bar, listen(bar), tags(RUN_TAG):
         return render(recipe=recipe, overrides=overrides or {}, preview=preview,
                       output_dir=output_dir, device=device, cache=cache, report=report,
                       origin=origin)

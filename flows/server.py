@@ -10,9 +10,11 @@ The server is set up so that deployment runs recover from a host crash by themse
   are kept in files under ``PREFECT_HOME/concurrency_leases`` instead of the server's memory, so
   a restarted server still knows them and frees them when they expire (300 s after the last
   renewal by the dead run);
-* the automation :data:`ZOMBIE_AUTOMATION` marks a flow run Crashed when it has sent no
-  heartbeat for :data:`ZOMBIE_SECONDS` (deployment runs send one every 30 s:
-  ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` in ``prefect.yaml``); Crashed frees its slot at once;
+* the automation :data:`ZOMBIE_AUTOMATION` marks a flow run tagged :data:`RUN_TAG` Crashed
+  when it has sent no heartbeat for :data:`ZOMBIE_SECONDS` (deployment runs send one every
+  30 s: ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` in ``prefect.yaml``; ``minart run`` sets the same);
+  Crashed frees its slot at once. Other flows on the server are not watched: Prefect's default
+  heartbeat comes every 180 s, which the window would take for a death;
 * at every start, runs still Running are given a fresh window (:func:`watch_running_flow_runs`),
   so a run that died while the server was down is caught too.
 """
@@ -37,6 +39,7 @@ from pathlib import Path
 __all__ = [
     "LEASE_STORAGE",
     "QUIET_ENV",
+    "RUN_TAG",
     "WATCH_EVENT",
     "ZOMBIE_AUTOMATION",
     "ZOMBIE_SECONDS",
@@ -59,6 +62,11 @@ QUIET_ENV = {
 LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
 """Prefect's on-disk concurrency lease storage (the default keeps leases in memory, so a server
 restart forgets the lease of a run that died and its deployment slot stays taken forever)."""
+
+RUN_TAG = "minart"
+"""Tag of the flow runs the zombie automation watches: minart's deployments (``prefect.yaml``)
+and ``minart run``, which send a heartbeat every 30 s. Other flows on the same server, whose
+heartbeats may come every 180 s (Prefect's default), are left alone."""
 
 ZOMBIE_AUTOMATION = "minart: crash zombie flow runs"
 """Name of the automation that marks flow runs whose heartbeats stopped as Crashed."""
@@ -205,6 +213,8 @@ def ensure_zombie_automation(url: str, *, within: float = ZOMBIE_SECONDS,
                     "prefect.flow-run.Failed", "prefect.flow-run.Cancelled",
                     "prefect.flow-run.Crashed"},
             match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            match_related=ResourceSpecification({"prefect.resource.role": "tag",
+                                                 "prefect.resource.id": f"prefect.tag.{RUN_TAG}"}),
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
             threshold=1,
@@ -212,8 +222,8 @@ def ensure_zombie_automation(url: str, *, within: float = ZOMBIE_SECONDS,
             **({"id": trigger_id} if trigger_id else {}))
         return AutomationCore(
             name=name, enabled=True, trigger=trigger,
-            description=f"Marks a flow run Crashed when it sent no heartbeat for {within:g} s "
-                        "(created by minart server).",
+            description=f"Marks a flow run tagged {RUN_TAG!r} Crashed when it sent no heartbeat "
+                        f"for {within:g} s (created by minart server).",
             actions=[ChangeFlowRunState(
                 state=StateType.CRASHED, force=True,
                 message=f"No heartbeat for {within:g} s: the flow-run process is gone "
@@ -292,8 +302,8 @@ def watch_running_flow_runs(url: str) -> list[str]:
     after its window closes, so a run that died while the server was down for longer than that
     would stay Running forever. Called at every start of the server, this emits
     :data:`WATCH_EVENT` for each such run: a run that is alive sends a heartbeat within 30 s and
-    nothing happens; a dead one is marked Crashed after the automation's window. Runs that never
-    sent a heartbeat (``minart run`` outside a deployment) are left alone.
+    nothing happens; a dead one is marked Crashed after the automation's window. Runs without
+    the :data:`RUN_TAG` tag, or that never sent a heartbeat, are left alone.
 
     Returns:
         The ids of the runs now watched.
@@ -309,13 +319,15 @@ def watch_running_flow_runs(url: str) -> list[str]:
                 "event": {"name": ["prefect.flow-run.heartbeat"]},
                 "resource": {"id": [resource]},
                 "occurred": {"since": run["start_time"] or run["created"]}}})
-            if beats["events"]:
+            if RUN_TAG in (run.get("tags") or ()) and beats["events"]:
                 events.append({
                     "id": str(uuid.uuid4()),
                     "occurred": datetime.now(timezone.utc).isoformat(),
                     "event": WATCH_EVENT,
                     "resource": {"prefect.resource.id": resource,
                                  "prefect.resource.name": run["name"]},
+                    "related": [{"prefect.resource.id": f"prefect.tag.{RUN_TAG}",
+                                 "prefect.resource.role": "tag"}],  # what the trigger matches
                     "payload": {"reason": "minart server started while this run was "
                                           f"{run['state_type']}: it must send a heartbeat"}})
         if events:

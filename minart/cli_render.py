@@ -50,6 +50,9 @@ def _render(recipe: Path, overrides: list[str], *, preview: bool | int,
     on_interrupt("interrupted: finished steps are cached and a long step keeps its last "
                  "checkpoint; run the same command again to resume")
     _quiet_prefect()
+    # the run is tagged for the zombie automation, which takes 90 s of silence for a death:
+    # beat every 30 s as deployment runs do (Prefect's default is 180 s)
+    os.environ["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = "30"
     from minart.flows.render import render_here  # imports Prefect
 
     with _prefect_api() as server, _stop_on_interrupt(server):

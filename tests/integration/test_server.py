@@ -16,6 +16,7 @@ import pytest
 from minart.flows import server
 from minart.flows.server import (
     LEASE_STORAGE,
+    RUN_TAG,
     WATCH_EVENT,
     ZOMBIE_AUTOMATION,
     ZOMBIE_SECONDS,
@@ -62,10 +63,19 @@ def _events(api_url: str, name: str, run_id: str, timeout: float = 20) -> list[d
         time.sleep(0.3)
 
 
-def _heartbeat(run_id: str) -> dict:
+def _heartbeat(run_id: str, tags: tuple[str, ...] = (RUN_TAG,)) -> dict:
+    """A heartbeat as Prefect's flow engine sends it: the run's tags are related resources."""
     return {"id": str(uuid.uuid4()), "occurred": datetime.now(timezone.utc).isoformat(),
             "event": "prefect.flow-run.heartbeat",
-            "resource": {"prefect.resource.id": f"prefect.flow-run.{run_id}"}}
+            "resource": {"prefect.resource.id": f"prefect.flow-run.{run_id}"},
+            "related": [{"prefect.resource.id": f"prefect.tag.{tag}",
+                         "prefect.resource.role": "tag"} for tag in tags]}
+
+
+def _running_run(api_url: str, flow_name: str, tags: tuple[str, ...] = (RUN_TAG,)) -> dict:
+    flow = _post(f"{api_url}/flows/", {"name": flow_name})
+    return _post(f"{api_url}/flow_runs/", {"flow_id": flow["id"], "tags": list(tags),
+                                           "state": {"type": "RUNNING", "name": "Running"}})
 
 
 def _has_ipv6() -> bool:
@@ -228,6 +238,8 @@ def test_zombie_automation_is_created_once_and_updated_in_place(prefect_server):
     trigger = created["trigger"]
     assert trigger["posture"] == "Proactive" and trigger["within"] == ZOMBIE_SECONDS
     assert set(trigger["after"]) == {"prefect.flow-run.heartbeat", "minart.flow-run.watch"}
+    assert trigger["match_related"] == {"prefect.resource.role": "tag",
+                                        "prefect.resource.id": "prefect.tag.minart"}
     assert created["actions"][0]["type"] == "change-flow-run-state"
     assert created["actions"][0]["state"] == "CRASHED"
 
@@ -249,19 +261,52 @@ def test_watch_leaves_runs_without_heartbeats_alone(prefect_server):
 
 def test_watch_reopens_the_window_of_running_runs_that_send_heartbeats(prefect_server):
     url = prefect_server.url
-    flow = _post(f"{url}/flows/", {"name": "minart-watch-test"})
-    run = _post(f"{url}/flow_runs/", {"flow_id": flow["id"],
-                                      "state": {"type": "RUNNING", "name": "Running"}})
+    run = _running_run(url, "minart-watch-test")
+    other = _running_run(url, "someone-elses-flow", tags=("nightly",))
     try:
         assert run["id"] not in watch_running_flow_runs(url)  # no heartbeat yet: not watched
-        _post(f"{url}/events", [_heartbeat(run["id"])])
+        _post(f"{url}/events", [_heartbeat(run["id"]), _heartbeat(other["id"], ("nightly",))])
         assert _events(url, "prefect.flow-run.heartbeat", run["id"])
-        assert run["id"] in watch_running_flow_runs(url)
+        assert _events(url, "prefect.flow-run.heartbeat", other["id"])
+        watched = watch_running_flow_runs(url)
+        assert run["id"] in watched and other["id"] not in watched  # not tagged minart
         (watch,) = _events(url, WATCH_EVENT, run["id"])
         assert watch["resource"]["prefect.resource.id"] == f"prefect.flow-run.{run['id']}"
+        assert {"prefect.resource.id": "prefect.tag.minart",
+                "prefect.resource.role": "tag"} in watch["related"]
     finally:
-        _post(f"{url}/flow_runs/{run['id']}/set_state",
-              {"state": {"type": "COMPLETED", "name": "Completed"}, "force": True})
+        for r in (run, other):
+            _post(f"{url}/flow_runs/{r['id']}/set_state",
+                  {"state": {"type": "COMPLETED", "name": "Completed"}, "force": True})
+
+
+@pytest.mark.slow  # waits for a shortened zombie window: about 30 s
+def test_the_automation_crashes_silent_minart_runs_only(prefect_server):
+    url = prefect_server.url
+    ours = _running_run(url, "minart-zombie-test")
+    theirs = _running_run(url, "someone-elses-flow", tags=("nightly",))
+    alive = _running_run(url, "minart-zombie-test")
+
+    def state(run):
+        return json.loads(_get(f"{url}/flow_runs/{run['id']}"))["state"]["type"]
+
+    try:
+        ensure_zombie_automation(url, within=10)
+        time.sleep(2)  # the automation is loaded by the triggers service
+        _post(f"{url}/events", [_heartbeat(ours["id"]), _heartbeat(alive["id"]),
+                                _heartbeat(theirs["id"], ("nightly",))])
+        deadline = time.monotonic() + 60
+        while state(ours) != "CRASHED":
+            assert time.monotonic() < deadline, "the silent minart run was not marked Crashed"
+            _post(f"{url}/events", [_heartbeat(alive["id"])])
+            time.sleep(2)
+        assert state(theirs) == "RUNNING"  # a 180 s heartbeat of another flow is no death
+        assert state(alive) == "RUNNING"
+    finally:
+        ensure_zombie_automation(url)
+        for r in (ours, theirs, alive):
+            _post(f"{url}/flow_runs/{r['id']}/set_state",
+                  {"state": {"type": "COMPLETED", "name": "Completed"}, "force": True})
 
 
 @pytest.mark.slow  # 201 flow runs: 10-15 s on two shared cores
@@ -269,7 +314,7 @@ def test_watch_reads_every_running_run_not_only_the_servers_first_page(prefect_s
     url = prefect_server.url
     page = json.loads(_get(f"{url}/admin/settings"))["server"]["api"]["default_limit"]  # 200
     flow = _post(f"{url}/flows/", {"name": "minart-watch-pages-test"})
-    ids = [_post(f"{url}/flow_runs/", {"flow_id": flow["id"],
+    ids = [_post(f"{url}/flow_runs/", {"flow_id": flow["id"], "tags": [RUN_TAG],
                                        "state": {"type": "RUNNING", "name": "Running"}})["id"]
            for _ in range(page + 1)]
     try:
