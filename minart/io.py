@@ -146,7 +146,8 @@ def _open_image(stream: BinaryIO, limit: int, source: str):  # -> PIL.Image.Imag
     if width * height > limit:
         raise MediaError(
             f"{width}x{height} = {width * height} pixels exceeds max_pixels={limit} "
-            f"(decompression-bomb guard; pass max_pixels= or set {MAX_PIXELS_ENV})",
+            f"(decompression-bomb guard; raise max_pixels (max_pixels: N in a recipe) or set "
+            f"{MAX_PIXELS_ENV})",
             file=source)
     return im
 
@@ -340,6 +341,40 @@ def verify_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> N
         else:
             # JPEG has no checksums: only decoding finds missing scans (~0.15 s for 4000x4000).
             im.load()
+
+
+def has_transparency(path: str | os.PathLike, *, max_pixels: int | None = None) -> bool:
+    """Whether any pixel of an image file is less than fully opaque.
+
+    Only a file that can hold transparency (an alpha channel, a ``tRNS`` chunk) is decoded, as
+    :func:`read_image` would in ``"RGBA"`` mode; for the others the header answers.
+
+    Args:
+        path: image file.
+        max_pixels: decompression-bomb guard, as in :func:`read_image`.
+
+    Returns:
+        True when some pixel's alpha is below 1.
+
+    Raises:
+        MediaError: as :func:`read_image`.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> target = pathlib.Path(tempfile.mkdtemp()) / "half.png"
+        >>> write_image(target, torch.cat([torch.zeros(3, 2, 2), torch.full((1, 2, 2), 0.5)]))
+        >>> has_transparency(target)
+        True
+        >>> write_image(target, torch.zeros(3, 2, 2))
+        >>> has_transparency(target)
+        False
+    """
+    name = os.fspath(path)
+    with _opened(name, "image") as stream, _decoding(name):
+        im = _open_image(stream, _max_pixels(max_pixels), name)
+        if "A" not in im.getbands() and "transparency" not in im.info:
+            return False
+    return bool(read_image(name, mode="RGBA", max_pixels=max_pixels)[3].min() < 1)
 
 
 @contextlib.contextmanager

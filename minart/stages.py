@@ -415,18 +415,28 @@ def _check_load_image(params: LoadImageParams, ctx: CheckContext) -> dict[str, A
     if not found:
         what = "a folder, not a file" if path.is_dir() else "no such file"
         raise ParamError(f"path={params.path!r}: {what} {path.as_posix()}", param="path")
-    from .io import verify_image
+    from .io import has_transparency, verify_image
 
     try:  # a file cut short or damaged fails here, not when the step runs
         verify_image(path, max_pixels=params.max_pixels)
+        transparent = params.background is None and has_transparency(
+            path, max_pixels=params.max_pixels)
     except MediaError as exc:
         raise ParamError(f"path={params.path!r}: {exc.message}", param="path") from None
+    if transparent:
+        raise _transparency_error(params)
     digest = file_sha256(path)
     if params.sha256 is not None and digest != params.sha256:
         raise ParamError(f"path={params.path!r}: the file's SHA-256 is not the expected "
                          f"{params.sha256[:12]}...; drop sha256 to accept the new file",
                          param="sha256")
     return {"sha256": digest}
+
+
+def _transparency_error(params: LoadImageParams) -> ParamError:
+    return ParamError(f"path={params.path!r}: the image has transparent pixels, and their "
+                      "hidden colours would show; set background (e.g. background: 1 for "
+                      "white) to put a colour behind them", param="background")
 
 
 def _run_load_image(inputs: list[Tensor], params: LoadImageParams, ctx: StageContext) -> Tensor:
@@ -440,9 +450,7 @@ def _run_load_image(inputs: list[Tensor], params: LoadImageParams, ctx: StageCon
 
         image = image * alpha + _color(params.background, 3, "background", image) * (1 - alpha)
     elif bool((alpha < 1).any()):
-        raise ParamError(f"path={params.path!r}: the image has transparent pixels, and their "
-                         "hidden colours would show; set background (e.g. background: 1 for "
-                         "white) to put a colour behind them", param="background")
+        raise _transparency_error(params)
     if params.downscale > 1:
         _, height, width = image.shape
         if height < params.downscale or width < params.downscale:

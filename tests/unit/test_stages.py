@@ -413,3 +413,22 @@ def test_load_image_refuses_transparency_or_puts_a_background_behind_it(tmp_path
     assert white[:, 3, 0].tolist() == [1.0, 1.0, 1.0]
     Image.fromarray(pixels[..., :3], "RGB").save(tmp_path / "opaque.png")  # no alpha: as before
     assert stage.run([], stage.params(path="opaque.png"), ctx)[:, 3, 0].tolist() == [1.0, 0.0, 0.0]
+
+
+def test_load_image_check_refuses_transparency_before_anything_runs(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.full((4, 6, 4), 255, np.uint8)
+    Image.fromarray(pixels, "RGBA").save(tmp_path / "solid.png")  # alpha channel, all opaque
+    pixels[3, 5, 3] = 254
+    Image.fromarray(pixels, "RGBA").save(tmp_path / "logo.png")
+    Image.fromarray(pixels[..., 0], "L").save(tmp_path / "keyed.png", transparency=255)  # tRNS
+    stage = get_stage("load_image")
+    ctx = CheckContext(recipe_dir=tmp_path, size=(6, 4))
+    for name in ("logo.png", "keyed.png"):
+        with pytest.raises(ParamError, match=r"has transparent pixels, .*; set background") as caught:
+            stage.check(stage.params(path=name), ctx)
+        assert caught.value.param == "background"
+        assert stage.check(stage.params(path=name, background=1), ctx)["sha256"]
+    assert stage.check(stage.params(path="solid.png"), ctx)["sha256"]
