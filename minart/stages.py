@@ -677,6 +677,18 @@ class ContactSheetParams(_Params):
     background: Shade = Field(1.0, description=(
         "Sheet colour: one grey level or [r, g, b] in 0-1 (default white)."))
     labels: bool = Field(False, description="Caption each frame with its number.")
+    label_color: Shade | None = Field(None, description=(
+        "Caption colour: one grey level or [r, g, b] in 0-1; leave out for black on a light "
+        "background and white on a dark one."))
+
+
+def _caption_color(params: ContactSheetParams) -> Any:
+    """The caption colour: as given, or black or white, whichever stands out on the background."""
+    if params.label_color is not None:
+        return params.label_color
+    shade = params.background
+    r, g, b = (shade, shade, shade) if isinstance(shade, (int, float)) else shade
+    return 0.0 if 0.2126 * r + 0.7152 * g + 0.0722 * b >= 0.5 else 1.0  # Rec. 709 luminance
 
 
 def contact_sheet_indices(total: int, count: int) -> list[int]:
@@ -724,7 +736,8 @@ def _run_contact_sheet(inputs: list[Tensor], params: ContactSheetParams,
     labels = [str(i) for i in picked] if params.labels else None
     return _function("minart.composite:grid")(frames[picked], columns=params.columns,
                                               spacing=params.spacing,
-                                              background=params.background, labels=labels)
+                                              background=params.background, labels=labels,
+                                              label_color=_caption_color(params))
 
 
 class CrossfadeParams(_Params):

@@ -191,6 +191,18 @@ def test_compositing_stages_match_the_library(img, clip, gen):
                                              background=1.0))
 
 
+@pytest.mark.parametrize("background, given, ink", [
+    (1.0, None, 0.0), ([0.0, 0.0, 0.2], None, 1.0), ([0.9, 0.9, 0.2], None, 0.0),
+    (0.0, [1.0, 0.5, 0.0], [1.0, 0.5, 0.0])])
+def test_contact_sheet_captions_stand_out_on_the_background_or_take_a_colour(clip, background,
+                                                                            given, ink):
+    sheet = _run("contact_sheet", [clip], frames=2, labels=True, background=background,
+                 label_color=given)
+    expected = composite.grid(clip[[0, 4]], background=background, labels=["0", "4"],
+                              label_color=ink)
+    assert torch.equal(sheet, expected)
+
+
 def test_load_image_reads_relative_to_the_recipe_and_downscales(tmp_path, img):
     write_image(tmp_path / "in.png", img)
     ctx = StageContext(recipe_dir=tmp_path)
