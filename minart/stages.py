@@ -287,8 +287,9 @@ class FractalParams(_Params):
     trap_point: Point = Field((0.0, 0.0), description=(
         "Orbit-trap point, trap circle centre or a point on the trap line, [re, im]."))
     trap_radius: float = Field(0.5, gt=0, le=1e6, description="Radius of the trap circle.")
-    trap_angle: float = Field(0.0, ge=-360, le=360, description=(
-        "Angle of the trap line to the real axis, in radians."))
+    trap_angle: float = Field(0.0, ge=-2 * math.pi, le=2 * math.pi, description=(
+        "Angle of the trap line to the real axis, in radians from -2 pi to 2 pi (45 degrees "
+        "is 0.785)."))
     dtype: Literal["float32", "float64"] = Field("float32", description=(
         "Precision of the iteration: float64 for deep zooms (the image is stored as float32)."))
 
