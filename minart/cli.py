@@ -51,7 +51,8 @@ SetOption = Annotated[
     typer.Option(
         "--set", "-s", metavar="PATH=VALUE",
         help="Override a recipe value before validation, e.g. --set steps.art.params.lr=1e-6 "
-             "or --set seed=3 (the value is read as YAML; repeat for several).",
+             "or --set seed=3 (the value is read as YAML, except that '#00ff00' is a colour and "
+             "a name, description or path is taken as written; repeat for several).",
     ),
 ]
 

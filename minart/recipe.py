@@ -20,16 +20,21 @@ is one line naming the file, line, column, step and parameter::
     recipes/ocean.yaml:14:7: step 'soften': dt=0.4 exceeds the stability bound 0.25 ...
 
 Overrides (``--set steps.art.params.lr=1e-6``) are applied to the parsed data before validation and
-are validated like the file; their errors are located at ``--set <path>``.
+are validated like the file; their errors are located at ``--set <path>``, and an error located in
+the file that an override may have caused (in the same step or output, or upstream) ends with
+``(after --set PATH=VALUE)``. An override's value is YAML, except that ``#00ff00`` is text (YAML
+would read a comment) and so is whatever a text-only field is given (``{name}/x.png``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import json
 import posixpath
 import re
+import shlex
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -113,6 +118,53 @@ _Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False
                               list("tTfF"))
 
 Path_ = tuple[str | int, ...]
+_PINS = ("sha256",)  # parameters that only check (an input file's checksum), changing no result
+_LINE_BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")  # YAML's line breaks, for marks
+_HEX_COLOUR = r"#(?:[0-9A-Fa-f]{8}|[0-9A-Fa-f]{6}|[0-9A-Fa-f]{3,4})(?![0-9A-Za-z_])"
+_COLOUR_COMMENT = re.compile(rf"[ \t]+({_HEX_COLOUR})")
+
+
+def _step_of(path: Path_) -> str | None:
+    """The step a path lies in (``("steps", "f", ...)`` -> ``"f"``)."""
+    return path[1] if len(path) > 1 and path[0] == "steps" and isinstance(path[1], str) else None
+
+
+def _lookup(data: Any, path: Path_, default: Any = None) -> Any:
+    """The value at ``path`` in nested dicts and lists, or ``default``."""
+    for part in path:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+        else:
+            return default
+    return data
+
+
+def _scan_flow(lines: Sequence[str], last: int) -> tuple[tuple[int, int, str] | None,
+                                                       list[tuple[int, int, str]]]:
+    """A rough scan of ``lines[:last + 1]`` (0-based) for what YAML's errors hide: the first
+    unquoted ``#rrggbb`` inside ``[...]``/``{...}`` (YAML reads it, and the rest of its line, as a
+    comment) and the brackets still open at the end, each as 1-based ``(line, column, text)``."""
+    opened: list[tuple[int, int, str]] = []
+    for number, line in enumerate(lines[:last + 1]):
+        quote = ""
+        for i, ch in enumerate(line):
+            before = line[i - 1] if i else " "
+            if quote:
+                quote = "" if ch == quote else quote
+            elif ch in "\"'" and before in " \t[{,:":
+                quote = ch
+            elif ch in "[{":
+                opened.append((number + 1, i + 1, ch))
+            elif ch in "]}" and opened:
+                opened.pop()
+            elif ch == "#" and before in " \t":
+                found = re.match(_HEX_COLOUR, line[i:])
+                if opened and found:
+                    return (number + 1, i + 1, found.group(0)), opened
+                break  # a comment to the end of the line
+    return None, opened
 
 
 @dataclass(frozen=True)
@@ -134,22 +186,53 @@ class _Doc:
         self.source = source
         self.keys: dict[Path_, tuple[int, int]] = {}
         self.values: dict[Path_, tuple[int, int]] = {}
-        self.overrides: dict[Path_, str] = {}
+        self.texts: dict[Path_, str] = {}  # plain scalars as written ("1e2", not 100.0)
+        self.overrides: dict[Path_, str] = {}  # path -> its dotted form, "outputs.a.path"
+        self.override_texts: dict[Path_, str] = {}  # path -> "outputs.a.path=x.webm"
+        self.swallowed: dict[Path_, tuple[int, int, str]] = {}  # "key: #ff0000" -> null
+        self._lines = _LINE_BREAK.split(text)
         self._count = 0
         loader = _Loader(text)
         try:
             node = loader.get_single_node()
             self.data = None if node is None else self._build(node, (), loader)
         except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            problem = exc.problem or exc.context or "invalid YAML"
-            raise RecipeError(f"invalid YAML: {problem}", file=source,
-                              line=mark.line + 1 if mark else None,
-                              column=mark.column + 1 if mark else None) from None
+            raise self._syntax_error(exc) from None
         except yaml.YAMLError as exc:
             raise RecipeError(f"invalid YAML: {exc}", file=source) from None
         finally:
             loader.dispose()
+
+    def _syntax_error(self, exc: yaml.MarkedYAMLError) -> RecipeError:
+        """The YAML error located where it starts: an unclosed quote or bracket where it opens,
+        a colour that ``#`` turned into a comment inside brackets where it is written."""
+        mark, opened = exc.problem_mark or exc.context_mark, exc.context_mark
+        problem = exc.problem or exc.context or "invalid YAML"
+        colour, still_open = _scan_flow(self._lines, mark.line if mark else len(self._lines))
+        if colour is not None:
+            line, column, written = colour
+            return RecipeError(f"invalid YAML: '#' starts a YAML comment, which hides the rest of "
+                               f"the line; quote the colour: \"{written}\"", file=self.source,
+                               line=line, column=column)
+        context = exc.context or ""
+        ends = "end of stream" in problem or "<stream end>" in problem
+        if opened is not None and context == "while scanning a quoted scalar" and ends:
+            problem, mark = "the quote opened here is never closed", opened
+        elif context.startswith("while parsing a flow ") and mark and still_open and (
+                ends or (opened is not None and mark.line > opened.line)):
+            line, column, bracket = still_open[-1]  # ("a flow node" has no opening mark)
+            if opened is not None and context.endswith(("sequence", "mapping")):
+                line, column = opened.line + 1, opened.column + 1
+                bracket = "[" if context.endswith("sequence") else "{"
+            where = "the file ends first" if ends else \
+                f"{problem} at {mark.line + 1}:{mark.column + 1}"
+            return RecipeError(f"invalid YAML: the {bracket!r} opened here is never closed "
+                               f"({where})", file=self.source, line=line, column=column)
+        elif "'\\t'" in problem:
+            problem += "; indent with spaces, not tabs"
+        return RecipeError(f"invalid YAML: {problem}", file=self.source,
+                           line=mark.line + 1 if mark else None,
+                           column=mark.column + 1 if mark else None)
 
     def _build(self, node: yaml.Node, path: Path_, loader: _Loader,
                active: frozenset[int] = frozenset()) -> Any:
@@ -185,15 +268,43 @@ class _Doc:
                 if not isinstance(key, str):
                     key = str(key)
                 if key in out:
-                    raise RecipeError(f"key {key!r} appears twice", file=self.source,
-                                      line=where[0], column=where[1])
+                    first = self.keys[(*path, key)][0]
+                    owner = f"output {path[1]!r}: " if path[:1] == ("outputs",) and len(
+                        path) > 1 else ""
+                    raise RecipeError(f"{owner}key {key!r} appears twice (first on line {first}); "
+                                      "keep one", file=self.source, line=where[0],
+                                      column=where[1], step=_step_of(path))
                 self.keys[(*path, key)] = where
                 out[key] = self._build(value_node, (*path, key), loader, active)
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self._build(item, (*path, i), loader, active)
                     for i, item in enumerate(node.value)]
+        if node.style is None:
+            self.texts[path] = node.value
+            if node.value == "" and node.start_mark.line < len(self._lines):
+                # "interior: #ff0000": YAML reads a comment and an empty (null) value
+                line = node.start_mark.line
+                found = _COLOUR_COMMENT.match(self._lines[line], node.start_mark.column)
+                if found:
+                    self.swallowed[path] = (line + 1, found.start(1) + 1, found.group(1))
         return loader.construct_object(node, deep=True)
+
+    def check_swallowed(self) -> None:
+        """Refuse a value that is empty because YAML read its unquoted ``#rrggbb`` as a comment.
+
+        Raises:
+            ParamError: ``interior is empty: '#' starts a YAML comment; quote the colour: ...``.
+        """
+        for path, (line, column, colour) in self.swallowed.items():
+            if _lookup(self.data, path, default=0) is not None:
+                continue  # an override set it
+            names = [p for p in path if isinstance(p, str)]
+            label = names[-1] + "".join(f"[{p}]" for p in path[path.index(names[-1]) + 1:])
+            owner = f"output {path[1]!r}: " if path[:1] == ("outputs",) and len(path) > 2 else ""
+            raise ParamError(f"{owner}{label} is empty: '#' starts a YAML comment; quote the "
+                             f"colour: \"{colour}\"", file=self.source, line=line,
+                             column=column, step=_step_of(path), param=names[-1])
 
     def where(self, path: Path_, *, key: bool = False) -> dict[str, Any]:
         """``file``/``line``/``column`` of the value (or key) at ``path``, or its nearest parent."""
@@ -213,9 +324,34 @@ class _Doc:
         line, column = self.values.get((), (None, None))
         return {"file": self.source, "line": line, "column": column}
 
+    def note(self, paths: Iterable[Path_]) -> str:
+        """``" (after --set outputs.a.path=x.webm)"`` when an override changed the step, output or
+        top-level value that one of ``paths`` lies in (the file there shows the old value)."""
+        entities = [p[:2] if p[:1] in (("steps",), ("outputs",)) else p[:1] for p in paths]
+        hits = [text for where, text in self.override_texts.items()
+                if where[-1] not in _PINS and any(
+                    where[:len(e)] == e or e[:len(where)] == where for e in entities)]
+        return f" (after {', '.join('--set ' + h for h in hits)})" if hits else ""
+
     def error(self, cls: type[MinartError], message: str, path: Path_, *, key: bool = False,
-              step: str | None = None, param: str | None = None) -> MinartError:
-        return cls(message, step=step, param=param, **self.where(path, key=key))
+              step: str | None = None, param: str | None = None,
+              also: Sequence[Path_] = ()) -> MinartError:
+        """An error located at ``path``; a file location says which overrides changed ``path``'s
+        step or output (or those of ``also``)."""
+        where = self.where(path, key=key)
+        if where["file"] == self.source:
+            message += self.note([path, *also])
+        return cls(message, step=step, param=param, **where)
+
+    def locate(self, exc: MinartError, path: Path_, *, key: bool = False,
+               step: str | None = None, also: Sequence[Path_] = ()) -> MinartError:
+        """``exc`` located at ``path`` unless it already names a file (as :meth:`error`)."""
+        if exc.file is None:
+            where = self.where(path, key=key)
+            if where["file"] == self.source:
+                exc.message += self.note([path, *also])
+            exc.at(**where)
+        return exc.at(step=step)
 
 
 def _dotted(path: Path_) -> str:
@@ -232,13 +368,9 @@ def _apply_override(doc: _Doc, text: str) -> None:
     parts: list[str | int] = [p for p in dotted.split(".")]
     if any(p == "" for p in parts):
         raise RecipeError(f"path {dotted!r} has an empty part", file=where)
-    try:
-        value = _Loader(raw).get_single_data() if raw.strip() else None
-    except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise RecipeError(f"value {raw!r} is not valid YAML ({problem})", file=where) from None
     if not isinstance(doc.data, dict):
         raise RecipeError("the recipe is not a mapping of keys", file=where)
+    value = _override_value(doc.data, parts, raw, dotted)
     node: Any = doc.data
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
@@ -264,7 +396,64 @@ def _apply_override(doc: _Doc, text: str) -> None:
             node[part] = value
         else:
             node = node[part]
-    doc.overrides[tuple(parts)] = dotted
+    path = tuple(parts)
+    for table in (doc.overrides, doc.override_texts, doc.texts):
+        for inside in [k for k in table if k[:len(path)] == path]:
+            del table[inside]
+    doc.overrides[path] = dotted
+    doc.override_texts[path] = f"{dotted}={raw.strip()}"
+    if not isinstance(value, (dict, list)) and raw.strip():
+        doc.texts[path] = raw.strip()
+
+
+def _read_yaml(text: str) -> tuple[Any, str]:
+    """``(value, "")``, or ``(None, problem)`` when ``text`` is not valid YAML."""
+    try:
+        return _Loader(text).get_single_data(), ""
+    except yaml.YAMLError as exc:
+        return None, getattr(exc, "problem", None) or str(exc)
+
+
+def _wants_text(data: Any, parts: Sequence[str | int]) -> bool:
+    """Whether the value at ``parts`` can only be text: the recipe's name and description, an
+    output's path, a stage parameter typed ``str`` (``load_image``'s path)."""
+    if len(parts) == 1:
+        return parts[0] in ("name", "description")
+    if len(parts) == 3 and parts[0] == "outputs":
+        return parts[2] == "path"
+    if len(parts) == 4 and parts[0] == "steps" and parts[2] == "params":
+        stage_name = _lookup(data, ("steps", parts[1], "stage"))
+        try:
+            stage = get_stage(stage_name) if isinstance(stage_name, str) else None
+        except RecipeError:
+            return False
+        field_ = stage.params.model_fields.get(str(parts[3])) if stage else None
+        return field_ is not None and field_.annotation is str
+    return False
+
+
+def _override_value(data: Any, parts: Sequence[str | int], raw: str, dotted: str) -> Any:
+    """The value of ``--set dotted=raw``: YAML, except that a value starting with ``#`` is text
+    (a colour; YAML would read a comment) and so is anything a text-only field is given
+    (``outputs.a.path={name}/x.png``, ``description=hello: world``)."""
+    text = raw.strip()
+    if not text:
+        return None
+    if text.startswith("#"):
+        return text
+    value, problem = _read_yaml(raw)
+    if _wants_text(data, parts) and (problem or not isinstance(value, str | None)):
+        return text
+    if not problem:
+        return value
+    where = f"--set {dotted}"
+    quoted = re.sub(rf"(?<![\w\"']){_HEX_COLOUR}", lambda m: json.dumps(m.group(0)), text)
+    if quoted != text and not _read_yaml(quoted)[1]:
+        raise RecipeError(f"value {text!r} is not valid YAML: '#' starts a YAML comment; quote "
+                          f"the colours: --set {shlex.quote(f'{dotted}={quoted}')}", file=where)
+    suggestion = shlex.quote(f"{dotted}={json.dumps(text, ensure_ascii=False)}")
+    raise RecipeError(f"value {text!r} is not valid YAML ({problem}); quote it: --set "
+                      f"{suggestion}", file=where)
 
 
 # -- the validated recipe ------------------------------------------------------------------------
@@ -517,8 +706,10 @@ def _limit(stage: Stage, name: str, which: str) -> Any:
     return None
 
 
-def _pydantic_message(err: Mapping[str, Any], stage: Stage) -> tuple[str, str]:
-    """One artist-facing line for a pydantic error, and the parameter name."""
+def _pydantic_message(err: Mapping[str, Any], stage: Stage,
+                      written: str | None = None) -> tuple[str, str]:
+    """One artist-facing line for a pydantic error, and the parameter name (``written``: the
+    value as the recipe wrote it, ``1e2`` for 100.0)."""
     loc = err["loc"]
     name = str(loc[0]) if loc else ""
     shown = name + "".join(f"[{p}]" for p in loc[1:])
@@ -552,8 +743,9 @@ def _pydantic_message(err: Mapping[str, Any], stage: Stage) -> tuple[str, str]:
         top = _limit(stage, name, "le")
         if top is not None and value > top:
             return f"{shown}={_show(value)} is too large; use at most {top}", name
-        return (f"{shown}={_show(value)} must be written as a whole number "
-                f"({int(value)}, not {_show(value)})"), name
+        as_written = written or _show(value)
+        return (f"{shown}={as_written} must be written as a whole number "
+                f"({int(value)}, not {as_written})"), name
     if kind.startswith("int_"):
         return f"{shown}={_show(value)} must be a whole number", name
     if kind.startswith("float_"):
@@ -594,8 +786,27 @@ def _param_spot(params_path: Path_, raw: Mapping[str, Any], param: str | None, *
     return params_path if or_else is None else or_else
 
 
-def _validate_params(doc: _Doc, stage: Stage, raw: Any, path: Path_, step: str,
-                     extra_check: CheckContext) -> BaseModel:
+def _misspelled_first(errors: list[dict[str, Any]], stage: Stage) -> list[dict[str, Any]]:
+    """``errors`` with an unknown parameter that is a misspelling of a missing required one
+    (``kapa`` for ``kappa``) first, and that "missing" error dropped: the spelling is the fix."""
+    fields = list(stage.params.model_fields)
+    missing = {str(e["loc"][0]): e for e in errors if e["type"] == "missing" and len(e["loc"]) == 1}
+    typos, explained = [], []
+    for err in errors:
+        if err["type"] == "extra_forbidden" and err["loc"]:
+            close = difflib.get_close_matches(str(err["loc"][0]), fields, n=1, cutoff=0.6)
+            if close and close[0] in missing:  # (the closeness of registry.suggest)
+                typos.append(err)
+                explained.append(missing[close[0]])
+    if not typos:
+        return errors
+    return typos + [e for e in errors if not any(e is x for x in typos + explained)]
+
+
+def _validate_params(doc: _Doc, stage: Stage, raw: Any, path: Path_, step: str | None,
+                     extra_check: CheckContext, *, upstream: Sequence[Path_] = ()) -> BaseModel:
+    """``raw`` validated by the stage's model and its own check (which sees the inputs' kinds:
+    an override ``upstream`` can cause its errors)."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -604,9 +815,9 @@ def _validate_params(doc: _Doc, stage: Stage, raw: Any, path: Path_, step: str,
     try:
         params = stage.params.model_validate(raw)
     except ValidationError as exc:
-        errors = _clean_errors(exc.errors())
+        errors = _misspelled_first(_clean_errors(exc.errors()), stage)
         first = errors[0]
-        message, name = _pydantic_message(first, stage)
+        message, name = _pydantic_message(first, stage, doc.texts.get((*path, *first["loc"])))
         missing = [str(e["loc"][0]) for e in errors if e["type"] == "missing" and len(e["loc"]) == 1]
         rest = errors[1:]
         if first["type"] == "missing" and len(first["loc"]) == 1 and len(missing) > 1:
@@ -630,7 +841,8 @@ def _validate_params(doc: _Doc, stage: Stage, raw: Any, path: Path_, step: str,
         try:
             update = stage.check(params, extra_check)
         except MinartError as exc:
-            raise exc.at(step=step, **doc.where(_param_spot(path, raw, exc.param))) from None
+            raise doc.locate(exc, _param_spot(path, raw, exc.param), step=step,
+                             also=upstream) from None
         if update:
             params = params.model_copy(update=dict(update))
     return params
@@ -661,15 +873,21 @@ def _validate_top(doc: _Doc, data: dict[str, Any], default_name: str) -> dict[st
     if isinstance(name, str) and ".." in name:
         raise doc.error(RecipeError, f"name={_show(name)} must not contain '..' (it is used in "
                         "file names, where '..' means the folder above)", ("name",), param="name")
+    written = doc.texts.get(("name",), "")
+    if isinstance(name, int | float) and not isinstance(name, bool) and _RECIPE_NAME.match(
+            written):
+        raise doc.error(RecipeError, f"name={written} is a number, but a name is text; quote it: "
+                        f"name: \"{written}\"", ("name",), param="name")
     if not isinstance(name, str) or not _RECIPE_NAME.match(name):
-        raise doc.error(RecipeError, f"name={_show(name)} must be letters, digits, '_', '-' or "
-                        "'.', starting with a letter or digit (it is used in file names)",
+        raise doc.error(RecipeError, f"name={_show(name)} must be ASCII letters, digits, '_', '-' "
+                        "or '.', starting with a letter or digit (it is used in file names)",
                         ("name",), param="name")
     description = data.get("description", "")
     if description is None:
         description = ""
     if not isinstance(description, str):
-        raise doc.error(RecipeError, "description must be text", ("description",))
+        raise doc.error(RecipeError, f"description={_show(description)} must be text; put it in "
+                        "quotes", ("description",))
     seed = data.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise doc.error(ParamError, f"seed={_show(seed)} must be a whole number from 0 to 2^63-1",
@@ -729,8 +947,8 @@ class _Draft:
 def _read_step(doc: _Doc, name: Any, body: Any) -> _Draft:
     path: Path_ = ("steps", name)
     if not isinstance(name, str) or not _NAME.match(name):
-        raise doc.error(RecipeError, f"step name {name!r} must start with a letter or '_' and "
-                        "use only letters, digits, '_' and '-'", path, key=True)
+        raise doc.error(RecipeError, f"step name {name!r} must start with an ASCII letter or '_' "
+                        "and use only ASCII letters, digits, '_' and '-'", path, key=True)
     if not isinstance(body, dict):
         raise doc.error(RecipeError, "a step is a mapping with 'stage' (and 'input', 'params')",
                         path, step=name)
@@ -741,13 +959,16 @@ def _read_step(doc: _Doc, name: Any, body: Any) -> _Draft:
     try:
         stage = get_stage(body["stage"]) if isinstance(body["stage"], str) else None
     except RecipeError as exc:
-        raise exc.at(step=name, **doc.where((*path, "stage"))) from None
+        raise doc.locate(exc, (*path, "stage"), step=name) from None
     if stage is None:
         raise doc.error(RecipeError, f"stage={_show(body['stage'])} must be a stage name",
                         (*path, "stage"), step=name)
     if "input" in body and "inputs" in body:
         raise doc.error(RecipeError, "give either 'input' or 'inputs', not both",
                         (*path, "inputs"), key=True, step=name)
+    if isinstance(body.get("input"), list) and all(isinstance(i, str) for i in body["input"]):
+        raise doc.error(RecipeError, f"input takes one step name; for several, use inputs: "
+                        f"[{', '.join(body['input'])}]", (*path, "input"), key=True, step=name)
     if "input" in body:
         inputs, input_paths = [body["input"]], [(*path, "input")]
     else:
@@ -777,8 +998,8 @@ def _output_drafts(doc: _Doc, name: Any, body: Any) -> tuple[list[_Draft], dict[
     path: Path_ = ("outputs", name)
     label = f"output {name!r}"
     if not isinstance(name, str) or not _NAME.match(name):
-        raise doc.error(RecipeError, f"output name {name!r} must start with a letter or '_' and "
-                        "use only letters, digits, '_' and '-'", path, key=True)
+        raise doc.error(RecipeError, f"output name {name!r} must start with an ASCII letter or "
+                        "'_' and use only ASCII letters, digits, '_' and '-'", path, key=True)
     if not isinstance(body, dict):
         raise doc.error(RecipeError, f"{label}: an output is a mapping with 'step' and 'path'",
                         path)
@@ -870,14 +1091,18 @@ def _build(doc: _Doc, *, path: Path | None, text: str, overrides: tuple[str, ...
     except RecipeError as exc:
         draft = by_name.get(exc.step or "")
         where = draft.input_paths[0] if draft and draft.input_paths else ("steps",)
-        raise exc.at(**doc.where(where)) from None
+        raise doc.locate(exc, where) from None
     kinds: dict[str, str] = {}
     shapes: dict[str, tuple[int, ...] | None] = {}
     steps: list[RecipeStep] = []
     size = top["size"]
     recipe_dir = path.parent if path is not None else Path.cwd()
+    before: dict[str, set[str]] = {}  # the steps each step's result depends on
     for name in order:
         draft = by_name[name]
+        before[name] = set(draft.inputs).union(*(before[i] for i in draft.inputs))
+        upstream = [("outputs", n.split(".")[1]) if by_name[n].output else ("steps", n)
+                    for n in sorted(before[name])]  # where an override can change this step's input
         input_kinds = [kinds[i] for i in draft.inputs]
         label = f"output {draft.output!r}" if draft.output else None
         for ref, kind, where in zip(draft.inputs, input_kinds, draft.input_paths, strict=True):
@@ -897,13 +1122,17 @@ def _build(doc: _Doc, *, path: Path | None, text: str, overrides: tuple[str, ...
                 else:
                     msg = (f"input {ref!r} produces {got} but stage {draft.stage.name!r} "
                            f"needs {need}{_bridge_hint(kind, draft.stage.consumes)}")
-                raise doc.error(RecipeError, msg, where,
-                                step=None if draft.output else draft.name)
+                chosen = (*draft.path, "sheet" if draft.stage.name == "contact_sheet" else "path")
+                if draft.output and chosen in doc.overrides and where not in doc.overrides:
+                    where = chosen  # the output's kind comes from its overridden path or sheet
+                raise doc.error(RecipeError, msg, where, step=None if draft.output else draft.name,
+                                also=upstream)
         kinds[name] = draft.stage.output_kind(input_kinds)
         ctx = CheckContext(recipe_dir=recipe_dir, size=size, input_kinds=tuple(input_kinds))
         try:
             params = _validate_params(doc, draft.stage, draft.raw_params, draft.params_path,
-                                      draft.name if not draft.output else None, ctx)
+                                      draft.name if not draft.output else None, ctx,
+                                      upstream=upstream)
         except MinartError as exc:
             if draft.output and not exc.message.startswith("output "):
                 exc.message = f"{label}: {exc.message}"
@@ -918,7 +1147,8 @@ def _build(doc: _Doc, *, path: Path | None, text: str, overrides: tuple[str, ...
                 spot = draft.input_paths[0]  # inputs that do not fit
             if draft.output:
                 exc.message = f"{label}: {exc.message}"
-            raise exc.at(step=None if draft.output else name, **doc.where(spot)) from None
+            raise doc.locate(exc, spot, step=None if draft.output else name,
+                             also=[("size",), *upstream]) from None
         where = doc.where(draft.path)
         steps.append(RecipeStep(name=name, stage=draft.stage.name, inputs=tuple(draft.inputs),
                                 params=params, location=Location(**where), kind=kinds[name],
@@ -950,11 +1180,13 @@ def _check_distinct_files(doc: _Doc, outputs: Sequence[Output], *, name: str, se
         is_step = out.name == out.step
         what = f"step {other.name!r}" if other.name == other.step else f"output {other.name!r}"
         message = f"path {out.path!r} writes the same file as {what}"
+        also = [("name",), ("seed",), ("steps" if other.name == other.step else "outputs",
+                                         other.name)]
         if is_step:
             raise doc.error(RecipeError, message, ("steps", out.name, "params", "path"),
-                            step=out.name, param="path")
+                            step=out.name, param="path", also=also)
         raise doc.error(RecipeError, f"output {out.name!r}: {message}",
-                        ("outputs", out.name, "path"), param="path")
+                        ("outputs", out.name, "path"), param="path", also=also)
 
 
 def _bridge_hint(got: str, needs: Sequence[str]) -> str:
@@ -1016,6 +1248,7 @@ def parse_recipe(text: str, *, source: str = "<string>", overrides: Iterable[str
         doc.data = {}
     for item in overrides:
         _apply_override(doc, item)
+    doc.check_swallowed()
     resolved = Path(path) if path is not None else None
     default_name = name_from_stem(resolved.stem) if resolved is not None else "recipe"
     return _build(doc, path=resolved, text=text, overrides=overrides, default_name=default_name)

@@ -62,13 +62,37 @@ def test_check_override_error_names_the_override(capsys):
                    "'kapa' for stage 'perona_malik'; did you mean 'kappa'?\n")
 
 
+def test_check_refuses_a_colour_yaml_read_as_a_comment_and_takes_one_from_set(capsys, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("size: [16, 16]\nsteps:\n  f:\n    stage: fractal\n    params:\n"
+                      "      interior: #ff0000\noutputs:\n  a8: {step: f, path: x.png}\n")
+    code, out, err = _cli(capsys, "check", str(recipe))
+    assert (code, out) == (EXIT_INVALID, "")
+    assert err == (f"error: {recipe}:6:17: step 'f': interior is empty: '#' starts a YAML "
+                   'comment; quote the colour: "#ff0000"\n')
+    code, out, err = _cli(capsys, "check", str(recipe), "--set",
+                          "steps.f.params.interior=#00ff00", "--set",
+                          "outputs.a8.path={name}/x.png")
+    assert (code, err) == (0, "") and out.startswith(f"OK {recipe}: 'r', 1 step (f), 16x16, "
+                                                      "seed 0; writes {name}/x.png\n")
+
+
+def test_check_names_the_override_an_error_comes_from(capsys):
+    code, _, err = _cli(capsys, "check", str(OCEAN), "--set", "outputs.still.path=x.webm")
+    assert code == EXIT_INVALID
+    assert err == ("error: --set outputs.still.path: output 'still': step 'soften' produces an "
+                   "image, but a video needs a clip of frames; write it to an image path (.png) "
+                   "instead\n")
+
+
 def test_check_missing_file_and_bad_yaml(capsys, tmp_path):
     code, _, err = _cli(capsys, "check", str(tmp_path / "none.yaml"))
     assert code == EXIT_INVALID and err == f"error: {tmp_path / 'none.yaml'}: no such recipe file\n"
     broken = tmp_path / "broken.yaml"
     broken.write_text("steps:\n  a: [\n")
     code, _, err = _cli(capsys, "check", str(broken))
-    assert code == EXIT_INVALID and err.startswith(f"error: {broken}:3:1: invalid YAML: ")
+    assert code == EXIT_INVALID and err == (f"error: {broken}:2:6: invalid YAML: the '[' opened "
+                                            "here is never closed (the file ends first)\n")
     assert err.count("\n") == 1
 
 

@@ -142,8 +142,8 @@ def test_steps_are_sorted_topologically():
      "recipes/ocean.yaml:1:7: name='../evil' must not contain '..' (it is used in file names, "
      "where '..' means the folder above)"),
     ("name: ocean", "name: sea/evil", RecipeError,
-     "recipes/ocean.yaml:1:7: name='sea/evil' must be letters, digits, '_', '-' or '.', starting "
-     "with a letter or digit (it is used in file names)"),
+     "recipes/ocean.yaml:1:7: name='sea/evil' must be ASCII letters, digits, '_', '-' or '.', "
+     "starting with a letter or digit (it is used in file names)"),
     ("    input: base\n", "    input: base\n    inputs: [base]\n", RecipeError,
      "recipes/ocean.yaml:11:5: step 'soften': give either 'input' or 'inputs', not both"),
     ("    input: base\n", "    inptu: base\n", RecipeError,
@@ -196,7 +196,8 @@ def test_steps_are_sorted_topologically():
      "recipes/ocean.yaml:20:17: output 'still': step 'nope' is not a step of this recipe; its "
      "steps are base, soften, art"),
     ("    params: {power: 7, iterations: 32}", "    params: {power: 7, iterations: 32\n",
-     RecipeError, "recipes/ocean.yaml:9:9: invalid YAML: expected ',' or '}', but got ':'"),
+     RecipeError, "recipes/ocean.yaml:7:13: invalid YAML: the '{' opened here is never closed "
+     "(expected ',' or '}', but got ':' at 9:9)"),
     ('path: "{name}-sheet.png"', 'path: "ocean-7.png"', RecipeError,
      "recipes/ocean.yaml:21:28: output 'sheet': path 'ocean-7.png' writes the same file as "
      "output 'still'"),
@@ -204,7 +205,7 @@ def test_steps_are_sorted_topologically():
      "recipes/ocean.yaml:22:17: output 'movie': step 'out.still' is not a step of this recipe; its steps are "
      "base, soften, art"),
     ("  soften:\n", "  soften:\n  soften:\n", RecipeError,
-     "recipes/ocean.yaml:9:3: key 'soften' appears twice"),
+     "recipes/ocean.yaml:9:3: key 'soften' appears twice (first on line 8); keep one"),
 ])
 def test_error_messages(old, new, cls, message):
     if cls is None:  # a no-op row keeps the table's unchanged recipe honest
@@ -227,9 +228,9 @@ def test_many_errors_report_the_first_and_count_the_rest():
     err = _error("      steps: 10\n      kappa: 0.1\n      dt: 0.2\n", "      scheme: seed\n")
     assert str(err) == (f"{SRC}:11:5: step 'soften': missing parameters 'steps', 'kappa' and 'dt'; "
                         "'minart describe perona_malik' explains them")
-    err = _error("      steps: 10\n      kappa: 0.1\n", "      kappa2: 1\n")
+    err = _error("      steps: 10\n      kappa: 0.1\n", "      zzz: 1\n")
     assert str(err).startswith(f"{SRC}:11:5: step 'soften': missing parameters 'steps' and 'kappa'; ")
-    assert str(err).endswith(" them (and 1 more: kappa2)")
+    assert str(err).endswith(" them (and 1 more: zzz)")
 
 
 @pytest.mark.parametrize("text,message", [
@@ -242,8 +243,8 @@ def test_many_errors_report_the_first_and_count_the_rest():
                                "'input', 'params')"),
     ("steps:\n  a: {params: {}}\n", "<string>:2:3: step 'a': missing 'stage' (run 'minart "
                                     "stages' for the list)"),
-    ("steps:\n  9a: {stage: fractal}\n", "<string>:2:3: step name '9a' must start with a letter "
-                                         "or '_' and use only letters, digits, '_' and '-'"),
+    ("steps:\n  9a: {stage: fractal}\n", "<string>:2:3: step name '9a' must start with an ASCII "
+     "letter or '_' and use only ASCII letters, digits, '_' and '-'"),
     ("description: &b {stage: fractal}\nsteps:\n  a:\n    <<: *b\n",
      "<string>:4:5: merge keys ('<<') are not supported; write the keys out"),
     ("steps: {a: {stage: fractal}}\nnmae: x\n",
@@ -404,7 +405,7 @@ def test_override_fixes_an_invalid_file_and_creates_params():
     ("steps..x=1", RecipeError, "--set steps..x: path 'steps..x' has an empty part"),
     ("steps.base.params.power=[", RecipeError,
      "--set steps.base.params.power: value '[' is not valid YAML (expected the node content, "
-     "but found '<stream end>')"),
+     "but found '<stream end>'); quote it: --set 'steps.base.params.power=\"[\"'"),
     ("steps.base.params.iterationz=3", ParamError,
      "--set steps.base.params.iterationz: step 'base': unknown parameter 'iterationz' for "
      "stage 'fractal'; did you mean 'iterations'?"),
@@ -646,3 +647,163 @@ def test_an_input_of_the_wrong_kind_names_the_stages_that_bridge_the_two():
                      "  s: {stage: save_image, input: a, params: {path: a.png}}\n")
     assert str(err.value).endswith("needs an image; put a step of stage contact_sheet or grid in "
                                    "between")
+
+
+# -- what an artist meets: colours YAML reads as comments, overrides, syntax ----------------------
+
+COLOUR = """\
+name: r
+size: [16, 16]
+steps:
+  f:
+    stage: fractal
+    params:
+      interior: "#ff0000"
+outputs:
+  a8: {step: f, path: "{name}/x.png"}
+"""
+
+
+def _message(text: str, overrides=(), cls=(RecipeError, ParamError)) -> str:
+    with pytest.raises(cls) as info:
+        parse_recipe(text, source="r.yaml", overrides=overrides)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("old,new,message", [
+    ('interior: "#ff0000"', "interior: #ff0000",
+     "r.yaml:7:17: step 'f': interior is empty: '#' starts a YAML comment; quote the colour: "
+     '"#ff0000"'),
+    ('interior: "#ff0000"', "palette: #ff0000",
+     "r.yaml:7:16: step 'f': palette is empty: '#' starts a YAML comment; quote the colour: "
+     '"#ff0000"'),
+    ('interior: "#ff0000"', 'palette:\n        - [0, "#000000"]\n        - #fff',
+     "r.yaml:9:11: step 'f': palette[1] is empty: '#' starts a YAML comment; quote the colour: "
+     '"#fff"'),
+    ('    params:\n      interior: "#ff0000"', "    params: {interior: #ff0000}",
+     "r.yaml:6:24: invalid YAML: '#' starts a YAML comment, which hides the rest of the line; "
+     'quote the colour: "#ff0000"'),
+    ('interior: "#ff0000"', 'palette: [[0, #000000], [1, "#ffffff"]]',
+     "r.yaml:7:21: invalid YAML: '#' starts a YAML comment, which hides the rest of the line; "
+     'quote the colour: "#000000"'),
+    ('interior: "#ff0000"', 'palette: [\n        [0, "#000000"],\n        [1, #ffffff]]',
+     "r.yaml:9:13: invalid YAML: '#' starts a YAML comment, which hides the rest of the line; "
+     'quote the colour: "#ffffff"'),
+])
+def test_an_unquoted_colour_is_not_silently_dropped(old, new, message):
+    assert old in COLOUR
+    assert _message(COLOUR.replace(old, new)) == message
+
+
+def test_a_comment_that_is_not_a_colour_still_leaves_the_value_out():
+    r = parse_recipe(COLOUR.replace('interior: "#ff0000"', "interior: # the palette's own"))
+    assert r.step("f").params.interior is None
+    assert parse_recipe(COLOUR).step("f").params.interior == "#ff0000"
+
+
+def test_a_set_colour_is_the_colour_and_fixes_a_swallowed_one():
+    broken = COLOUR.replace('interior: "#ff0000"', "interior: #ff0000")
+    r = parse_recipe(broken, overrides=["steps.f.params.interior=#00ff00"])
+    assert r.step("f").params.interior == "#00ff00"
+    assert r.overrides == ("steps.f.params.interior=#00ff00",)
+    assert _message(COLOUR, ["steps.f.params.palette=[[0, #000000], [1, #ffffff]]"]) == (
+        "--set steps.f.params.palette: value '[[0, #000000], [1, #ffffff]]' is not valid YAML: "
+        "'#' starts a YAML comment; quote the colours: --set "
+        "'steps.f.params.palette=[[0, \"#000000\"], [1, \"#ffffff\"]]'")
+
+
+def test_a_misspelled_required_parameter_is_told_its_spelling():
+    err = _error("      kappa: 0.1\n", "      kapa: 0.1\n")
+    assert str(err) == ("recipes/ocean.yaml:13:7: step 'soften': unknown parameter 'kapa' for "
+                        "stage 'perona_malik'; did you mean 'kappa'?")
+    assert (type(err), err.param) == (ParamError, "kapa")
+    flow = ("steps:\n  base: {stage: fractal}\n  soft: {stage: perona_malik, input: base, "
+            "params: {steps: 2, kapa: 0.1, dt: 0.2}}\n")
+    assert _message(flow) == ("r.yaml:3:63: step 'soft': unknown parameter 'kapa' for stage "
+                              "'perona_malik'; did you mean 'kappa'?")
+    # an unrelated unknown key does not hide what is missing
+    err = _error("      kappa: 0.1\n", "      zzz: 0.1\n")
+    assert str(err).startswith("recipes/ocean.yaml:11:5: step 'soften': missing parameter 'kappa' ")
+
+
+def test_a_set_value_for_text_is_taken_as_text():
+    r = parse_recipe(COLOUR, overrides=["outputs.a8.path={name}/{seed}.png",
+                                        "description=hello: world", "name=123"])
+    assert (r.outputs[0].path, r.description, r.name) == ("{name}/{seed}.png", "hello: world",
+                                                          "123")
+    # a value that is not YAML where the field is not text: quote it
+    assert _message(COLOUR, ["steps.f.params.palette={sea"]) == (
+        "--set steps.f.params.palette: value '{sea' is not valid YAML (expected ',' or '}', but "
+        "got '<stream end>'); quote it: --set 'steps.f.params.palette=\"{sea\"'")
+    assert parse_recipe(COLOUR, overrides=["size={width: 32, height: 24}"]).size == (32, 24)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["outputs.still.path=x.webm"],
+     "--set outputs.still.path: output 'still': step 'soften' produces an image, but a video "
+     "needs a clip of frames; write it to an image path (.png) instead"),
+    (["outputs.movie.path={name}.png"],
+     "recipes/ocean.yaml:22:43: output 'movie': 'fps' does not apply to a .png output (after "
+     "--set outputs.movie.path={name}.png)"),
+    (["outputs.sheet.sheet=false"],
+     "recipes/ocean.yaml:21:17: output 'sheet': step 'art' produces a clip of frames; write it "
+     "to a video path (.webm, .mp4, .gif) or add 'sheet: true' for a contact sheet (after --set "
+     "outputs.sheet.sheet=false)"),
+    (["outputs.still.sheet=true"],
+     "--set outputs.still.sheet: output 'still': step 'soften' produces an image; 'sheet' makes "
+     "a contact sheet of a clip, so drop it"),
+    (["steps.base.stage=fractal_frames"],  # two steps upstream
+     "recipes/ocean.yaml:18:13: step 'art': loss='seed' takes one image, but the input is a "
+     "clip of frames; use loss: seed_video (after --set steps.base.stage=fractal_frames)"),
+    (["steps.soften.params.substep=off", "seed=3"],
+     "recipes/ocean.yaml:14:11: step 'soften': dt=0.4 exceeds the stability bound 0.25 for "
+     "scheme 'classic'; use dt <= 0.25 or substep: auto (after --set "
+     "steps.soften.params.substep=off)"),
+])
+def test_an_error_the_overrides_caused_says_so(overrides, message):
+    text = BASE.replace("dt: 0.2", "dt: 0.4") if "substep" in overrides[0] else BASE
+    with pytest.raises((RecipeError, ParamError)) as info:
+        _parse(text, overrides=overrides)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("text,message", [
+    ("name: r\nsteps:\n\tf: {stage: fractal}\n",
+     "r.yaml:3:1: invalid YAML: found character '\\t' that cannot start any token; indent with "
+     "spaces, not tabs"),
+    ('name: "e\nsteps:\n  f: {stage: fractal}\n',
+     "r.yaml:1:7: invalid YAML: the quote opened here is never closed"),
+    ("name: r\nsize: [64, 48\nsteps:\n  f: {stage: fractal}\n",
+     "r.yaml:2:7: invalid YAML: the '[' opened here is never closed (expected ',' or ']', but "
+     "got ':' at 3:6)"),
+    ("steps:\n  f: {stage: fractal, params: {power: 3}\n",
+     "r.yaml:2:6: invalid YAML: the '{' opened here is never closed (the file ends first)"),
+    ("steps:\n  f:\n    stage: fractal\n    params:\n      iterations: 3\n      iterations: 4\n",
+     "r.yaml:6:7: step 'f': key 'iterations' appears twice (first on line 5); keep one"),
+    ("steps: {f: {stage: fractal}}\noutputs:\n  o: {step: f, path: a.png, path: b.png}\n",
+     "r.yaml:3:29: output 'o': key 'path' appears twice (first on line 3); keep one"),
+])
+def test_yaml_syntax_errors_point_where_the_problem_starts(text, message):
+    assert _message(text, cls=RecipeError) == message
+
+
+@pytest.mark.parametrize("text,message", [
+    ("name: 123\nsteps:\n  f: {stage: fractal}\n",
+     'r.yaml:1:7: name=123 is a number, but a name is text; quote it: name: "123"'),
+    ("description: 12\nsteps:\n  f: {stage: fractal}\n",
+     "r.yaml:1:14: description=12 must be text; put it in quotes"),
+    ("steps:\n  f: {stage: fractal}\n  g: {stage: blend, input: [f, f]}\n",
+     "r.yaml:3:21: step 'g': input takes one step name; for several, use inputs: [f, f]"),
+    ("steps:\n  f\u00e9: {stage: fractal}\n",
+     "r.yaml:2:3: step name 'f\u00e9' must start with an ASCII letter or '_' and use only ASCII "
+     "letters, digits, '_' and '-'"),
+    ("steps:\n  f: {stage: fractal_frames, params: {frames: 1e2}}\n",
+     "r.yaml:2:47: step 'f': frames=1e2 must be written as a whole number (100, not 1e2)"),
+])
+def test_small_messages_say_what_was_written(text, message):
+    assert _message(text) == message
+
+
+def test_a_quoted_number_is_a_name():
+    assert parse_recipe('name: "123"\nsteps:\n  f: {stage: fractal}\n').name == "123"
