@@ -108,9 +108,13 @@ def check_output_template(template: str) -> list[str]:
                           param="path")
     try:
         parsed = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise RecipeError(f"path {template!r} is not a valid template ({exc}); write '{{{{' for "
-                          "a literal brace", param="path") from None
+    except ValueError as exc:  # "Single '}' encountered ...", "expected '}' before end ..."
+        brace = "}" if str(exc).startswith("Single '}'") else "{"
+        problem, fix = (("a '}' that closes no field", "add the missing '{' or write '}}'")
+                        if brace == "}" else
+                        ("a '{' that is never closed", "add the missing '}' or write '{{'"))
+        raise RecipeError(f"path {template!r} has {problem}; {fix} for a literal brace",
+                          param="path") from None
     used: list[str] = []
     for _, field_name, spec, conversion in parsed:
         if field_name is None:

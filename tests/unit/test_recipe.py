@@ -807,3 +807,15 @@ def test_small_messages_say_what_was_written(text, message):
 
 def test_a_quoted_number_is_a_name():
     assert parse_recipe('name: "123"\nsteps:\n  f: {stage: fractal}\n').name == "123"
+
+
+@pytest.mark.parametrize("path,message", [
+    ("name}.png", "path 'name}.png' has a '}' that closes no field; add the missing '{' or write "
+                  "'}}' for a literal brace"),
+    ("{name.png", "path '{name.png' has a '{' that is never closed; add the missing '}' or write "
+                  "'{{' for a literal brace"),
+])
+def test_an_unmatched_brace_in_a_path_says_which_and_how_to_fix_it(path, message):
+    text = f'steps:\n  f: {{stage: fractal}}\noutputs:\n  a: {{step: f, path: "{path}"}}\n'
+    assert _message(text) == f"r.yaml:4:22: output 'a': {message}"
+    assert parse_recipe(text.replace(path, "{{name}}.png")).outputs[0].path == "{{name}}.png"
