@@ -65,7 +65,7 @@ def test_template_fields():
                        "write {seed}"),
     ("{nmae}.png", "path '{nmae}.png' uses unknown field {nmae}; did you mean 'name'? (fields: "
                    "{name}, {seed}, {date}, {step})"),
-    ("{name.png", "path '{name.png' is not a valid template (expected '}' before end of string); "
+    ("{name.png", "path '{name.png' has a '{' that is never closed; add the missing '}' or "
                   "write '{{' for a literal brace"),
     ("x\x00.png", "path 'x\\x00.png' must not contain control characters"),
     ("a/" + "b" * 256 + ".png", f"path 'a/{'b' * 256}.png' has a name longer than 255 bytes, more "
