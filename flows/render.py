@@ -22,7 +22,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from minart import engine
 from minart.cache import TensorCache, format_size, parse_size
-from minart.errors import MinartError, ParamError
+from minart.errors import Interrupted, MinartError, ParamError
 
 __all__ = ["render", "render_here"]
 
@@ -54,7 +54,7 @@ def render(recipe: str, overrides: dict[str, Any] | None = None,
            preview: bool | int = False, output_dir: str | None = None,
            device: str | None = None, cache: str | None = None,
            report: str | None = None, origin: str | None = None,
-           cache_max_size: str | None = None) -> dict[str, Any]:
+           cache_max_size: str | int | None = None) -> dict[str, Any]:
     """Render ``recipe`` (a YAML path) through the tensor cache and return the run report.
 
     Args:
@@ -67,16 +67,20 @@ def render(recipe: str, overrides: dict[str, Any] | None = None,
             run's date (UTC), for one folder per night.
         device: torch device the stages run on (``cpu``, ``cuda``, ``cuda:1``).
         cache: tensor cache location (default ``$MINART_CACHE`` or the user cache folder).
-        report: also write the JSON report to this path.
+        report: also write the JSON report to this path (``{date}`` in it becomes the run's
+            date, as in ``output_dir``); it is written when a step fails or the run is stopped,
+            too, with the run's ``status`` and ``error``.
         origin: the recipe file ``recipe`` is a copy of (``minart reproduce`` of an edited
             recipe); outputs record it as their recipe's path.
         cache_max_size: once the steps are done, evict the least recently used cache entries
-            until the cache fits in this size (``"20GB"``, ``"512MiB"``), as ``minart cache gc``
-            does, so a nightly deployment's cache stops growing. Default: evict nothing.
+            until the cache fits in this size (``"20GB"``, ``"512MiB"`` or a number of bytes),
+            as ``minart cache gc`` does, so a nightly deployment's cache stops growing. An
+            eviction that fails (a read-only cache) is logged as a warning; the render stands.
+            Default: evict nothing.
 
     Returns:
-        The run report (:meth:`minart.engine.RunReport.to_dict`): every step's key, status
-        (computed, cached or skipped), seconds and output files.
+        The run report (:meth:`minart.engine.RunReport.to_dict`): the run's status and flow run
+        id, every step's key, status (computed, cached or skipped), seconds and output files.
 
     Raises:
         MinartError: the recipe does not validate; ``report``, ``output_dir``, an output path
@@ -94,6 +98,8 @@ def render(recipe: str, overrides: dict[str, Any] | None = None,
         if output_dir:
             engine.output_folder(output_dir, day)  # a bad {field} names the folder as given
             output_dir = os.path.abspath(output_dir)
+        if report:
+            report = engine.report_path(report, day)  # a bad {field} names the parameter
         plan = engine.load_plan(recipe, overrides, preview=preview, device=device,
                                 output_dir=output_dir, date=day, origin=origin)
         # what the CLI checks before it starts Prefect, for deployment runs: fail before any work
@@ -119,41 +125,99 @@ def render(recipe: str, overrides: dict[str, Any] | None = None,
             key=step.key, cache=store.location, output_dir=output_dir, date=day, origin=origin,
             wait_for=[futures[i] for i in step.inputs if i in futures])
 
-    run = engine.RunReport(recipe=recipe, device=plan.device_class, corrupt_found=corrupt)
-    failed = []
-    for name, step in plan.steps.items():
-        if name not in futures:
-            run.steps.append(engine.StepResult(name, step.stage, step.key, "skipped"))
-            continue
-        futures[name].wait()
-        state = futures[name].state
-        if not state.is_completed():
-            failed.append(name)
-            run.steps.append(engine.StepResult(name, step.stage, step.key, "failed"))
-            continue
-        result = engine.StepResult.from_dict(state.result())
-        if state.name == "Cached":  # Prefect served the record: nothing ran this time
-            result = engine.StepResult(name, step.stage, step.key, "cached",
-                                       outputs=step.files or result.outputs)
-        run.steps.append(result)
-    if not failed:
+    run = engine.RunReport(recipe=recipe, device=plan.device_class, corrupt_found=corrupt,
+                           flow_run_id=_flow_run_id())
+    failed: list[str] = []
+    try:
+        for name, step in plan.steps.items():
+            if name not in futures:
+                run.steps.append(engine.StepResult(name, step.stage, step.key, "skipped"))
+                continue
+            futures[name].wait()
+            state = futures[name].state
+            if not state.is_completed():
+                if state.is_failed() or state.is_crashed():
+                    failed.append(name)
+                    status = "interrupted" if isinstance(_error_of(state), Interrupted) else "failed"
+                else:  # NotReady: an input failed, so it never ran
+                    status = "blocked"
+                run.steps.append(engine.StepResult(name, step.stage, step.key, status))
+                continue
+            result = engine.StepResult.from_dict(state.result())
+            if state.name == "Cached":  # Prefect served the record: nothing ran this time
+                result = engine.StepResult(name, step.stage, step.key, "cached",
+                                           outputs=step.files or result.outputs)
+            run.steps.append(result)
+    except BaseException as exc:  # Ctrl-C (or a cancelled run) while steps run: say so, stop
+        listed = {s.step for s in run.steps}
+        run.steps += [engine.StepResult(name, step.stage, step.key, "interrupted")
+                      for name, step in plan.steps.items() if name not in listed]
+        stopped = not isinstance(exc, Exception) or isinstance(exc, Interrupted)
+        run.status, run.error = ("interrupted" if stopped else "failed"), engine.error_line(exc)
+        if isinstance(exc, KeyboardInterrupt):
+            run.error = "interrupted (Ctrl-C or SIGTERM); finished steps are cached"
+        _finish(run, start, report, logger)
+        raise
+    error = _error_of(futures[failed[0]].state) if failed else None
+    if failed and error is None:  # (a failed state always holds its exception)
+        error = RuntimeError(f"step '{failed[0]}' ended {futures[failed[0]].state.name}")
+    if error is None:
         plan.mark_used(store)  # the steps upstream of a cached target stay "recently used"
+    else:
+        run.status = "interrupted" if isinstance(error, Interrupted) else "failed"
+        run.error = engine.error_line(error)
     if cache_max_size is not None:
-        freed = store.gc(limit)
-        logger.info("cache gc to %s: removed %d entries (%s), %d left (%s)", cache_max_size,
-                    freed.removed, format_size(freed.freed), freed.kept, format_size(freed.size))
-    run.seconds = time.perf_counter() - start
+        try:
+            freed = store.gc(limit)
+        except (MinartError, OSError) as exc:  # a read-only cache: the render itself stands
+            logger.warning("cache gc to %s failed, the render is done: %s", cache_max_size,
+                           engine.error_line(exc))
+        else:
+            logger.info("cache gc to %s: removed %d entries (%s), %d left (%s)", cache_max_size,
+                        freed.removed, format_size(freed.freed), freed.kept,
+                        format_size(freed.size))
     create_markdown_artifact(run.markdown(), key="minart-render",
                              description=f"minart render of {Path(recipe).name}")
-    if report:
-        run.write_json(report)
-    if failed:
-        first = futures[failed[0]].state
-        first.result()  # re-raises the first failing step's error
+    _finish(run, start, report, logger, strict=error is None)
+    if error is not None:
+        raise error  # the first failing step's error
     return run.to_dict()
 
 
-def _cache_limit(text: str) -> int:
+def _flow_run_id() -> str | None:
+    """The id of the flow run in progress (the Prefect UI's ``/runs/flow-run/<id>``)."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    run = getattr(context, "flow_run", None)
+    return None if run is None else str(run.id)
+
+
+def _error_of(state: Any) -> BaseException | None:
+    """The exception a failed task state holds (``None`` if it holds none)."""
+    try:
+        state.result()
+    except BaseException as exc:  # noqa: BLE001 - whatever the step raised is the answer
+        return exc
+    return None
+
+
+def _finish(run: engine.RunReport, start: float, report: str | None, logger: Any, *,
+            strict: bool = False) -> None:
+    """Stamp the run's time and write its report; a failed or stopped run only logs a report it
+    cannot write (its own error is the one to show)."""
+    run.seconds = time.perf_counter() - start
+    if not report:
+        return
+    try:
+        run.write_json(report)
+    except MinartError as exc:
+        if strict:
+            raise
+        logger.warning("%s", exc)
+
+
+def _cache_limit(text: str | int) -> int:
     """Bytes in the ``cache_max_size`` parameter; a bad size names the parameter."""
     try:
         return parse_size(text)

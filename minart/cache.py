@@ -70,7 +70,7 @@ from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 from torch import Tensor
 
-from .errors import CacheError, ParamError
+from .errors import EXIT_FAILED, CacheError, ParamError
 
 __all__ = [
     "CacheEntry",
@@ -639,6 +639,10 @@ class TensorCache:
     def delete(self, key: str) -> bool:
         """Remove ``key``'s records, payload and sidecar (in that order); True if it existed.
 
+        Raises:
+            CacheError: a file of the entry cannot be removed (read-only store); the files
+                before it (records first) are gone.
+
         Example:
             >>> cache = TensorCache("memory://minart-doctest-delete")
             >>> cache.put("k", torch.zeros(1))
@@ -646,13 +650,25 @@ class TensorCache:
             (True, False)
         """
         existed = self.contains(key)
-        for path in self._record_paths(key):
-            with contextlib.suppress(FileNotFoundError):
-                self.fs.rm_file(path)
-        for path in (self.payload_path(key), self._sidecar_path(key)):
-            with contextlib.suppress(FileNotFoundError):
-                self.fs.rm_file(path)
+        for path in [*self._record_paths(key), self.payload_path(key), self._sidecar_path(key)]:
+            self._remove(path, key)
         return existed
+
+    def _remove(self, path: str, key: str) -> None:
+        """Remove one file of ``key``'s entry (gone already is fine).
+
+        Raises:
+            CacheError: the store refused (a read-only or full file system, a permission), as
+                one line naming the entry and the reason; its exit status is 1.
+        """
+        try:
+            self.fs.rm_file(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            error = CacheError(f"cannot evict cache entry {key} ({exc.strerror or exc}: {path})")
+            error.exit_status = EXIT_FAILED
+            raise error from exc
 
     def _record_paths(self, key: str) -> list[str]:
         """``records/<key>`` and ``records/results/<key>`` (the orchestrator's record and result),
@@ -736,6 +752,8 @@ class TensorCache:
 
         Raises:
             ParamError: ``max_size`` is not a size.
+            CacheError: an entry cannot be removed (a read-only store): one line with the
+                reason and what was evicted before it; exit status 1.
 
         Example:
             >>> cache = TensorCache("memory://minart-doctest-gc")
@@ -753,7 +771,12 @@ class TensorCache:
         for entry in entries:
             if total <= limit:
                 break
-            self.delete(entry.key)
+            try:
+                self.delete(entry.key)
+            except CacheError as exc:
+                exc.message += (f"; removed {removed} entries ({format_size(freed)}) before it, "
+                                f"{len(entries) - removed} left ({format_size(total)})")
+                raise
             total -= entry.size
             freed += entry.size
             removed += 1
@@ -782,11 +805,17 @@ class TensorCache:
         the folders they leave empty: a location that is not a minart cache, or holds other files
         too, keeps them.
 
+        Raises:
+            CacheError: files could not be removed (a read-only store): one line with the
+                reason and how many entries were removed and are left; exit status 1.
+
         Example:
             >>> TensorCache("memory://minart-doctest-clear").clear()
             0
         """
         count = len(self.entries())
+        removed = 0
+        refused: list[tuple[str, OSError]] = []
         # records first, so no record outlives its tensor; one listing per folder (not per entry)
         patterns = {"records": (_RECORD_RE, True), "tmp": (_PART_RE, False),
                     "objects": (_OBJECT_RE, True)}
@@ -795,9 +824,23 @@ class TensorCache:
             for path in self._files(top, nested):
                 name = path.rsplit("/", 1)[-1]
                 if pattern.match(name):
-                    with contextlib.suppress(FileNotFoundError, OSError):
+                    try:
                         self.fs.rm_file(path)
+                    except FileNotFoundError:
+                        continue  # another process removed it
+                    except OSError as exc:
+                        refused.append((path, exc))
+                        continue
+                    removed += name.endswith(".safetensors")
             self._remove_empty(top, nested)
+        if refused:
+            path, exc = refused[0]
+            error = CacheError(
+                f"cannot evict {len(refused)} cache files from {self.location} "
+                f"({exc.strerror or exc}: {path}); removed {removed} of {count} entries, "
+                f"{len(self.entries())} left")
+            error.exit_status = EXIT_FAILED
+            raise error from exc
         locks = self._join("locks")
         for path in self._files(locks, False):
             key = path.rsplit("/", 1)[-1].removesuffix(".lock")
@@ -806,7 +849,7 @@ class TensorCache:
                     with self.lock(key, timeout=0):  # a lock a running step holds stays
                         self.fs.rm_file(path)
         self._remove_empty(locks, False)
-        return count
+        return removed
 
     def _files(self, top: str, nested: bool) -> list[str]:
         try:

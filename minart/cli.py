@@ -3,7 +3,9 @@
 ``app`` is the typer application; the render commands (``run``, ``cache``, ``reproduce``,
 ``server``) register on it from their own modules and import Prefect lazily, so
 ``import minart.cli`` stays light. :func:`main` turns every :class:`~minart.errors.MinartError`
-into one or two lines on stderr and exit status 2, without a traceback.
+into one or two lines on stderr, without a traceback, and its exit status: 2 for what the
+recipe or the arguments can fix, 1 for a failure of the machine (a full disk, an unwritable
+cache; :attr:`~minart.errors.MinartError.exit_status`).
 """
 
 from __future__ import annotations
@@ -18,12 +20,9 @@ import typer
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from .errors import MinartError, ParamError
+from .errors import EXIT_INVALID, MinartError, ParamError  # noqa: F401 - EXIT_INVALID: re-exported
 
 __all__ = ["app", "describe_stage", "main", "params_table"]
-
-EXIT_INVALID = 2
-"""Exit status for a recipe (or argument) that does not validate."""
 
 EXIT_INTERRUPTED = 130
 """Exit status of a run stopped by Ctrl-C (128 + SIGINT, as shells report it)."""
@@ -363,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         app(args=argv, prog_name="minart")  # usage errors: click prints them and exits 2
     except MinartError as exc:
         _echo_error(str(exc))
-        return EXIT_INVALID
+        return exc.exit_status
     except KeyboardInterrupt:  # (typer turns it into exit status 130 first)
         code = EXIT_INTERRUPTED
     except SystemExit as exc:

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from .cli import SetOption, app, on_interrupt
-from .errors import MinartError, ParamError
+from .errors import EXIT_FAILED, EXIT_INVALID, MinartError, ParamError, is_io_failure
 
 __all__ = ["cache_app"]
 
@@ -36,16 +36,55 @@ def _quiet_prefect() -> None:
         os.environ.setdefault(key, value)
 
 
+@contextlib.contextmanager
+def _exit_status() -> Iterator[None]:
+    """Exit 1 with one line for a failure of the machine, not 2 as for what the user can fix.
+
+    :func:`minart.cli.main` prints every :class:`MinartError` and exits 2; an error whose
+    ``exit_status`` is 1 (:func:`minart.errors.is_io_failure`: a full or read-only disk, a cache
+    that cannot be written or evicted) and a bare ``OSError`` are printed here instead and
+    exit 1, as the README's exit codes say.
+    """
+    try:
+        yield
+    except MinartError as exc:
+        if exc.exit_status == EXIT_INVALID:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_status) from None
+    except OSError as exc:
+        from .engine import error_line
+
+        where = f": {exc.filename}" if exc.filename else ""
+        text = f"{exc.strerror}{where}" if exc.strerror else error_line(exc)
+        typer.echo(f"error: {text}", err=True)
+        raise typer.Exit(EXIT_FAILED) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    """A multi-line error (a server's exit with its log's tail) as its first and last lines."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return lines[0].rstrip(":") + (f": ... {lines[-1]}" if len(lines) > 1 else "")
+
+
 def _render(recipe: Path, overrides: list[str], *, preview: bool | int,
             output_dir: Path | None, device: str | None, cache: str | None,
             report: Path | None, origin: str | None = None) -> None:
+    import time
+
     from . import engine
 
     # validate (and plan) before Prefect starts: recipe errors cost no server start-up
     planned = engine.load_plan(recipe, overrides, preview=preview, device=device,
                                output_dir=output_dir, origin=origin)
-    engine.check_run_paths(planned, report=report, check_output_dir=output_dir is not None,
-                           report_option="--report", output_dir_option="--output-dir")
+    day = time.strftime("%Y-%m-%d", time.gmtime())  # the flow expands {date} with its own
+    engine.check_run_paths(
+        planned, report=None if report is None else engine.report_path(report, day,
+                                                                        option="--report"),
+        check_output_dir=output_dir is not None, report_option="--report",
+        output_dir_option="--output-dir")
     _open_cache(cache, create=True)
     on_interrupt("interrupted: finished steps are cached and a long step keeps its last "
                  "checkpoint; run the same command again to resume")
@@ -56,11 +95,16 @@ def _render(recipe: Path, overrides: list[str], *, preview: bool | int,
     from minart.flows.render import render_here  # imports Prefect
 
     with _prefect_api() as server, _stop_on_interrupt(server):
-        result = render_here(str(recipe), overrides=engine.overrides_dict(overrides),
-                             preview=preview, device=device, cache=cache,
-                             report=None if report is None else str(report),
-                             output_dir=None if output_dir is None else str(output_dir),
-                             origin=origin)
+        try:
+            result = render_here(str(recipe), overrides=engine.overrides_dict(overrides),
+                                 preview=preview, device=device, cache=cache,
+                                 report=None if report is None else str(report),
+                                 output_dir=None if output_dir is None else str(output_dir),
+                                 origin=origin)
+        except MinartError as exc:  # raised while steps ran: the recipe's own errors stay 2
+            if is_io_failure(exc):
+                exc.exit_status = EXIT_FAILED
+            raise
     _print_run(result)
 
 
@@ -114,8 +158,15 @@ def _prefect_api() -> Iterator[Any]:
     sys.stderr.write("starting a temporary Prefect server for this run (7-20 s; 'minart server' "
                      "starts one to share between runs)\n")
     with tempfile.TemporaryDirectory(prefix="minart-server-") as folder:
-        handle = start_server(log=Path(folder) / "server.log", ui=False, zombie_seconds=None,
-                              detach=True, die_with_parent=True, timeout=120)
+        try:
+            handle = start_server(log=Path(folder) / "server.log", ui=False,
+                                  zombie_seconds=None, detach=True, die_with_parent=True,
+                                  timeout=120)
+        except RuntimeError as exc:  # PREFECT_HOME a file, a bad setting, no health in 120 s
+            typer.echo(f"error: cannot start a temporary Prefect server for the run: "
+                       f"{_one_line(exc)}; fix that, or start one with 'minart server' and "
+                       "export its PREFECT_API_URL", err=True)
+            raise typer.Exit(EXIT_FAILED) from None
         try:
             with temporary_settings(updates={PREFECT_API_URL: handle.url}):
                 try:
@@ -242,7 +293,9 @@ OutputDirOption = Annotated[Opt[Path], typer.Option(
 DeviceOption = Annotated[Opt[str], typer.Option(
     "--device", help="cpu, cuda, cuda:N, mps or auto (default: the recipe's device).")]
 ReportOption = Annotated[Opt[Path], typer.Option(
-    "--report", help="Write every step's key, cache hit or miss, seconds and outputs (JSON).")]
+    "--report", help="Write every step's key, cache hit or miss, seconds and outputs, and the "
+    "run's status and error (JSON; also when the run fails); {date} in it becomes the run's "
+    "date.")]
 
 
 @app.command()
@@ -269,8 +322,9 @@ def run(
 
       minart run recipes/ocean.yaml --set steps.soften.params.kappa=0.05 --report report.json
     """
-    _render(recipe, list(set_ or ()), preview=preview, output_dir=output_dir, device=device,
-            cache=cache, report=report)
+    with _exit_status():
+        _render(recipe, list(set_ or ()), preview=preview, output_dir=output_dir,
+                device=device, cache=cache, report=report)
 
 
 @app.command()
@@ -295,7 +349,7 @@ def reproduce(
     from . import engine
 
     embedded = _embedded_recipe(file)
-    with tempfile.TemporaryDirectory(prefix="minart-reproduce-") as folder:
+    with _exit_status(), tempfile.TemporaryDirectory(prefix="minart-reproduce-") as folder:
         recipe = embedded.materialize(folder)
         copied_from = embedded.path if recipe != Path(embedded.path or "") else None
         try:
@@ -367,8 +421,8 @@ def _embedded_recipe(file: Path) -> Any:
     except MediaError as exc:
         if not exc.message.startswith("not a readable image"):
             raise
-        what = "is empty" if file.stat().st_size == 0 else "cannot be read as an image"
-        raise MediaError(f"{what}: not an image minart wrote; give a PNG 'minart run' wrote, or a "
+        what = "is empty; " if file.stat().st_size == 0 else ""
+        raise MediaError(f"{what}not an image minart wrote; give a PNG 'minart run' wrote, or a "
                          "video with its .json sidecar", file=str(file)) from None
 
 
@@ -427,7 +481,8 @@ def cache_gc(max_size: Annotated[str, typer.Option(
     """Evict least recently used entries until the cache fits in --max-size."""
     from .cache import format_size
 
-    result = _open_cache(cache, create=False).gc(max_size)
+    with _exit_status():
+        result = _open_cache(cache, create=False).gc(max_size)
     typer.echo(f"removed {result.removed} entries ({format_size(result.freed)}); "
                f"{result.kept} left ({format_size(result.size)})")
 
@@ -440,7 +495,9 @@ def cache_clear(cache: CacheOption = None,
     store = _open_cache(cache, create=False)
     if not yes:
         typer.confirm(f"Remove every entry of {store.location}?", abort=True)
-    typer.echo(f"removed {store.clear()} entries from {store.location}")
+    with _exit_status():
+        removed = store.clear()
+    typer.echo(f"removed {removed} entries from {store.location}")
 
 
 @app.command()
@@ -471,8 +528,8 @@ def server(
     try:
         handle = start_server(host=host, port=port, home=home)
     except RuntimeError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        typer.echo(f"error: {_one_line(exc)}", err=True)
+        raise typer.Exit(EXIT_FAILED) from None
     typer.echo(f"Prefect server running (pid {handle.pid}, log {handle.log}).")
     typer.echo(f"export PREFECT_API_URL={handle.url}")
     typer.echo(f"Stop it with: kill {handle.pid}")

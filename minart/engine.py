@@ -62,12 +62,14 @@ __all__ = [
     "clear_stop",
     "device_memory",
     "embedded_recipe",
+    "error_line",
     "load_plan",
     "output_folder",
     "overrides_dict",
     "overrides_list",
     "plan",
     "render",
+    "report_path",
     "request_stop",
     "resolve_device",
     "run_step",
@@ -131,9 +133,11 @@ class PlannedStep:
 class StepResult:
     """What running (or not running) one step did.
 
-    ``status`` is ``"computed"``, ``"cached"`` (found in the cache) or ``"skipped"`` (not needed:
-    everything that uses it is cached). ``corrupt`` counts corrupt or truncated entries that were
-    found, reported and recomputed while producing this step.
+    ``status`` is ``"computed"``, ``"cached"`` (found in the cache), ``"skipped"`` (not needed:
+    everything that uses it is cached), or in a run that did not finish ``"failed"`` (the step
+    raised), ``"blocked"`` (not run: one of its inputs failed) or ``"interrupted"`` (stopped by
+    Ctrl-C, or still running when the run was stopped). ``corrupt`` counts corrupt or truncated
+    entries that were found, reported and recomputed while producing this step.
     """
 
     step: str
@@ -148,8 +152,13 @@ class StepResult:
 
     @property
     def hit(self) -> bool:
-        """True when the step was not computed."""
-        return self.status != "computed"
+        """True when the step's result came from the cache (status ``"cached"``) and only then.
+
+        Example:
+            >>> StepResult("a", "fractal", "k", "failed").hit
+            False
+        """
+        return self.status == "cached"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data (for reports, Prefect results and artifacts).
@@ -174,15 +183,27 @@ class StepResult:
         return cls(**values)
 
 
+RUN_STATUSES = ("ok", "failed", "interrupted")
+"""Values of :attr:`RunReport.status`."""
+
+
 @dataclass
 class RunReport:
-    """Every step of one render: key, cache hit or miss, seconds and output files."""
+    """Every step of one render: key, cache hit or miss, seconds and output files.
+
+    ``status`` says how the run ended (``"ok"``, ``"failed"``, ``"interrupted"``), ``error`` is
+    the one-line message of the error that ended it, and ``flow_run_id`` the Prefect flow run
+    that rendered it (``None`` without Prefect).
+    """
 
     recipe: str
     device: str
     steps: list[StepResult] = field(default_factory=list)
     seconds: float = 0.0
     corrupt_found: int = 0
+    status: str = "ok"
+    error: str | None = None
+    flow_run_id: str | None = None
 
     @property
     def computed(self) -> list[str]:
@@ -203,13 +224,24 @@ class RunReport:
         return [o for s in self.steps for o in s.outputs]
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON data, the content of ``minart run --report``."""
-        return {"recipe": self.recipe, "device": self.device, "seconds": round(self.seconds, 4),
-                "computed": self.computed, "corrupt": self.corrupt, "outputs": self.outputs,
+        """Plain JSON data, the content of ``minart run --report``.
+
+        Example:
+            >>> data = RunReport("r.yaml", "cpu-float32", status="failed", error="boom").to_dict()
+            >>> data["status"], data["error"], data["flow_run_id"], data["steps"]
+            ('failed', 'boom', None, [])
+        """
+        return {"recipe": self.recipe, "device": self.device, "status": self.status,
+                "error": self.error, "flow_run_id": self.flow_run_id,
+                "seconds": round(self.seconds, 4), "computed": self.computed,
+                "corrupt": self.corrupt, "outputs": self.outputs,
                 "steps": [s.to_dict() for s in self.steps]}
 
     def write_json(self, path: str | os.PathLike) -> Path:
-        """Write :meth:`to_dict` as JSON to ``path`` and return it.
+        """Write :meth:`to_dict` as JSON to ``path`` atomically and return it.
+
+        The JSON goes to a temporary file beside ``path`` that is then renamed over it, so a
+        reader (or a run killed while writing) never leaves half a report.
 
         Raises:
             ParamError: the file cannot be written.
@@ -217,7 +249,7 @@ class RunReport:
         target = Path(path)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+            _replace_file(target, (json.dumps(self.to_dict(), indent=2) + "\n").encode("utf-8"))
         except OSError as exc:
             raise ParamError(f"report={str(target)!r}: cannot write it ({exc.strerror or exc}); "
                              "the run's outputs are written", param="report") from None
@@ -239,6 +271,87 @@ class RunReport:
             lines.append(f"| {s.step} | {s.stage} | {cache} | {s.seconds:.2f} | `{s.key[:12]}` "
                          f"| {outs} |")
         return "\n".join(lines) + "\n"
+
+
+def error_line(exc: BaseException) -> str:
+    """One line saying what ``exc`` is: a :class:`MinartError`'s message (with its file, line
+    and step), else ``Type: first line`` (the run report's ``error``).
+
+    Example:
+        >>> error_line(RecipeError("no such recipe file", file="x.yaml"))
+        'x.yaml: no such recipe file'
+        >>> error_line(OSError("disk on fire\\nand more")), error_line(KeyboardInterrupt())
+        ('OSError: disk on fire', 'KeyboardInterrupt')
+    """
+    if isinstance(exc, MinartError):
+        return str(exc).strip().split("\n", 1)[0]
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _temp_sibling(target: Path) -> Path:
+    """A new empty file beside ``target``, named ``.<name>.<12 hex>.tmp<suffix>`` as
+    :mod:`minart.io` names its temporary files (mode 0666 less the umask, as ``open`` makes)."""
+    for _ in range(100):
+        tmp = target.parent / f".{target.name}.{os.urandom(6).hex()}.tmp{target.suffix}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no free temporary name next to {target}")
+
+
+def _replace_file(target: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary sibling of ``target``, then rename it over ``target``."""
+    tmp = _temp_sibling(target)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _remove_stale_temp_files(target: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that writers killed mid-write left beside ``target``.
+
+    :mod:`minart.io` and :mod:`minart.video` write ``target`` through a sibling named
+    ``.<name>.<12 hex digits>.tmp<suffix>`` that is renamed over it; ``kill -9`` while a video
+    encodes leaves that file behind. Only names of exactly that form for this ``target`` (and
+    for its video sidecar ``<name>.json``) are removed. Call it only while holding the target's
+    file lock, when no other writer of ``target`` can be at work.
+
+    Returns:
+        The files removed.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> for name in (".a.webm.0123456789ab.tmp.webm", ".a.webm.xyz.tmp.webm", "a.webm"):
+        ...     _ = (folder / name).write_text("")
+        >>> [p.name for p in _remove_stale_temp_files(folder / "a.webm")]
+        ['.a.webm.0123456789ab.tmp.webm']
+        >>> sorted(p.name for p in folder.iterdir())
+        ['.a.webm.xyz.tmp.webm', 'a.webm']
+    """
+    target = Path(target)
+    names = (target.name, f"{target.name}.json")
+    pattern = re.compile("|".join(
+        rf"\.{re.escape(name)}\.[0-9a-f]{{12}}\.tmp{re.escape(Path(name).suffix)}"
+        for name in names))
+    removed = []
+    try:
+        candidates = list(os.scandir(target.parent))
+    except OSError:  # no folder yet: nothing left behind
+        return removed
+    for entry in candidates:
+        if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
 
 
 class Checkpoint:
@@ -838,17 +951,24 @@ def check_writable_file(path: Path, option: str) -> None:
     except OSError as exc:
         raise ParamError(f"{option} {path}: cannot create its folder ({exc.strerror or exc})",
                          param=option) from None
-    if not os.access(parent, os.W_OK):
-        raise ParamError(f"{option} {path}: {parent} is not a writable folder", param=option)
+    problem = _probe_writes(parent)
+    if problem:
+        raise ParamError(f"{option} {path}: {parent} is not a writable folder ({problem})",
+                         param=option)
 
 
 def check_folder_option(path: Path, option: str) -> None:
     """Refuse a folder option that names a file, or a folder that cannot be made or written,
     before any work is done (the folder itself is created later, by whoever writes into it).
 
+    The check creates the missing folders and a file in the deepest one, then removes what it
+    created: ``os.access`` says yes to root everywhere, also where nothing can be created
+    (``/proc``, a read-only mount), and a run would then compute every step and fail only at
+    its writer.
+
     Raises:
-        ParamError: ``path``, or the nearest of its parents that exists, is not a writable
-            folder.
+        ParamError: ``path``, or the nearest of its parents that exists, is not a folder, or
+            the folder cannot be created or written.
 
     Example:
         >>> check_folder_option(Path("/dev/null"), "--output-dir")
@@ -864,6 +984,44 @@ def check_folder_option(path: Path, option: str) -> None:
                          "if missing)", param=option)
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ParamError(f"{option} {path}: {existing} is not a writable folder", param=option)
+    made: list[Path] = []  # the folders the probe creates, deepest last
+    folder = absolute
+    try:
+        for folder in reversed([p for p in (absolute, *absolute.parents)
+                                if p.is_relative_to(existing) and p != existing]):
+            folder.mkdir()
+            made.append(folder)
+    except FileExistsError:  # made by someone else meanwhile: theirs, and fine
+        pass
+    except OSError as exc:
+        _remove_folders(made)
+        what = "it" if folder == absolute else str(folder)
+        raise ParamError(f"{option} {path}: cannot create {what} ({exc.strerror or exc}); give "
+                         "a folder that can be created", param=option) from None
+    problem = _probe_writes(absolute if absolute.is_dir() else made[-1] if made else existing)
+    _remove_folders(made)
+    if problem:
+        raise ParamError(f"{option} {path}: {existing} is not a writable folder ({problem})",
+                         param=option)
+
+
+def _probe_writes(folder: Path) -> str | None:
+    """Create and remove a file in ``folder``; why that failed, else ``None``."""
+    probe = folder / f".minart-probe-{os.urandom(6).hex()}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    with contextlib.suppress(OSError):
+        probe.unlink()
+    return None
+
+
+def _remove_folders(made: list[Path]) -> None:
+    """Remove the folders a probe created, deepest first, where they are still empty."""
+    for folder in reversed(made):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _output_files(stage: Any, step: Any, recipe: Any, output_dir: Path | None,
@@ -1029,19 +1187,49 @@ def output_folder(output_dir: str | os.PathLike, date: str) -> str:
         ...
         minart.errors.ParamError: output folder 'renders/{name}': unknown field {name}; ...
     """
-    text = os.fspath(output_dir)
+    return _expand_date(os.fspath(output_dir), date, what="output folder", param="output_dir",
+                        only="the folder may use {date} only (the outputs' own paths take "
+                             "{name}, {seed}, {step})")
+
+
+def report_path(report: str | os.PathLike, date: str, *, option: str = "report") -> str:
+    """``report`` with ``{date}`` replaced by ``date``, by :func:`output_folder`'s rules.
+
+    Args:
+        report: where the run's JSON report goes; may hold ``{date}`` (``reports/{date}.json``).
+        date: the run's date, ``YYYY-MM-DD``.
+        option: how messages name the path (``--report`` on the command line).
+
+    Returns:
+        The report's path (not made absolute).
+
+    Raises:
+        ParamError: ``report`` holds another ``{field}``, or an unpaired brace.
+
+    Example:
+        >>> report_path("reports/{date}.json", "2026-11-27")
+        'reports/2026-11-27.json'
+        >>> report_path("reports/{name}.json", "2026-11-27", option="--report")
+        Traceback (most recent call last):
+        ...
+        minart.errors.ParamError: --report 'reports/{name}.json': unknown field {name}; ...
+    """
+    return _expand_date(os.fspath(report), date, what=option, param=option,
+                        only="the report path may use {date} only (the run's date, UTC)")
+
+
+def _expand_date(text: str, date: str, *, what: str, param: str, only: str) -> str:
+    """``text`` with ``{date}`` replaced; any other field or a lone brace is a ParamError."""
     try:
         fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(text)
                   if f is not None]
     except ValueError:  # "Single '}' encountered in format string"
-        raise ParamError(f"output folder {text!r}: a brace with no partner; write {{date}} for "
-                         "the run's date, {{ or }} for a brace", param="output_dir") from None
+        raise ParamError(f"{what} {text!r}: a brace with no partner; write {{date}} for "
+                         "the run's date, {{ or }} for a brace", param=param) from None
     unknown = [f"{{{f}{'!' + conv if conv else ''}{':' + spec if spec else ''}}}"
                for f, spec, conv in fields if (f, spec, conv) != ("date", "", None)]
     if unknown:
-        raise ParamError(f"output folder {text!r}: unknown field {unknown[0]}; the folder may use "
-                         "{date} only (the outputs' own paths take {name}, {seed}, {step})",
-                         param="output_dir")
+        raise ParamError(f"{what} {text!r}: unknown field {unknown[0]}; {only}", param=param)
     return text.format(date=date)
 
 
@@ -1301,6 +1489,10 @@ def run_step(plan_: Plan, name: str, *, cache: TensorCache, progress: ProgressFn
             # another recipe writing the same file waits, so each entry records its own bytes
             for path in sorted(step.files):
                 held.enter_context(cache.lock(_path_lock_key(path)))
+                # no other writer of this file is at work now: what a killed one left goes
+                for stale in _remove_stale_temp_files(path):
+                    log.info("step '%s': removed %s, left by a writer that was killed", name,
+                             stale)
             where = getattr(written_as, "location", None)  # the step in the recipe
             at = {} if where is None else {"file": where.file, "line": where.line,
                                            "column": where.column}

@@ -7,11 +7,19 @@ Every error renders as one line an artist can act on::
 
 Library functions raise them with only the message; the recipe layer fills in ``file``, ``line``,
 ``column`` and ``step`` with :meth:`MinartError.at` as the error passes through it.
+
+Exit status of the ``minart`` command: ``2`` (:data:`EXIT_INVALID`) for what the artist or
+operator can fix in the recipe or the arguments, ``1`` (:data:`EXIT_FAILED`) for a failure of
+the machine while a run works (a full or read-only disk, a cache that cannot be written or
+evicted): :attr:`MinartError.exit_status`, and :func:`is_io_failure` to classify an error raised
+while steps ran.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "EXIT_FAILED",
+    "EXIT_INVALID",
     "CacheError",
     "Interrupted",
     "MediaError",
@@ -19,7 +27,14 @@ __all__ = [
     "ParamError",
     "RecipeError",
     "ShapeError",
+    "is_io_failure",
 ]
+
+EXIT_INVALID = 2
+"""Exit status for a recipe, parameter or argument that does not validate (fix it and rerun)."""
+
+EXIT_FAILED = 1
+"""Exit status for other failures: the machine's files or services failed while a run worked."""
 
 
 class MinartError(Exception):
@@ -33,6 +48,10 @@ class MinartError(Exception):
         step: the recipe step the error is about.
         param: the parameter the error is about (used by tooling; the message names it too).
     """
+
+    exit_status: int = EXIT_INVALID
+    """Exit status of the ``minart`` command this error stops: :data:`EXIT_INVALID` unless the
+    raiser (or :func:`is_io_failure`'s caller) set :data:`EXIT_FAILED` on the instance."""
 
     def __init__(
         self,
@@ -82,6 +101,16 @@ class MinartError(Exception):
             prefix += f"step '{self.step}': "
         return prefix + self.message
 
+    def __repr__(self) -> str:
+        """The whole one-line message, location included (Prefect logs a failed run's error with
+        ``%r``: ``RecipeError('recipes/x.yaml: no such recipe file')``).
+
+        Example:
+            >>> RecipeError("no such recipe file", file="x.yaml")
+            RecipeError('x.yaml: no such recipe file')
+        """
+        return f"{type(self).__name__}({str(self)!r})"
+
 
 class RecipeError(MinartError):
     """A recipe is malformed: YAML syntax, unknown keys or stages, bad references, cycles, paths."""
@@ -105,3 +134,31 @@ class MediaError(MinartError):
 
 class Interrupted(MinartError):
     """A run was asked to stop (Ctrl-C): the step in progress stopped at its next progress report."""
+
+
+def is_io_failure(exc: BaseException) -> bool:
+    """Whether ``exc``, raised while a run's steps worked, is a failure of the machine's files
+    rather than of the recipe or its parameters.
+
+    True for an ``OSError``, a :class:`CacheError` (the recipe's own cache problems are found
+    before any step runs), and a :class:`MediaError` raised from an ``OSError`` that carries an
+    errno (a full or read-only disk, a permission, a lost mount); false for an input image that
+    cannot be decoded (Pillow's own errors carry no errno) and for every other error.
+
+    Example:
+        >>> import errno
+        >>> try:
+        ...     try:
+        ...         raise OSError(errno.ENOSPC, "No space left on device")
+        ...     except OSError:
+        ...         raise MediaError("cannot write the image", file="a.png") from None
+        ... except MediaError as exc:
+        ...     is_io_failure(exc), is_io_failure(MediaError("not a readable image"))
+        (True, False)
+    """
+    if isinstance(exc, (OSError, CacheError)):
+        return True
+    if isinstance(exc, MediaError):
+        cause = exc.__cause__ or exc.__context__
+        return isinstance(cause, OSError) and cause.errno is not None
+    return False

@@ -692,7 +692,12 @@ def _caption_color(params: ContactSheetParams) -> Any:
     if params.label_color is not None:
         return params.label_color
     shade = params.background
-    r, g, b = (shade, shade, shade) if isinstance(shade, (int, float)) else shade
+    values = (shade,) if isinstance(shade, (int, float)) else tuple(shade)
+    if len(values) == 1:
+        values *= 3
+    if len(values) < 3:  # not a colour: grid() refuses the background itself
+        return 0.0
+    r, g, b = values[:3]
     return 0.0 if 0.2126 * r + 0.7152 * g + 0.0722 * b >= 0.5 else 1.0  # Rec. 709 luminance
 
 

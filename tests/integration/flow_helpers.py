@@ -37,6 +37,15 @@ def minart(*args: str, env: dict, cwd: Path, check: bool = True, timeout: float 
     return done
 
 
+def minart_after(prelude: str, *args: str, env: dict, cwd: Path, timeout: float = 180
+                 ) -> subprocess.CompletedProcess:
+    """Run the ``minart`` CLI in a fresh process after the Python ``prelude`` (a patch that
+    stands in for a full disk or a server that cannot start); never raises on its exit status."""
+    code = f"import sys\n{prelude}\nfrom minart.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env, cwd=cwd,
+                          check=False, capture_output=True, text=True, timeout=timeout)
+
+
 def run_report(recipe: Path, *extra: str, env: dict, cwd: Path, name: str = "report.json"
                ) -> dict:
     """``minart run RECIPE --report`` and the report it wrote."""

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+import uuid
 import zlib
 
 import torch
-from flow_helpers import MINART, artifacts, minart, run_report, task_run_states
+from flow_helpers import MINART, artifacts, minart, minart_after, run_report, task_run_states
 
 from minart.cache import TensorCache
 from minart.io import write_image
@@ -135,13 +139,23 @@ def test_a_step_failing_on_bad_input_prints_one_line_and_no_traceback(tmp_path, 
                       "  img: {stage: load_image, params: {path: broken.png}}\n"
                       "outputs:\n  still: {step: img, path: out.png}\n")
     assert minart("check", recipe, env=env, cwd=tmp_path, check=False).returncode == 0
-    done = minart("run", recipe, "--output-dir", tmp_path / "out", env=env, cwd=tmp_path,
-                  check=False)
-    assert done.returncode == 2
+    days = {time.strftime("%Y-%m-%d", time.gmtime())}
+    done = minart("run", recipe, "--output-dir", tmp_path / "out", "--report",
+                  tmp_path / "reports" / "{date}.json", env=env, cwd=tmp_path, check=False)
+    days.add(time.strftime("%Y-%m-%d", time.gmtime()))
+    assert done.returncode == 2  # the input image's fault, not the machine's
     output = done.stdout + done.stderr
     assert "Traceback" not in output
     assert f"error: {tmp_path / 'broken.png'}: step 'img': not a readable image (" in done.stderr
     assert not (tmp_path / "out" / "out.png").exists()
+    # the failed run still writes its report, named by the run's date
+    (written,) = [p for p in (tmp_path / "reports").iterdir()]
+    assert written.stem in days and not any(p.name.startswith(".") for p in written.parent.iterdir())
+    report = json.loads(written.read_text())
+    assert report["status"] == "failed" and uuid.UUID(report["flow_run_id"])
+    assert done.stderr.endswith(f"error: {report['error']}\n")
+    steps = {s["step"]: (s["status"], s["hit"]) for s in report["steps"]}
+    assert steps == {"img": ("failed", False), "out.still": ("blocked", False)}
     # a file that is no image at all is found by the check, before Prefect starts
     (tmp_path / "broken.png").write_bytes(b"this is not a picture")
     done = minart("run", recipe, "--output-dir", tmp_path / "out", env=env, cwd=tmp_path,
@@ -187,6 +201,9 @@ def test_a_bad_override_given_to_the_flow_names_its_overrides_parameter(tiny, en
                           check=False, capture_output=True, text=True, timeout=180)
     assert "FAILED: overrides steps.soft.params.dt: step 'soft': dt=-1 must be > 0" in done.stdout, (
         done.stdout[-2000:] + done.stderr[-2000:])
+    # Prefect's ERROR line names the whole message, not only its last part
+    assert ("Encountered exception during execution: ParamError(\"overrides steps.soft.params.dt: "
+            "step 'soft': dt=-1 must be > 0") in done.stderr, done.stderr[-2000:]
 
 
 def test_a_deployment_run_checks_its_parameters_before_any_step(tiny, env, tmp_path):
@@ -263,3 +280,118 @@ def test_a_progress_artifact_the_api_refuses_does_not_fail_the_step(monkeypatch)
     assert len(calls) == 1  # tried once, then the step goes on without an artifact
     assert warnings == ["step 'soft': no progress artifact from now on (RuntimeError: "
                         "503 Service Unavailable)"]
+
+
+def test_cache_max_size_takes_a_number_of_bytes_in_the_flows_parameter_schema():
+    # what 'prefect deployment run ... --param cache_max_size=0' is validated against
+    from minart.flows.render import render
+    from prefect.utilities.callables import parameter_schema
+    from prefect.utilities.schema_tools import validate
+
+    schema = parameter_schema(render).model_dump_for_openapi()
+    for value in (0, 20_000_000_000, "20GB", None):
+        assert validate({"recipe": "r.yaml", "cache_max_size": value}, schema) == [], value
+    assert render.validate_parameters({"recipe": "r.yaml", "cache_max_size": 0})[
+        "cache_max_size"] == 0
+
+
+_FULL_DISK = """\
+import errno
+import minart.io
+def _full(target, data):
+    raise OSError(errno.ENOSPC, "No space left on device", str(target))
+minart.io._atomic_write_bytes = _full
+"""
+
+
+def test_a_full_output_disk_exits_1_in_one_line_and_reports_the_failure(tiny, env, tmp_path):
+    done = minart_after(_FULL_DISK, "run", tiny, "--output-dir", tmp_path / "out", "--report",
+                        tmp_path / "r.json", env=env, cwd=tmp_path)
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Traceback" not in done.stdout + done.stderr
+    message = (f"{tmp_path / 'out' / 'tiny-5.png'}: step 'out.still': cannot write the image "
+               "(No space left on device)")
+    assert done.stderr.endswith(f"\nerror: {message}\n")
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert (report["status"], report["error"]) == ("failed", message)
+    assert sorted(report["computed"]) == ["base", "mix", "other", "soft"]
+
+
+def test_a_temporary_server_that_cannot_start_is_one_line_and_exit_1(tiny, env, tmp_path):
+    local = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    done = minart("run", tiny, env={**local, "PREFECT_HOME": str(afile)}, cwd=tmp_path,
+                  check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        f"error: cannot start a temporary Prefect server for the run: PREFECT_HOME {afile}: is a "
+        "file, not a folder; give a folder for the server's database; fix that, or start one "
+        "with 'minart server' and export its PREFECT_API_URL")
+    exited = ("import minart.flows.server as server\n"
+              "def _exited(**kwargs):\n"
+              "    raise RuntimeError('prefect server exited with code 3:\\nstarting\\n"
+              "sqlite3.OperationalError: disk I/O error\\n')\n"
+              "server.start_server = _exited\n")
+    done = minart_after(exited, "run", tiny, env=local, cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        "error: cannot start a temporary Prefect server for the run: prefect server exited with "
+        "code 3: ... sqlite3.OperationalError: disk I/O error; fix that, or start one with "
+        "'minart server' and export its PREFECT_API_URL")
+
+
+def test_a_cache_gc_that_fails_after_the_render_is_a_warning(tiny, env, tmp_path):
+    code = ("import sys\nfrom minart.flows.render import render\n"
+            "if sys.argv[3] == 'read-only':\n"
+            "    import errno, fsspec.implementations.local as local\n"
+            "    def refuse(fs, path, **kwargs):\n"
+            "        raise OSError(errno.EROFS, 'Read-only file system', path)\n"
+            "    local.LocalFileSystem.rm_file = refuse\n"
+            "print('COMPUTED', render(recipe=sys.argv[1], cache_max_size=int(sys.argv[2]))"
+            "['computed'])\n")
+
+    def render(limit: int, how: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, "-c", code, str(tiny), str(limit), how], env=env,
+                              cwd=tmp_path, check=False, capture_output=True, text=True,
+                              timeout=240)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return done
+
+    assert "COMPUTED ['base', 'soft', 'other', 'mix', 'out.still']" in render(
+        10**9, "writable").stdout
+    done = render(0, "read-only")  # every step cached; then nothing can be evicted
+    assert "COMPUTED []" in done.stdout
+    assert "cache gc to 0 failed, the render is done: cannot evict cache entry " in done.stderr
+    assert "(Read-only file system: " in done.stderr and "Traceback" not in done.stderr
+    assert len(TensorCache(env["MINART_CACHE"]).entries()) == len(ALL)
+
+
+def test_ctrl_c_writes_the_report_of_an_interrupted_run(tmp_path, env):
+    recipe = tmp_path / "slow.yaml"
+    recipe.write_text(
+        "name: slow\nseed: 2\nsize: [48, 48]\ndevice: cpu\nsteps:\n"
+        "  base: {stage: fractal, params: {iterations: 16}}\n"
+        "  soft: {stage: perona_malik, input: base, params: {steps: 100000, kappa: 0.1, dt: 0.2}}\n"
+        "outputs:\n  still: {step: soft, path: slow.png}\n")
+    run_env = {**env, "PREFECT_LOGGING_LEVEL": "INFO", "MINART_KERNELS": "eager"}
+    process = subprocess.Popen([*MINART, "run", str(recipe), "--output-dir", str(tmp_path / "o"),
+                                "--report", str(tmp_path / "r.json")], env=run_env, cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in process.stdout:
+            if "step 'soft' (perona_malik): computing" in line:
+                break
+        time.sleep(1.0)
+        os.kill(process.pid, signal.SIGINT)
+        rest = process.communicate(timeout=60)[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, rest[-3000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["status"] == "interrupted" and report["error"].startswith("interrupted")
+    steps = {s["step"]: s["status"] for s in report["steps"]}
+    assert steps["base"] == "computed" and steps["soft"] == "interrupted"
+    assert steps["out.still"] in ("interrupted", "blocked")

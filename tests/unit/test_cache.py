@@ -318,3 +318,65 @@ def test_remote_locations_are_not_probed():
     store.check_location(create=False)  # missing, but a remote store needs no folder
     store.check_location(create=True)
     assert store.entries() == []
+
+
+def _read_only(cache, monkeypatch, *, only: str = ""):
+    """Make removing files under ``cache`` fail as on a read-only mount (paths containing
+    ``only``, or all of them); root ignores ``chmod -w``, so the file system is patched."""
+    import errno
+
+    real = type(cache.fs).rm_file
+
+    def refuse(fs, path, *args, **kwargs):
+        if only in str(path):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real(fs, path, *args, **kwargs)
+
+    monkeypatch.setattr(type(cache.fs), "rm_file", refuse)
+
+
+def test_gc_on_a_read_only_cache_is_one_line_with_what_it_evicted(cache, monkeypatch):
+    for key in ("aa01", "bb02", "cc03", "dd04"):
+        cache.put(key, torch.zeros(64))
+        time.sleep(0.01)
+    _read_only(cache, monkeypatch, only="/bb")  # the second oldest entry cannot go
+    with pytest.raises(CacheError) as info:
+        cache.gc(0)
+    message = str(info.value)
+    assert "\n" not in message and info.value.exit_status == 1
+    assert message.startswith("cannot evict cache entry bb02 (Read-only file system: ")
+    one = format_size(cache.entries()[0].size)
+    assert message.endswith(f"; removed 1 entries ({one}) before it, 3 left "
+                            f"({format_size(3 * cache.entries()[0].size)})")
+    assert [e.key for e in cache.entries()] == ["bb02", "cc03", "dd04"]
+
+
+def test_clear_on_a_read_only_cache_says_so_and_counts_what_it_removed(cache, monkeypatch):
+    for key in ("aa01", "bb02", "cc03"):
+        cache.put(key, torch.zeros(8))
+    _read_only(cache, monkeypatch, only="/bb")
+    with pytest.raises(CacheError) as info:
+        cache.clear()
+    assert info.value.exit_status == 1 and "\n" not in str(info.value)
+    assert str(info.value).startswith("cannot evict 2 cache files from ")  # payload and sidecar
+    assert "(Read-only file system: " in str(info.value)
+    assert str(info.value).endswith("; removed 2 of 3 entries, 1 left")
+    assert [e.key for e in cache.entries()] == ["bb02"]
+    monkeypatch.undo()
+    assert cache.clear() == 1 and cache.entries() == []  # the count is what it removed
+
+
+def test_cache_commands_on_a_read_only_cache_exit_1_with_one_line(tmp_path, monkeypatch, capsys):
+    from minart.cli import main
+
+    store = TensorCache(tmp_path / "cache")
+    for key in ("aa01", "bb02"):
+        store.put(key, torch.zeros(8))
+    _read_only(store, monkeypatch)
+    for args in (["gc", "--max-size", "0"], ["clear", "--yes"]):
+        code = main(["cache", *args, "--cache", str(tmp_path / "cache")])
+        out, err = capsys.readouterr()
+        assert code == 1 and out == "", (args, out, err)
+        assert err.startswith("error: cannot evict ") and err.count("\n") == 1, err
+        assert "(Read-only file system: " in err and "Traceback" not in err
+    assert len(store.entries()) == 2

@@ -381,10 +381,10 @@ def test_reproduce_errors_name_the_original_recipe_and_input_not_the_temporary_c
 def test_reproduce_says_what_a_file_it_cannot_read_is(capsys, tmp_path):
     cases = {"folder": "is a folder; give a PNG 'minart run' wrote, or a video with its .json "
                        "sidecar",
-             "empty.png": "is empty: not an image minart wrote; give a PNG 'minart run' wrote, "
+             "empty.png": "is empty; not an image minart wrote; give a PNG 'minart run' wrote, "
                           "or a video with its .json sidecar",
-             "notes.txt": "cannot be read as an image: not an image minart wrote; give a PNG "
-                          "'minart run' wrote, or a video with its .json sidecar",
+             "notes.txt": "not an image minart wrote; give a PNG 'minart run' wrote, or a video "
+                          "with its .json sidecar",
              "clip.webm": f"no sidecar {tmp_path / 'clip.webm.json'} next to the video; minart "
                           "keeps a video's recipe in that file"}
     (tmp_path / "folder").mkdir()

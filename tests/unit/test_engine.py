@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import sys
@@ -673,3 +674,133 @@ def test_a_bad_checkpoint_interval_stops_a_run_before_any_step(tmp_path, monkeyp
     monkeypatch.setenv("MINART_CHECKPOINT_SECONDS", "0.5")
     assert engine.checkpoint_seconds() == 0.5
     assert engine.Checkpoint(TensorCache("memory://minart-ckpt-env"), "k").every == 0.5
+
+
+def test_hit_is_true_only_for_cached_steps():
+    hits = {status: engine.StepResult("a", "fractal", "k", status).to_dict()["hit"]
+            for status in ("cached", "computed", "skipped", "failed", "blocked", "interrupted")}
+    assert hits == {"cached": True, "computed": False, "skipped": False, "failed": False,
+                    "blocked": False, "interrupted": False}
+
+
+def test_the_report_says_how_the_run_ended_and_is_replaced_atomically(tmp_path, cache, monkeypatch):
+    report = _render(tmp_path, cache)
+    data = report.to_dict()
+    assert (data["status"], data["error"], data["flow_run_id"]) == ("ok", None, None)
+    assert {"recipe", "device", "seconds", "computed", "corrupt", "outputs", "steps"} <= data.keys()
+    target = report.write_json(tmp_path / "report.json")
+    before = target.read_text()
+    report.status, report.error = "failed", "step 'mix': boom"
+
+    def no_rename(source, destination):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(engine.os, "replace", no_rename)
+    with pytest.raises(ParamError, match=r"report=.*: cannot write it \(No space left on device\)"):
+        report.write_json(target)
+    assert target.read_text() == before  # never half a report
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".report")) == []
+    monkeypatch.undo()
+    written = json.loads(report.write_json(target).read_text())
+    assert (written["status"], written["error"]) == ("failed", "step 'mix': boom")
+
+
+def test_date_in_a_report_path_is_the_runs_date_and_other_fields_are_refused():
+    assert engine.report_path("/tmp/d/{date}.json", "2026-11-27") == "/tmp/d/2026-11-27.json"
+    assert engine.report_path("r/{{x}}-{date}.json", "2026-11-27") == "r/{x}-2026-11-27.json"
+    for bad, problem in (("{name}.json", "unknown field {name}"), ("{date:%Y}", "unknown field "
+                         "{date:%Y}"), ("{date", "a brace with no partner")):
+        with pytest.raises(ParamError) as info:
+            engine.report_path(bad, "2026-11-27", option="--report")
+        assert str(info.value).startswith(f"--report {bad!r}: {problem}; ")
+        assert info.value.param == "--report"
+
+
+def test_an_output_folder_that_cannot_be_created_is_refused_although_access_says_yes(
+        tmp_path, monkeypatch):
+    import errno
+
+    engine.check_folder_option(tmp_path / "a" / "b" / "c", "--output-dir")
+    assert not (tmp_path / "a").exists()  # the probe leaves nothing behind
+    real_mkdir = Path.mkdir
+
+    def read_only(path, *args, **kwargs):  # as on /proc or a read-only mount, for root too
+        if tmp_path in path.parents:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(engine.os, "access", lambda path, mode: True)  # what root is told
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(ParamError) as info:
+        engine.check_folder_option(tmp_path / "renders" / "2026-11-27", "--output-dir")
+    assert str(info.value) == (f"--output-dir {tmp_path / 'renders' / '2026-11-27'}: cannot "
+                               f"create {tmp_path / 'renders'} (Read-only file system); give a "
+                               "folder that can be created")
+    real_open = os.open
+
+    def no_files(path, *args, **kwargs):
+        if str(path).startswith(str(tmp_path)):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(engine.os, "open", no_files)
+    with pytest.raises(ParamError, match=re.escape(
+            f"--output-dir {tmp_path}: {tmp_path} is not a writable folder (Read-only file "
+            "system)")):
+        engine.check_folder_option(tmp_path, "--output-dir")
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs /proc")
+def test_an_output_folder_under_proc_fails_before_any_step(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("size: [8, 8]\nsteps:\n  a: {stage: fractal}\n"
+                      "outputs:\n  still: {step: a, path: a.png}\n")
+    plan = engine.load_plan(recipe, output_dir="/proc/minart-test/{date}")
+    with pytest.raises(ParamError, match=r"^--output-dir /proc/minart-test/\d{4}-\d\d-\d\d: "):
+        engine.check_run_paths(plan, check_output_dir=True, output_dir_option="--output-dir")
+
+
+def test_a_writer_removes_the_temporary_files_a_killed_writer_left_for_its_target(tmp_path, cache):
+    out = tmp_path / "out-a" / "out"
+    out.mkdir(parents=True)
+    stale = [out / ".tiny.png.0123456789ab.tmp.png", out / ".tiny.png.json.ba9876543210.tmp.json"]
+    kept = [out / ".tiny.png.0123456789ab.tmp.png.keep",  # not exactly io's pattern
+            out / ".tiny.png.0123456789abc.tmp.png", out / ".tiny.png.0123456789AB.tmp.png",
+            out / ".other.png.0123456789ab.tmp.png",  # another target's
+            out / "tiny.png.0123456789ab.tmp.png"]
+    for path in stale + kept:
+        path.write_bytes(b"partial")
+    _render(tmp_path, cache)
+    assert (out / "tiny.png").is_file()
+    assert [p for p in stale if p.exists()] == [] and all(p.exists() for p in kept)
+
+
+def test_an_errors_repr_carries_its_whole_line_for_prefects_error_log(tmp_path):
+    with pytest.raises(RecipeError) as info:  # Prefect logs "...during execution: %r"
+        engine.load_plan(tmp_path / "none.yaml")
+    assert repr(info.value) == f"RecipeError('{tmp_path / 'none.yaml'}: no such recipe file')"
+
+
+def test_failures_of_the_machine_are_told_apart_from_the_recipes_errors():
+    import errno
+
+    from minart.errors import CacheError, MediaError, is_io_failure
+
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise MediaError("cannot write the image", file="a.png") from None
+    except MediaError as exc:
+        full_disk = exc
+    try:
+        try:
+            raise OSError("broken data stream when reading image file")  # Pillow: no errno
+        except OSError:
+            raise MediaError("not a readable image", file="a.png") from None
+    except MediaError as exc:
+        broken_input = exc
+    assert is_io_failure(full_disk) and is_io_failure(CacheError("cannot write cache entry"))
+    assert is_io_failure(OSError(errno.EIO, "Input/output error"))
+    assert not is_io_failure(broken_input) and not is_io_failure(ParamError("dt=-1"))
+    assert ParamError("x").exit_status == 2

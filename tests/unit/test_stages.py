@@ -449,5 +449,5 @@ def test_load_image_check_refuses_transparency_before_anything_runs(tmp_path):
 def test_trap_angle_is_in_radians_so_a_value_in_degrees_is_refused():
     params = get_stage("fractal").params
     assert params(trap_angle=-6.28).trap_angle == -6.28
-    with pytest.raises(ValueError, match="less than or equal to 6.28"):
+    with pytest.raises(ValueError, match=r"less than or equal to 6\.28"):
         params(trap_angle=45)
