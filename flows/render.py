@@ -10,9 +10,13 @@ cached step is skipped entirely.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +98,7 @@ def render(recipe: str, overrides: dict[str, Any] | None = None,
     overrides = dict(overrides or {})
     store = TensorCache(cache)
     day = time.strftime("%Y-%m-%d", time.gmtime())  # one {date} for the whole run
+    limit = None
     try:
         if output_dir:
             engine.output_folder(output_dir, day)  # a bad {field} names the folder as given
@@ -116,6 +121,19 @@ def render(recipe: str, overrides: dict[str, Any] | None = None,
                 len(plan.steps), len(to_run), sum(status[n] == "cached" for n in to_run),
                 store.location)
 
+    with _graceful_termination(logger) as termination:
+        return _run(plan, to_run, status, store=store, recipe=recipe, overrides=overrides,
+                    preview=preview, output_dir=output_dir, day=day, origin=origin,
+                    report=report, corrupt=corrupt, start=start, logger=logger,
+                    cache_max_size=cache_max_size, limit=limit, termination=termination)
+
+
+def _run(plan: engine.Plan, to_run: list[str], status: dict[str, str], *, store: TensorCache,
+         recipe: str, overrides: dict[str, Any], preview: bool | int, output_dir: str | None,
+         day: str, origin: str | None, report: str | None, corrupt: int, start: float,
+         logger: Any, cache_max_size: str | int | None, limit: int | None,
+         termination: _GracefulTermination) -> dict[str, Any]:
+    """Submit the steps, wait for them, write the report and shrink the cache."""
     futures = {}
     for name in to_run:
         step = plan.steps[name]
@@ -179,9 +197,69 @@ def render(recipe: str, overrides: dict[str, Any] | None = None,
     create_markdown_artifact(run.markdown(), key="minart-render",
                              description=f"minart render of {Path(recipe).name}")
     _finish(run, start, report, logger, strict=error is None)
+    termination.hand_over()  # everything is written: now end as Prefect ends a terminated run
     if error is not None:
         raise error  # the first failing step's error
     return run.to_dict()
+
+
+class _GracefulTermination:
+    """SIGTERM during the steps: stop them as Ctrl-C does, then let Prefect end the run.
+
+    A worker stopping, ``prefect flow-run cancel`` and systemd send the flow-run process
+    SIGTERM. Prefect's own handler ends the process at once, while the steps run on in worker
+    threads it cannot reach: a long step lost everything since its last checkpoint, or ran on
+    for minutes after the run was marked Crashed and its slot given away. Here the first SIGTERM
+    asks the steps to stop at their next progress report (:func:`minart.engine.request_stop`:
+    each saves its checkpoint), the report is written, and then the signal goes to Prefect's
+    handler, which marks the run Cancelled (a cancel) or Crashed. A second SIGTERM goes to
+    Prefect's handler at once.
+    """
+
+    def __init__(self, logger: Any) -> None:
+        self.logger = logger
+        self.previous: Any = None
+        self.received: int | None = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.received is not None:  # asked twice: no more waiting
+            self._deliver(signum, frame)
+            return
+        self.received = signum
+        self.logger.warning("termination requested (signal %d): the steps stop at their next "
+                            "progress report and keep their checkpoint; send it again to stop "
+                            "at once", signum)
+        engine.request_stop()
+
+    def _deliver(self, signum: int, frame: Any) -> None:
+        if callable(self.previous):
+            self.previous(signum, frame)
+        elif self.previous == signal.SIG_DFL:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    def hand_over(self) -> None:
+        """Give a SIGTERM received during the steps to the handler it was taken from."""
+        if self.received is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+            self._deliver(self.received, None)
+
+
+@contextlib.contextmanager
+def _graceful_termination(logger: Any) -> Iterator[_GracefulTermination]:
+    """:class:`_GracefulTermination` installed for SIGTERM while the block runs (main thread)."""
+    handler = _GracefulTermination(logger)
+    if threading.current_thread() is not threading.main_thread():
+        yield handler  # signals reach the main thread only: nothing to install
+        return
+    handler.previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield handler
+    finally:
+        if signal.getsignal(signal.SIGTERM) is handler:
+            signal.signal(signal.SIGTERM, handler.previous)
+        if handler.received is not None:
+            engine.clear_stop()
 
 
 def _flow_run_id() -> str | None:

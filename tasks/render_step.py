@@ -152,6 +152,11 @@ def render_step(*, recipe: str, overrides: dict[str, Any], preview: bool | int, 
 
         raise RecipeError(f"the recipe changed during the run (key of step '{step}' is now "
                           f"{plan.step(step).key}, expected {key})", file=recipe)
+    if engine.stop_requested():  # the run is being stopped (SIGTERM): start nothing new
+        from minart.errors import Interrupted
+
+        raise Interrupted("not started: the run was asked to stop; run it again to go on",
+                          step=step)
     result = engine.run_step(plan, step, cache=TensorCache(cache),
                              progress=_ProgressArtifact(step), log=get_run_logger())
     return result.to_dict()
