@@ -249,7 +249,8 @@ class RunReport:
         target = Path(path)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            _replace_file(target, (json.dumps(self.to_dict(), indent=2) + "\n").encode("utf-8"))
+            _io().write_bytes_atomically(
+                target, (json.dumps(self.to_dict(), indent=2) + "\n").encode("utf-8"))
         except OSError as exc:
             raise ParamError(f"report={str(target)!r}: cannot write it ({exc.strerror or exc}); "
                              "the run's outputs are written", param="report") from None
@@ -289,31 +290,6 @@ def error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
-def _temp_sibling(target: Path) -> Path:
-    """A new empty file beside ``target``, named ``.<name>.<12 hex>.tmp<suffix>`` as
-    :mod:`minart.io` names its temporary files (mode 0666 less the umask, as ``open`` makes)."""
-    for _ in range(100):
-        tmp = target.parent / f".{target.name}.{os.urandom(6).hex()}.tmp{target.suffix}"
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        except FileExistsError:
-            continue
-        return tmp
-    raise FileExistsError(f"no free temporary name next to {target}")
-
-
-def _replace_file(target: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary sibling of ``target``, then rename it over ``target``."""
-    tmp = _temp_sibling(target)
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _remove_stale_temp_files(target: str | os.PathLike) -> list[Path]:
     """Delete the temporary files that writers killed mid-write left beside ``target``.
 
@@ -337,17 +313,14 @@ def _remove_stale_temp_files(target: str | os.PathLike) -> list[Path]:
         ['.a.webm.xyz.tmp.webm', 'a.webm']
     """
     target = Path(target)
-    names = (target.name, f"{target.name}.json")
-    pattern = re.compile("|".join(
-        rf"\.{re.escape(name)}\.[0-9a-f]{{12}}\.tmp{re.escape(Path(name).suffix)}"
-        for name in names))
+    patterns = [_io().temp_name_pattern(name) for name in (target, f"{target}.json")]
     removed = []
     try:
         candidates = list(os.scandir(target.parent))
     except OSError:  # no folder yet: nothing left behind
         return removed
     for entry in candidates:
-        if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+        if any(p.fullmatch(entry.name) for p in patterns) and entry.is_file(follow_symlinks=False):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))
@@ -491,6 +464,12 @@ def _recipe_module():
     from . import recipe
 
     return recipe
+
+
+def _io():
+    from . import io
+
+    return io
 
 
 def _stages_module():

@@ -21,6 +21,7 @@ import hashlib
 import io as _io
 import json
 import os
+import re
 import secrets
 import struct
 import warnings
@@ -435,6 +436,20 @@ def _quantize(image: Tensor, bits: int) -> np.ndarray:
     return np.ascontiguousarray(array.astype(np.uint8 if bits == 8 else np.uint16))
 
 
+def temp_name_pattern(target: str | os.PathLike) -> re.Pattern[str]:
+    """The names of the temporary files :func:`write_image` and friends write ``target`` through.
+
+    ``.<name>.<12 hex digits>.tmp<suffix>`` in ``target``'s folder, renamed over ``target`` once
+    complete; a writer killed mid-write leaves one behind.
+
+    Example:
+        >>> bool(temp_name_pattern("out/a.png").fullmatch(".a.png.0123456789ab.tmp.png"))
+        True
+    """
+    name = Path(target).name
+    return re.compile(rf"\.{re.escape(name)}\.[0-9a-f]{{12}}\.tmp{re.escape(Path(name).suffix)}")
+
+
 def _temp_path(target: Path) -> Path:
     """A fresh, empty file next to ``target`` whose name ends like ``target``'s.
 
@@ -452,8 +467,12 @@ def _temp_path(target: Path) -> Path:
     raise FileExistsError(f"no free temporary name next to {target}")
 
 
-def _atomic_write_bytes(target: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``target``, fsync it, then ``os.replace``."""
+def write_bytes_atomically(target: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``target``, fsync it, then ``os.replace``.
+
+    Readers see the old file or the new one, never a part (a killed writer leaves only a
+    temporary file, see :func:`temp_name_pattern`).
+    """
     tmp = _temp_path(target)
     try:
         with open(tmp, "wb") as handle:
@@ -657,7 +676,7 @@ def write_image(path: str | os.PathLike, image: Tensor, *, bits: Literal[8, 16] 
     data = encode_image(image, format=fmt, bits=bits, metadata=metadata, quality=quality)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(target, data)
+        write_bytes_atomically(target, data)
     except OSError as exc:
         raise MediaError(f"cannot write the image ({exc.strerror or exc})", file=str(target)) from None
 

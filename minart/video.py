@@ -31,7 +31,7 @@ from torch import Tensor
 from ._checks import check_choice, check_range
 from .composite import _frames, _image
 from .errors import MediaError, ParamError, ShapeError
-from .io import _atomic_write_bytes, _quantize, _target_format, _temp_path
+from .io import _quantize, _target_format, _temp_path, write_bytes_atomically
 
 __all__ = [
     "GIF_FPS_RANGE",
@@ -298,7 +298,7 @@ def encode_video(path: str | os.PathLike, frames: Tensor, *, fps: float = 24.0,
         tmp.unlink(missing_ok=True)
         raise
     if sidecar is not None:
-        _atomic_write_bytes(side, sidecar.encode("utf-8"))
+        write_bytes_atomically(side, sidecar.encode("utf-8"))
 
 
 _CHUNK_BYTES = 1 << 26  # rgb24 frames quantised and piped at a time: bounds the extra memory

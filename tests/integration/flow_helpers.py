@@ -25,6 +25,19 @@ outputs:
 """
 """A 32x32 recipe: two fractal branches, a diffusion, a blend and one PNG output."""
 
+ART = """\
+name: art
+seed: 3
+size: [24, 24]
+device: cpu
+steps:
+  base: {stage: fractal, params: {iterations: 16}}
+  art:  {stage: minimize, input: base, params: {iterations: %d, frame_every: 50}}
+outputs:
+  sheet: {step: art, path: "{name}.png", sheet: {frames: 4}}
+"""
+"""A 24x24 minimization of ``%d`` iterations (a few seconds per thousand) and its contact sheet."""
+
 
 def minart(*args: str, env: dict, cwd: Path, check: bool = True, timeout: float = 180
            ) -> subprocess.CompletedProcess:

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import time
 
-from flow_helpers import MINART, artifacts, run_report
+from flow_helpers import ART, MINART, artifacts, run_report
 
 from minart import engine
 from minart.cache import TensorCache
@@ -82,17 +82,7 @@ def test_kill_9_mid_step_then_rerun_resumes_from_the_cache(tmp_path, env, prefec
 
 def test_kill_9_mid_minimize_resumes_from_its_checkpoint(tmp_path, env):
     recipe = tmp_path / "art.yaml"
-    recipe.write_text("""\
-name: art
-seed: 3
-size: [24, 24]
-device: cpu
-steps:
-  base: {stage: fractal, params: {iterations: 16}}
-  art:  {stage: minimize, input: base, params: {iterations: 1500, frame_every: 50}}
-outputs:
-  sheet: {step: art, path: "{name}.png", sheet: {frames: 4}}
-""")
+    recipe.write_text(ART % 1500)
     cache = TensorCache(env["MINART_CACHE"])
     env = {**env, "MINART_CHECKPOINT_SECONDS": "0.5"}
 

@@ -9,21 +9,9 @@ import subprocess
 import sys
 import time
 
-from flow_helpers import run_report
+from flow_helpers import ART, run_report
 
 from minart.cache import TensorCache
-
-ART = """\
-name: art
-seed: 3
-size: [24, 24]
-device: cpu
-steps:
-  base: {stage: fractal, params: {iterations: 16}}
-  art:  {stage: minimize, input: base, params: {iterations: 4000, frame_every: 50}}
-outputs:
-  sheet: {step: art, path: "{name}.png", sheet: {frames: 4}}
-"""
 
 FLOW = ("import sys\nfrom minart.flows.render import render\n"
         "render(recipe=sys.argv[1], output_dir=sys.argv[2])\n")
@@ -31,7 +19,7 @@ FLOW = ("import sys\nfrom minart.flows.render import render\n"
 
 def test_sigterm_stops_the_step_in_progress_keeping_its_checkpoint(tmp_path, env):
     recipe = tmp_path / "art.yaml"
-    recipe.write_text(ART)
+    recipe.write_text(ART % 4000)
     cache = TensorCache(env["MINART_CACHE"])
     # no periodic checkpoint: one can only come from the stop itself
     run_env = {**env, "PREFECT_LOGGING_LEVEL": "INFO", "MINART_CHECKPOINT_SECONDS": "3600"}

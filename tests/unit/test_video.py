@@ -265,7 +265,7 @@ def test_a_video_is_never_left_beside_the_previous_videos_recipe(tmp_path, monke
     def killed(path, data):
         raise KeyboardInterrupt  # the process ends between the video and its sidecar
 
-    monkeypatch.setattr(video, "_atomic_write_bytes", killed)
+    monkeypatch.setattr(video, "write_bytes_atomically", killed)
     with pytest.raises(KeyboardInterrupt):
         encode_video(target, _gradient_clip(t=3), metadata={"seed": 2})
     assert read_video(target).shape[0] == 3
