@@ -20,7 +20,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from .cli import SetOption, app, on_interrupt
-from .errors import EXIT_FAILED, EXIT_INVALID, MinartError, ParamError, is_io_failure
+from .errors import EXIT_FAILED, MinartError, ParamError, is_io_failure
 
 __all__ = ["cache_app"]
 
@@ -38,20 +38,13 @@ def _quiet_prefect() -> None:
 
 @contextlib.contextmanager
 def _exit_status() -> Iterator[None]:
-    """Exit 1 with one line for a failure of the machine, not 2 as for what the user can fix.
+    """Exit 1 with one line for a bare ``OSError`` (a failure of the machine).
 
-    :func:`minart.cli.main` prints every :class:`MinartError` and exits 2; an error whose
-    ``exit_status`` is 1 (:func:`minart.errors.is_io_failure`: a full or read-only disk, a cache
-    that cannot be written or evicted) and a bare ``OSError`` are printed here instead and
-    exit 1, as the README's exit codes say.
+    :class:`MinartError` passes through: :func:`minart.cli.main` prints it and exits with its
+    ``exit_status`` (1 when :func:`minart.errors.is_io_failure` classified it, else 2).
     """
     try:
         yield
-    except MinartError as exc:
-        if exc.exit_status == EXIT_INVALID:
-            raise
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exc.exit_status) from None
     except OSError as exc:
         from .engine import error_line
 
