@@ -535,12 +535,15 @@ def fractal_field_fast(width: int, height: int, **options):
     if kernels_mode() == "eager" or device.type != "cuda" or dtype != torch.float32 \
             or not triton_available():
         return fr.fractal_field(width, height, **options)
-    return _fractal_field_triton(width, height, device, **options)
+    return _fractal_field_triton(width, height, **options)
 
 
-def _fractal_field_triton(width: int, height: int, device: torch.device, **options):
-    """The Triton branch of :func:`fractal_field_fast` (CPU tensors need TRITON_INTERPRET=1)."""
+def _fractal_field_triton(width: int, height: int, **options):
+    """The Triton branch of :func:`fractal_field_fast`, with the same arguments (CPU tensors
+    need TRITON_INTERPRET=1)."""
     from .. import fractal as fr
+
+    device = torch.device(options.pop("device", None) or "cpu")
 
     # validate and normalise exactly as the reference does, then iterate with the kernel
     opts = {**_fractal_defaults(), **options}
