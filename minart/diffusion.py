@@ -134,14 +134,31 @@ def scharr_operators(channels: int = 3, *, dtype: torch.dtype | None = None,
     return _dense(_SCHARR_X, channels, dtype, device), _dense(_SCHARR_Y, channels, dtype, device)
 
 
+def _over(d: Tensor, scale: float | Tensor) -> Tensor:
+    """``d / scale``, also for a ``scale`` so small that ``1 / scale`` overflows ``d``'s dtype.
+
+    CUDA divides a tensor by a scalar as a multiply by the scalar's reciprocal, which is then
+    ``inf``, so ``0 / scale`` came out ``0 * inf = nan`` there (and ``0`` on the CPU). Such a
+    ``scale`` multiplies by the dtype's largest value instead: 0 stays 0, and any other
+    difference is far past every threshold, as with exact division. A 0-dim tensor ``scale``
+    (the compiled CPU step's graph input) selects without a Python branch.
+    """
+    biggest = torch.finfo(d.dtype).max
+    if isinstance(scale, Tensor):
+        return torch.where(scale * biggest < 1.0, d * biggest, d / scale)
+    if 1.0 / scale > biggest:
+        return d * biggest
+    return d / scale
+
+
 def _conduction(d: Tensor, kappa: float, conduction: str) -> Tensor:
     """Conduction coefficient c(d) of the classic scheme (medpy options 1, 2, 3)."""
     if conduction == "exp":
-        return torch.exp(-((d / kappa) ** 2))
+        return torch.exp(-(_over(d, kappa) ** 2))
     if conduction == "inverse":
-        return 1.0 / (1.0 + (d / kappa) ** 2)
+        return 1.0 / (1.0 + _over(d, kappa) ** 2)
     s = kappa * math.sqrt(2.0)
-    return torch.where(d.abs() <= s, 0.5 * (1.0 - (d / s) ** 2) ** 2, torch.zeros_like(d))
+    return torch.where(d.abs() <= s, 0.5 * (1.0 - _over(d, s) ** 2) ** 2, torch.zeros_like(d))
 
 
 def classic_step(image: Tensor, *, kappa: float, dt: float,

@@ -318,13 +318,13 @@ def _check_fractal(device: str) -> None:
     # the dispatcher's Triton branch: fractal_field's validation and grid, then the kernel
     from minart.kernels.dispatch import _fractal_field_triton
 
-    field = _fractal_field_triton(40, 30, torch.device(device), iterations=20, power=3, eps=0.6,
+    field = _fractal_field_triton(40, 30, device=device, iterations=20, power=3, eps=0.6,
                                   trap="circle")
     ref = fractal_field(40, 30, iterations=20, power=3, eps=0.6, trap="circle")
     assert field.counts.dtype == ref.counts.dtype and field.done.dtype == ref.done.dtype
     assert (field.counts.cpu() == ref.counts).float().mean().item() >= 0.999
     with pytest.raises(ParamError):
-        _fractal_field_triton(40, 30, torch.device(device), power=0)
+        _fractal_field_triton(40, 30, device=device, power=0)
 
 
 def _check_sweep(device: str, shape=(1, 3, 6, 20)) -> None:
@@ -745,6 +745,14 @@ def test_compiled_cpu_steps_match_the_references(tmp_path, monkeypatch):
     for kappa in (0.1, 0.05):  # a new kappa must not need a recompile to be right
         torch.testing.assert_close(cpu.classic_step_compiled(x, kappa=kappa, dt=0.2),
                                    classic_step(x, kappa=kappa, dt=0.2), **FWD_TOL)
+    # a kappa whose reciprocal overflows float32: flat regions stay flat, nothing turns nan
+    flat = x.clone()
+    flat[..., :4, :] = 0.5
+    for cond in ("exp", "inverse", "tukey"):
+        tiny = cpu.classic_step_compiled(flat, kappa=1e-40, dt=0.2, conduction=cond)
+        assert not tiny.isnan().any(), cond
+        torch.testing.assert_close(tiny, classic_step(flat, kappa=1e-40, dt=0.2, conduction=cond),
+                                   **FWD_TOL)
     assert cpu.is_compiled("seed") and cpu.is_compiled("classic")
     # a compiled step is reused for the shapes it has seen; a new shape of a short run stays
     # eager instead of compiling again for seconds
