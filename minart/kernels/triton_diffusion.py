@@ -1074,8 +1074,18 @@ def _classic2_rows_kernel(x_ptr, out_ptr, H, W, n_tw, inv_kappa, tukey_s, dt, CO
 DEFAULT_BLOCK = (1, 512)
 """Tile ``(BLOCK_H, BLOCK_W)`` of the one-pass kernels (a row of 512 pixels)."""
 
+CLASSIC_BLOCK = (8, 128)
+"""Tile of the classic step's one-pass kernel: 8 rows of 128 pixels. On an H200 at 4096^2 it ran
+at 1.44x the copy time against 1.54x for :data:`DEFAULT_BLOCK` (docs/benchmarks.md)."""
+
 LOSS_BLOCK = (4, 256)
 """Tile of the kernels that reduce per tile (fewer, larger tiles: a smaller partial-sum buffer)."""
+
+LOSS_ROWS_BLOCK = (128, 128)
+"""``(rows, BLOCK_W)`` of the fused learned step's row-marching kernel (the default variant): one
+partial sum of ``dL/dK`` per 128-row strip. On an H200 at 4096^2 it ran at 7.7x the copy time
+against 10.7x for 64 rows. The strip height fixes the order in which ``dL/dK`` is added, so it is
+part of what a CUDA render's bits depend on (the ``minimize`` stage's version)."""
 
 ROWS_BLOCK = (64, 128)
 """``(rows, BLOCK_W)`` of the row-marching kernels (``variant="rows"``): a program walks 64 rows
@@ -1374,9 +1384,10 @@ _STEP_CANDIDATES = (("single", 1), ("pairs", 1), ("pairs", 3))
 """``(variant, unroll)`` pairs that ``"auto"`` times for two steps: all write the same bits."""
 
 
-PAIRS_BLOCK = (64, 32)
-"""``(rows, BLOCK_W)`` of the two-step kernels: a program walks 64 rows of ``num_warps`` strips
-of 32 lanes side by side, one strip per warp, each storing its 30 inner columns."""
+PAIRS_BLOCK = (32, 32)
+"""``(rows, BLOCK_W)`` of the two-step kernels: a program walks 32 rows of ``num_warps`` strips
+of 32 lanes side by side, one strip per warp, each storing its 30 inner columns. On an H200 at
+4096^2 the seed scheme's pair ran at 1.69x the copy time per step against 2.11x with 64 rows."""
 
 
 def _steps_block(w: int, block: tuple[int, int] | None, num_warps: int
@@ -1594,7 +1605,7 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
 
     Three variants compute the same ``I'`` (bit for bit) and the same sums (up to the order of
     float additions); each is deterministic. ``"rows"`` (default): each program walks a strip of
-    :data:`ROWS_BLOCK` with a 3-row register window and adds the sums per pixel into registers,
+    :data:`LOSS_ROWS_BLOCK` with a 3-row register window and adds the sums per pixel into registers,
     reducing them once per program (sm_90, Triton 3.6, C = 3: 247 registers, no spills).
     ``"tiles"``: one program per tile (:data:`LOSS_BLOCK`), each reducing its ``C*C*9 + 1`` sums
     across the block (sm_90, Triton 3.6: 255 registers and 1112 bytes of spills for ``C = 3``;
@@ -1653,7 +1664,8 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
     b, c, h, w = image.shape
     w_f, w_e, w_i = (float(v) * float(scale) for v in weights)
     persistent = variant == "persistent"
-    default = {"tiles": LOSS_BLOCK, "persistent": PERSISTENT_BLOCK, "rows": ROWS_BLOCK}[variant]
+    default = {"tiles": LOSS_BLOCK, "persistent": PERSISTENT_BLOCK,
+               "rows": LOSS_ROWS_BLOCK}[variant]
     block = _block_for(w, block, default)
     n_tiles, nb, n_tw, _ = _grid(h, w, b, block)
     new = _empty(image.shape, like=image)
@@ -1744,7 +1756,7 @@ def _classic_launch(image: Tensor, *, kappa: float, dt: float, conduction: str,
 
     def launch(variant: str, unroll: int = ROWS_UNROLL) -> None:
         rows = variant == "rows"
-        blk = _block_for(w, block, ROWS_BLOCK if rows else DEFAULT_BLOCK)
+        blk = _block_for(w, block, ROWS_BLOCK if rows else CLASSIC_BLOCK)
         n_tiles, _, n_tw, _ = _grid(h, w, b * c, blk)
         kernel, shape = ((_classic_rows_kernel, dict(ROWS=blk[0], BLOCK_W=blk[1],
                                                      UNROLL=unroll)) if rows else
