@@ -41,6 +41,9 @@ from minart.diffusion import classic_step, laplacian_operator, seed_step
 
 ROWS: list[dict] = []
 
+GROUPS = ("seed", "classic", "learned", "fractal", "sweep")
+"""The GPU table's groups of rows, in order (``--only`` picks some)."""
+
 
 def _row(group: str, name: str, ms: float | None, *, ref_ms: float | None = None,
          copy_ms: float | None = None, note: str = "", rate: float | None = None,
@@ -112,8 +115,10 @@ def _time_safely(fn: Callable[[], float]) -> tuple[float | None, str]:
 # ------------------------------------------------------------------------------------------------
 
 
-def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda") -> None:
-    """The GPU table; ``device="cpu"`` (with TRITON_INTERPRET=1) only checks that it runs."""
+def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda",
+               groups: tuple[str, ...] = GROUPS) -> None:
+    """The GPU table for ``groups`` (all by default); ``device="cpu"`` (with TRITON_INTERPRET=1)
+    only checks that it runs."""
     global _cuda_ms
     if device == "cpu":
         _cuda_ms = lambda fn, reps, warmup=1, inner=1: _cpu_ms(fn, reps, warmup)  # noqa: E731
@@ -129,207 +134,218 @@ def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda") -> None:
     kappa, dt = 0.2, 0.2
 
     # seed step -------------------------------------------------------------------------------
-    eager = _cuda_ms(lambda: seed_step(x, k, kappa=kappa, dt=dt), reps)
-    _row("seed step", "eager (reflect pad + conv2d + exp + clamp)", eager, ref_ms=eager,
-         copy_ms=copy, note=f"torch defaults: cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}")
-    configs = [(1, 512, 4)] if quick else [(1, 256, 4), (1, 512, 4), (1, 1024, 4), (1, 1024, 8),
-                                           (2, 256, 4), (2, 512, 8), (4, 128, 4), (8, 128, 4)]
-    for bh, bw, nw in configs:
+    if "seed" in groups:
+        eager = _cuda_ms(lambda: seed_step(x, k, kappa=kappa, dt=dt), reps)
+        _row("seed step", "eager (reflect pad + conv2d + exp + clamp)", eager, ref_ms=eager,
+             copy_ms=copy, note=f"torch defaults: cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}")
+        configs = [(1, 512, 4)] if quick else [(1, 256, 4), (1, 512, 4), (1, 1024, 4), (1, 1024, 8),
+                                               (2, 256, 4), (2, 512, 8), (4, 128, 4), (8, 128, 4)]
+        for bh, bw, nw in configs:
+            ms, note = _time_safely(lambda: _cuda_ms(lambda: td.seed_forward_triton(
+                x, k, kappa=kappa, dt=dt, store_g=False, block=(bh, bw), num_warps=nw,
+                variant="tiles"), reps))
+            _row("seed step", f"triton {bh}x{bw} tile, {nw} warps", ms, ref_ms=eager,
+                 copy_ms=copy, note=note)
+        for rows, bw, nw, u in _rows_configs(td, quick):
+            ms, note = _time_safely(lambda: _cuda_ms(lambda: td.seed_forward_triton(
+                x, k, kappa=kappa, dt=dt, store_g=False, block=(rows, bw), num_warps=nw,
+                variant="rows", unroll=u), reps))
+            _row("seed step", f"triton rows {rows}x{bw}, {nw} warps, unroll {u}", ms, ref_ms=eager,
+                 copy_ms=copy, note=note)
         ms, note = _time_safely(lambda: _cuda_ms(lambda: td.seed_forward_triton(
-            x, k, kappa=kappa, dt=dt, store_g=False, block=(bh, bw), num_warps=nw,
-            variant="tiles"), reps))
-        _row("seed step", f"triton {bh}x{bw} tile, {nw} warps", ms, ref_ms=eager,
+            x, k, kappa=kappa, dt=dt, store_g=False), reps))
+        _row("seed step", f"triton auto (default; chose {_chosen(td, 'seed')})", ms, ref_ms=eager,
              copy_ms=copy, note=note)
-    for rows, bw, nw, u in _rows_configs(td, quick):
         ms, note = _time_safely(lambda: _cuda_ms(lambda: td.seed_forward_triton(
-            x, k, kappa=kappa, dt=dt, store_g=False, block=(rows, bw), num_warps=nw,
-            variant="rows", unroll=u), reps))
-        _row("seed step", f"triton rows {rows}x{bw}, {nw} warps, unroll {u}", ms, ref_ms=eager,
-             copy_ms=copy, note=note)
-    ms, note = _time_safely(lambda: _cuda_ms(lambda: td.seed_forward_triton(
-        x, k, kappa=kappa, dt=dt, store_g=False), reps))
-    _row("seed step", f"triton auto (default; chose {_chosen(td, 'seed')})", ms, ref_ms=eager,
-         copy_ms=copy, note=note)
-    ms, note = _time_safely(lambda: _cuda_ms(lambda: td.seed_forward_triton(
-        x, k, kappa=kappa, dt=dt, store_g=True), reps))
-    _row("seed step", f"triton auto, also writing g (chose {_chosen(td, 'seed')})", ms,
-         ref_ms=eager, copy_ms=copy, note=note)
-    # two steps per pass: the time of a pair, halved (runs of steps: perona_malik, sweeps)
-    for rows, bw, nw, u in _pairs_configs(td, quick):
+            x, k, kappa=kappa, dt=dt, store_g=True), reps))
+        _row("seed step", f"triton auto, also writing g (chose {_chosen(td, 'seed')})", ms,
+             ref_ms=eager, copy_ms=copy, note=note)
+        # two steps per pass: the time of a pair, halved (runs of steps: perona_malik, sweeps)
+        for rows, bw, nw, u in _pairs_configs(td, quick):
+            ms, note = _time_safely(lambda: _cuda_ms(lambda: td.seed_steps_triton(
+                x, k, steps=2, kappa=kappa, dt=dt, block=(rows, bw), num_warps=nw, variant="pairs",
+                unroll=u), reps) / 2)
+            _row("seed step", f"triton two per pass, rows {rows}x{nw}x{bw}, unroll {u}, per step",
+                 ms, ref_ms=eager, copy_ms=copy, note=note)
         ms, note = _time_safely(lambda: _cuda_ms(lambda: td.seed_steps_triton(
-            x, k, steps=2, kappa=kappa, dt=dt, block=(rows, bw), num_warps=nw, variant="pairs",
-            unroll=u), reps) / 2)
-        _row("seed step", f"triton two per pass, rows {rows}x{nw}x{bw}, unroll {u}, per step",
+            x, k, steps=2, kappa=kappa, dt=dt), reps) / 2)
+        _row("seed step", f"triton runs auto (default; chose {_chosen(td, 'seed-steps')}), per step",
              ms, ref_ms=eager, copy_ms=copy, note=note)
-    ms, note = _time_safely(lambda: _cuda_ms(lambda: td.seed_steps_triton(
-        x, k, steps=2, kappa=kappa, dt=dt), reps) / 2)
-    _row("seed step", f"triton runs auto (default; chose {_chosen(td, 'seed-steps')}), per step",
-         ms, ref_ms=eager, copy_ms=copy, note=note)
 
     # classic step ----------------------------------------------------------------------------
-    eager_c = _cuda_ms(lambda: classic_step(x, kappa=0.1, dt=dt), reps)
-    _row("classic step", "eager", eager_c, ref_ms=eager_c, copy_ms=copy)
-    for bh, bw, nw in ([(1, 512, 4)] if quick else [(1, 512, 4), (1, 1024, 4), (4, 256, 4),
-                                                     (8, 128, 4)]):
+    if "classic" in groups:
+        eager_c = _cuda_ms(lambda: classic_step(x, kappa=0.1, dt=dt), reps)
+        _row("classic step", "eager", eager_c, ref_ms=eager_c, copy_ms=copy)
+        for bh, bw, nw in ([(1, 512, 4)] if quick else [(1, 512, 4), (1, 1024, 4), (4, 256, 4),
+                                                         (8, 128, 4)]):
+            ms, note = _time_safely(lambda: _cuda_ms(lambda: td.classic_step_triton(
+                x, kappa=0.1, dt=dt, block=(bh, bw), num_warps=nw, variant="tiles"), reps))
+            _row("classic step", f"triton {bh}x{bw} tile, {nw} warps", ms, ref_ms=eager_c,
+                 copy_ms=copy, note=note)
+        for rows, bw, nw, u in _rows_configs(td, quick):
+            ms, note = _time_safely(lambda: _cuda_ms(lambda: td.classic_step_triton(
+                x, kappa=0.1, dt=dt, block=(rows, bw), num_warps=nw, variant="rows", unroll=u),
+                reps))
+            _row("classic step", f"triton rows {rows}x{bw}, {nw} warps, unroll {u}", ms,
+                 ref_ms=eager_c, copy_ms=copy, note=note)
         ms, note = _time_safely(lambda: _cuda_ms(lambda: td.classic_step_triton(
-            x, kappa=0.1, dt=dt, block=(bh, bw), num_warps=nw, variant="tiles"), reps))
-        _row("classic step", f"triton {bh}x{bw} tile, {nw} warps", ms, ref_ms=eager_c,
-             copy_ms=copy, note=note)
-    for rows, bw, nw, u in _rows_configs(td, quick):
-        ms, note = _time_safely(lambda: _cuda_ms(lambda: td.classic_step_triton(
-            x, kappa=0.1, dt=dt, block=(rows, bw), num_warps=nw, variant="rows", unroll=u),
-            reps))
-        _row("classic step", f"triton rows {rows}x{bw}, {nw} warps, unroll {u}", ms,
+            x, kappa=0.1, dt=dt), reps))
+        _row("classic step", f"triton auto (default; chose {_chosen(td, 'classic')})", ms,
              ref_ms=eager_c, copy_ms=copy, note=note)
-    ms, note = _time_safely(lambda: _cuda_ms(lambda: td.classic_step_triton(
-        x, kappa=0.1, dt=dt), reps))
-    _row("classic step", f"triton auto (default; chose {_chosen(td, 'classic')})", ms,
-         ref_ms=eager_c, copy_ms=copy, note=note)
-    for rows, bw, nw, u in _pairs_configs(td, quick):
+        for rows, bw, nw, u in _pairs_configs(td, quick):
+            ms, note = _time_safely(lambda: _cuda_ms(lambda: td.classic_steps_triton(
+                x, steps=2, kappa=0.1, dt=dt, block=(rows, bw), num_warps=nw, variant="pairs",
+                unroll=u), reps) / 2)
+            _row("classic step", f"triton two per pass, rows {rows}x{nw}x{bw}, unroll {u}, per step",
+                 ms, ref_ms=eager_c, copy_ms=copy, note=note)
         ms, note = _time_safely(lambda: _cuda_ms(lambda: td.classic_steps_triton(
-            x, steps=2, kappa=0.1, dt=dt, block=(rows, bw), num_warps=nw, variant="pairs",
-            unroll=u), reps) / 2)
-        _row("classic step", f"triton two per pass, rows {rows}x{nw}x{bw}, unroll {u}, per step",
-             ms, ref_ms=eager_c, copy_ms=copy, note=note)
-    ms, note = _time_safely(lambda: _cuda_ms(lambda: td.classic_steps_triton(
-        x, steps=2, kappa=0.1, dt=dt), reps) / 2)
-    _row("classic step", f"triton runs auto (default; chose {_chosen(td, 'classic-steps')}), "
-         "per step", ms, ref_ms=eager_c, copy_ms=copy, note=note)
+            x, steps=2, kappa=0.1, dt=dt), reps) / 2)
+        _row("classic step", f"triton runs auto (default; chose {_chosen(td, 'classic-steps')}), "
+             "per step", ms, ref_ms=eager_c, copy_ms=copy, note=note)
 
     # learned step ----------------------------------------------------------------------------
-    x0 = x.clone()
+    if "learned" in groups:
+        x0 = x.clone()
 
-    def learned(step_fn):
-        kp = k.clone().requires_grad_()
-        opt = torch.optim.SGD([kp], lr=1e-6, momentum=0.9, weight_decay=5e-4, dampening=0)
+        def learned(step_fn):
+            kp = k.clone().requires_grad_()
+            opt = torch.optim.SGD([kp], lr=1e-6, momentum=0.9, weight_decay=5e-4, dampening=0)
 
-        def run():
-            opt.zero_grad(set_to_none=True)
-            loss = step_fn(kp)
-            loss.backward()
-            opt.step()
-        return run
+            def run():
+                opt.zero_grad(set_to_none=True)
+                loss = step_fn(kp)
+                loss.backward()
+                opt.step()
+            return run
 
-    def eager_loss(kp):
-        new, g = seed_step(x, kp, kappa=kappa, dt=dt)
-        return ((new - x0) ** 2 + g.abs() + new ** 2).sum()
+        def eager_loss(kp):
+            new, g = seed_step(x, kp, kappa=kappa, dt=dt)
+            return ((new - x0) ** 2 + g.abs() + new ** 2).sum()
 
-    def general_loss(kp):
-        new, g = td.SeedStep.apply(x, kp, kappa, dt, "exp")
-        return ((new - x0) ** 2 + g.abs() + new ** 2).sum()
+        def general_loss(kp):
+            new, g = td.SeedStep.apply(x, kp, kappa, dt, "exp")
+            return ((new - x0) ** 2 + g.abs() + new ** 2).sum()
 
-    eager_l = _cuda_ms(learned(eager_loss), reps)
-    _row("learned step", "eager (forward + loss + backward + SGD)", eager_l, ref_ms=eager_l,
-         copy_ms=copy)
-    ms, note = _time_safely(lambda: _cuda_ms(learned(general_loss), reps))
-    _row("learned step", "triton SeedStep + torch loss + backward", ms, ref_ms=eager_l,
-         copy_ms=copy, note=note)
-    ms, note = _time_safely(lambda: _cuda_ms(learned(
-        lambda kp: td.SeedLossStep.apply(x, x0, kp, kappa, dt, "exp")[1]), reps))
-    rows, bw = td.ROWS_BLOCK
-    _row("learned step", f"triton fused, default (SeedLossStep: rows {rows}x{bw}, 4 warps)", ms,
-         ref_ms=eager_l, copy_ms=copy, note=note)
-    for bh, bw, nw in ([(4, 256, 4)] if quick else [(2, 256, 4), (4, 256, 4), (4, 256, 8),
-                                                     (8, 128, 4), (8, 256, 8)]):
-        def fused(kp, bh=bh, bw=bw, nw=nw):
-            return _fused_custom(td, x, x0, kp, kappa, dt, (bh, bw), nw)
-
-        ms, note = _time_safely(lambda: _cuda_ms(learned(fused), reps))
-        _row("learned step", f"triton fused loss step, tiles {bh}x{bw}, {nw} warps", ms,
+        eager_l = _cuda_ms(learned(eager_loss), reps)
+        _row("learned step", "eager (forward + loss + backward + SGD)", eager_l, ref_ms=eager_l,
+             copy_ms=copy)
+        ms, note = _time_safely(lambda: _cuda_ms(learned(general_loss), reps))
+        _row("learned step", "triton SeedStep + torch loss + backward", ms, ref_ms=eager_l,
+             copy_ms=copy, note=note)
+        ms, note = _time_safely(lambda: _cuda_ms(learned(
+            lambda kp: td.SeedLossStep.apply(x, x0, kp, kappa, dt, "exp")[1]), reps))
+        rows, bw = td.LOSS_ROWS_BLOCK
+        _row("learned step", f"triton fused, default (SeedLossStep: rows {rows}x{bw}, 4 warps)", ms,
              ref_ms=eager_l, copy_ms=copy, note=note)
-    for rows, bw, nw, _u in [c for c in _rows_configs(td, quick)[1:] if c[3] == td.ROWS_UNROLL]:
-        def fused_rows(kp, rows=rows, bw=bw, nw=nw):
-            return _fused_custom(td, x, x0, kp, kappa, dt, (rows, bw), nw, variant="rows")
+        # the same kernel without autograd and the optimizer around it: what the launches cost
+        ms, note = _time_safely(lambda: _cuda_ms(lambda: td.seed_loss_triton(
+            x, x0, k, kappa=kappa, dt=dt), reps))
+        _row("learned step", "kernel alone, not a step: seed_loss_triton, default (no autograd, "
+             "no SGD)", ms, ref_ms=eager_l, copy_ms=copy, note=note)
+        for bh, bw, nw in ([(4, 256, 4)] if quick else [(2, 256, 4), (4, 256, 4), (4, 256, 8),
+                                                         (8, 128, 4), (8, 256, 8)]):
+            def fused(kp, bh=bh, bw=bw, nw=nw):
+                return _fused_custom(td, x, x0, kp, kappa, dt, (bh, bw), nw)
 
-        ms, note = _time_safely(lambda: _cuda_ms(learned(fused_rows), reps))
-        _row("learned step", f"triton fused loss step, rows {rows}x{bw}, {nw} warps", ms,
-             ref_ms=eager_l, copy_ms=copy, note=note)
-    # the persistent variant: a fixed number of programs, one block reduction per sum per program
-    sms = torch.cuda.get_device_properties(device).multi_processor_count if device == "cuda" else 1
-    pb = td.PERSISTENT_BLOCK
-    per_sm_default = td.PERSISTENT_PROGRAMS_PER_SM
-    for bh, bw, nw, per_sm in ([(*pb, 4, per_sm_default)] if quick else
-                               [(*pb, 4, 2), (*pb, 4, 4), (*pb, 4, 8), (2, 64, 4, 2)]):
-        def persistent(kp, bh=bh, bw=bw, nw=nw, per_sm=per_sm):
-            return _fused_custom(td, x, x0, kp, kappa, dt, (bh, bw), nw, variant="persistent",
-                                 n_programs=per_sm * sms if device == "cuda" else None)
+            ms, note = _time_safely(lambda: _cuda_ms(learned(fused), reps))
+            _row("learned step", f"triton fused loss step, tiles {bh}x{bw}, {nw} warps", ms,
+                 ref_ms=eager_l, copy_ms=copy, note=note)
+        for rows, bw, nw in ([] if quick else [(16, 128, 4), (32, 128, 4), (64, 128, 4),
+                                                (256, 128, 4), (64, 256, 4), (64, 64, 2)]):
+            def fused_rows(kp, rows=rows, bw=bw, nw=nw):
+                return _fused_custom(td, x, x0, kp, kappa, dt, (rows, bw), nw, variant="rows")
 
-        ms, note = _time_safely(lambda: _cuda_ms(learned(persistent), reps))
-        default = " (variant default)" if ((bh, bw) == pb and nw == 4
-                                           and per_sm == per_sm_default) else ""
-        _row("learned step", f"triton fused persistent {bh}x{bw}, {nw} warps, {per_sm} "
-             f"programs/SM{default}", ms, ref_ms=eager_l, copy_ms=copy, note=note)
+            ms, note = _time_safely(lambda: _cuda_ms(learned(fused_rows), reps))
+            _row("learned step", f"triton fused loss step, rows {rows}x{bw}, {nw} warps", ms,
+                 ref_ms=eager_l, copy_ms=copy, note=note)
+        # the persistent variant: a fixed number of programs, one block reduction per sum per program
+        sms = torch.cuda.get_device_properties(device).multi_processor_count if device == "cuda" else 1
+        pb = td.PERSISTENT_BLOCK
+        per_sm_default = td.PERSISTENT_PROGRAMS_PER_SM
+        for bh, bw, nw, per_sm in ([(*pb, 4, per_sm_default)] if quick else
+                                   [(*pb, 4, 2), (*pb, 4, 4), (*pb, 4, 8), (2, 64, 4, 2)]):
+            def persistent(kp, bh=bh, bw=bw, nw=nw, per_sm=per_sm):
+                return _fused_custom(td, x, x0, kp, kappa, dt, (bh, bw), nw, variant="persistent",
+                                     n_programs=per_sm * sms if device == "cuda" else None)
+
+            ms, note = _time_safely(lambda: _cuda_ms(learned(persistent), reps))
+            default = " (variant default)" if ((bh, bw) == pb and nw == 4
+                                               and per_sm == per_sm_default) else ""
+            _row("learned step", f"triton fused persistent {bh}x{bw}, {nw} warps, {per_sm} "
+                 f"programs/SM{default}", ms, ref_ms=eager_l, copy_ms=copy, note=note)
 
     # fractal -----------------------------------------------------------------------------------
-    from minart.fractal import fractal_field
+    if "fractal" in groups:
+        from minart.fractal import fractal_field
 
-    its = 64 if device == "cuda" else 4
-    pix_it = size * size * its / 1e9
-    eager_f = _cuda_ms(lambda: fractal_field(size, size, iterations=its, device=device),
-                       max(3, reps // 4), warmup=1, inner=1)
-    rate = f"{pix_it / eager_f * 1e3:.1f}"
-    _row("fractal", f"eager fractal_field, {its} iterations (Gpix-iter/s = {rate})",
-         eager_f, ref_ms=eager_f)
-    t = time.perf_counter()
-    dispatch.fractal_field_fast(64, 64, iterations=its, device=device)
-    torch.cuda.synchronize()
-    warm = time.perf_counter() - t
-    fast_f, note = _time_safely(lambda: _cuda_ms(
-        lambda: dispatch.fractal_field_fast(size, size, iterations=its, device=device), reps))
-    rate = f"{pix_it / fast_f * 1e3:.1f}" if fast_f else "-"
-    _row("fractal", f"triton fractal_field_fast (Gpix-iter/s = {rate}; first call {warm:.1f} s)",
-         fast_f, ref_ms=eager_f, note=note, rate=pix_it / fast_f * 1e3 if fast_f else None,
-         first_s=warm)
-    from minart.fractal import _grid, fractal
+        its = 64 if device == "cuda" else 4
+        pix_it = size * size * its / 1e9
+        eager_f = _cuda_ms(lambda: fractal_field(size, size, iterations=its, device=device),
+                           max(3, reps // 4), warmup=1, inner=1)
+        rate = f"{pix_it / eager_f * 1e3:.1f}"
+        _row("fractal", f"eager fractal_field, {its} iterations (Gpix-iter/s = {rate})",
+             eager_f, ref_ms=eager_f)
+        t = time.perf_counter()
+        dispatch.fractal_field_fast(64, 64, iterations=its, device=device)
+        torch.cuda.synchronize()
+        warm = time.perf_counter() - t
+        fast_f, note = _time_safely(lambda: _cuda_ms(
+            lambda: dispatch.fractal_field_fast(size, size, iterations=its, device=device), reps))
+        rate = f"{pix_it / fast_f * 1e3:.1f}" if fast_f else "-"
+        _row("fractal", f"triton fractal_field_fast (Gpix-iter/s = {rate}; first call {warm:.1f} s)",
+             fast_f, ref_ms=eager_f, note=note, rate=pix_it / fast_f * 1e3 if fast_f else None,
+             first_s=warm)
+        from minart.fractal import _grid, fractal
 
-    whole, note = _time_safely(lambda: _cuda_ms(
-        lambda: fractal(size, size, iterations=its, device=device), reps, inner=1))
-    rate = f"{pix_it / whole * 1e3:.1f}" if whole else "-"
-    _row("fractal", f"fractal(), the stage's function: orbits, colouring, palette "
-         f"(Gpix-iter/s = {rate})", whole, ref_ms=eager_f, note=note)
-    start = _grid(size, size, 0j, 2.8, torch.float32, torch.device(device))
-    for blk, nw, unroll in ([(128, 1, 4)] if quick else [(128, 1, 4), (128, 1, 8), (256, 2, 4),
-                                                          (256, 4, 4), (64, 1, 4)]):
-        kern, note = _time_safely(lambda: _cuda_ms(lambda: tf.fractal_iterate_triton(
-            start, iterations=its, trap=None, block=blk, num_warps=nw, unroll=unroll), reps))
-        rate = f"{pix_it / kern * 1e3:.1f}" if kern else "-"
-        _row("fractal", f"triton kernel only, no trap, block {blk}, {nw} warps, unroll {unroll} "
-             f"(Gpix-iter/s = {rate})", kern, ref_ms=eager_f, note=note,
-             rate=pix_it / kern * 1e3 if kern else None)
+        whole, note = _time_safely(lambda: _cuda_ms(
+            lambda: fractal(size, size, iterations=its, device=device), reps, inner=1))
+        rate = f"{pix_it / whole * 1e3:.1f}" if whole else "-"
+        _row("fractal", f"fractal(), the stage's function: orbits, colouring, palette "
+             f"(Gpix-iter/s = {rate})", whole, ref_ms=eager_f, note=note)
+        start = _grid(size, size, 0j, 2.8, torch.float32, torch.device(device))
+        for blk, nw, unroll in ([(128, 1, 4)] if quick else [(128, 1, 4), (128, 1, 8), (256, 2, 4),
+                                                              (256, 4, 4), (64, 1, 4)]):
+            kern, note = _time_safely(lambda: _cuda_ms(lambda: tf.fractal_iterate_triton(
+                start, iterations=its, trap=None, block=blk, num_warps=nw, unroll=unroll), reps))
+            rate = f"{pix_it / kern * 1e3:.1f}" if kern else "-"
+            _row("fractal", f"triton kernel only, no trap, block {blk}, {nw} warps, unroll {unroll} "
+                 f"(Gpix-iter/s = {rate})", kern, ref_ms=eager_f, note=note,
+                 rate=pix_it / kern * 1e3 if kern else None)
 
     # sweep ---------------------------------------------------------------------------------------
-    xs, _ = _inputs(512 if device == "cuda" else size, device, seed=1)
-    gen = torch.Generator().manual_seed(2)
-    ops = (laplacian_operator(3) + 0.1 * torch.randn(16, 3, 3, 3, 3, generator=gen)).to(device)
-    kaps = [0.1 + 0.02 * i for i in range(16)]
+    if "sweep" in groups:
+        xs, _ = _inputs(512 if device == "cuda" else size, device, seed=1)
+        gen = torch.Generator().manual_seed(2)
+        ops = (laplacian_operator(3) + 0.1 * torch.randn(16, 3, 3, 3, 3, generator=gen)).to(device)
+        kaps = [0.1 + 0.02 * i for i in range(16)]
 
-    def one_at_a_time():
-        for i in range(16):
-            seed_step(xs, ops[i], kappa=kaps[i], dt=dt)
+        def one_at_a_time():
+            for i in range(16):
+                seed_step(xs, ops[i], kappa=kaps[i], dt=dt)
 
-    eager_s = _cuda_ms(one_at_a_time, reps)
-    _row("sweep 16 x 512^2", "eager, one variant at a time", eager_s, ref_ms=eager_s)
-    ms, note = _time_safely(lambda: _cuda_ms(
-        lambda: dispatch.seed_sweep(xs, ops, kappa=kaps, dt=dt), reps))
-    _row("sweep 16 x 512^2", "seed_sweep (one launch)", ms, ref_ms=eager_s, note=note)
-    # a run of S steps: seed_sweep checks its input once (one wait for the GPU) and queues the
-    # S launches back to back; eager runs S steps of each variant in turn. Times per step.
-    n_steps = 20 if device == "cuda" else 2
+        eager_s = _cuda_ms(one_at_a_time, reps)
+        _row("sweep 16 x 512^2", "eager, one variant at a time", eager_s, ref_ms=eager_s)
+        ms, note = _time_safely(lambda: _cuda_ms(
+            lambda: dispatch.seed_sweep(xs, ops, kappa=kaps, dt=dt), reps))
+        _row("sweep 16 x 512^2", "seed_sweep (one launch)", ms, ref_ms=eager_s, note=note)
+        # a run of S steps: seed_sweep checks its input once (one wait for the GPU) and queues the
+        # S launches back to back; eager runs S steps of each variant in turn. Times per step.
+        n_steps = 20 if device == "cuda" else 2
 
-    def one_at_a_time_steps():
-        for i in range(16):
-            img = xs
-            for _ in range(n_steps):
-                img = seed_step(img, ops[i], kappa=kaps[i], dt=dt)[0]
+        def one_at_a_time_steps():
+            for i in range(16):
+                img = xs
+                for _ in range(n_steps):
+                    img = seed_step(img, ops[i], kappa=kaps[i], dt=dt)[0]
 
-    eager_r = _cuda_ms(one_at_a_time_steps, reps, warmup=1, inner=1) / n_steps
-    _row("sweep 16 x 512^2", f"eager, one variant at a time, {n_steps} steps, per step", eager_r,
-         ref_ms=eager_r)
-    ms, note = _time_safely(lambda: _cuda_ms(
-        lambda: dispatch.seed_sweep(xs, ops, kappa=kaps, dt=dt, steps=n_steps), reps,
-        inner=1) / n_steps)
-    _row("sweep 16 x 512^2", f"seed_sweep(steps={n_steps}), per step", ms, ref_ms=eager_r,
-         note=note)
+        eager_r = _cuda_ms(one_at_a_time_steps, reps, warmup=1, inner=1) / n_steps
+        _row("sweep 16 x 512^2", f"eager, one variant at a time, {n_steps} steps, per step", eager_r,
+             ref_ms=eager_r)
+        ms, note = _time_safely(lambda: _cuda_ms(
+            lambda: dispatch.seed_sweep(xs, ops, kappa=kaps, dt=dt, steps=n_steps), reps,
+            inner=1) / n_steps)
+        _row("sweep 16 x 512^2", f"seed_sweep(steps={n_steps}), per step", ms, ref_ms=eager_r,
+             note=note)
 
 
 def _rows_configs(td, quick: bool) -> list[tuple[int, int, int, int]]:
@@ -541,14 +557,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions (median)")
     parser.add_argument("--quick", action="store_true", help="default tile shapes only")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--only", default=",".join(GROUPS), metavar="GROUP[,GROUP...]",
+                        help=f"GPU table: only these groups of rows, of {', '.join(GROUPS)} "
+                             "(the copy time is always measured)")
     parser.add_argument("--check", action="store_true",
                         help="run the GPU code path on CPU through Triton's interpreter at 32^2 "
                              "(checks the script, times nothing meaningful)")
     args = parser.parse_args(argv)
+    groups = tuple(g.strip() for g in args.only.split(",") if g.strip())
+    unknown = sorted(set(groups) - set(GROUPS))
+    if unknown or not groups:
+        parser.error(f"--only {args.only!r}: groups are {', '.join(GROUPS)}")
     device = args.device
     if args.check:
         os.environ["TRITON_INTERPRET"] = "1"
-        bench_cuda(args.size or 32, 1, True, device="cpu")
+        bench_cuda(args.size or 32, 1, True, device="cpu", groups=groups)
         for label, measured, met in _targets("cuda"):
             print(label, measured, met)
         return 0
@@ -558,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     if device == "cuda":
         name = torch.cuda.get_device_name()
-        bench_cuda(size, args.reps or 20, args.quick)
+        bench_cuda(size, args.reps or 20, args.quick, groups=groups)
     else:
         torch.set_num_threads(args.threads)
         try:

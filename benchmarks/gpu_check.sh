@@ -5,6 +5,10 @@
 #   device tool:                    command "bash benchmarks/gpu_check.sh", carry [".whl"],
 #                                   timeout_s 600 (QUICK_ONLY=1 skips step 5: about 5 min)
 #
+# A short recheck, when little device time is left: QUICK_ONLY=1, BENCH_ONLY=fractal,sweep
+# (bench_kernels.py --only), PYTEST_K="fractal or dispatcher" (pytest -k), PYTEST_TIMEOUT and
+# BENCH_TIMEOUT (seconds; 240 and 180 by default), BENCH_FIRST=1 (benchmark before the tests).
+#
 # 1. prints the GPU, driver, torch and triton versions;
 # 2. installs minart's pure-Python import needs that the machine lacks (pydantic & co), and
 #    pytest-xdist, from the carried wheels in .whl/ (see /work/.library/device/README.md), never
@@ -56,13 +60,18 @@ if timeout 60 "$PY" -m pytest --help 2>/dev/null | grep -- "--numprocesses" >/de
 fi
 timeout 60 "$PY" -c "import minart.kernels, minart.diffusion; print('minart imports')" || true
 
-timeout 240 "$PY" -m pytest tests/unit/test_kernels.py -m gpu -q -p no:cacheprovider -rA $XDIST \
-    2>&1 | tee "$OUT/pytest_gpu.log"
-PYTEST_RC=${PIPESTATUS[0]}
-
-timeout 180 "$PY" benchmarks/bench_kernels.py --device cuda --size 4096 --quick \
-    --json "$OUT/bench_gpu.json" 2>&1 | tee "$OUT/bench_gpu.txt"
-BENCH_RC=${PIPESTATUS[0]}
+run_tests() {
+    timeout "${PYTEST_TIMEOUT:-240}" "$PY" -m pytest tests/unit/test_kernels.py -m gpu -q \
+        -p no:cacheprovider -rA $XDIST ${PYTEST_K:+-k "$PYTEST_K"} 2>&1 | tee "$OUT/pytest_gpu.log"
+    PYTEST_RC=${PIPESTATUS[0]}
+}
+run_bench() {
+    timeout "${BENCH_TIMEOUT:-180}" "$PY" benchmarks/bench_kernels.py --device cuda --size 4096 \
+        --quick ${BENCH_ONLY:+--only "$BENCH_ONLY"} --json "$OUT/bench_gpu.json" 2>&1 \
+        | tee "$OUT/bench_gpu.txt"
+    BENCH_RC=${PIPESTATUS[0]}
+}
+if [ -n "${BENCH_FIRST:-}" ]; then run_bench; run_tests; else run_tests; run_bench; fi
 
 # the full sweep gets what is left of 570 s (the device tool's 600 s, less a margin)
 LEFT=$(( 570 - ($(date +%s) - T0) ))
