@@ -107,6 +107,7 @@ def cases() -> list[tuple[str, object, dict, int, float]]:
     fwd = dict(C=3, COND=0, STORE_G=False, PER_IMAGE=False)
     loss = dict(C=3, COND=0, NEED_DI=False)
     rows, bw = td.ROWS_BLOCK
+    lrows, lbw = td.LOSS_ROWS_BLOCK  # the fused learned step's strips
     unroll = td.ROWS_UNROLL  # one loop body is this many rows
     prows, pbw = td.PAIRS_BLOCK  # four strips of pbw lanes, one per warp
     pairs = {"ROWS": prows, "STRIPS": 4, "BLOCK_W": pbw, "UNROLL": unroll}
@@ -132,8 +133,8 @@ def cases() -> list[tuple[str, object, dict, int, float]]:
          {**pairs, "C": 3, "COND": 0, "PER_IMAGE": False}, 4, two),
         (f"classic step, two per pass, rows {prows}x{4 * pbw}", td._classic2_rows_kernel,
          {**pairs, "COND": 0}, 4, two),
-        (f"learned step, rows {rows}x{bw}", td._seed_loss_rows_kernel,
-         {**loss, "ROWS": rows, "BLOCK_W": bw, "UNROLL": unroll}, 4, unroll * bw / 128),
+        (f"learned step, rows {lrows}x{lbw}", td._seed_loss_rows_kernel,
+         {**loss, "ROWS": lrows, "BLOCK_W": lbw, "UNROLL": unroll}, 4, unroll * lbw / 128),
         # the fractal: a "step" is one iteration of the post's z <- -i/(pi z^7) + c, point trap;
         # the launcher's default 128 pixels on 1 warp (4 a thread), 4 iterations a loop body
         ("fractal iteration, p = 7, block 128, unroll 4", tf._fractal_kernel,

@@ -693,18 +693,19 @@ def test_kernels_lower_to_ptx_for_hopper_without_a_gpu():
                                                BLOCK_W=16, UNROLL=1, n_tw=1))
     for cond in (0, 1, 2):  # two steps per pass
         rows[f"pairs{cond}"] = lower(td._seed_fwd2_rows_kernel, ptrs, dict(
-            C=3, COND=cond, PER_IMAGE=cond == 1, ROWS=64, STRIPS=4, BLOCK_W=32,
-            UNROLL=3 if cond == 0 else 1))
+            C=3, COND=cond, PER_IMAGE=cond == 1, ROWS=td.PAIRS_BLOCK[0], STRIPS=4,
+            BLOCK_W=td.PAIRS_BLOCK[1], UNROLL=3 if cond == 0 else 1))
         rows[f"classic-pairs{cond}"] = lower(td._classic2_rows_kernel, ptrs, dict(
-            COND=cond, ROWS=64, STRIPS=4, BLOCK_W=32, UNROLL=3))
+            COND=cond, ROWS=td.PAIRS_BLOCK[0], STRIPS=4, BLOCK_W=td.PAIRS_BLOCK[1], UNROLL=3))
     lower(td._seed_fwd2_rows_kernel, ptrs, dict(C=4, COND=2, PER_IMAGE=True, ROWS=7, STRIPS=4,
                                                 BLOCK_W=16, UNROLL=1, n_tw=1))
     lower(td._seed_fwd2_rows_kernel, ptrs, dict(C=1, COND=0, PER_IMAGE=False, ROWS=3, STRIPS=4,
                                                 BLOCK_W=8, UNROLL=1))
     rows["fwd-unroll1"] = lower(td._seed_fwd_rows_kernel, ptrs, dict(
         C=3, COND=0, STORE_G=False, PER_IMAGE=False, ROWS=64, BLOCK_W=128, UNROLL=1))
-    rows["loss"] = lower(td._seed_loss_rows_kernel, ptrs, dict(C=3, COND=0, NEED_DI=False, ROWS=64,
-                                                               BLOCK_W=128, UNROLL=3))
+    rows["loss"] = lower(td._seed_loss_rows_kernel, ptrs, dict(
+        C=3, COND=0, NEED_DI=False, ROWS=td.LOSS_ROWS_BLOCK[0], BLOCK_W=td.LOSS_ROWS_BLOCK[1],
+        UNROLL=3))
     lower(td._seed_loss_rows_kernel, ptrs, dict(C=4, COND=2, NEED_DI=True, ROWS=3, BLOCK_W=32,
                                                 UNROLL=3))
     lower(td._seed_loss_rows_kernel, ptrs, dict(C=1, COND=0, NEED_DI=False, ROWS=1, BLOCK_W=16,
