@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -152,6 +153,34 @@ def test_entry_point_and_light_import():
                            "seed=-3"], check=False, capture_output=True, text=True)
     assert done.returncode == EXIT_INVALID
     assert done.stderr == "error: --set seed: seed=-3 must be a whole number from 0 to 2^63-1\n"
+
+
+def test_the_script_entry_point_is_minart_entry_and_import_minart_is_light():
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"minart": "minart._entry:main"}
+    probe = "import sys, minart, minart._entry; sys.exit(1 if 'torch' in sys.modules else 0)"
+    assert subprocess.run([sys.executable, "-c", probe], check=False).returncode == 0
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.8])
+def test_ctrl_c_while_the_command_line_loads_is_one_line_not_a_traceback(delay):
+    # the first seconds of `minart ...` import torch, pydantic and typer: a Ctrl-C there used to
+    # print a Python traceback before the CLI's own handler existed
+    code = "import sys; from minart._entry import main; sys.exit(main(['stages']))"
+    # (a shell's background job starts with SIGINT ignored, and Python then installs no handler
+    # for it: the child gets the default back, as in a terminal)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err, err
+    if delay < 0.5 or proc.returncode != 0:  # (0: a fast machine listed the stages first)
+        assert proc.returncode in (130, -signal.SIGINT), (proc.returncode, err)
+        assert err in ("", "error: interrupted\n"), err
 
 
 def test_docs_stage_reference_is_up_to_date():
