@@ -15,6 +15,7 @@ BT.709, the usual tagging for web video; :func:`read_video` decodes with the fil
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -290,6 +291,10 @@ def encode_video(path: str | os.PathLike, frames: Tensor, *, fps: float = 24.0,
     try:
         returncode, message = _run_ffmpeg(command, _rgb24(seq, out_w, out_h), target)
         if returncode != 0:
+            cause = _os_error_in(message)
+            if cause is not None:  # the disk, not the recipe: is_io_failure's exit status 1
+                raise MediaError(f"ffmpeg could not write the {container} video: "
+                                 f"{cause.strerror}", file=str(target)) from cause
             raise MediaError(f"ffmpeg could not encode the {container} video ({codec}): {message}",
                              file=str(target))
         side.unlink(missing_ok=True)  # never the new video beside the old video's recipe
@@ -316,6 +321,26 @@ def _rgb24(seq: Tensor, out_w: int, out_h: int) -> Iterator[memoryview]:
             array = np.pad(array, ((0, 0), (0, out_h - height), (0, out_w - width), (0, 0)),
                            mode="edge")  # (t, H, W, 3) -> (t, out_h, out_w, 3)
         yield memoryview(np.ascontiguousarray(array)).cast("B")
+
+
+_MACHINE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES)
+"""Failures of the machine's files that ffmpeg reports by their ``strerror`` text."""
+
+
+def _os_error_in(message: str) -> OSError | None:
+    """The ``OSError`` that ffmpeg's last error line names (a full or read-only disk, an I/O
+    error, a permission), or ``None`` when it names none: then the encoding itself failed.
+
+    Example:
+        >>> _os_error_in("[out#0/mp4 @ 0x55] Error closing file: No space left on device").strerror
+        'No space left on device'
+        >>> _os_error_in("Invalid argument") is None
+        True
+    """
+    for code in _MACHINE_ERRNOS:
+        if os.strerror(code) in message:
+            return OSError(code, os.strerror(code))
+    return None
 
 
 def _run_ffmpeg(command: list[str], chunks: Iterator[memoryview], target: Path) -> tuple[int, str]:

@@ -270,3 +270,36 @@ def test_a_video_is_never_left_beside_the_previous_videos_recipe(tmp_path, monke
         encode_video(target, _gradient_clip(t=3), metadata={"seed": 2})
     assert read_video(target).shape[0] == 3
     assert read_sidecar(target) is None  # no recipe rather than the wrong one
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 KiB tmpfs, mounted for the test (root only: skipped where mounting is not allowed)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+                             capture_output=True, check=False) if os.geteuid() == 0 else None
+    if mounted is None or mounted.returncode != 0:
+        pytest.skip("needs permission to mount a small tmpfs (root)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+@pytest.mark.parametrize("name", ["clip.mp4", "clip.gif"])
+def test_a_full_disk_is_a_machine_failure_in_one_line_and_leaves_no_file(full_disk, name):
+    from minart.errors import is_io_failure
+
+    keep = full_disk / "old.txt"
+    keep.write_text("rendered before")
+    frames = torch.rand(30, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(MediaError) as info:
+        encode_video(full_disk / name, frames)
+    message = str(info.value)
+    assert message == f"{full_disk / name}: ffmpeg could not write the {name[5:]} video: " \
+                      "No space left on device", message
+    # the engine's classification: exit status 1 (the machine), not 2 (the recipe)
+    assert is_io_failure(info.value)
+    assert sorted(p.name for p in full_disk.iterdir()) == ["old.txt"]  # no partial video
+    assert keep.read_text() == "rendered before"
