@@ -235,8 +235,15 @@ def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda",
         ms, note = _time_safely(lambda: _cuda_ms(learned(
             lambda kp: td.SeedLossStep.apply(x, x0, kp, kappa, dt, "exp")[1]), reps))
         rows, bw = td.LOSS_ROWS_BLOCK
-        _row("learned step", f"triton fused, default (SeedLossStep: rows {rows}x{bw}, 4 warps)", ms,
-             ref_ms=eager_l, copy_ms=copy, note=note)
+        _row("learned step", f"triton fused, default (SeedLossStep: rows {rows}x{bw}, 4 warps; "
+             f"chose {_chosen(td, 'seed-loss')})", ms, ref_ms=eager_l, copy_ms=copy, note=note)
+        for u in (1, td.ROWS_UNROLL):
+            def fused_unroll(kp, u=u):
+                return _fused_custom(td, x, x0, kp, kappa, dt, None, 4, variant="rows", unroll=u)
+
+            ms, note = _time_safely(lambda: _cuda_ms(learned(fused_unroll), reps))
+            _row("learned step", f"triton fused loss step, rows {rows}x{bw}, 4 warps, unroll {u}",
+                 ms, ref_ms=eager_l, copy_ms=copy, note=note)
         # the same kernel without autograd and the optimizer around it: what the launches cost
         ms, note = _time_safely(lambda: _cuda_ms(lambda: td.seed_loss_triton(
             x, x0, k, kappa=kappa, dt=dt), reps))
@@ -377,7 +384,8 @@ def _chosen(td, kind: str) -> str:
     return variant if variant in ("tiles", "single") else f"{variant}, unroll {unroll}"
 
 
-def _fused_custom(td, x, x0, kp, kappa, dt, block, nw, variant="tiles", n_programs=None):
+def _fused_custom(td, x, x0, kp, kappa, dt, block, nw, variant="tiles", n_programs=None,
+                  unroll=None):
     """The fused learned step with another tile shape or variant (same maths as SeedLossStep)."""
 
     class _Custom(torch.autograd.Function):
@@ -385,7 +393,7 @@ def _fused_custom(td, x, x0, kp, kappa, dt, block, nw, variant="tiles", n_progra
         def forward(ctx, kk):
             _, loss, dk, _ = td.seed_loss_triton(x, x0, kk, kappa=kappa, dt=dt, block=block,
                                                  num_warps=nw, variant=variant,
-                                                 n_programs=n_programs)
+                                                 n_programs=n_programs, unroll=unroll)
             ctx.save_for_backward(dk)
             return loss
 

@@ -135,6 +135,8 @@ def cases() -> list[tuple[str, object, dict, int, float]]:
          {**pairs, "COND": 0}, 4, two),
         (f"learned step, rows {lrows}x{lbw}", td._seed_loss_rows_kernel,
          {**loss, "ROWS": lrows, "BLOCK_W": lbw, "UNROLL": unroll}, 4, unroll * lbw / 128),
+        (f"learned step, rows {lrows}x{lbw}, unroll 1", td._seed_loss_rows_kernel,
+         {**loss, "ROWS": lrows, "BLOCK_W": lbw, "UNROLL": 1}, 4, lbw / 128),
         # the fractal: a "step" is one iteration of the post's z <- -i/(pi z^7) + c, point trap;
         # the launcher's default 128 pixels on 1 warp (4 a thread), 4 iterations a loop body
         ("fractal iteration, p = 7, block 128, unroll 4", tf._fractal_kernel,

@@ -231,6 +231,12 @@ def _check_rows(device: str, shapes=((1, 3, 13, 17), (2, 1, 2, 5)),
     runs = [td.seed_loss_triton(x, x0, k, kappa=0.3, dt=0.2, variant="rows", block=(8, 16))
             for _ in range(2)]
     assert all(torch.equal(a, b) for a, b in zip(runs[0][:3], runs[1][:3], strict=True))
+    # the unroll factor that the learned step times changes no bit (image, loss, dL/dK, dL/dI)
+    for need in (False, True):
+        each = [td.seed_loss_triton(x, x0, k, kappa=0.3, dt=0.2, block=(8, 16), unroll=u,
+                                    need_image_grad=need) for u in (1, 3)]
+        kept = each[0] if need else each[0][:3]
+        assert all(torch.equal(a, b) for a, b in zip(kept, each[1], strict=False))
 
 
 def _check_determinism(device: str, shape=(1, 3, 29, 37)) -> None:
@@ -847,6 +853,15 @@ def test_auto_variant_on_cuda_times_every_kernel_and_keeps_the_bits():
     assert torch.equal(classic, td.classic_step_triton(x, kappa=0.1, dt=0.2, variant="tiles"))
     picks = {key[0]: pick for key, pick in td._AUTO.items() if 515 in key}
     assert set(picks) == {"seed", "classic"} and all(p in td._CANDIDATES for p in picks.values())
+    # the learned step times its row loop's unroll factor: the same bits as either one
+    x0 = torch.rand_like(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        auto = td.seed_loss_triton(x, x0, k, kappa=0.3, dt=0.2)
+    for unroll in (1, td.ROWS_UNROLL):
+        fixed = td.seed_loss_triton(x, x0, k, kappa=0.3, dt=0.2, unroll=unroll)
+        assert all(torch.equal(a, b) for a, b in zip(auto[:3], fixed[:3], strict=True)), unroll
+    assert [p for key, p in td._AUTO.items() if key[0] == "seed-loss"][-1] in td._LOSS_CANDIDATES
 
 
 @pytest.mark.gpu
