@@ -28,7 +28,24 @@ _NAMES = {
     "get_stage": "registry",
 }
 
-__all__ = sorted([*_MODULES, *_NAMES, "__version__"])
+__all__ = [
+    "CacheError",
+    "MediaError",
+    "MinartError",
+    "ParamError",
+    "Recipe",
+    "RecipeError",
+    "ShapeError",
+    "__version__",
+    "errors",
+    "get_stage",
+    "load_recipe",
+    "ops",
+    "parse_recipe",
+    "recipe",
+    "registry",
+    "stages",
+]
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from . import errors, ops, recipe, registry, stages

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import minart
 from minart.cli import EXIT_INVALID, describe_stage, main, params_table
 from minart.recipe import recipe_schema
 from minart.registry import get_stage, stages
@@ -168,15 +169,15 @@ def test_the_script_entry_point_is_minart_entry_and_import_minart_is_light():
 def test_ctrl_c_while_the_command_line_loads_is_one_line_not_a_traceback(delay):
     # the first seconds of `minart ...` import torch, pydantic and typer: a Ctrl-C there used to
     # print a Python traceback before the CLI's own handler existed
-    code = "import sys; from minart._entry import main; sys.exit(main(['stages']))"
     # (a shell's background job starts with SIGINT ignored, and Python then installs no handler
-    # for it: the child gets the default back, as in a terminal)
+    # for it: the child's first statement puts Python's back, as in a terminal)
+    code = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            "import sys; from minart._entry import main; sys.exit(main(['stages']))")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    _out, err = proc.communicate(timeout=60)
     assert "Traceback" not in err, err
     if delay < 0.5 or proc.returncode != 0:  # (0: a fast machine listed the stages first)
         assert proc.returncode in (130, -signal.SIGINT), (proc.returncode, err)
@@ -530,3 +531,12 @@ def test_ctrl_c_says_how_to_resume_only_where_a_render_was_under_way(capsys, tmp
         "run the same command again to resume\n")
     monkeypatch.setattr(engine, "plan", ctrl_c)  # Ctrl-C while a check plans the recipe
     assert _cli(capsys, "check", str(recipe)) == (130, "", "error: interrupted\n")
+
+
+def test_the_lazy_package_names_are_what_all_lists():
+    assert sorted([*minart._MODULES, *minart._NAMES, "__version__"]) == sorted(minart.__all__)
+    for name in minart.__all__:
+        assert getattr(minart, name) is not None
+    assert minart.Recipe is minart.recipe.Recipe and minart.ParamError is minart.errors.ParamError
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        minart.nope  # noqa: B018
