@@ -10,7 +10,8 @@ from __future__ import annotations
 import sys
 
 EXIT_INTERRUPTED = 130
-"""128 + SIGINT, as shells report a command stopped by Ctrl-C (as :mod:`minart.cli`)."""
+"""Exit status of a command stopped by Ctrl-C (128 + SIGINT, as shells report it); also
+:data:`minart.cli.EXIT_INTERRUPTED`."""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,12 +20,10 @@ import typer
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from ._entry import EXIT_INTERRUPTED  # the script's start-up answers Ctrl-C with it too
 from .errors import EXIT_INVALID, MinartError, ParamError  # noqa: F401 - EXIT_INVALID: re-exported
 
 __all__ = ["app", "describe_stage", "main", "params_table"]
-
-EXIT_INTERRUPTED = 130
-"""Exit status of a run stopped by Ctrl-C (128 + SIGINT, as shells report it)."""
 
 app = typer.Typer(
     name="minart",
