@@ -1168,6 +1168,7 @@ def _auto(key: tuple, device: torch.device, launch, outputs: tuple[Tensor, ...],
         _AUTO[key] = _pick(candidates, launch, outputs, _cuda_ms, key)
     return _AUTO[key]
 
+
 _LOSS_CANDIDATES = (("rows", ROWS_UNROLL), ("rows", 1))
 """Row-loop unroll factors that the fused learned step times: the same additions, the same bits."""
 
@@ -1610,7 +1611,8 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
     Three variants compute the same ``I'`` (bit for bit) and the same sums (up to the order of
     float additions); each is deterministic. ``"rows"`` (default): each program walks a strip of
     :data:`LOSS_ROWS_BLOCK` with a 3-row register window and adds the sums per pixel into registers,
-    reducing them once per program (sm_90, Triton 3.6, C = 3: 247 registers, no spills).
+    reducing them once per program (sm_90, Triton 3.6, C = 3: 255 registers; unrolled 3 times it
+    spills 16 bytes, not unrolled none).
     ``"tiles"``: one program per tile (:data:`LOSS_BLOCK`), each reducing its ``C*C*9 + 1`` sums
     across the block (sm_90, Triton 3.6: 255 registers and 1112 bytes of spills for ``C = 3``;
     measured 34.7x the copy time on an H200). ``"persistent"``: ``n_programs`` programs, program ``p`` taking
@@ -1702,8 +1704,7 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
             )
 
         if unroll is None:
-            key = ("seed-loss", tuple(image.shape), c, conduction, need_image_grad, block,
-                   num_warps)
+            key = ("seed-loss", tuple(image.shape), conduction, need_image_grad, block, num_warps)
             outputs = (new, part, gg, di) if need_image_grad else (new, part)
             _, unroll = _auto(key, image.device, launch, outputs, _LOSS_CANDIDATES)
         launch("rows", unroll)
