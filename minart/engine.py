@@ -666,7 +666,7 @@ def plan(recipe: Any, *, device: str | torch.device = "cpu",
         try:
             written = _output_files(registry.get_stage(step.stage), step, recipe, out, date)
         except MinartError as exc:
-            raise exc.at(step=step.name) from None
+            raise exc.at(**_written_at(step), step=step.name) from None
         if written is not None:
             files[step.name] = written
             params = {"params": step.params, "files": list(written)}
@@ -811,9 +811,7 @@ def _check_no_overwritten_inputs(recipe: Any, steps: Sequence[Any],
     protected = _protected_files(recipe, steps)
     written_by = {f: step.name for step in steps for f in files.get(step.name, ())}
     for step in steps:
-        where = getattr(step, "location", None)
-        at = {"step": step.name, "param": "path", "file": getattr(where, "file", None),
-              "line": getattr(where, "line", None), "column": getattr(where, "column", None)}
+        at = {"step": step.name, "param": "path", **_written_at(step)}
         for written in files.get(step.name, ()):
             if written in protected:
                 raise RecipeError(
@@ -825,6 +823,20 @@ def _check_no_overwritten_inputs(recipe: Any, steps: Sequence[Any],
                         f"writing {written} needs {folder} to be a folder, but step "
                         f"'{written_by[folder]}' writes a file there; give one of the outputs "
                         "another path", **at)
+
+
+def _recipe_step(plan_: Plan, name: str) -> Any:
+    """The plan's recipe step ``name`` (``None`` where its recipe has none of that name)."""
+    return next((s for s in getattr(plan_.recipe, "steps", ()) if s.name == name), None)
+
+
+def _written_at(step: Any) -> dict[str, Any]:
+    """``file``/``line``/``column`` of a recipe step (an output's entry for ``out.<name>``), for
+    an error's location; empty where the step has none (a recipe built in code)."""
+    where = getattr(step, "location", None)
+    if where is None:
+        return {}
+    return {"file": where.file, "line": where.line, "column": where.column}
 
 
 def check_report_path(plan_: Plan, path: str | os.PathLike, *, option: str = "report") -> None:
@@ -907,7 +919,8 @@ def check_output_files(plan_: Plan) -> None:
             else:
                 continue
             raise ParamError(f"output {written} {problem}; move it away, or give the output "
-                             "another path or output folder", step=step.name, param="path")
+                             "another path or output folder", step=step.name, param="path",
+                             **_written_at(_recipe_step(plan_, step.name)))
 
 
 def check_writable_file(path: Path, option: str) -> None:
@@ -1462,7 +1475,7 @@ def run_step(plan_: Plan, name: str, *, cache: TensorCache, progress: ProgressFn
                   for source in step.inputs]
         ctx = _make_context(plan_, step, cache=cache, progress=progress)
         checkpoint = getattr(ctx, "checkpoint", None)
-        written_as = next(s for s in plan_.recipe.steps if s.name == name)
+        written_as = _recipe_step(plan_, name)
         log.info("step '%s' (%s): computing", name, step.stage)
         with contextlib.ExitStack() as held:
             # another recipe writing the same file waits, so each entry records its own bytes
@@ -1472,9 +1485,7 @@ def run_step(plan_: Plan, name: str, *, cache: TensorCache, progress: ProgressFn
                 for stale in _remove_stale_temp_files(path):
                     log.info("step '%s': removed %s, left by a writer that was killed", name,
                              stale)
-            where = getattr(written_as, "location", None)  # the step in the recipe
-            at = {} if where is None else {"file": where.file, "line": where.line,
-                                           "column": where.column}
+            at = _written_at(written_as)  # the step in the recipe
             try:
                 result = stage.run(inputs, written_as.params, ctx)
             except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError

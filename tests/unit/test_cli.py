@@ -270,14 +270,16 @@ def test_an_output_folder_that_is_a_file_is_refused_before_any_work(capsys, tmp_
     (tmp_path / "o1" / "out.png").mkdir(parents=True)  # an output path that is a folder
     code, _, err = _cli(capsys, "run", str(recipe), "-o", str(tmp_path / "o1"))
     assert code == EXIT_INVALID and err == (
-        f"error: step 'out.still': output {tmp_path / 'o1' / 'out.png'} is a folder; move it away, "
+        f"error: {recipe}:5:10: step 'out.still': output {tmp_path / 'o1' / 'out.png'} is a "
+        "folder; move it away, "
         "or give the output another path or output folder\n")
     (tmp_path / "o2").mkdir()
     (tmp_path / "o2" / "sub").write_text("")  # an output's folder that is a file
     recipe.write_text(recipe.read_text().replace("path: out.png", "path: sub/out.png"))
     code, _, err = _cli(capsys, "run", str(recipe), "-o", str(tmp_path / "o2"))
     assert code == EXIT_INVALID and err == (
-        f"error: step 'out.still': output {tmp_path / 'o2' / 'sub' / 'out.png'} needs "
+        f"error: {recipe}:5:10: step 'out.still': output {tmp_path / 'o2' / 'sub' / 'out.png'} "
+        "needs "
         f"{tmp_path / 'o2' / 'sub'} to be a folder, but it is a file; move it away, or give the "
         "output another path or output folder\n")
 
@@ -286,7 +288,8 @@ def test_date_in_the_output_folder(capsys, tmp_path):
     recipe = _picture_recipe(tmp_path)
     (tmp_path / "o" / time.strftime("%Y-%m-%d", time.gmtime()) / "out.png").mkdir(parents=True)
     code, _, err = _cli(capsys, "run", str(recipe), "-o", str(tmp_path / "o" / "{date}"))
-    assert code == EXIT_INVALID and err.startswith("error: step 'out.still': output ")
+    assert code == EXIT_INVALID and err.startswith(f"error: {recipe}:5:10: step 'out.still': "
+                                                   "output ")
     assert "{date}" not in err and err.endswith("out.png is a folder; move it away, or give the "
                                                 "output another path or output folder\n")
     code, _, err = _cli(capsys, "run", str(recipe), "-o", "renders/{name}")
