@@ -237,12 +237,12 @@ def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda",
         rows, bw = td.LOSS_ROWS_BLOCK
         _row("learned step", f"triton fused, default (SeedLossStep: rows {rows}x{bw}, 4 warps; "
              f"chose {_chosen(td, 'seed-loss')})", ms, ref_ms=eager_l, copy_ms=copy, note=note)
-        for u in (1, td.ROWS_UNROLL):
-            def fused_unroll(kp, u=u):
-                return _fused_custom(td, x, x0, kp, kappa, dt, None, 4, variant="rows", unroll=u)
+        for v, u in td._LOSS_CANDIDATES:  # what "auto" chooses from: the same bits
+            def fused_unroll(kp, v=v, u=u):
+                return _fused_custom(td, x, x0, kp, kappa, dt, None, 4, variant=v, unroll=u)
 
             ms, note = _time_safely(lambda: _cuda_ms(learned(fused_unroll), reps))
-            _row("learned step", f"triton fused loss step, rows {rows}x{bw}, 4 warps, unroll {u}",
+            _row("learned step", f"triton fused loss step, {v} {rows}x{bw}, 4 warps, unroll {u}",
                  ms, ref_ms=eager_l, copy_ms=copy, note=note)
         # the same kernel without autograd and the optimizer around it: what the launches cost
         ms, note = _time_safely(lambda: _cuda_ms(lambda: td.seed_loss_triton(
@@ -257,13 +257,17 @@ def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda",
             ms, note = _time_safely(lambda: _cuda_ms(learned(fused), reps))
             _row("learned step", f"triton fused loss step, tiles {bh}x{bw}, {nw} warps", ms,
                  ref_ms=eager_l, copy_ms=copy, note=note)
-        for rows, bw, nw in ([] if quick else [(16, 128, 4), (32, 128, 4), (64, 128, 4),
-                                                (256, 128, 4), (64, 256, 4), (64, 64, 2)]):
-            def fused_rows(kp, rows=rows, bw=bw, nw=nw):
-                return _fused_custom(td, x, x0, kp, kappa, dt, (rows, bw), nw, variant="rows")
+        # other strip heights and widths (other partial sums: other bits, not chosen at run time)
+        for v, rows, bw, nw in ([] if quick else [
+                ("rows", 16, 128, 4), ("rows", 32, 128, 4), ("rows", 64, 128, 4),
+                ("rows", 256, 128, 4), ("rows", 64, 256, 4), ("rows", 64, 64, 2),
+                ("split", 32, 128, 4), ("split", 64, 128, 4), ("split", 256, 128, 4),
+                ("split", 128, 64, 2), ("split", 128, 256, 8)]):
+            def fused_rows(kp, v=v, rows=rows, bw=bw, nw=nw):
+                return _fused_custom(td, x, x0, kp, kappa, dt, (rows, bw), nw, variant=v)
 
             ms, note = _time_safely(lambda: _cuda_ms(learned(fused_rows), reps))
-            _row("learned step", f"triton fused loss step, rows {rows}x{bw}, {nw} warps", ms,
+            _row("learned step", f"triton fused loss step, {v} {rows}x{bw}, {nw} warps", ms,
                  ref_ms=eager_l, copy_ms=copy, note=note)
         # the persistent variant: a fixed number of programs, one block reduction per sum per program
         sms = torch.cuda.get_device_properties(device).multi_processor_count if device == "cuda" else 1

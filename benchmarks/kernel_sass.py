@@ -119,6 +119,10 @@ def cases() -> list[tuple[str, object, dict, int, float]]:
          {**fwd, "ROWS": rows, "BLOCK_W": bw, "UNROLL": unroll}, 4, unroll * bw / 128),
         (f"seed step, rows {rows}x{bw}, unroll 1", td._seed_fwd_rows_kernel,
          {**fwd, "ROWS": rows, "BLOCK_W": bw, "UNROLL": 1}, 4, bw / 128),
+        (f"seed step, split {rows}x{bw}", td._seed_fwd_split_kernel,
+         {**fwd, "ROWS": rows, "BLOCK_W": bw, "UNROLL": unroll}, 4, unroll * bw / 128 / 3),
+        (f"seed step, split {rows}x{bw}, unroll 1", td._seed_fwd_split_kernel,
+         {**fwd, "ROWS": rows, "BLOCK_W": bw, "UNROLL": 1}, 4, bw / 128 / 3),
         (f"seed step, rows {rows}x256", td._seed_fwd_rows_kernel,
          {**fwd, "ROWS": rows, "BLOCK_W": 256, "UNROLL": unroll}, 4, unroll * 256 / 128),
         ("classic step, tiles 1x512", td._classic_kernel,
@@ -137,6 +141,11 @@ def cases() -> list[tuple[str, object, dict, int, float]]:
          {**loss, "ROWS": lrows, "BLOCK_W": lbw, "UNROLL": unroll}, 4, unroll * lbw / 128),
         (f"learned step, rows {lrows}x{lbw}, unroll 1", td._seed_loss_rows_kernel,
          {**loss, "ROWS": lrows, "BLOCK_W": lbw, "UNROLL": 1}, 4, lbw / 128),
+        # one output channel a program: a pixel-step is C = 3 programs' loop bodies
+        (f"learned step, split {lrows}x{lbw}", td._seed_loss_split_kernel,
+         {**loss, "ROWS": lrows, "BLOCK_W": lbw, "UNROLL": unroll}, 4, unroll * lbw / 128 / 3),
+        (f"learned step, split {lrows}x{lbw}, unroll 1", td._seed_loss_split_kernel,
+         {**loss, "ROWS": lrows, "BLOCK_W": lbw, "UNROLL": 1}, 4, lbw / 128 / 3),
         # the fractal: a "step" is one iteration of the post's z <- -i/(pi z^7) + c, point trap;
         # the launcher's default 128 pixels on 1 warp (4 a thread), 4 iterations a loop body
         ("fractal iteration, p = 7, block 128, unroll 4", tf._fractal_kernel,

@@ -1200,7 +1200,8 @@ register(Stage(
     # 3: on CUDA seed_video's steps run in the Triton kernels (they were eager there)
     # 4: on CUDA the kernels' multiply-adds are all written out (as perona_malik 2)
     # 5: on CUDA the fused learned step's row strips are 128 rows high (another float order)
-    version=5,
+    # 6: on CUDA the fused learned step sums the loss per output channel first
+    version=6,
     summary="Minimization art: learn the diffusion operator by gradient descent; a clip.",
     function="minart.minimize:minimize"))
 register(Stage(

@@ -253,6 +253,15 @@ def _dk_store_sums(acc, C: tl.constexpr, part_ptr):
                          tl.sum(tl.sum(acc[(i * C + o) * 9 + t], axis=0), axis=0))
 
 
+@triton.jit
+def _store_losses(part_ptr, losses, C: tl.constexpr):
+    """Reduce each channel's elementwise loss terms once, stored at ``part[o]``: one sum per
+    output channel, so that a program that computes only channel ``o`` (the ``split`` kernel)
+    writes the same sums as one that computes them all."""
+    for o in tl.static_range(C):
+        tl.store(part_ptr + o, tl.sum(tl.sum(losses[o], axis=0), axis=0))
+
+
 # ----------------------------------------------------------------------------------------------
 # seed scheme: forward (and batched sweep)
 # ----------------------------------------------------------------------------------------------
@@ -505,12 +514,13 @@ def _seed_loss_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_ptr,
     offs = _reflect_offsets(y, x, H, W)
     center = y * W + x
     base = b * C * HW
-    part = part_ptr + (b * n_tiles + tl.program_id(0)) * (C * C * 9 + 1)
+    part = part_ptr + (b * n_tiles + tl.program_id(0)) * (C + C * C * 9)
     xb = x_ptr + base
     gs = _conv_all(xb, k_ptr, HW, C, offs, mask, BLOCK_H, BLOCK_W)
-    gg0, loss = _seed_loss_out(xb, x0_ptr + base, new_ptr + base, gg_ptr + base, di_ptr + base,
-                               gs[0], HW, 0, mask, center, kappa2, tukey_s, dt, w_fid, w_edge,
-                               w_energy, COND, NEED_DI)
+    gg0, l0 = _seed_loss_out(xb, x0_ptr + base, new_ptr + base, gg_ptr + base, di_ptr + base,
+                             gs[0], HW, 0, mask, center, kappa2, tukey_s, dt, w_fid, w_edge,
+                             w_energy, COND, NEED_DI)
+    tl.store(part, l0)
     gg1 = gg0
     gg2 = gg0
     gg3 = gg0
@@ -518,19 +528,18 @@ def _seed_loss_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_ptr,
         gg1, l1 = _seed_loss_out(xb, x0_ptr + base, new_ptr + base, gg_ptr + base,
                                  di_ptr + base, gs[1], HW, 1, mask, center, kappa2, tukey_s, dt,
                                  w_fid, w_edge, w_energy, COND, NEED_DI)
-        loss += l1
+        tl.store(part + 1, l1)
     if C > 2:
         gg2, l2 = _seed_loss_out(xb, x0_ptr + base, new_ptr + base, gg_ptr + base,
                                  di_ptr + base, gs[2], HW, 2, mask, center, kappa2, tukey_s, dt,
                                  w_fid, w_edge, w_energy, COND, NEED_DI)
-        loss += l2
+        tl.store(part + 2, l2)
     if C > 3:
         gg3, l3 = _seed_loss_out(xb, x0_ptr + base, new_ptr + base, gg_ptr + base,
                                  di_ptr + base, gs[3], HW, 3, mask, center, kappa2, tukey_s, dt,
                                  w_fid, w_edge, w_energy, COND, NEED_DI)
-        loss += l3
-    _dk_partials((gg0, gg1, gg2, gg3), xb, HW, C, offs, mask, part + 1)
-    tl.store(part, loss)
+        tl.store(part + 3, l3)
+    _dk_partials((gg0, gg1, gg2, gg3), xb, HW, C, offs, mask, part + C)
 
 
 @triton.jit
@@ -548,9 +557,12 @@ def _seed_loss_persistent_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, 
     """
     pid = tl.program_id(0)
     HW = H * W
-    part = part_ptr + pid.to(tl.int64) * (C * C * 9 + 1)
+    part = part_ptr + pid.to(tl.int64) * (C + C * C * 9)
     acc = _dk_zeros(C, BLOCK_H, BLOCK_W)
-    loss = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
+    loss0 = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
+    loss1 = loss0
+    loss2 = loss0
+    loss3 = loss0
     tile = pid
     while tile < total:
         b = (tile // n_tiles).to(tl.int64)
@@ -563,7 +575,7 @@ def _seed_loss_persistent_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, 
         gg0, term = _seed_loss_terms(xb, x0_ptr + base, new_ptr + base, gg_ptr + base,
                                      di_ptr + base, gs[0], HW, 0, mask, center, kappa2, tukey_s,
                                      dt, w_fid, w_edge, w_energy, COND, NEED_DI)
-        loss += term
+        loss0 += term
         gg1 = gg0
         gg2 = gg0
         gg3 = gg0
@@ -571,21 +583,21 @@ def _seed_loss_persistent_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, 
             gg1, term = _seed_loss_terms(xb, x0_ptr + base, new_ptr + base, gg_ptr + base,
                                          di_ptr + base, gs[1], HW, 1, mask, center, kappa2,
                                          tukey_s, dt, w_fid, w_edge, w_energy, COND, NEED_DI)
-            loss += term
+            loss1 += term
         if C > 2:
             gg2, term = _seed_loss_terms(xb, x0_ptr + base, new_ptr + base, gg_ptr + base,
                                          di_ptr + base, gs[2], HW, 2, mask, center, kappa2,
                                          tukey_s, dt, w_fid, w_edge, w_energy, COND, NEED_DI)
-            loss += term
+            loss2 += term
         if C > 3:
             gg3, term = _seed_loss_terms(xb, x0_ptr + base, new_ptr + base, gg_ptr + base,
                                          di_ptr + base, gs[3], HW, 3, mask, center, kappa2,
                                          tukey_s, dt, w_fid, w_edge, w_energy, COND, NEED_DI)
-            loss += term
+            loss3 += term
         acc = _dk_accumulate(acc, (gg0, gg1, gg2, gg3), xb, HW, C, offs, mask)
         tile += n_programs
-    _dk_store_sums(acc, C, part + 1)
-    tl.store(part, tl.sum(tl.sum(loss, axis=0), axis=0))
+    _dk_store_sums(acc, C, part + C)
+    _store_losses(part, (loss0, loss1, loss2, loss3), C)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -664,7 +676,12 @@ def _classic_kernel(x_ptr, out_ptr, H, W, n_tw, inv_kappa, tukey_s, dt, COND: tl
 def _strip(H, W, n_tw, ROWS: tl.constexpr, BLOCK_W: tl.constexpr):
     """Columns ``(1, BLOCK_W)`` of this program (clamped into the image), the mask of the
     columns inside the image, and the program's first row."""
-    pid = tl.program_id(0)
+    return _strip_at(tl.program_id(0), H, W, n_tw, ROWS, BLOCK_W)
+
+
+@triton.jit
+def _strip_at(pid, H, W, n_tw, ROWS: tl.constexpr, BLOCK_W: tl.constexpr):
+    """:func:`_strip` of strip number ``pid`` (row-major over the strip grid)."""
     tw = pid % n_tw
     y0 = (pid // n_tw) * ROWS
     x = (tw * BLOCK_W + tl.arange(0, BLOCK_W))[None, :]
@@ -823,6 +840,66 @@ def _seed_fwd_rows_kernel(x_ptr, k_ptr, p_ptr, new_ptr, g_ptr, H, W, n_tw, x_bst
 
 
 @triton.jit
+def _seed_fwd_split_kernel(x_ptr, k_ptr, p_ptr, new_ptr, g_ptr, H, W, n_tw, x_bstride,
+                           k_bstride, kappa2, tukey_s, dt, C: tl.constexpr, COND: tl.constexpr,
+                           STORE_G: tl.constexpr, PER_IMAGE: tl.constexpr, ROWS: tl.constexpr,
+                           BLOCK_W: tl.constexpr, UNROLL: tl.constexpr):
+    """:func:`_seed_fwd_rows_kernel` for one output channel ``o`` a program (program
+    ``strip * C + o``; see :func:`_seed_loss_split_kernel`): ``C * 9`` weights in registers
+    instead of ``C * C * 9``, the same operations in the same order, the same bits."""
+    b = tl.program_id(1).to(tl.int64)
+    pid = tl.program_id(0)
+    o = pid % C
+    x, cmask, y0 = _strip_at(pid // C, H, W, n_tw, ROWS, BLOCK_W)
+    HW = H * W
+    base = b * C * HW
+    xb = x_ptr + b * x_bstride
+    if PER_IMAGE:
+        kappa2, tukey_s, dt = _load_params(p_ptr, b, 3)
+    kw = _weights_of(k_ptr + b * k_bstride, o, C)
+    up, mid, down = _window_rows(xb, HW, H, W, x, y0, C)
+    for r in tl.range(ROWS, loop_unroll_factor=UNROLL):  # 3: the window rotates in place
+        ahead, mask, at = _next_row(xb, HW, H, W, x, cmask, y0 + r, C)
+        g = _conv_window_of(kw, up, mid, down, C, BLOCK_W)
+        cinv = tl.zeros((1, BLOCK_W), dtype=tl.float32)
+        if COND == 1:
+            cinv = 1.0 / (1.0 + _scharr_window(up, mid, down, C, 1, BLOCK_W) / kappa2)
+        _seed_update(_pick_channel(mid, o, 1, C), new_ptr + base, g_ptr + base, g, o * HW + at,
+                     mask, kappa2, tukey_s, dt, cinv, COND, STORE_G)
+        up = mid
+        mid = down
+        down = ahead
+
+
+@triton.jit
+def _weights_of(k_ptr, o, C: tl.constexpr):
+    """Output channel ``o``'s ``C * 9`` operator weights ``K[o]`` as scalars."""
+    kw = ()
+    for n in tl.static_range(C * 9):
+        kw = kw + (tl.load(k_ptr + o * C * 9 + n),)
+    return kw
+
+
+@triton.jit
+def _conv_window_of(kw, up, mid, down, C: tl.constexpr, BLOCK_W: tl.constexpr):
+    """One output channel's response ``sum_i sum_t K[o, i, t] I_i[t]`` from its weights ``kw``
+    (:func:`_weights_of`): the order of :func:`_conv_window`."""
+    g = tl.zeros((1, BLOCK_W), dtype=tl.float32)
+    for i in tl.static_range(C):
+        g = _dot9w(g, kw, i * 9, _window(up, mid, down, i))
+    return g
+
+
+@triton.jit
+def _pick_channel(vals, o, i: tl.constexpr, C: tl.constexpr):
+    """``vals[3 * o + i]`` for a runtime channel ``o < C`` (a chain of selects)."""
+    out = vals[i]
+    for j in tl.static_range(1, C):
+        out = tl.where(o == j, vals[3 * j + i], out)
+    return out
+
+
+@triton.jit
 def _seed_loss_rows_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_ptr,
                            H, W, n_tw, n_tiles, kappa2, tukey_s, dt, w_fid, w_edge, w_energy,
                            C: tl.constexpr, COND: tl.constexpr, NEED_DI: tl.constexpr,
@@ -834,10 +911,13 @@ def _seed_loss_rows_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_p
     HW = H * W
     base = b * C * HW
     xb = x_ptr + base
-    part = part_ptr + (b * n_tiles + tl.program_id(0)) * (C * C * 9 + 1)
+    part = part_ptr + (b * n_tiles + tl.program_id(0)) * (C + C * C * 9)
     kw = _weights(k_ptr, C)
     acc = _dk_zeros(C, 1, BLOCK_W)
-    loss = tl.zeros((1, BLOCK_W), dtype=tl.float32)
+    loss0 = tl.zeros((1, BLOCK_W), dtype=tl.float32)
+    loss1 = loss0
+    loss2 = loss0
+    loss3 = loss0
     up, mid, down = _window_rows(xb, HW, H, W, x, y0, C)
     for r in tl.range(ROWS, loop_unroll_factor=UNROLL):  # 3: the window rotates in place
         ahead, mask, at = _next_row(xb, HW, H, W, x, cmask, y0 + r, C)
@@ -845,7 +925,7 @@ def _seed_loss_rows_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_p
         gg0, term = _seed_loss_terms_at(mid[1], x0_ptr + base, new_ptr + base, gg_ptr + base,
                                         di_ptr + base, gs[0], at, mask, kappa2, tukey_s, dt,
                                         w_fid, w_edge, w_energy, COND, NEED_DI)
-        loss += term
+        loss0 += term
         gg1 = gg0
         gg2 = gg0
         gg3 = gg0
@@ -853,24 +933,77 @@ def _seed_loss_rows_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_p
             gg1, term = _seed_loss_terms_at(mid[4], x0_ptr + base, new_ptr + base, gg_ptr + base,
                                             di_ptr + base, gs[1], HW + at, mask, kappa2, tukey_s,
                                             dt, w_fid, w_edge, w_energy, COND, NEED_DI)
-            loss += term
+            loss1 += term
         if C > 2:
             gg2, term = _seed_loss_terms_at(mid[7], x0_ptr + base, new_ptr + base, gg_ptr + base,
                                             di_ptr + base, gs[2], 2 * HW + at, mask, kappa2,
                                             tukey_s, dt, w_fid, w_edge, w_energy, COND, NEED_DI)
-            loss += term
+            loss2 += term
         if C > 3:
             gg3, term = _seed_loss_terms_at(mid[10], x0_ptr + base, new_ptr + base,
                                             gg_ptr + base, di_ptr + base, gs[3], 3 * HW + at,
                                             mask, kappa2, tukey_s, dt, w_fid, w_edge, w_energy,
                                             COND, NEED_DI)
-            loss += term
+            loss3 += term
         acc = _dk_accumulate_window(acc, (gg0, gg1, gg2, gg3), up, mid, down, C)
         up = mid
         mid = down
         down = ahead
-    _dk_store_sums(acc, C, part + 1)
-    tl.store(part, tl.sum(tl.sum(loss, axis=0), axis=0))
+    _dk_store_sums(acc, C, part + C)
+    _store_losses(part, (loss0, loss1, loss2, loss3), C)
+
+
+@triton.jit
+def _seed_loss_split_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_ptr,
+                            H, W, n_tw, n_tiles, kappa2, tukey_s, dt, w_fid, w_edge, w_energy,
+                            C: tl.constexpr, COND: tl.constexpr, NEED_DI: tl.constexpr,
+                            ROWS: tl.constexpr, BLOCK_W: tl.constexpr, UNROLL: tl.constexpr):
+    """:func:`_seed_loss_rows_kernel` for one output channel ``o`` a program.
+
+    Program ``strip * C + o`` walks the strip's rows with the whole ``C``-channel window (the
+    ``C`` programs of a strip run side by side, so the window's rows come from L2 after the
+    first), but keeps only ``o``'s ``C * 9`` weights and ``C * 9`` ``dL/dK[o]`` accumulators in
+    registers: a third of the registers of the all-channel kernel at ``C = 3``, hence more programs
+    per SM, for ``C`` times the window's loads. Every value is computed with the same operations
+    in the same order as there, and every sum lands in the same slot of ``part``: the same bits.
+    """
+    b = tl.program_id(1).to(tl.int64)
+    pid = tl.program_id(0)
+    o = pid % C
+    strip = pid // C
+    x, cmask, y0 = _strip_at(strip, H, W, n_tw, ROWS, BLOCK_W)
+    HW = H * W
+    base = b * C * HW
+    xb = x_ptr + base
+    part = part_ptr + (b * n_tiles + strip) * (C + C * C * 9)
+    kw = _weights_of(k_ptr, o, C)
+    acc = ()
+    for _ in tl.static_range(C * 9):
+        acc = acc + (tl.zeros((1, BLOCK_W), dtype=tl.float32),)
+    loss = tl.zeros((1, BLOCK_W), dtype=tl.float32)
+    up, mid, down = _window_rows(xb, HW, H, W, x, y0, C)
+    for r in tl.range(ROWS, loop_unroll_factor=UNROLL):  # 3: the window rotates in place
+        ahead, mask, at = _next_row(xb, HW, H, W, x, cmask, y0 + r, C)
+        g = _conv_window_of(kw, up, mid, down, C, BLOCK_W)
+        gg, term = _seed_loss_terms_at(_pick_channel(mid, o, 1, C), x0_ptr + base,
+                                       new_ptr + base, gg_ptr + base, di_ptr + base, g,
+                                       o * HW + at, mask, kappa2, tukey_s, dt, w_fid, w_edge,
+                                       w_energy, COND, NEED_DI)
+        loss += term
+        out = ()
+        for i in tl.static_range(C):
+            v = _window(up, mid, down, i)
+            for t in tl.static_range(9):
+                out = out + (tl.fma(gg, v[t], acc[i * 9 + t]),)
+        acc = out
+        up = mid
+        mid = down
+        down = ahead
+    for i in tl.static_range(C):
+        for t in tl.static_range(9):
+            tl.store(part + C + (o * C + i) * 9 + t,
+                     tl.sum(tl.sum(acc[i * 9 + t], axis=0), axis=0))
+    tl.store(part + o, tl.sum(tl.sum(loss, axis=0), axis=0))
 
 
 @triton.jit
@@ -1082,9 +1215,10 @@ LOSS_BLOCK = (4, 256)
 """Tile of the kernels that reduce per tile (fewer, larger tiles: a smaller partial-sum buffer)."""
 
 LOSS_ROWS_BLOCK = (128, 128)
-"""``(rows, BLOCK_W)`` of the fused learned step's row-marching kernel (the default variant): one
-partial sum of ``dL/dK`` per 128-row strip. On an H200 at 4096^2 it ran at 7.7x the copy time
-against 10.7x for 64 rows. The strip height fixes the order in which ``dL/dK`` is added, so it is
+"""``(rows, BLOCK_W)`` of the fused learned step's strip kernels (``"rows"`` and ``"split"``, from
+which the default ``"auto"`` picks): one partial sum of ``dL/dK`` per 128-row strip. On an H200
+at 4096^2 the ``"rows"`` kernel ran at 7.7x the copy time against 10.7x for 64 rows. The strip
+height fixes the order in which ``dL/dK`` is added, so it is
 part of what a CUDA render's bits depend on (the ``minimize`` stage's version)."""
 
 ROWS_BLOCK = (64, 128)
@@ -1103,6 +1237,9 @@ _AUTO: dict[tuple, tuple[str, int]] = {}
 
 _CANDIDATES = (("tiles", 1), ("rows", 1), ("rows", 3))
 """``(variant, unroll)`` pairs that ``"auto"`` times: all write the same bits."""
+
+_SEED_CANDIDATES = (*_CANDIDATES, ("split", 1), ("split", 3))
+"""The seed step's: also the one-output-channel-a-program strips (:func:`_seed_fwd_split_kernel`)."""
 
 
 def _cuda_ms(fn) -> float:
@@ -1156,10 +1293,11 @@ def _auto(key: tuple, device: torch.device, launch, outputs: tuple[Tensor, ...],
     """
     forced = os.environ.get("MINART_KERNEL_VARIANT", "").strip()
     if forced:
-        _check_variant(forced, (*VARIANTS, "pairs"))
+        _check_variant(forced, (*VARIANTS, "split", "pairs"))
         if forced not in {variant for variant, _ in candidates}:
-            # one step: the two-step kernels are strip kernels; several: tiles or rows step by step
-            forced = "rows" if forced == "pairs" else "single"
+            # one step: the two-step and split kernels are strip kernels; several: tiles or rows
+            # step by step
+            forced = "rows" if forced in ("pairs", "split") else "single"
         return forced, ROWS_UNROLL
     if device.type != "cuda":
         return candidates[0][0], 1
@@ -1169,8 +1307,10 @@ def _auto(key: tuple, device: torch.device, launch, outputs: tuple[Tensor, ...],
     return _AUTO[key]
 
 
-_LOSS_CANDIDATES = (("rows", ROWS_UNROLL), ("rows", 1))
-"""Row-loop unroll factors that the fused learned step times: the same additions, the same bits."""
+_LOSS_CANDIDATES = (("rows", ROWS_UNROLL), ("rows", 1), ("split", 1), ("split", ROWS_UNROLL))
+"""``(variant, unroll)`` pairs of the fused learned step that ``"auto"`` times: the all-channel
+and the one-channel-a-program strip kernels, each with and without unrolling its row loop. All
+add the same numbers in the same order into the same slots: the same bits."""
 
 
 PERSISTENT_BLOCK = (1, 128)
@@ -1261,7 +1401,7 @@ def _scalars(kappa: float, dt: float) -> tuple[float, float, float]:
 def seed_forward_triton(image: Tensor, operator: Tensor, *, kappa: float | Tensor,
                         dt: float | Tensor, conduction: str = "exp", store_g: bool = True,
                         block: tuple[int, int] | None = None, num_warps: int = 4,
-                        variant: Literal["auto", "tiles", "rows"] = "auto",
+                        variant: Literal["auto", "tiles", "rows", "split"] = "auto",
                         unroll: int = ROWS_UNROLL) -> tuple[Tensor, Tensor | None]:
     """Seed-scheme step in one Triton pass; per-image operators and parameters for sweeps.
 
@@ -1277,13 +1417,14 @@ def seed_forward_triton(image: Tensor, operator: Tensor, *, kappa: float | Tenso
         conduction: ``"exp"``, ``"inverse"`` or ``"tukey"``.
         store_g: also return ``g`` (else ``None``; saves a write pass).
         block: tile ``(BLOCK_H, BLOCK_W)``, powers of two (default :data:`DEFAULT_BLOCK`); for
-            ``variant="rows"`` the rows a program walks and its strip width (default
-            :data:`ROWS_BLOCK`).
+            ``variant="rows"`` or ``"split"`` the rows a program walks and its strip width
+            (default :data:`ROWS_BLOCK`).
         num_warps: warps per program.
-        variant: ``"tiles"`` (one tile per program), ``"rows"`` (row-marching) or ``"auto"``
-            (the faster one on this GPU and shape, timed on first use: :func:`_auto`; with an
-            explicit ``block``, ``"tiles"``); all give the same result, bit for bit.
-        unroll: row-loop unroll factor of ``variant="rows"`` (see :data:`ROWS_UNROLL`).
+        variant: ``"tiles"`` (one tile per program), ``"rows"`` (row-marching), ``"split"``
+            (row-marching, one output channel a program) or ``"auto"`` (the fastest on this GPU
+            and shape, timed on first use: :func:`_auto`; with an explicit ``block``,
+            ``"tiles"``); all give the same result, bit for bit.
+        unroll: row-loop unroll factor of the strip variants (see :data:`ROWS_UNROLL`).
 
     Returns:
         ``(new_image, g)``, each ``(max(B, N), C, H, W)``.
@@ -1301,7 +1442,7 @@ def seed_forward_triton(image: Tensor, operator: Tensor, *, kappa: float | Tenso
         >>> sweep.shape  # doctest: +SKIP
         torch.Size([2, 3, 64, 64])
     """
-    _check_variant(variant, ("auto", *VARIANTS))
+    _check_variant(variant, ("auto", *VARIANTS, "split"))
     operator, params, scalars, b, per_image = _seed_inputs(image, operator, kappa, dt)
     return _seed_forward_launch(image, operator, params, scalars, b, per_image=per_image,
                                 conduction=conduction, store_g=store_g, block=block,
@@ -1358,13 +1499,14 @@ def _seed_forward_launch(image: Tensor, operator: Tensor, params: Tensor,
     g = _empty((b, c, h, w), like=image) if store_g else new
 
     def launch(variant: str, unroll: int = ROWS_UNROLL) -> None:
-        rows = variant == "rows"
-        blk = _block_for(w, block, ROWS_BLOCK if rows else DEFAULT_BLOCK)
+        strips = variant in ("rows", "split")
+        blk = _block_for(w, block, ROWS_BLOCK if strips else DEFAULT_BLOCK)
         n_tiles, nb, n_tw, _ = _grid(h, w, b, blk)
-        kernel, shape = ((_seed_fwd_rows_kernel, dict(ROWS=blk[0], BLOCK_W=blk[1],
-                                                      UNROLL=unroll)) if rows else
-                         (_seed_fwd_kernel, dict(BLOCK_H=blk[0], BLOCK_W=blk[1])))
-        kernel[(n_tiles, nb)](
+        kernel, shape = ((_seed_fwd_kernel, dict(BLOCK_H=blk[0], BLOCK_W=blk[1])) if not strips
+                         else (_seed_fwd_split_kernel if variant == "split"
+                               else _seed_fwd_rows_kernel,
+                               dict(ROWS=blk[0], BLOCK_W=blk[1], UNROLL=unroll)))
+        kernel[(n_tiles * c if variant == "split" else n_tiles, nb)](
             image, operator, params, new, g, h, w, n_tw, c * h * w if nb_img > 1 else 0,
             c * c * 9 if nb_op > 1 else 0, *scalars,
             C=c, COND=COND_CODES[conduction], STORE_G=store_g, PER_IMAGE=per_image,
@@ -1375,7 +1517,7 @@ def _seed_forward_launch(image: Tensor, operator: Tensor, params: Tensor,
     if variant == "auto":  # an explicit block is a tile shape
         choice = ("tiles", 1) if block is not None else _auto(
             ("seed", b, nb_img, nb_op, c, h, w, conduction, store_g, per_image, num_warps),
-            image.device, launch, (new, g) if store_g else (new,))
+            image.device, launch, (new, g) if store_g else (new,), _SEED_CANDIDATES)
     launch(*choice)
     return new, (g if store_g else None)
 
@@ -1600,7 +1742,7 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
                      conduction: str = "exp", weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
                      scale: float = 1.0, need_image_grad: bool = False,
                      block: tuple[int, int] | None = None, num_warps: int = 4,
-                     variant: Literal["tiles", "persistent", "rows"] = "rows",
+                     variant: Literal["auto", "rows", "split", "tiles", "persistent"] = "auto",
                      n_programs: int | None = None, unroll: int | None = None
                      ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """Fused learned step: ``I'``, the loss ``L``, ``dL/dK`` and ``dL/dI``.
@@ -1608,20 +1750,24 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
     ``L = scale * sum(w_f (I' - I_0)^2 + w_e |g| + w_i I'^2)`` with ``(w_f, w_e, w_i) = weights``
     (the post's energy: all 1, ``scale`` 1 for a sum, ``1/numel`` for a mean).
 
-    Three variants compute the same ``I'`` (bit for bit) and the same sums (up to the order of
-    float additions); each is deterministic. ``"rows"`` (default): each program walks a strip of
-    :data:`LOSS_ROWS_BLOCK` with a 3-row register window and adds the sums per pixel into registers,
-    reducing them once per program (sm_90, Triton 3.6, C = 3: 255 registers; unrolled 3 times it
-    spills 16 bytes, not unrolled none).
-    ``"tiles"``: one program per tile (:data:`LOSS_BLOCK`), each reducing its ``C*C*9 + 1`` sums
-    across the block (sm_90, Triton 3.6: 255 registers and 1112 bytes of spills for ``C = 3``;
-    measured 34.7x the copy time on an H200). ``"persistent"``: ``n_programs`` programs, program ``p`` taking
-    tiles ``p, p + n_programs, ...`` (:data:`PERSISTENT_BLOCK`) into per-pixel register
-    accumulators. The default is fixed, not timed: the variants sum in different orders, and the
-    same recipe must render the same bits on every run. What is timed is the row loop's unroll
-    factor (1 or :data:`ROWS_UNROLL`) of the ``"rows"`` variant: unrolling changes neither the
-    order of the additions nor the bits (compared when timed, as for ``"auto"``), and on an H200
-    the one-step kernel ran 25 % faster not unrolled.
+    The variants compute the same ``I'`` (bit for bit) and the same sums (up to the order of
+    float additions); each is deterministic. ``"rows"``: each program walks a strip of
+    :data:`LOSS_ROWS_BLOCK` with a 3-row register window and adds the sums per pixel into
+    registers, reducing them once per program (sm_90, Triton 3.6, C = 3: 255 registers; unrolled
+    3 times it spills 16 bytes, not unrolled none). ``"split"``: the same strips with one output
+    channel a program (``C`` programs a strip, each with ``C * 9`` weights and accumulators
+    instead of ``C * C * 9``; fewer registers, more programs per SM, ``C`` times the window's
+    loads), adding the same numbers in the same order into the same slots: the same bits as
+    ``"rows"``. ``"auto"`` (default): the faster of the two, each with its row loop unrolled
+    :data:`ROWS_UNROLL` times or not, timed on the first CUDA call of a shape
+    (:data:`_LOSS_CANDIDATES`; the outputs of each are compared bit for bit when timed, as for
+    the forward step); ``"rows"`` off CUDA. ``"tiles"``: one program per tile
+    (:data:`LOSS_BLOCK`), each reducing its sums across the block (sm_90, Triton 3.6: 255
+    registers and 1112 bytes of spills for ``C = 3``; measured 34.7x the copy time on an H200).
+    ``"persistent"``: ``n_programs`` programs, program ``p`` taking tiles ``p, p + n_programs,
+    ...`` (:data:`PERSISTENT_BLOCK`) into per-pixel register accumulators. Only ``"auto"``,
+    ``"rows"`` and ``"split"`` may be chosen between at run time: the others sum in other orders,
+    and the same recipe must render the same bits on every run.
 
     Args:
         image: ``I_{t-1}``, ``(B, C, H, W)``.
@@ -1635,11 +1781,11 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
         need_image_grad: also return ``dL/dI`` (one more pass).
         block: tile.
         num_warps: warps per program.
-        variant: ``"rows"``, ``"tiles"`` or ``"persistent"``.
+        variant: ``"auto"``, ``"rows"``, ``"split"``, ``"tiles"`` or ``"persistent"``.
         n_programs: programs of the persistent variant (default
             :data:`PERSISTENT_PROGRAMS_PER_SM` per SM on CUDA, :data:`PERSISTENT_PROGRAMS_CPU`
             elsewhere; never more than there are tiles).
-        unroll: row-loop unroll factor of the ``"rows"`` variant (default: the faster of 1 and
+        unroll: row-loop unroll factor of the strip kernels (default: the faster of 1 and
             :data:`ROWS_UNROLL`, timed on the first CUDA call of a shape; the same bits).
 
     Returns:
@@ -1664,7 +1810,7 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
     if conduction not in ("exp", "tukey"):
         raise ParamError(f"conduction={conduction!r} has no Triton backward; use 'exp' or 'tukey'",
                          param="conduction")
-    _check_variant(variant, ("tiles", "persistent", "rows"))
+    _check_variant(variant, ("auto", "rows", "split", "tiles", "persistent"))
     if n_programs is not None and (isinstance(n_programs, bool) or int(n_programs) != n_programs
                                    or n_programs < 1):
         raise ParamError(f"n_programs={n_programs!r} must be an integer >= 1", param="n_programs")
@@ -1675,8 +1821,7 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
     b, c, h, w = image.shape
     w_f, w_e, w_i = (float(v) * float(scale) for v in weights)
     persistent = variant == "persistent"
-    default = {"tiles": LOSS_BLOCK, "persistent": PERSISTENT_BLOCK,
-               "rows": LOSS_ROWS_BLOCK}[variant]
+    default = {"tiles": LOSS_BLOCK, "persistent": PERSISTENT_BLOCK}.get(variant, LOSS_ROWS_BLOCK)
     block = _block_for(w, block, default)
     n_tiles, nb, n_tw, _ = _grid(h, w, b, block)
     new = _empty(image.shape, like=image)
@@ -1688,34 +1833,42 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
     if persistent:
         total = b * n_tiles
         programs = min(int(n_programs or _persistent_programs(image.device)), total)
-        part = _empty((programs, c * c * 9 + 1), like=image)
+        part = _empty((programs, c + c * c * 9), like=image)
         _seed_loss_persistent_kernel[(programs,)](
             *args, part, h, w, n_tw, n_tiles, total, programs, *_scalars(kappa, dt), w_f, w_e,
             w_i, **consts,
         )
-    elif variant == "rows":
-        part = _empty((b * n_tiles, c * c * 9 + 1), like=image)
+    elif variant in ("auto", "rows", "split"):
+        part = _empty((b * n_tiles, c + c * c * 9), like=image)
         consts.update(ROWS=consts.pop("BLOCK_H"))
 
-        def launch(_variant: str, factor: int) -> None:
-            _seed_loss_rows_kernel[(n_tiles, nb)](
+        def launch(strips: str, factor: int) -> None:
+            split = strips == "split"
+            kernel = _seed_loss_split_kernel if split else _seed_loss_rows_kernel
+            kernel[(n_tiles * c if split else n_tiles, nb)](
                 *args, part, h, w, n_tw, n_tiles, *_scalars(kappa, dt), w_f, w_e, w_i,
                 UNROLL=factor, **consts,
             )
 
-        if unroll is None:
-            key = ("seed-loss", tuple(image.shape), conduction, need_image_grad, block, num_warps)
+        candidates = tuple(pair for pair in _LOSS_CANDIDATES
+                           if variant in ("auto", pair[0]) and unroll in (None, pair[1]))
+        if not candidates:  # an explicit unroll factor that auto does not time
+            candidates = (("rows" if variant == "auto" else variant, unroll),)
+        choice = candidates[0]
+        if len(candidates) > 1:
+            key = ("seed-loss", variant, tuple(image.shape), conduction, need_image_grad, block,
+                   num_warps)
             outputs = (new, part, gg, di) if need_image_grad else (new, part)
-            _, unroll = _auto(key, image.device, launch, outputs, _LOSS_CANDIDATES)
-        launch("rows", unroll)
+            choice = _auto(key, image.device, launch, outputs, candidates)
+        launch(*choice)
     else:
-        part = _empty((b * n_tiles, c * c * 9 + 1), like=image)
+        part = _empty((b * n_tiles, c + c * c * 9), like=image)
         _seed_loss_kernel[(n_tiles, nb)](
             *args, part, h, w, n_tw, n_tiles, *_scalars(kappa, dt), w_f, w_e, w_i, **consts,
         )
     sums = part.sum(dim=0)
-    loss = sums[0]
-    dk = sums[1:].reshape(c, c, 3, 3)  # (C*C*9,) -> (C, C, 3, 3)
+    loss = sums[:c].sum()  # the output channels' sums, added in order
+    dk = sums[c:].reshape(c, c, 3, 3)  # (C*C*9,) -> (C, C, 3, 3)
     if not need_image_grad:
         return new, loss, dk, None
     _apply_adjoint(gg, operator, di, num_warps=num_warps)

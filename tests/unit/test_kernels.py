@@ -234,9 +234,47 @@ def _check_rows(device: str, shapes=((1, 3, 13, 17), (2, 1, 2, 5)),
     # the unroll factor that the learned step times changes no bit (image, loss, dL/dK, dL/dI)
     for need in (False, True):
         each = [td.seed_loss_triton(x, x0, k, kappa=0.3, dt=0.2, block=(8, 16), unroll=u,
-                                    need_image_grad=need) for u in (1, 3)]
+                                    need_image_grad=need, variant="rows") for u in (1, 3)]
         kept = each[0] if need else each[0][:3]
         assert all(torch.equal(a, b) for a, b in zip(kept, each[1], strict=False))
+
+
+def _check_split(device: str, shapes=((1, 3, 13, 17), (2, 1, 2, 5)), block=(3, 8)) -> None:
+    """The strip kernels with one output channel a program: every output bit-identical to the
+    all-channel strip kernels (forward with each conduction, a sweep, the learned step's image,
+    loss, dL/dK and dL/dI), so ``"auto"`` may pick either."""
+    from minart.kernels import triton_diffusion as td
+
+    for shape in shapes:
+        x, k, x0, *_ = _inputs(device, shape)
+        for n, cond in enumerate(("exp", "inverse", "tukey")):
+            rows = td.seed_forward_triton(x, k, kappa=0.3, dt=0.2, conduction=cond,
+                                          variant="rows", block=block)
+            split = td.seed_forward_triton(x, k, kappa=0.3, dt=0.2, conduction=cond,
+                                           variant="split", block=block, unroll=1 + 2 * (n % 2))
+            assert all(torch.equal(a, b) for a, b in zip(rows, split, strict=True)), (shape, cond)
+        for cond in ("exp", "tukey"):
+            rows = td.seed_loss_triton(x, x0, k, kappa=0.3, dt=0.2, conduction=cond,
+                                       need_image_grad=True, variant="rows", block=block)
+            split = td.seed_loss_triton(x, x0, k, kappa=0.3, dt=0.2, conduction=cond,
+                                        need_image_grad=True, variant="split", block=block)
+            assert all(torch.equal(a, b) for a, b in zip(rows, split, strict=True)), (shape, cond)
+    # a sweep: per-image operators and parameters
+    x, k, *_ = _inputs(device)
+    ops = torch.stack([k, laplacian_operator(3, device=device), 0.5 * k])
+    kap = torch.tensor([0.3, 0.2, 0.5], dtype=torch.float64)
+    dts = torch.tensor([0.2, 0.1, 0.25], dtype=torch.float64)
+    rows, _ = td.seed_forward_triton(x, ops, kappa=kap, dt=dts, store_g=False, variant="rows",
+                                     block=(4, 8))
+    split, _ = td.seed_forward_triton(x, ops, kappa=kap, dt=dts, store_g=False, variant="split",
+                                      block=(4, 8))
+    assert torch.equal(rows, split)
+    # what the learned step's "auto" times: all four candidates, the same bits
+    x, k, x0, *_ = _inputs(device, (1, 3, 29, 37))
+    each = [td.seed_loss_triton(x, x0, k, kappa=0.3, dt=0.2, block=(8, 16), variant=v, unroll=u)
+            for v, u in td._LOSS_CANDIDATES]
+    for other in each[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(each[0][:3], other[:3], strict=True))
 
 
 def _check_determinism(device: str, shape=(1, 3, 29, 37)) -> None:
@@ -546,10 +584,10 @@ def test_fused_learned_step_rejects_an_unknown_variant_or_program_count():
 
     x, k, x0, *_ = _inputs("cpu")
     with pytest.raises(ParamError, match=r"^variant='diagonal' is not a kernel variant here; use "
-                                         r"'tiles', 'persistent' or 'rows'$"):
+                                         r"'auto', 'rows', 'split', 'tiles' or 'persistent'$"):
         td.seed_loss_triton(x, x0, k, kappa=0.3, dt=0.2, variant="diagonal")
     with pytest.raises(ParamError, match=r"^variant='persistent' is not a kernel variant here; "
-                                         r"use 'auto', 'tiles' or 'rows'$"):
+                                         r"use 'auto', 'tiles', 'rows' or 'split'$"):
         td.seed_forward_triton(x, k, kappa=0.3, dt=0.2, variant="persistent")
     for bad in (0, -2, 2.5, True):
         with pytest.raises(ParamError, match=rf"^n_programs={bad!r} must be an integer >= 1$"):
@@ -629,8 +667,8 @@ def test_importing_the_package_does_not_import_triton():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("check", ["_check_forward", "_check_backward", "_check_determinism",
-                                   "_check_persistent", "_check_rows", "_check_fractal",
-                                   "_check_sweep", "_check_pairs"])
+                                   "_check_persistent", "_check_rows", "_check_split",
+                                   "_check_fractal", "_check_sweep", "_check_pairs"])
 def test_triton_kernels_in_the_interpreter(check):
     pytest.importorskip("triton")
     _interpret(check)
@@ -697,6 +735,12 @@ def test_kernels_lower_to_ptx_for_hopper_without_a_gpu():
                                        dict(COND=cond, ROWS=64, BLOCK_W=128, UNROLL=3))
     lower(td._seed_fwd_rows_kernel, ptrs, dict(C=4, COND=0, STORE_G=True, PER_IMAGE=True, ROWS=7,
                                                BLOCK_W=16, UNROLL=1, n_tw=1))
+    for cond in (0, 1, 2):  # one output channel a program
+        rows[f"fwd-split{cond}"] = lower(td._seed_fwd_split_kernel, ptrs, dict(
+            C=3, COND=cond, STORE_G=cond == 2, PER_IMAGE=cond == 1, ROWS=64, BLOCK_W=128,
+            UNROLL=3))
+    lower(td._seed_fwd_split_kernel, ptrs, dict(C=1, COND=0, STORE_G=False, PER_IMAGE=False,
+                                                ROWS=7, BLOCK_W=16, UNROLL=1, n_tw=1))
     for cond in (0, 1, 2):  # two steps per pass
         rows[f"pairs{cond}"] = lower(td._seed_fwd2_rows_kernel, ptrs, dict(
             C=3, COND=cond, PER_IMAGE=cond == 1, ROWS=td.PAIRS_BLOCK[0], STRIPS=4,
@@ -716,6 +760,14 @@ def test_kernels_lower_to_ptx_for_hopper_without_a_gpu():
                                                 UNROLL=3))
     lower(td._seed_loss_rows_kernel, ptrs, dict(C=1, COND=0, NEED_DI=False, ROWS=1, BLOCK_W=16,
                                                 UNROLL=1, n_tw=1, n_tiles=1))
+    for factor in (1, 3):  # one output channel a program
+        rows[f"loss-split{factor}"] = lower(td._seed_loss_split_kernel, ptrs, dict(
+            C=3, COND=0, NEED_DI=False, ROWS=td.LOSS_ROWS_BLOCK[0],
+            BLOCK_W=td.LOSS_ROWS_BLOCK[1], UNROLL=factor))
+    lower(td._seed_loss_split_kernel, ptrs, dict(C=4, COND=2, NEED_DI=True, ROWS=3, BLOCK_W=32,
+                                                 UNROLL=3))
+    lower(td._seed_loss_split_kernel, ptrs, dict(C=1, COND=0, NEED_DI=False, ROWS=1, BLOCK_W=16,
+                                                 UNROLL=1, n_tw=1, n_tiles=1))
     cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     if cuobjdump.exists():
         for name, kernel in rows.items():
@@ -822,8 +874,8 @@ def test_conductions_are_defined_once_for_the_dispatcher():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("check", ["_check_forward", "_check_backward", "_check_determinism",
-                                   "_check_persistent", "_check_rows", "_check_fractal",
-                                   "_check_sweep", "_check_pairs"])
+                                   "_check_persistent", "_check_rows", "_check_split",
+                                   "_check_fractal", "_check_sweep", "_check_pairs"])
 def test_triton_kernels_on_cuda(check):
     globals()[check]("cuda")
 
@@ -835,6 +887,7 @@ def test_triton_kernels_on_cuda_at_a_larger_odd_size():
     _check_determinism("cuda", shape=(1, 3, 257, 1031))
     _check_persistent("cuda", shapes=((2, 3, 131, 257), (1, 4, 67, 515)), n_programs=(7, None))
     _check_rows("cuda", shapes=((2, 3, 131, 257), (1, 4, 67, 515)), blocks=(None, (7, 64)))
+    _check_split("cuda", shapes=((2, 3, 131, 257), (1, 4, 67, 515)), block=(7, 64))
     _check_pairs("cuda", shape=(2, 3, 131, 257), block=(7, 16))
     _check_pairs("cuda", shape=(1, 4, 67, 515), block=None)
 
@@ -852,7 +905,8 @@ def test_auto_variant_on_cuda_times_every_kernel_and_keeps_the_bits():
                                                        variant="tiles")[0])
     assert torch.equal(classic, td.classic_step_triton(x, kappa=0.1, dt=0.2, variant="tiles"))
     picks = {key[0]: pick for key, pick in td._AUTO.items() if 515 in key}
-    assert set(picks) == {"seed", "classic"} and all(p in td._CANDIDATES for p in picks.values())
+    assert set(picks) == {"seed", "classic"}
+    assert picks["seed"] in td._SEED_CANDIDATES and picks["classic"] in td._CANDIDATES
     # the learned step times its row loop's unroll factor: the same bits as either one
     x0 = torch.rand_like(x)
     with warnings.catch_warnings():
