@@ -107,6 +107,8 @@ def render(recipe: str, overrides: dict[str, Any] | None = None,
             report = engine.report_path(report, day)  # a bad {field} names the parameter
         plan = engine.load_plan(recipe, overrides, preview=preview, device=device,
                                 output_dir=output_dir, date=day, origin=origin)
+        for message in plan.recipe.warnings:  # (the CLI shows the run's log: said once)
+            logger.warning("%s", message)
         # what the CLI checks before it starts Prefect, for deployment runs: fail before any work
         engine.check_run_paths(plan, report=report or None, check_output_dir=bool(output_dir))
         store.check_location(create=True)

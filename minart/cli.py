@@ -58,6 +58,12 @@ def _echo_error(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
 
 
+def echo_warnings(recipe: Any) -> None:
+    """Print the recipe's warnings (valid parameters with no effect), one ``warning:`` line each."""
+    for message in recipe.warnings:
+        typer.echo(f"warning: {message}", err=True)
+
+
 _INTERRUPTED = "interrupted"
 _interrupted_message = _INTERRUPTED  # what Ctrl-C prints; a render says how to resume
 
@@ -87,7 +93,9 @@ def check(
     wrong length, an odd-sized MP4 with pad: refuse) are found here, before anything runs, and
     so is a step whose result cannot fit in the memory of the device the run would use.
     Prints an OK line and one line per step (what it makes, and its memory), or the first
-    problem as FILE:LINE:COLUMN: step 'NAME': message, and exits with status 2.
+    problem as FILE:LINE:COLUMN: step 'NAME': message, and exits with status 2. A parameter
+    that is valid but has no effect (refresh_at without a refresh) is a 'warning:' line in the
+    same form; the recipe still checks OK.
 
     Examples:
 
@@ -100,6 +108,7 @@ def check(
     loaded = load_recipe(recipe, tuple(set_ or ()))
     if preview:
         loaded = loaded.preview()
+    echo_warnings(loaded)
     unchecked = _plan_like_a_run(loaded, device)
     user_steps = [s for s in loaded.steps if not s.name.startswith("out.")]
     width, height = loaded.size

@@ -190,6 +190,7 @@ class _Doc:
         self.overrides: dict[Path_, str] = {}  # path -> its dotted form, "outputs.a.path"
         self.override_texts: dict[Path_, str] = {}  # path -> "outputs.a.path=x.webm"
         self.swallowed: dict[Path_, tuple[int, int, str]] = {}  # "key: #ff0000" -> null
+        self.warnings: list[str] = []  # located, as errors are: "r.yaml:3:5: step 'a': ..."
         self._lines = _LINE_BREAK.split(text)
         self._count = 0
         loader = _Loader(text)
@@ -506,7 +507,8 @@ class Recipe:
     ``preview_factor`` is 1 for the recipe as written and ``f`` for :meth:`preview` ``(f)``.
     ``origin`` is the recipe file the text was copied from when ``path`` is a copy (``minart
     reproduce`` renders a copy when the file has been edited since); outputs record it, so the
-    new output can be reproduced in turn once the copy is gone.
+    new output can be reproduced in turn once the copy is gone. ``warnings`` are the located
+    messages of valid parameters that have no effect (``minart check`` and ``run`` print them).
     """
 
     name: str
@@ -521,6 +523,7 @@ class Recipe:
     overrides: tuple[str, ...] = ()
     preview_factor: int = 1
     origin: Path | None = None
+    warnings: tuple[str, ...] = ()
     _by_name: dict[str, RecipeStep] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -843,6 +846,9 @@ def _validate_params(doc: _Doc, stage: Stage, raw: Any, path: Path_, step: str |
         except MinartError as exc:
             raise doc.locate(exc, _param_spot(path, raw, exc.param), step=step,
                              also=upstream) from None
+        for message, param in extra_check.warnings:
+            doc.warnings.append(str(doc.error(ParamError, message, _param_spot(path, raw, param),
+                                              step=step, param=param)))
         if update:
             params = params.model_copy(update=dict(update))
     return params
@@ -1164,7 +1170,7 @@ def _build(doc: _Doc, *, path: Path | None, text: str, overrides: tuple[str, ...
     _check_distinct_files(doc, outputs, name=top["name"], seed=top["seed"])
     return Recipe(name=top["name"], description=top["description"], seed=top["seed"],
                   device=top["device"], size=size, steps=tuple(steps), outputs=outputs,
-                  text=text, path=path, overrides=overrides)
+                  text=text, path=path, overrides=overrides, warnings=tuple(doc.warnings))
 
 
 def _check_distinct_files(doc: _Doc, outputs: Sequence[Output], *, name: str, seed: int) -> None:

@@ -91,6 +91,7 @@ class CheckContext:
             ``(T, C, H, W)`` for a clip (given to ``shape`` hooks, which run only when every
             input's shape is known).
         input_names: names of the steps the inputs come from, for messages.
+        warnings: what :meth:`warn` noted, ``(message, parameter)`` pairs.
     """
 
     recipe_dir: Path
@@ -98,6 +99,13 @@ class CheckContext:
     input_kinds: tuple[str, ...] = ()
     input_shapes: tuple[tuple[int, ...], ...] = ()
     input_names: tuple[str, ...] = ()
+    warnings: list[tuple[str, str | None]] = field(default_factory=list, compare=False)
+
+    def warn(self, message: str, *, param: str | None = None) -> None:
+        """Note something valid that is probably not what the artist meant (a parameter with no
+        effect): the recipe still loads, and ``minart check``/``run`` print the message located
+        at ``param``'s line."""
+        self.warnings.append((message, param))
 
 
 @dataclass(frozen=True)

@@ -222,9 +222,12 @@ class _Params(BaseModel):
 
 
 def _kwargs(params: BaseModel, *, drop: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The model's fields as keyword arguments, leaving out ``None`` (= library default)."""
-    return {k: getattr(params, k) for k in type(params).model_fields
-            if k not in drop and getattr(params, k) is not None}
+    """The model's fields as keyword arguments, leaving out a ``None`` that is the field's own
+    default (= the library's default); a ``None`` chosen over another default is passed on
+    (``refresh_every: null``: no refresh, where the library's default refreshes every 375)."""
+    fields = type(params).model_fields
+    return {k: getattr(params, k) for k in fields
+            if k not in drop and (getattr(params, k) is not None or fields[k].default is not None)}
 
 
 def _function(path: str) -> Callable[..., Any]:
@@ -554,6 +557,9 @@ def _check_minimize(params: MinimizeParams, ctx: CheckContext) -> None:
     if "frames" in ctx.input_kinds and params.loss != "seed_video":
         raise ParamError(f"loss={params.loss!r} takes one image, but the input is a clip of "
                          "frames; use loss: seed_video", param="loss")
+    if params.refresh_every is None and "refresh_at" in params.model_fields_set:
+        ctx.warn(f"refresh_at={params.refresh_at} has no effect with refresh_every: null (no "
+                 "refresh); remove refresh_at, or give refresh_every a period", param="refresh_at")
     probe = _kwargs(params)
     probe["iterations"] = 0  # validates every option (refresh_at < refresh_every, ...) without work
     try:
@@ -1201,7 +1207,8 @@ register(Stage(
     # 4: on CUDA the kernels' multiply-adds are all written out (as perona_malik 2)
     # 5: on CUDA the fused learned step's row strips are 128 rows high (another float order)
     # 6: on CUDA the fused learned step sums the loss per output channel first
-    version=6,
+    # 7: refresh_every: null reaches the library (it fell back to 375 and refreshed)
+    version=7,
     summary="Minimization art: learn the diffusion operator by gradient descent; a clip.",
     function="minart.minimize:minimize"))
 register(Stage(

@@ -385,6 +385,17 @@ def test_minimize_stage_matches_the_library_and_saves_checkpoints(img):
     assert out.shape == (2, 3, 8, 12) and len(memory.saved) == 2
 
 
+def test_minimize_stage_with_refresh_every_null_never_refreshes(img):
+    # null is the artist's choice over the default period (375): it must reach the library as
+    # None, not fall back to the library's default, which would refresh at refresh_at
+    from minart.minimize import minimize
+
+    kw = dict(iterations=12, frame_every=4, lr=1e-3, refresh_at=4)
+    out = _run("minimize", [img], refresh_every=None, **kw)
+    assert torch.equal(out, minimize(img, refresh_every=None, **kw).frames)
+    assert not torch.equal(out, minimize(img, refresh_every=375, **kw).frames)
+
+
 @pytest.mark.parametrize("text,message", [
     ("  a: {stage: fractal_frames, params: {frames: 2}}\n"
      "  b: {stage: minimize, input: a, params: {iterations: 5}}\n",
@@ -400,6 +411,27 @@ def test_minimize_check_hook(text, message):
     assert str(info.value) == message
     assert parse_recipe("steps:\n" + text.replace("iterations: 5", "iterations: 5, loss: "
                                                   "seed_video").replace(", refresh_at: 400", ""))
+
+
+def test_a_refresh_at_without_refresh_is_a_located_warning(capsys, tmp_path):
+    from minart.cli import main
+
+    text = ("steps:\n  a: {stage: fractal}\n"
+            "  b: {stage: minimize, input: a, params: {iterations: 5, refresh_every: null,\n"
+            "      refresh_at: 25}}\n")
+    assert parse_recipe(text).warnings == (
+        "<string>:4:19: step 'b': refresh_at=25 has no effect with refresh_every: null (no "
+        "refresh); remove refresh_at, or give refresh_every a period",)
+    assert parse_recipe(text.replace(",\n      refresh_at: 25", "")).warnings == ()
+    assert parse_recipe(text.replace("null", "100")).warnings == ()
+    # an override that turns the refresh off warns too, naming the override
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(text.replace("null", "100"))
+    assert main(["check", str(recipe), "--set", "steps.b.params.refresh_every=null"]) == 0
+    err = capsys.readouterr().err
+    assert err == (f"warning: {recipe}:4:19: step 'b': refresh_at=25 has no effect with "
+                   "refresh_every: null (no refresh); remove refresh_at, or give refresh_every a "
+                   "period (after --set steps.b.params.refresh_every=null)\n")
 
 
 def test_load_image_refuses_transparency_or_puts_a_background_behind_it(tmp_path):
