@@ -488,6 +488,24 @@ def _seed_loss_terms_at(xo, x0_ptr, new_ptr, gg_ptr, di_ptr, g, at, mask, kappa2
     """:func:`_seed_loss_terms` at offsets ``at`` from the channel's value ``xo``."""
     c, dc = _seed_conduction(g, kappa2, tukey_s, COND)
     x0 = tl.load(x0_ptr + at, mask=mask, other=0.0)
+    return _seed_loss_finish(xo, x0, c, dc, new_ptr, gg_ptr, di_ptr, g, at, mask, dt, w_fid,
+                             w_edge, w_energy, NEED_DI)
+
+
+@triton.jit
+def _seed_loss_terms_x0(xo, x0, new_ptr, gg_ptr, di_ptr, g, at, mask, kappa2, tukey_s, dt,
+                        w_fid, w_edge, w_energy, COND: tl.constexpr, NEED_DI: tl.constexpr):
+    """:func:`_seed_loss_terms_at` with ``I_0``'s value ``x0`` loaded beforehand (a row ahead)."""
+    c, dc = _seed_conduction(g, kappa2, tukey_s, COND)
+    return _seed_loss_finish(xo, x0, c, dc, new_ptr, gg_ptr, di_ptr, g, at, mask, dt, w_fid,
+                             w_edge, w_energy, NEED_DI)
+
+
+@triton.jit
+def _seed_loss_finish(xo, x0, c, dc, new_ptr, gg_ptr, di_ptr, g, at, mask, dt, w_fid, w_edge,
+                      w_energy, NEED_DI: tl.constexpr):
+    """The update (stored), loss terms and ``dL/dg`` of one channel from its conduction ``c``
+    and derivative ``dc``."""
     u = _seed_u(xo, g, c, dt)
     new = tl.minimum(tl.maximum(u, 0.0), 1.0)
     tl.store(new_ptr + at, new, mask=mask)
@@ -743,6 +761,17 @@ def _next_row(xb, HW, H, W, x, cmask, y, C: tl.constexpr):
 
 
 @triton.jit
+def _plane_rows(pb, HW, H, W, x, cmask, y, C: tl.constexpr):
+    """Row ``y`` of each of ``C`` planes at ``pb`` (0 past the image: the masked loads of the row
+    after a strip's last), for a value loaded a row before its use."""
+    ok = cmask & (x * 0 + y < H)
+    out = ()
+    for i in tl.static_range(C):
+        out = out + (tl.load(pb + i * HW + y * W + x, mask=ok, other=0.0),)
+    return out
+
+
+@triton.jit
 def _window(up, mid, down, i: tl.constexpr):
     """Channel ``i``'s 9 neighbours in the operator's tap order ``(dy, dx)``."""
     return (up[3 * i], up[3 * i + 1], up[3 * i + 2], mid[3 * i], mid[3 * i + 1], mid[3 * i + 2],
@@ -921,6 +950,7 @@ def _seed_loss_rows_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_p
     up, mid, down = _window_rows(xb, HW, H, W, x, y0, C)
     for r in tl.range(ROWS, loop_unroll_factor=UNROLL):  # 3: the window rotates in place
         ahead, mask, at = _next_row(xb, HW, H, W, x, cmask, y0 + r, C)
+        # (I_0 is loaded where it is used: loaded a row ahead, it would spill)
         gs = _conv_window(kw, up, mid, down, C, 1, BLOCK_W)
         gg0, term = _seed_loss_terms_at(mid[1], x0_ptr + base, new_ptr + base, gg_ptr + base,
                                         di_ptr + base, gs[0], at, mask, kappa2, tukey_s, dt,
@@ -964,8 +994,10 @@ def _seed_loss_split_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_
     ``C`` programs of a strip run side by side, so the window's rows come from L2 after the
     first), but keeps only ``o``'s ``C * 9`` weights and ``C * 9`` ``dL/dK[o]`` accumulators in
     registers: a third of the registers of the all-channel kernel at ``C = 3``, hence more programs
-    per SM, for ``C`` times the window's loads. Every value is computed with the same operations
-    in the same order as there, and every sum lands in the same slot of ``part``: the same bits.
+    per SM, for ``C`` times the window's loads. ``I_0`` is loaded a row before its use, as the
+    window is (the all-channel kernel, at 255 registers, loads it in the row). Every value is
+    computed with the same operations in the same order as there, and every sum lands in the
+    same slot of ``part``: the same bits.
     """
     b = tl.program_id(1).to(tl.int64)
     pid = tl.program_id(0)
@@ -982,10 +1014,14 @@ def _seed_loss_split_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_
         acc = acc + (tl.zeros((1, BLOCK_W), dtype=tl.float32),)
     loss = tl.zeros((1, BLOCK_W), dtype=tl.float32)
     up, mid, down = _window_rows(xb, HW, H, W, x, y0, C)
+    x0o = x0_ptr + base + o * HW
+    x0_next = _plane_rows(x0o, HW, H, W, x, cmask, y0, 1)
     for r in tl.range(ROWS, loop_unroll_factor=UNROLL):  # 3: the window rotates in place
         ahead, mask, at = _next_row(xb, HW, H, W, x, cmask, y0 + r, C)
+        x0r = x0_next  # I_0 of this row, loaded a row ahead like the window
+        x0_next = _plane_rows(x0o, HW, H, W, x, cmask, y0 + r + 1, 1)
         g = _conv_window_of(kw, up, mid, down, C, BLOCK_W)
-        gg, term = _seed_loss_terms_at(_pick_channel(mid, o, 1, C), x0_ptr + base,
+        gg, term = _seed_loss_terms_x0(_pick_channel(mid, o, 1, C), x0r[0],
                                        new_ptr + base, gg_ptr + base, di_ptr + base, g,
                                        o * HW + at, mask, kappa2, tukey_s, dt, w_fid, w_edge,
                                        w_energy, COND, NEED_DI)
