@@ -220,10 +220,11 @@ def _dk_partials(gs, x_ptr, HW, C: tl.constexpr, offs, mask, part_ptr):
 
 
 @triton.jit
-def _dk_zeros(C: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
-    """``C * C * 9`` zero tiles: the elementwise ``dL/dK`` accumulators of a persistent program."""
+def _dk_zeros(C: tl.constexpr, NO: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    """``C * NO * 9`` zero tiles: the elementwise ``dL/dK`` accumulators of a program that
+    computes ``NO`` output channels (``C``, or 1 for a ``split`` kernel)."""
     acc = ()
-    for _ in tl.static_range(C * C * 9):
+    for _ in tl.static_range(C * NO * 9):
         acc = acc + (tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32),)
     return acc
 
@@ -244,13 +245,14 @@ def _dk_accumulate(acc, gs, x_ptr, HW, C: tl.constexpr, offs, mask):
 
 
 @triton.jit
-def _dk_store_sums(acc, C: tl.constexpr, part_ptr):
-    """Reduce each accumulator of :func:`_dk_accumulate` once, stored at ``part[(o*C + i)*9 + t]``."""
+def _dk_store_sums(acc, C: tl.constexpr, NO: tl.constexpr, part_ptr):
+    """Reduce each accumulator of :func:`_dk_accumulate` once, stored at ``part[(o*C + i)*9 + t]``
+    for the ``NO`` output channels held (a ``split`` kernel: 1, ``part`` offset to its own)."""
     for i in tl.static_range(C):
-        for o in tl.static_range(C):
+        for o in tl.static_range(NO):
             for t in tl.static_range(9):
                 tl.store(part_ptr + (o * C + i) * 9 + t,
-                         tl.sum(tl.sum(acc[(i * C + o) * 9 + t], axis=0), axis=0))
+                         tl.sum(tl.sum(acc[(i * NO + o) * 9 + t], axis=0), axis=0))
 
 
 @triton.jit
@@ -576,7 +578,7 @@ def _seed_loss_persistent_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, 
     pid = tl.program_id(0)
     HW = H * W
     part = part_ptr + pid.to(tl.int64) * (C + C * C * 9)
-    acc = _dk_zeros(C, BLOCK_H, BLOCK_W)
+    acc = _dk_zeros(C, C, BLOCK_H, BLOCK_W)
     loss0 = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
     loss1 = loss0
     loss2 = loss0
@@ -614,7 +616,7 @@ def _seed_loss_persistent_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, 
             loss3 += term
         acc = _dk_accumulate(acc, (gg0, gg1, gg2, gg3), xb, HW, C, offs, mask)
         tile += n_programs
-    _dk_store_sums(acc, C, part + C)
+    _dk_store_sums(acc, C, C, part + C)
     _store_losses(part, (loss0, loss1, loss2, loss3), C)
 
 
@@ -828,14 +830,15 @@ def _scharr_window(up, mid, down, C: tl.constexpr, BLOCK_H: tl.constexpr,
 
 
 @triton.jit
-def _dk_accumulate_window(acc, gs, up, mid, down, C: tl.constexpr):
-    """:func:`_dk_accumulate` with the neighbours taken from the register window."""
+def _dk_accumulate_window(acc, gs, up, mid, down, C: tl.constexpr, NO: tl.constexpr):
+    """:func:`_dk_accumulate` with the neighbours taken from the register window, for the ``NO``
+    output channels ``gs`` held (``acc[(i*NO + o)*9 + t]``)."""
     out = ()
     for i in tl.static_range(C):
         v = _window(up, mid, down, i)
-        for o in tl.static_range(C):
+        for o in tl.static_range(NO):
             for t in tl.static_range(9):
-                out = out + (tl.fma(gs[o], v[t], acc[(i * C + o) * 9 + t]),)
+                out = out + (tl.fma(gs[o], v[t], acc[(i * NO + o) * 9 + t]),)
     return out
 
 
@@ -942,7 +945,7 @@ def _seed_loss_rows_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_p
     xb = x_ptr + base
     part = part_ptr + (b * n_tiles + tl.program_id(0)) * (C + C * C * 9)
     kw = _weights(k_ptr, C)
-    acc = _dk_zeros(C, 1, BLOCK_W)
+    acc = _dk_zeros(C, C, 1, BLOCK_W)
     loss0 = tl.zeros((1, BLOCK_W), dtype=tl.float32)
     loss1 = loss0
     loss2 = loss0
@@ -975,11 +978,11 @@ def _seed_loss_rows_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_p
                                             mask, kappa2, tukey_s, dt, w_fid, w_edge, w_energy,
                                             COND, NEED_DI)
             loss3 += term
-        acc = _dk_accumulate_window(acc, (gg0, gg1, gg2, gg3), up, mid, down, C)
+        acc = _dk_accumulate_window(acc, (gg0, gg1, gg2, gg3), up, mid, down, C, C)
         up = mid
         mid = down
         down = ahead
-    _dk_store_sums(acc, C, part + C)
+    _dk_store_sums(acc, C, C, part + C)
     _store_losses(part, (loss0, loss1, loss2, loss3), C)
 
 
@@ -1009,9 +1012,7 @@ def _seed_loss_split_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_
     xb = x_ptr + base
     part = part_ptr + (b * n_tiles + strip) * (C + C * C * 9)
     kw = _weights_of(k_ptr, o, C)
-    acc = ()
-    for _ in tl.static_range(C * 9):
-        acc = acc + (tl.zeros((1, BLOCK_W), dtype=tl.float32),)
+    acc = _dk_zeros(C, 1, 1, BLOCK_W)
     loss = tl.zeros((1, BLOCK_W), dtype=tl.float32)
     up, mid, down = _window_rows(xb, HW, H, W, x, y0, C)
     x0o = x0_ptr + base + o * HW
@@ -1026,19 +1027,11 @@ def _seed_loss_split_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_
                                        o * HW + at, mask, kappa2, tukey_s, dt, w_fid, w_edge,
                                        w_energy, COND, NEED_DI)
         loss += term
-        out = ()
-        for i in tl.static_range(C):
-            v = _window(up, mid, down, i)
-            for t in tl.static_range(9):
-                out = out + (tl.fma(gg, v[t], acc[i * 9 + t]),)
-        acc = out
+        acc = _dk_accumulate_window(acc, (gg,), up, mid, down, C, 1)
         up = mid
         mid = down
         down = ahead
-    for i in tl.static_range(C):
-        for t in tl.static_range(9):
-            tl.store(part + C + (o * C + i) * 9 + t,
-                     tl.sum(tl.sum(acc[i * 9 + t], axis=0), axis=0))
+    _dk_store_sums(acc, C, 1, part + C + o * C * 9)
     tl.store(part + o, tl.sum(tl.sum(loss, axis=0), axis=0))
 
 
