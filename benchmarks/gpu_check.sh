@@ -7,7 +7,7 @@
 #
 # A short recheck, when little device time is left: QUICK_ONLY=1, BENCH_ONLY=fractal,sweep
 # (bench_kernels.py --only), PYTEST_K="fractal or dispatcher" (pytest -k), PYTEST_TIMEOUT and
-# BENCH_TIMEOUT (seconds; 240 and 180 by default), BENCH_FIRST=1 (benchmark before the tests).
+# BENCH_TIMEOUT (seconds; 300 and 180 by default), BENCH_FIRST=1 (benchmark before the tests).
 #
 # 1. prints the GPU, driver, torch and triton versions;
 # 2. installs minart's pure-Python import needs that the machine lacks (pydantic & co), and
@@ -61,7 +61,7 @@ fi
 timeout 60 "$PY" -c "import minart.kernels, minart.diffusion; print('minart imports')" || true
 
 run_tests() {
-    timeout "${PYTEST_TIMEOUT:-240}" "$PY" -m pytest tests/unit/test_kernels.py -m gpu -q \
+    timeout "${PYTEST_TIMEOUT:-300}" "$PY" -m pytest tests/unit/test_kernels.py -m gpu -q \
         -p no:cacheprovider -rA $XDIST ${PYTEST_K:+-k "$PYTEST_K"} 2>&1 | tee "$OUT/pytest_gpu.log"
     PYTEST_RC=${PIPESTATUS[0]}
 }
