@@ -742,7 +742,8 @@ class TensorCache:
     def gc(self, max_size: int | str) -> GcReport:
         """Evict least recently used entries until the payloads fit in ``max_size``.
 
-        Also removes temp files older than an hour (left by killed writers).
+        Also removes temp files older than an hour (left by killed writers) and the lock files no
+        run holds, so a nightly ``gc`` keeps the ``locks`` folder from growing.
 
         Args:
             max_size: bytes, or a size such as ``"10GB"``.
@@ -781,6 +782,7 @@ class TensorCache:
             freed += entry.size
             removed += 1
         self._clean_tmp(_TMP_MAX_AGE)
+        self._remove_free_locks()
         return GcReport(removed=removed, freed=freed, kept=len(entries) - removed, size=total)
 
     def _clean_tmp(self, max_age: float) -> None:
@@ -841,6 +843,15 @@ class TensorCache:
                 f"{len(self.entries())} left")
             error.exit_status = EXIT_FAILED
             raise error from exc
+        self._remove_free_locks()
+        return removed
+
+    def _remove_free_locks(self) -> None:
+        """Remove the lock files no run holds (one per key or output file ever locked, left by
+        every release), each while holding it. A run that opened the file before it went still
+        cannot hold a lock on the removed file: ``filelock`` (>= 3.29.5) retries a lock won on
+        an unlinked file and leaves the path alone on release; other stores' lock files exist
+        only while held."""
         locks = self._join("locks")
         for path in self._files(locks, False):
             key = path.rsplit("/", 1)[-1].removesuffix(".lock")
@@ -849,7 +860,6 @@ class TensorCache:
                     with self.lock(key, timeout=0):  # a lock a running step holds stays
                         self.fs.rm_file(path)
         self._remove_empty(locks, False)
-        return removed
 
     def _files(self, top: str, nested: bool) -> list[str]:
         try:

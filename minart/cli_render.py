@@ -471,7 +471,11 @@ def cache_ls(cache: CacheOption = None,
 def cache_gc(max_size: Annotated[str, typer.Option(
                  "--max-size", help="Size to shrink the cache to, e.g. 10GB or 512MiB.")],
              cache: CacheOption = None) -> None:
-    """Evict least recently used entries until the cache fits in --max-size."""
+    """Evict least recently used entries until the cache fits in --max-size.
+
+    Also removes temp files that killed writers left over an hour ago, and the lock files that
+    no run holds (a lock a running step holds stays).
+    """
     from .cache import format_size
 
     with _exit_status():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -255,6 +256,48 @@ def test_clear_removes_lock_files_no_run_holds(cache):
         cache.clear()
         assert cache.fs.exists(cache._join("locks", "held.lock"))  # held: kept
     assert not cache.fs.exists(cache._join("locks", "a.lock"))
+
+
+def test_gc_removes_lock_files_no_run_holds_and_the_lock_still_excludes(cache):
+    cache.put("a", torch.zeros(1))
+    for key in ("a", "gone"):
+        with cache.lock(key):
+            pass
+    with cache.lock("held"):
+        cache.gc("1GB")  # evicts nothing
+        assert cache.fs.exists(cache._join("locks", "held.lock"))  # held: kept
+        assert _try_lock(cache, "held") == "timeout"  # and still held
+    assert not cache.fs.exists(cache._join("locks", "a.lock"))
+    assert not cache.fs.exists(cache._join("locks", "gone.lock"))
+    assert [e.key for e in cache.entries()] == ["a"]
+    assert _try_lock(cache, "a") == "ok"
+
+
+def test_a_lock_file_removed_while_held_still_excludes(tmp_path):
+    # gc and clear remove a free lock file while holding it. A run waiting on it, and a run that
+    # then creates a new one, must not both get the lock; with filelock 3.20.4-3.29.4 they did
+    # (its release unlinked the path again, taking the new run's file with it)
+    cache = TensorCache(tmp_path / "cache")
+    path = cache.local_path() / "locks" / "k.lock"
+    got = []
+
+    def waiter():
+        with cache.lock("k"):
+            got.append(True)
+
+    with contextlib.ExitStack() as first:
+        first.enter_context(cache.lock("k"))
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        time.sleep(0.3)
+        path.unlink()  # what gc does, holding the lock
+        with contextlib.ExitStack() as second:
+            second.enter_context(cache.lock("k", timeout=1))  # a new file, a new run
+            first.close()
+            time.sleep(0.5)
+            assert got == []  # the waiter must not hold it while the new run does
+        thread.join(5)
+    assert got == [True]
 
 
 def test_clear_of_a_folder_that_is_not_a_cache_keeps_its_files(tmp_path):
