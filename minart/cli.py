@@ -58,12 +58,6 @@ def _echo_error(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
 
 
-def echo_warnings(recipe: Any) -> None:
-    """Print the recipe's warnings (valid parameters with no effect), one ``warning:`` line each."""
-    for message in recipe.warnings:
-        typer.echo(f"warning: {message}", err=True)
-
-
 _INTERRUPTED = "interrupted"
 _interrupted_message = _INTERRUPTED  # what Ctrl-C prints; a render says how to resume
 
@@ -108,7 +102,8 @@ def check(
     loaded = load_recipe(recipe, tuple(set_ or ()))
     if preview:
         loaded = loaded.preview()
-    echo_warnings(loaded)
+    for message in loaded.warnings:  # valid parameters with no effect
+        typer.echo(f"warning: {message}", err=True)
     unchecked = _plan_like_a_run(loaded, device)
     user_steps = [s for s in loaded.steps if not s.name.startswith("out.")]
     width, height = loaded.size

@@ -763,14 +763,10 @@ def _next_row(xb, HW, H, W, x, cmask, y, C: tl.constexpr):
 
 
 @triton.jit
-def _plane_rows(pb, HW, H, W, x, cmask, y, C: tl.constexpr):
-    """Row ``y`` of each of ``C`` planes at ``pb`` (0 past the image: the masked loads of the row
-    after a strip's last), for a value loaded a row before its use."""
-    ok = cmask & (x * 0 + y < H)
-    out = ()
-    for i in tl.static_range(C):
-        out = out + (tl.load(pb + i * HW + y * W + x, mask=ok, other=0.0),)
-    return out
+def _plane_row(pb, H, W, x, cmask, y):
+    """Row ``y`` of the plane at ``pb`` (0 past the image: the masked load of the row after a
+    strip's last), for a value loaded a row before its use."""
+    return tl.load(pb + y * W + x, mask=cmask & (x * 0 + y < H), other=0.0)
 
 
 @triton.jit
@@ -1016,13 +1012,13 @@ def _seed_loss_split_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_
     loss = tl.zeros((1, BLOCK_W), dtype=tl.float32)
     up, mid, down = _window_rows(xb, HW, H, W, x, y0, C)
     x0o = x0_ptr + base + o * HW
-    x0_next = _plane_rows(x0o, HW, H, W, x, cmask, y0, 1)
+    x0_next = _plane_row(x0o, H, W, x, cmask, y0)
     for r in tl.range(ROWS, loop_unroll_factor=UNROLL):  # 3: the window rotates in place
         ahead, mask, at = _next_row(xb, HW, H, W, x, cmask, y0 + r, C)
         x0r = x0_next  # I_0 of this row, loaded a row ahead like the window
-        x0_next = _plane_rows(x0o, HW, H, W, x, cmask, y0 + r + 1, 1)
+        x0_next = _plane_row(x0o, H, W, x, cmask, y0 + r + 1)
         g = _conv_window_of(kw, up, mid, down, C, BLOCK_W)
-        gg, term = _seed_loss_terms_x0(_pick_channel(mid, o, 1, C), x0r[0],
+        gg, term = _seed_loss_terms_x0(_pick_channel(mid, o, 1, C), x0r,
                                        new_ptr + base, gg_ptr + base, di_ptr + base, g,
                                        o * HW + at, mask, kappa2, tukey_s, dt, w_fid, w_edge,
                                        w_energy, COND, NEED_DI)
