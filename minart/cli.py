@@ -88,8 +88,8 @@ def check(
     so is a step whose result cannot fit in the memory of the device the run would use.
     Prints an OK line and one line per step (what it makes, and its memory), or the first
     problem as FILE:LINE:COLUMN: step 'NAME': message, and exits with status 2. A parameter
-    that is valid but has no effect (refresh_at without a refresh) is a 'warning:' line in the
-    same form; the recipe still checks OK.
+    that is valid but has no effect (refresh_at without a refresh, eps with a Multibrot) is a
+    'warning:' line in the same form; the recipe still checks OK.
 
     Examples:
 

@@ -47,7 +47,8 @@ from ._checks import check_choice, check_range
 from .errors import ParamError
 from .palettes import Color, Palette, map_palette, palette_interior, palette_stops, parse_color
 
-__all__ = ["FractalField", "check_view", "fractal", "fractal_field", "fractal_frames"]
+__all__ = ["FractalField", "check_view", "fractal", "fractal_field", "fractal_frames",
+           "unused_options"]
 
 Formula = Literal["inverse_power", "multibrot"]
 Coloring = Literal["auto", "pole", "smooth", "trap_point", "trap_circle", "trap_line", "modulus",
@@ -443,6 +444,49 @@ def _resolve_coloring(coloring: str, formula: str) -> str:
                          "use 'smooth' or a trap", param="coloring")
     return coloring
 
+
+def unused_options(*, formula: Formula, coloring: Coloring) -> dict[str, str]:
+    """The options of :func:`fractal` that change nothing with this formula and colouring.
+
+    ``coefficient`` and ``eps`` belong to the inverse-power map, ``bailout`` to Multibrot; the
+    trap options to their trap; ``interior`` colours the orbits that never finish, which only
+    ``"pole"`` and ``"smooth"`` set apart.
+
+    Args:
+        formula: ``"inverse_power"`` or ``"multibrot"``.
+        coloring: any colouring ``fractal`` takes (``"auto"`` is resolved first).
+
+    Returns:
+        ``{option: why it has no effect}``, the reason worded to follow "has no effect".
+
+    Raises:
+        ParamError: an unknown formula or colouring, or a colouring the formula cannot use.
+
+    Example:
+        >>> sorted(unused_options(formula="multibrot", coloring="trap_circle"))
+        ['coefficient', 'eps', 'interior', 'trap_angle']
+        >>> unused_options(formula="inverse_power", coloring="auto")["bailout"]
+        "with formula 'inverse_power' (bailout is the Multibrot escape radius)"
+    """
+    check_choice("formula", formula, _FORMULAS)
+    resolved = _resolve_coloring(coloring, formula)
+    unused = {}
+    if formula == "multibrot":
+        unused["coefficient"] = "with formula 'multibrot' (z <- z^p + c has no coefficient)"
+        unused["eps"] = "with formula 'multibrot' (eps is the inverse-power map's pole radius)"
+    else:
+        unused["bailout"] = f"with formula {formula!r} (bailout is the Multibrot escape radius)"
+    shown = repr(coloring) if coloring == resolved else f"{coloring!r} ({resolved!r} for {formula!r})"
+    if resolved not in _TRAP_OF:
+        unused["trap_point"] = f"with coloring {shown}: only the trap colourings use it"
+    if resolved != "trap_circle":
+        unused["trap_radius"] = f"with coloring {shown}: only 'trap_circle' uses it"
+    if resolved != "trap_line":
+        unused["trap_angle"] = f"with coloring {shown}: only 'trap_line' uses it"
+    if resolved not in ("pole", "smooth"):
+        unused["interior"] = (f"with coloring {shown}: only 'pole' and 'smooth' paint the orbits "
+                              "that never finish in it")
+    return unused
 
 def _values(field: FractalField, coloring: str, spec: _Spec, iterations: int) -> Tensor:
     """Map a field to ``t`` in [0, 1] for the palette (``(H, W)``, real)."""

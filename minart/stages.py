@@ -230,6 +230,18 @@ def _kwargs(params: BaseModel, *, drop: tuple[str, ...] = ()) -> dict[str, Any]:
             if k not in drop and (getattr(params, k) is not None or fields[k].default is not None)}
 
 
+def _warn_unused(params: BaseModel, ctx: CheckContext, unused: dict[str, str], *,
+                 otherwise: str = "") -> None:
+    """Warn about each parameter the recipe sets that has no effect (``{name: why}``): valid,
+    but probably not what the artist meant. Left-out parameters are not mentioned."""
+    for name, why in unused.items():
+        if name in params.model_fields_set:
+            value = getattr(params, name)
+            shown = list(value) if isinstance(value, tuple) else value
+            ctx.warn(f"{name}={shown!r} has no effect {why}; remove {name}"
+                     + (f", or {otherwise}" if otherwise else ""), param=name)
+
+
 def _function(path: str) -> Callable[..., Any]:
     module, _, name = path.partition(":")
     fn = getattr(importlib.import_module(module), name, None)
@@ -288,7 +300,8 @@ class FractalParams(_Params):
     julia: Point | None = Field(None, description=(
         "Draw the Julia set of this fixed c, [re, im], instead of the parameter-plane picture."))
     eps: float = Field(0.75, gt=0, le=1e6, description=(
-        "Pole radius for 'pole' colouring: an orbit is done once |z| is below it."))
+        "Pole radius of the inverse-power map: an orbit is done once |z| is below it ('pole' "
+        "colouring counts the steps until then)."))
     bailout: float = Field(16.0, ge=2, le=1e12, description=(
         "Escape radius for Multibrot: an orbit is done once |z| is above it."))
     trap_point: Point = Field((0.0, 0.0), description=(
@@ -343,7 +356,7 @@ def _fill_size(params: BaseModel, ctx: CheckContext) -> dict[str, Any]:
 
 def _check_fractal(params: FractalParams, ctx: CheckContext) -> dict[str, Any]:
     """Let the library reject inconsistent options (palette names, colouring vs formula)."""
-    from .fractal import check_view, fractal
+    from .fractal import check_view, fractal, unused_options
 
     kw = _fractal_kwargs(params, "cpu")
     size = _fill_size(params, ctx)
@@ -354,6 +367,7 @@ def _check_fractal(params: FractalParams, ctx: CheckContext) -> dict[str, Any]:
         kw["frames"] = min(params.frames, 2)  # the frame count changes only the budgets
         from .fractal import fractal_frames as fractal
     fractal(2, 2, **kw)
+    _warn_unused(params, ctx, unused_options(formula=params.formula, coloring=params.coloring))
     return size
 
 
@@ -499,6 +513,8 @@ class PeronaMalikParams(_Params):
 def _check_perona_malik(params: PeronaMalikParams, ctx: CheckContext) -> None:
     from .diffusion import perona_malik
 
+    if params.scheme == "seed":
+        _warn_unused(params, ctx, {"substep": "with scheme 'seed' (it splits 'classic' steps)"})
     probe = _kwargs(params)
     probe["steps"] = 0  # validates every option, including the stability bound, without work
     perona_malik(torch.zeros(1, 3, 2, 2), **probe)
@@ -557,9 +573,10 @@ def _check_minimize(params: MinimizeParams, ctx: CheckContext) -> None:
     if "frames" in ctx.input_kinds and params.loss != "seed_video":
         raise ParamError(f"loss={params.loss!r} takes one image, but the input is a clip of "
                          "frames; use loss: seed_video", param="loss")
-    if params.refresh_every is None and "refresh_at" in params.model_fields_set:
-        ctx.warn(f"refresh_at={params.refresh_at} has no effect with refresh_every: null (no "
-                 "refresh); remove refresh_at, or give refresh_every a period", param="refresh_at")
+    if params.refresh_every is None:
+        why = "with refresh_every: null (no refresh)"
+        _warn_unused(params, ctx, {"refresh_at": why, "blend": why},
+                     otherwise="give refresh_every a period")
     probe = _kwargs(params)
     probe["iterations"] = 0  # validates every option (refresh_at < refresh_every, ...) without work
     try:
@@ -646,6 +663,13 @@ class ResizeParams(_Params):
         "Resampling filter (both antialiased when shrinking); bicubic is sharper."))
 
 
+def _check_resize(params: ResizeParams, ctx: CheckContext) -> dict[str, Any]:
+    if params.fit != "contain":
+        _warn_unused(params, ctx, {"background": f"with fit {params.fit!r} (it fills the "
+                                                 "letterbox of 'contain')"})
+    return _fill_size(params, ctx)
+
+
 def _run_resize(inputs: list[Tensor], params: ResizeParams, ctx: StageContext) -> Tensor:
     width, height = _size(params, ctx)
     kw = _kwargs(params, drop=("width", "height"))
@@ -664,6 +688,11 @@ class GridParams(_Params):
     labels: list[str] | None = Field(None, description=(
         "One caption per tile, drawn under it; leave out for none."))
     label_color: Shade = Field(0.0, description="Caption colour (default black).")
+
+
+def _check_grid(params: GridParams, ctx: CheckContext) -> None:
+    if params.labels is None:
+        _warn_unused(params, ctx, {"label_color": "without labels"}, otherwise="add labels")
 
 
 def _run_grid(inputs: list[Tensor], params: GridParams, ctx: StageContext) -> Tensor:
@@ -743,6 +772,12 @@ def _sheet_count(params: ContactSheetParams, total: int) -> int:
                          f"frames <= {total}, or leave frames out for up to {_SHEET_FRAMES}",
                          param="frames")
     return params.frames
+
+
+def _check_contact_sheet(params: ContactSheetParams, ctx: CheckContext) -> None:
+    if not params.labels:
+        _warn_unused(params, ctx, {"label_color": "without labels"},
+                     otherwise="set labels: true")
 
 
 def _run_contact_sheet(inputs: list[Tensor], params: ContactSheetParams,
@@ -1219,7 +1254,7 @@ register(Stage(
     function="minart.composite:blend"))
 register(Stage(
     name="resize", params=ResizeParams, run=_run_resize, consumes=_ANY, produces="same",
-    inputs=("image",), check=_fill_size, preview=_preview_size, shape=_shape_resize,
+    inputs=("image",), check=_check_resize, preview=_preview_size, shape=_shape_resize,
     # 2: the result is clamped to [0, 1] for bilinear too (rounding left white at 1 + 2.4e-7),
     #    and inputs within 1e-6 outside [0, 1] are clamped first
     version=2,
@@ -1227,14 +1262,16 @@ register(Stage(
     function="minart.composite:resize"))
 register(Stage(
     name="grid", params=GridParams, run=_run_grid, consumes=_ANY, produces="image",
-    inputs=("images",), variadic=True, preview=_preview_spacing, shape=_shape_grid,
+    inputs=("images",), variadic=True, check=_check_grid, preview=_preview_spacing,
+    shape=_shape_grid,
     # 2: inputs within 1e-6 outside [0, 1] (float rounding of earlier steps) are clamped first
     version=2,
     summary="Lay out images (and the frames of clips) in a grid.",
     function="minart.composite:grid"))
 register(Stage(
     name="contact_sheet", params=ContactSheetParams, run=_run_contact_sheet, consumes=("frames",),
-    produces="image", inputs=("frames",), preview=_preview_spacing, shape=_shape_contact_sheet,
+    produces="image", inputs=("frames",), check=_check_contact_sheet, preview=_preview_spacing,
+    shape=_shape_contact_sheet,
     # 2: inputs within 1e-6 outside [0, 1] (float rounding of earlier steps) are clamped first
     version=2,
     summary="A grid of evenly spaced frames of a clip, to see it at a glance.",

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from minart import ops
 from minart.errors import ParamError, ShapeError
-from minart.fractal import fractal, fractal_field, fractal_frames
+from minart.fractal import fractal, fractal_field, fractal_frames, unused_options
 from minart.palettes import PALETTES, apply_palette, palette_interior, palette_stops, parse_color
 
 A = -1j / math.pi
@@ -422,3 +422,29 @@ def test_a_picture_iterated_in_bands_is_the_whole_picture(monkeypatch, supersamp
     full = fractal(41, 29, **pole)
     monkeypatch.setattr(fr, "_BAND_SAMPLES", 300)
     assert torch.equal(fractal(41, 29, **pole), full)
+
+
+_OTHER_VALUES = {"coefficient": 0.5 + 0.2j, "eps": 0.3, "bailout": 4.0, "trap_point": (0.3, 0.1),
+                 "trap_radius": 0.9, "trap_angle": 1.0, "interior": "#ff0000"}
+
+
+@pytest.mark.parametrize("formula,power", [("inverse_power", 7), ("multibrot", 2)])
+@pytest.mark.parametrize("coloring", ["auto", "pole", "smooth", "trap_point", "trap_circle",
+                                      "trap_line", "modulus", "argument"])
+def test_unused_options_change_no_pixel_and_the_others_do(formula, power, coloring):
+    if (formula, coloring) in (("inverse_power", "smooth"), ("multibrot", "pole")):
+        with pytest.raises(ParamError, match="coloring="):
+            unused_options(formula=formula, coloring=coloring)
+        return
+    unused = unused_options(formula=formula, coloring=coloring)
+    kw = dict(formula=formula, power=power, coloring=coloring, iterations=16,
+              trap_point=(3.0, 0.0))
+    base = fractal(24, 24, **kw)
+    for name, value in _OTHER_VALUES.items():
+        same = torch.equal(base, fractal(24, 24, **{**kw, name: value}))
+        if name in unused:
+            assert same, name
+        elif not (name == "bailout" and coloring in ("trap_point", "trap_circle")):
+            # (a Multibrot trap sees bailout only through orbit points beyond |z| = 4, which
+            # lie farther from a point or circle trap than the orbit's earlier points)
+            assert not same, name

@@ -434,6 +434,56 @@ def test_a_refresh_at_without_refresh_is_a_located_warning(capsys, tmp_path):
                    "period (after --set steps.b.params.refresh_every=null)\n")
 
 
+
+@pytest.mark.parametrize("step,used,message", [
+    ("{stage: fractal, params: {formula: multibrot, power: 2, eps: 0.5}}",
+     "{stage: fractal, params: {eps: 0.5}}",
+     "eps=0.5 has no effect with formula 'multibrot' (eps is the "
+     "inverse-power map's pole radius); remove eps"),
+    ("{stage: fractal, params: {bailout: 8}}",
+     "{stage: fractal, params: {formula: multibrot, power: 2, bailout: 8}}",
+     "bailout=8.0 has no effect with formula 'inverse_power' (bailout "
+     "is the Multibrot escape radius); remove bailout"),
+    ("{stage: fractal, params: {trap_angle: 1}}",
+     "{stage: fractal, params: {coloring: trap_line, trap_angle: 1}}",
+     "trap_angle=1.0 has no effect with coloring 'auto' ('pole' for "
+     "'inverse_power'): only 'trap_line' uses it; remove trap_angle"),
+    ("{stage: fractal_frames, params: {frames: 2, coloring: modulus, interior: '#ff0000'}}",
+     "{stage: fractal_frames, params: {frames: 2, coloring: pole, interior: '#ff0000'}}",
+     "interior='#ff0000' has no effect with coloring 'modulus': only "
+     "'pole' and 'smooth' paint the orbits that never finish in it; remove interior"),
+    ("{stage: perona_malik, input: z, params: {steps: 1, kappa: 0.1, dt: 0.2, scheme: seed, "
+     "substep: 'off'}}",
+     "{stage: perona_malik, input: z, params: {steps: 1, kappa: 0.1, dt: 0.2, substep: 'off'}}",
+     "substep='off' has no effect with scheme 'seed' (it splits "
+     "'classic' steps); remove substep"),
+    ("{stage: resize, input: z, params: {width: 16, background: 0.5}}",
+     "{stage: resize, input: z, params: {width: 16, background: 0.5, fit: contain}}",
+     "background=0.5 has no effect with fit 'stretch' (it fills the "
+     "letterbox of 'contain'); remove background"),
+    ("{stage: minimize, input: z, params: {iterations: 2, refresh_every: null, blend: 0.3}}",
+     "{stage: minimize, input: z, params: {iterations: 2, blend: 0.3}}",
+     "blend=0.3 has no effect with refresh_every: null (no refresh); "
+     "remove blend, or give refresh_every a period"),
+    ("{stage: grid, inputs: [z, z], params: {label_color: [1, 0, 0]}}",
+     "{stage: grid, inputs: [z, z], params: {label_color: [1, 0, 0], labels: [x, y]}}",
+     "label_color=[1.0, 0.0, 0.0] has no effect without labels; "
+     "remove label_color, or add labels"),
+    ("{stage: contact_sheet, input: c, params: {label_color: 1}}",
+     "{stage: contact_sheet, input: c, params: {label_color: 1, labels: true}}",
+     "label_color=1.0 has no effect without labels; remove "
+     "label_color, or set labels: true"),
+])
+def test_a_parameter_without_effect_is_a_located_warning(step, used, message):
+    """Each option a stage ignores in some setting warns where it is set, and only there."""
+    rest = "  z: {stage: fractal}\n  c: {stage: fractal_frames, params: {frames: 2}}\n"
+    name = message.split("=")[0]
+    column = len("  a: ") + re.search(f"[{{ ]{name}: ", step).end() + 1  # the value's column
+    assert parse_recipe(f"steps:\n  a: {step}\n{rest}").warnings == (
+        f"<string>:2:{column}: step 'a': {message}",)
+    assert parse_recipe(f"steps:\n  a: {used}\n{rest}").warnings == ()
+
+
 def test_load_image_refuses_transparency_or_puts_a_background_behind_it(tmp_path):
     import numpy as np
     from PIL import Image
