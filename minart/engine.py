@@ -666,7 +666,7 @@ def plan(recipe: Any, *, device: str | torch.device = "cpu",
         try:
             written = _output_files(registry.get_stage(step.stage), step, recipe, out, date)
         except MinartError as exc:
-            raise exc.at(**_written_at(step), step=step.name) from None
+            raise exc.at(**_written_at(step, exc.param), step=step.name) from None
         if written is not None:
             files[step.name] = written
             params = {"params": step.params, "files": list(written)}
@@ -811,7 +811,7 @@ def _check_no_overwritten_inputs(recipe: Any, steps: Sequence[Any],
     protected = _protected_files(recipe, steps)
     written_by = {f: step.name for step in steps for f in files.get(step.name, ())}
     for step in steps:
-        at = {"step": step.name, "param": "path", **_written_at(step)}
+        at = {"step": step.name, "param": "path", **_written_at(step, "path")}
         for written in files.get(step.name, ()):
             if written in protected:
                 raise RecipeError(
@@ -830,10 +830,11 @@ def _recipe_step(plan_: Plan, name: str) -> Any:
     return next((s for s in getattr(plan_.recipe, "steps", ()) if s.name == name), None)
 
 
-def _written_at(step: Any) -> dict[str, Any]:
-    """``file``/``line``/``column`` of a recipe step (an output's entry for ``out.<name>``), for
-    an error's location; empty where the step has none (a recipe built in code)."""
-    where = getattr(step, "location", None)
+def _written_at(step: Any, param: str | None = None) -> dict[str, Any]:
+    """``file``/``line``/``column`` of a recipe step's ``param`` where the recipe gives it, else
+    of the step (an output's entry for ``out.<name>``), for an error's location; empty where the
+    step has none (a recipe built in code)."""
+    where = getattr(step, "param_locations", {}).get(param) or getattr(step, "location", None)
     if where is None:
         return {}
     return {"file": where.file, "line": where.line, "column": where.column}
@@ -920,7 +921,7 @@ def check_output_files(plan_: Plan) -> None:
                 continue
             raise ParamError(f"output {written} {problem}; move it away, or give the output "
                              "another path or output folder", step=step.name, param="path",
-                             **_written_at(_recipe_step(plan_, step.name)))
+                             **_written_at(_recipe_step(plan_, step.name), "path"))
 
 
 def check_writable_file(path: Path, option: str) -> None:
@@ -1497,7 +1498,7 @@ def run_step(plan_: Plan, name: str, *, cache: TensorCache, progress: ProgressFn
                     step=name, **at) from None
             except MinartError as exc:
                 if exc.file is None:
-                    exc.at(**at)
+                    exc.at(**_written_at(written_as, exc.param))
                 raise exc.at(step=name) from None
             if not isinstance(result, Tensor):
                 raise CacheError(f"step '{name}': stage {step.stage!r} returned "

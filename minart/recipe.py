@@ -470,6 +470,8 @@ class RecipeStep:
         inputs: names of the steps it reads, in order.
         params: the stage's validated parameter model (sizes and checksums resolved).
         location: where it was written.
+        param_locations: where each parameter the recipe gives it was written (errors that
+            happen while it runs point there).
         kind: what it produces, ``"image"`` or ``"frames"``.
         shape: the shape of its result, ``(C, H, W)`` or ``(T, C, H, W)``, worked out when the
             recipe was checked (:mod:`minart.shapes`); ``None`` where it cannot be known.
@@ -482,6 +484,7 @@ class RecipeStep:
     location: Location | None = None
     kind: str = "image"
     shape: tuple[int, ...] | None = None
+    param_locations: Mapping[str, Location] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -1156,9 +1159,11 @@ def _build(doc: _Doc, *, path: Path | None, text: str, overrides: tuple[str, ...
             raise doc.locate(exc, spot, step=None if draft.output else name,
                              also=[("size",), *upstream]) from None
         where = doc.where(draft.path)
+        raw = draft.raw_params if isinstance(draft.raw_params, dict) else {}
+        at = {k: Location(**doc.where((*draft.params_path, k))) for k in raw if isinstance(k, str)}
         steps.append(RecipeStep(name=name, stage=draft.stage.name, inputs=tuple(draft.inputs),
                                 params=params, location=Location(**where), kind=kinds[name],
-                                shape=shapes[name]))
+                                shape=shapes[name], param_locations=at))
     # Writer steps placed among the steps are outputs too: every file the recipe writes is listed.
     written_by_steps = [
         Output(name=s.name, step=s.name, source=s.inputs[0], path=s.params.path,

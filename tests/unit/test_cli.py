@@ -270,7 +270,7 @@ def test_an_output_folder_that_is_a_file_is_refused_before_any_work(capsys, tmp_
     (tmp_path / "o1" / "out.png").mkdir(parents=True)  # an output path that is a folder
     code, _, err = _cli(capsys, "run", str(recipe), "-o", str(tmp_path / "o1"))
     assert code == EXIT_INVALID and err == (
-        f"error: {recipe}:5:10: step 'out.still': output {tmp_path / 'o1' / 'out.png'} is a "
+        f"error: {recipe}:5:30: step 'out.still': output {tmp_path / 'o1' / 'out.png'} is a "
         "folder; move it away, "
         "or give the output another path or output folder\n")
     (tmp_path / "o2").mkdir()
@@ -278,7 +278,7 @@ def test_an_output_folder_that_is_a_file_is_refused_before_any_work(capsys, tmp_
     recipe.write_text(recipe.read_text().replace("path: out.png", "path: sub/out.png"))
     code, _, err = _cli(capsys, "run", str(recipe), "-o", str(tmp_path / "o2"))
     assert code == EXIT_INVALID and err == (
-        f"error: {recipe}:5:10: step 'out.still': output {tmp_path / 'o2' / 'sub' / 'out.png'} "
+        f"error: {recipe}:5:30: step 'out.still': output {tmp_path / 'o2' / 'sub' / 'out.png'} "
         "needs "
         f"{tmp_path / 'o2' / 'sub'} to be a folder, but it is a file; move it away, or give the "
         "output another path or output folder\n")
@@ -288,7 +288,7 @@ def test_date_in_the_output_folder(capsys, tmp_path):
     recipe = _picture_recipe(tmp_path)
     (tmp_path / "o" / time.strftime("%Y-%m-%d", time.gmtime()) / "out.png").mkdir(parents=True)
     code, _, err = _cli(capsys, "run", str(recipe), "-o", str(tmp_path / "o" / "{date}"))
-    assert code == EXIT_INVALID and err.startswith(f"error: {recipe}:5:10: step 'out.still': "
+    assert code == EXIT_INVALID and err.startswith(f"error: {recipe}:5:30: step 'out.still': "
                                                    "output ")
     assert "{date}" not in err and err.endswith("out.png is a folder; move it away, or give the "
                                                 "output another path or output folder\n")
@@ -307,7 +307,7 @@ def test_two_outputs_one_inside_the_other_fail_the_check(capsys, tmp_path):
                                        "  two: {step: photo, path: x.png/y.png}\n")
     code, out, err = _cli(capsys, "check", str(recipe))
     assert code == EXIT_INVALID and out == ""
-    assert err.startswith(f"error: {recipe}:6:8: step 'out.two': writing ") and err.endswith(
+    assert err.startswith(f"error: {recipe}:6:28: step 'out.two': writing ") and err.endswith(
         "x.png to be a folder, but step 'out.one' writes a file there; give one of the outputs "
         "another path\n")
 

@@ -556,7 +556,7 @@ def test_an_output_that_would_overwrite_an_input_image_or_the_recipe_is_refused(
                       "\noutputs:\n  still: {step: photo, path: pic.png}\n")
     with pytest.raises(RecipeError) as info:
         engine.load_plan(recipe, output_dir=tmp_path)
-    assert str(info.value) == (f"{recipe}:5:10: step 'out.still': writing {tmp_path / 'pic.png'} "
+    assert str(info.value) == (f"{recipe}:5:30: step 'out.still': writing {tmp_path / 'pic.png'} "
                                "would overwrite the input image of step 'photo'; give the output "
                                "another path or --output-dir")
     assert engine.load_plan(recipe, output_dir=tmp_path / "out").steps["out.still"].files
@@ -632,7 +632,7 @@ def test_an_output_whose_path_is_another_outputs_folder_is_refused(tmp_path):
     with pytest.raises(RecipeError) as info:
         engine.load_plan(recipe, output_dir=tmp_path)
     assert str(info.value) == (
-        f"{recipe}:6:8: step 'out.two': writing {tmp_path / 'x.png' / 'y.png'} needs "
+        f"{recipe}:6:24: step 'out.two': writing {tmp_path / 'x.png' / 'y.png'} needs "
         f"{tmp_path / 'x.png'} to be a folder, but step 'out.one' writes a file there; give one "
         "of the outputs another path")
 
