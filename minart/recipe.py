@@ -993,10 +993,9 @@ def _read_step(doc: _Doc, name: Any, body: Any) -> _Draft:
         if stage.generator:
             message = f"stage {stage.name!r} makes its own image and takes no input"
         else:
-            count = f"at least {len(stage.inputs)}" if stage.variadic else str(len(stage.inputs))
             names = ", ".join(stage.inputs)
-            message = (f"stage {stage.name!r} takes {count} input(s) ({names}), got "
-                       f"{len(inputs)}")
+            message = (f"stage {stage.name!r} takes {stage.input_count()} input(s) ({names}), "
+                       f"got {len(inputs)}")
         raise doc.error(RecipeError, message, input_paths[0] if inputs else path, key=True,
                         step=name)
     return _Draft(name=name, stage=stage, inputs=inputs, raw_params=body.get("params"),

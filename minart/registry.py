@@ -121,6 +121,7 @@ class Stage:
         produces: ``"image"``, ``"frames"`` or ``"same"`` (frames if any input is frames).
         inputs: names of the inputs, for help and error messages (``()`` for generators).
         variadic: the last input may repeat (``concatenate``, ``grid``); at least one is needed.
+        optional: how many of the last ``inputs`` a step may leave out (``blend``'s ``mask``).
         version: bump when the same parameters give different pixels (it enters cache keys).
         check: optional hook ``check(params, ctx: CheckContext) -> dict | None`` run when the
             recipe is checked, without doing the work: it raises
@@ -149,6 +150,7 @@ class Stage:
     produces: str
     inputs: tuple[str, ...] = ()
     variadic: bool = False
+    optional: int = 0
     version: int = 1
     check: Callable[[BaseModel, CheckContext], Mapping[str, Any] | None] | None = None
     preview: Callable[[BaseModel, int], dict[str, Any]] | None = None
@@ -164,7 +166,7 @@ class Stage:
 
     def accepts(self, count: int) -> bool:
         """Whether the stage takes ``count`` inputs (generators none, variadic stages at least
-        ``len(inputs)``, the others exactly ``len(inputs)``).
+        ``len(inputs)``, the others ``len(inputs)``, or fewer by up to ``optional``).
 
         Args:
             count: number of inputs a step gives it.
@@ -173,14 +175,26 @@ class Stage:
             ``True`` when the count fits.
 
         Example:
-            >>> get_stage("blend").accepts(2), get_stage("blend").accepts(1)
-            (True, False)
+            >>> [get_stage("blend").accepts(n) for n in (1, 2, 3, 4)]  # base, top[, mask]
+            [False, True, True, False]
         """
         if self.generator:
             return count == 0
         if self.variadic:
             return count >= len(self.inputs)
-        return count == len(self.inputs)
+        return len(self.inputs) - self.optional <= count <= len(self.inputs)
+
+    def input_count(self) -> str:
+        """The number of inputs it takes, for messages: ``"2"``, ``"2 or 3"``, ``"at least 1"``.
+
+        Example:
+            >>> get_stage("blend").input_count(), get_stage("grid").input_count()
+            ('2 or 3', 'at least 1')
+        """
+        n = len(self.inputs)
+        if self.variadic:
+            return f"at least {n}"
+        return " or ".join(str(k) for k in range(n - self.optional, n + 1))
 
     def output_kind(self, input_kinds: Sequence[str]) -> str:
         """The kind this stage produces from inputs of ``input_kinds``.
@@ -229,6 +243,9 @@ def register(stage: Stage) -> Stage:
         raise RecipeError(f"stage {stage.name!r} consumes unknown kinds {stage.consumes}")
     if stage.produces not in (*_KINDS, "same"):
         raise RecipeError(f"stage {stage.name!r} produces unknown kind {stage.produces!r}")
+    if stage.optional and (stage.variadic or not 0 < stage.optional < len(stage.inputs)):
+        raise RecipeError(f"stage {stage.name!r}: optional={stage.optional} must leave at least "
+                          "one input, and a variadic stage has none optional")
     if stage.params.model_config.get("extra") != "forbid":
         raise RecipeError(f"stage {stage.name!r}: its params model must set extra='forbid'")
     _REGISTRY[stage.name] = stage

@@ -639,12 +639,31 @@ class BlendParams(_Params):
         "How the top layer combines with the base (W3C blend modes): 'multiply' darkens, "
         "'screen' lightens, 'overlay' and 'soft_light' add contrast."))
     opacity: float = Field(1.0, ge=0, le=1, description=(
-        "Opacity of the top layer: 0 keeps the base, 1 applies the mode fully."))
+        "Opacity of the top layer: 0 keeps the base, 1 applies the mode fully; a mask (the "
+        "third input) multiplies it pixel by pixel."))
 
 
 def _run_blend(inputs: list[Tensor], params: BlendParams, ctx: StageContext) -> Tensor:
-    base, top = inputs
-    return _function("minart.composite:blend")(base, top, **_kwargs(params))
+    base, top, *mask = inputs  # the mask is optional
+    return _function("minart.composite:blend")(base, top, mask=mask[0] if mask else None,
+                                               **_kwargs(params))
+
+
+class LuminanceMaskParams(_Params):
+    """Parameters of :func:`minart.composite.luminance_mask`."""
+
+    low: float = Field(0.0, ge=0, lt=1, description=(
+        "Brightness (0-1) below which the mask is 0: darker pixels keep the base."))
+    high: float = Field(1.0, gt=0, le=1, description=(
+        "Brightness (0-1) above which the mask is 1: brighter pixels show the top fully; "
+        "between low and high it rises smoothly. Must be above low."))
+    invert: bool = Field(False, description=(
+        "Swap the mask: dark pixels show the top, bright ones keep the base."))
+
+
+def _check_luminance_mask(params: LuminanceMaskParams, ctx: CheckContext) -> None:
+    if params.low >= params.high:
+        raise ParamError(f"low={params.low} must be below high={params.high}", param="low")
 
 
 class ResizeParams(_Params):
@@ -1091,8 +1110,22 @@ def _shape_minimize(params: MinimizeParams, ctx: CheckContext) -> tuple[int, ...
 
 
 def _shape_blend(params: BlendParams, ctx: CheckContext) -> tuple[int, ...]:
-    base, top = ctx.input_shapes
+    base, top, *mask = ctx.input_shapes
     (base_t, base_tile), (top_t, top_tile) = _frames_of(base), _frames_of(top)
+    if mask:
+        mask_t, (channels, *mask_size) = _frames_of(mask[0])
+        if channels != 1:
+            raise ShapeError(f"mask {_named(ctx, 2)} has {channels} channels, but a mask has one "
+                             "(the opacity of each pixel); make it with a step of stage "
+                             "luminance_mask")
+        if tuple(mask_size) != base_tile[1:]:
+            raise ShapeError(f"mask {_named(ctx, 2)} does not fit base {_named(ctx, 0)}; resize "
+                             "one to the other's size first (stage: resize)")
+        if mask_t not in (1, base_t):
+            what = "a clip of the same length" if len(base) == 4 else "a clip"
+            raise ShapeError(f"mask {_named(ctx, 2)} does not fit base {_named(ctx, 0)}: a "
+                             f"clip as mask needs {what} as base (subsample/hold the clips to "
+                             "one length)")
     if base_tile != top_tile:
         raise ShapeError(f"top {_named(ctx, 1)} does not fit base {_named(ctx, 0)}; resize one "
                          "to the other's size first (stage: resize)")
@@ -1101,7 +1134,15 @@ def _shape_blend(params: BlendParams, ctx: CheckContext) -> tuple[int, ...]:
         raise ShapeError(f"top {_named(ctx, 1)} does not fit base {_named(ctx, 0)}: a clip on top "
                          f"needs {what} as base (swap them, or subsample/hold the clips to one "
                          "length)")
-    return base if len(base) == 4 or len(top) == 3 else (1, *base)
+    return base if len(base) == 4 or all(len(x) == 3 for x in (top, *mask)) else (1, *base)
+
+
+def _shape_luminance_mask(params: LuminanceMaskParams, ctx: CheckContext) -> tuple[int, ...]:
+    shape = ctx.input_shapes[0]
+    if shape[-3] not in (1, 3, 4):
+        raise ShapeError(f"input {_named(ctx, 0)} has {shape[-3]} channels; a luminance mask "
+                         "is made from 1 (grey), 3 (RGB) or 4 (RGBA)")
+    return (*shape[:-3], 1, *shape[-2:])
 
 
 def _shape_resize(params: ResizeParams, ctx: CheckContext) -> tuple[int, ...]:
@@ -1250,8 +1291,16 @@ register(Stage(
     name="blend", params=BlendParams, run=_run_blend, consumes=_ANY, produces="same",
     # 2: inputs within 1e-6 outside [0, 1] (float rounding of earlier steps) are clamped first
     version=2,
-    inputs=("base", "top"), shape=_shape_blend, summary="Blend a top layer over a base with a mode and opacity.",
+    inputs=("base", "top", "mask"), optional=1, shape=_shape_blend,
+    summary="Blend a top layer over a base with a mode and opacity (and an optional mask).",
     function="minart.composite:blend"))
+register(Stage(
+    name="luminance_mask", params=LuminanceMaskParams, run=_unary("minart.composite:"
+                                                                  "luminance_mask"),
+    consumes=_ANY, produces="same", inputs=("image",), check=_check_luminance_mask,
+    shape=_shape_luminance_mask,
+    summary="A one-channel mask from an image's brightness, for blend's third input.",
+    function="minart.composite:luminance_mask"))
 register(Stage(
     name="resize", params=ResizeParams, run=_run_resize, consumes=_ANY, produces="same",
     inputs=("image",), check=_check_resize, preview=_preview_size, shape=_shape_resize,

@@ -14,7 +14,7 @@ from minart.registry import Stage, StageContext, get_stage, register, stages, su
 REQUIRED = {
     "fractal", "fractal_frames", "load_image", "perona_malik", "minimize", "blend", "resize",
     "grid", "crossfade", "boomerang", "reverse", "subsample", "concatenate", "hold",
-    "save_image", "encode_video", "contact_sheet",
+    "save_image", "encode_video", "contact_sheet", "luminance_mask",
 }
 
 # Arguments that are inputs or run-time context (the engine supplies resume state and the
@@ -24,7 +24,8 @@ NOT_PARAMS = {"image", "base", "top", "a", "b", "frames_in", "images", "sequence
               "checkpoint"}
 # Stages whose model is exactly the library function's keyword arguments.
 MIRRORS = ("fractal", "fractal_frames", "perona_malik", "minimize", "blend", "resize", "grid",
-           "crossfade", "subsample", "hold", "reverse", "boomerang", "concatenate")
+           "crossfade", "subsample", "hold", "reverse", "boomerang", "concatenate",
+           "luminance_mask")
 
 
 def test_every_required_stage_is_registered_and_sorted():
@@ -68,6 +69,10 @@ def _stage(name: str, params=_Closed, **kw) -> Stage:
     (_stage("sharpen", consumes=("video",)), "stage 'sharpen' consumes unknown kinds ('video',)"),
     (_stage("sharpen", produces="video"), "stage 'sharpen' produces unknown kind 'video'"),
     (_stage("sharpen", params=_Open), "stage 'sharpen': its params model must set extra='forbid'"),
+    (_stage("sharpen", optional=1), "stage 'sharpen': optional=1 must leave at least one input, "
+     "and a variadic stage has none optional"),
+    (_stage("sharpen", optional=-1), "stage 'sharpen': optional=-1 must leave at least one "
+     "input, and a variadic stage has none optional"),
 ])
 def test_register_refuses_bad_stages(stage, message):
     with pytest.raises(RecipeError) as info:
@@ -78,7 +83,9 @@ def test_register_refuses_bad_stages(stage, message):
 
 def test_inputs_and_output_kinds():
     blend, pm, grid, fractal = (get_stage(n) for n in ("blend", "perona_malik", "grid", "fractal"))
-    assert blend.accepts(2) and not blend.accepts(1) and not blend.accepts(3)
+    assert blend.accepts(2) and blend.accepts(3) and not blend.accepts(1)  # base, top[, mask]
+    assert not blend.accepts(4) and blend.input_count() == "2 or 3"
+    assert grid.input_count() == "at least 1" and pm.input_count() == "1"
     assert grid.accepts(1) and grid.accepts(5) and not grid.accepts(0)
     assert fractal.generator and fractal.accepts(0) and not fractal.accepts(1)
     assert pm.output_kind(["image"]) == "image" and pm.output_kind(["frames"]) == "frames"

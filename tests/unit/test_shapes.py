@@ -31,7 +31,13 @@ CASES: dict[str, list[tuple[dict, list[tuple[int, ...]]]]] = {
                  ({"iterations": 4, "frame_every": 4, "loss": "seed_video"}, [(2, 3, 5, 4)])],
     "blend": [({}, [(3, 6, 5), (3, 6, 5)]), ({"mode": "screen"}, [(4, 3, 6, 5), (3, 6, 5)]),
               ({}, [(4, 3, 6, 5), (4, 3, 6, 5)]), ({}, [(4, 3, 6, 5), (1, 3, 6, 5)]),
-              ({}, [(3, 6, 5), (1, 3, 6, 5)])],
+              ({}, [(3, 6, 5), (1, 3, 6, 5)]),
+              ({}, [(3, 6, 5), (3, 6, 5), (1, 6, 5)]),  # with a mask
+              ({"mode": "multiply"}, [(4, 3, 6, 5), (3, 6, 5), (4, 1, 6, 5)]),
+              ({}, [(4, 3, 6, 5), (4, 3, 6, 5), (1, 6, 5)]),
+              ({}, [(3, 6, 5), (3, 6, 5), (1, 1, 6, 5)])],
+    "luminance_mask": [({}, [(3, 6, 5)]), ({"low": 0.2, "high": 0.4, "invert": True},
+                                           [(2, 4, 6, 5)]), ({}, [(1, 6, 5)])],
     "resize": [({"width": 7, "height": 4}, [(3, 6, 5)]),
                ({"fit": "contain", "background": [0, 1, 0]}, [(2, 3, 6, 5)]),
                ({"width": 8, "height": 8, "fit": "cover"}, [(1, 3, 6, 5)])],
@@ -61,7 +67,21 @@ REFUSED = {
                "top 'in1' (a 2-frame 5x6 RGB clip) does not fit base 'in0' (a 5x6 RGB image): a "
                "clip on top needs a clip as base (swap them, or subsample/hold the clips to one "
                "length)"),
-              ({}, [(3, 3, 6, 5), (2, 3, 6, 5)], ShapeError, "needs a clip of the same length")],
+              ({}, [(3, 3, 6, 5), (2, 3, 6, 5)], ShapeError, "needs a clip of the same length"),
+              ({}, [(3, 6, 5), (3, 6, 5), (3, 6, 5)], ShapeError,
+               "mask 'in2' (a 5x6 RGB image) has 3 channels, but a mask has one (the opacity of "
+               "each pixel); make it with a step of stage luminance_mask"),
+              ({}, [(3, 6, 5), (3, 6, 5), (1, 5, 5)], ShapeError,
+               "mask 'in2' (a 5x5 grey image) does not fit base 'in0' (a 5x6 RGB image); resize "
+               "one to the other's size first (stage: resize)"),
+              ({}, [(3, 6, 5), (3, 6, 5), (2, 1, 6, 5)], ShapeError,
+               "mask 'in2' (a 2-frame 5x6 grey clip) does not fit base 'in0' (a 5x6 RGB image): "
+               "a clip as mask needs a clip as base"),
+              ({}, [(3, 3, 6, 5), (3, 6, 5), (2, 1, 6, 5)], ShapeError,
+               "a clip as mask needs a clip of the same length as base")],
+    "luminance_mask": [({}, [(2, 6, 5)], ShapeError,
+                        "input 'in0' (a 5x6 2-channel image) has 2 channels; a luminance mask is "
+                        "made from 1 (grey), 3 (RGB) or 4 (RGBA)")],
     "resize": [({"fit": "contain", "background": [0, 1, 0, 1]}, [(3, 6, 5)], ParamError,
                 "background=[0.0, 1.0, 0.0, 1.0] has 4 values but the image has 3 channels; give "
                 "one level or 3")],

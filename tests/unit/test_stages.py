@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from minart import composite
 from minart.diffusion import perona_malik
-from minart.errors import MediaError, ParamError, RecipeError
+from minart.errors import MediaError, ParamError, RecipeError, ShapeError
 from minart.fractal import fractal
 from minart.io import read_metadata, write_image
 from minart.recipe import parse_recipe
@@ -176,6 +176,10 @@ def test_compositing_stages_match_the_library(img, clip, gen):
     other = torch.rand(3, 8, 12, generator=gen)
     assert torch.equal(_run("blend", [img, other], mode="multiply", opacity=0.5),
                        composite.blend(img, other, mode="multiply", opacity=0.5))
+    mask = _run("luminance_mask", [other], low=0.2, high=0.7, invert=True)
+    assert torch.equal(mask, composite.luminance_mask(other, low=0.2, high=0.7, invert=True))
+    assert torch.equal(_run("blend", [img, other, mask], mode="screen"),
+                       composite.blend(img, other, mode="screen", mask=mask))
     assert _run("resize", [img], width=6, height=4).shape == (3, 4, 6)
     assert _run("resize", [clip], fit="contain").shape == (5, 3, 8, 12)  # the recipe size
     tiles = _run("grid", [img, clip], columns=3, spacing=1)
@@ -482,6 +486,31 @@ def test_a_parameter_without_effect_is_a_located_warning(step, used, message):
     assert parse_recipe(f"steps:\n  a: {step}\n{rest}").warnings == (
         f"<string>:2:{column}: step 'a': {message}",)
     assert parse_recipe(f"steps:\n  a: {used}\n{rest}").warnings == ()
+
+
+def test_a_mask_blends_the_top_in_where_it_is_bright_and_is_checked_in_the_recipe():
+    text = ("size: [16, 8]\nsteps:\n  a: {stage: fractal}\n"
+            "  b: {stage: fractal, params: {formula: multibrot, power: 2}}\n"
+            "  m: {stage: luminance_mask, input: b, params: {low: 0.3, high: 0.6}}\n"
+            "  mix: {stage: blend, inputs: [a, b, m]}\n")
+    recipe = parse_recipe(text)
+    assert next(s for s in recipe.steps if s.name == "m").shape == (1, 8, 16)
+    assert next(s for s in recipe.steps if s.name == "mix").inputs == ("a", "b", "m")
+    base, top = torch.zeros(3, 2, 2), torch.ones(3, 2, 2)
+    source = torch.tensor([[[0.0, 0.3]], [[0.45, 1.0]]]).expand(2, 1, 2).reshape(1, 2, 2)
+    mask = _run("luminance_mask", [source], low=0.3, high=0.6)  # grey: its own brightness
+    out = _run("blend", [base, top, mask])
+    assert out[:, 0, 0].tolist() == [0.0] * 3 and out[:, 1, 1].tolist() == [1.0] * 3
+    assert out[0, 1, 0].item() == pytest.approx(0.5)  # halfway up the smoothstep
+    with pytest.raises(ParamError) as info:
+        parse_recipe(text.replace("low: 0.3", "low: 0.7"))
+    assert str(info.value) == "<string>:5:54: step 'm': low=0.7 must be below high=0.6"
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(text.replace("[a, b, m]", "[a, b, m, m]"))
+    assert str(info.value) == ("<string>:6:23: step 'mix': stage 'blend' takes 2 or 3 input(s) "
+                               "(base, top, mask), got 4")
+    with pytest.raises(ShapeError, match="has 3 channels, but a mask has one"):
+        parse_recipe(text.replace("[a, b, m]", "[a, b, b]"))
 
 
 def test_load_image_refuses_transparency_or_puts_a_background_behind_it(tmp_path):
