@@ -64,7 +64,8 @@ def nbytes(shape: Shape) -> int:
 
 def step_shape(stage: Stage, params: BaseModel, *, inputs: Sequence[str],
                shapes: Mapping[str, Shape | None], kinds: Mapping[str, str], recipe_dir: Path,
-               size: tuple[int, int]) -> Shape | None:
+               size: tuple[int, int],
+               warnings: list[tuple[str, str | None]] | None = None) -> Shape | None:
     """The shape of one step's result, from its inputs' shapes (``None`` if unknown).
 
     Args:
@@ -75,6 +76,8 @@ def step_shape(stage: Stage, params: BaseModel, *, inputs: Sequence[str],
         kinds: kinds (``"image"``, ``"frames"``) of the steps before it, by name.
         recipe_dir: the recipe's folder (``load_image`` reads its image's header there).
         size: the recipe's ``(width, height)``.
+        warnings: where the hook's warnings go, ``(message, parameter)`` pairs (see
+            :meth:`~minart.registry.CheckContext.warn`); ``None`` drops them.
 
     Returns:
         The shape, or ``None`` when the stage has no ``shape`` hook or an input is unknown.
@@ -102,6 +105,7 @@ def step_shape(stage: Stage, params: BaseModel, *, inputs: Sequence[str],
         known.append(shape)
     ctx = CheckContext(recipe_dir=recipe_dir, size=size,
                        input_kinds=tuple(kinds[name] for name in inputs),
-                       input_shapes=tuple(known), input_names=tuple(inputs))
+                       input_shapes=tuple(known), input_names=tuple(inputs),
+                       warnings=[] if warnings is None else warnings)
     result: Any = stage.shape(params, ctx)
     return None if result is None else tuple(int(n) for n in result)

@@ -1163,8 +1163,16 @@ def _shape_grid(params: GridParams, ctx: CheckContext) -> tuple[int, ...]:
                          "tiles; give one per tile", param="labels")
     _fits_channels(params.background, tile[0], "background")
     _fits_channels(params.label_color, tile[0], "label_color")
+    _warn_empty_columns(params.columns, count, "tiles", ctx)
     return grid_shape(count, tile, columns=params.columns, spacing=params.spacing,
                       labels=params.labels is not None)
+
+
+def _warn_empty_columns(columns: int | None, count: int, what: str, ctx: CheckContext) -> None:
+    if columns is not None and columns > count:
+        ctx.warn(f"columns={columns} but there are {count} {what}, so {columns - count} "
+                 f"column(s) stay empty; use columns <= {count}, or leave columns out",
+                 param="columns")
 
 
 def _shape_contact_sheet(params: ContactSheetParams, ctx: CheckContext) -> tuple[int, ...]:
@@ -1173,6 +1181,7 @@ def _shape_contact_sheet(params: ContactSheetParams, ctx: CheckContext) -> tuple
     total, tile = _frames_of(ctx.input_shapes[0])
     _fits_channels(params.background, tile[0], "background")
     count = len(contact_sheet_indices(total, _sheet_count(params, total)))
+    _warn_empty_columns(params.columns, count, "frames on the sheet", ctx)
     return grid_shape(count, tile, columns=params.columns, spacing=params.spacing,
                       labels=params.labels)
 

@@ -488,6 +488,22 @@ def test_a_parameter_without_effect_is_a_located_warning(step, used, message):
     assert parse_recipe(f"steps:\n  a: {used}\n{rest}").warnings == ()
 
 
+def test_more_columns_than_tiles_is_a_warning_and_outputs_name_themselves_in_warnings():
+    text = ("steps:\n  a: {stage: fractal}\n  c: {stage: fractal_frames, params: {frames: 3}}\n"
+            "  t: {stage: grid, inputs: [a, a, a], params: {columns: 5}}\n"
+            "outputs:\n  s: {step: c, path: s.png, sheet: {columns: 4, label_color: 1}}\n")
+    assert parse_recipe(text).warnings == (
+        "<string>:4:57: step 't': columns=5 but there are 3 tiles, so 2 column(s) stay empty; "
+        "use columns <= 3, or leave columns out",
+        "<string>:6:62: output 's': label_color=1.0 has no effect without labels; remove "
+        "label_color, or set labels: true",
+        "<string>:6:46: output 's': columns=4 but there are 3 frames on the sheet, so 1 "
+        "column(s) stay empty; use columns <= 3, or leave columns out")
+    fitting = text.replace("columns: 5", "columns: 3").replace("columns: 4, label_color: 1",
+                                                                "columns: 3")
+    assert parse_recipe(fitting).warnings == ()
+
+
 def test_a_mask_blends_the_top_in_where_it_is_bright_and_is_checked_in_the_recipe():
     text = ("size: [16, 8]\nsteps:\n  a: {stage: fractal}\n"
             "  b: {stage: fractal, params: {formula: multibrot, power: 2}}\n"
