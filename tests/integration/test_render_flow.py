@@ -218,7 +218,7 @@ def test_a_deployment_run_checks_its_parameters_before_any_step(tiny, env, tmp_p
              ({"report": str(tmp_path / "o")}, f"report {tmp_path / 'o'}: is a folder; give a file path"),
              ({"output_dir": str(afile)}, f"output_dir {afile}: is a file, not a folder"),
              ({"output_dir": str(tmp_path / "o")},
-              f"{tiny}:11:10: step 'out.still': output {tmp_path / 'o' / 'tiny-5.png'} is a "
+              f"{tiny}:11:28: step 'out.still': output {tmp_path / 'o' / 'tiny-5.png'} is a "
               "folder; move it away"),
              ({"output_dir": "{name}"}, "output folder '{name}': unknown field {name}; "),
              ({"cache": str(afile)}, f"{afile}: is a file, not a folder; give a folder"),
