@@ -169,13 +169,7 @@ def _flow(stage: Any) -> str:
         consumed = "none"
     else:
         kinds = "|".join(stage.consumes)
-        named = [f"{n}:{kinds}" for n in stage.inputs]
-        if stage.optional:  # the last ones may be left out: "base, top[, mask]"
-            cut = len(named) - stage.optional
-            named = [*named[:cut - 1], f"{named[cut - 1]}[, {', '.join(named[cut:])}]"]
-        consumed = ", ".join(named)
-        if stage.variadic:
-            consumed += "..."
+        consumed = stage.input_names(lambda n: f"{n}:{kinds}")
     produced = "same" if stage.produces == "same" else stage.produces
     return f"{consumed} -> {produced}"
 

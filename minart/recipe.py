@@ -1335,7 +1335,7 @@ def recipe_schema() -> dict[str, Any]:
             stage=(Literal[stage.name], Field(..., description=stage.summary)),
             input=(str | None, Field(None, description="The step whose result this step reads.")),
             inputs=(list[str] | None, Field(None, description="The steps this step reads, in "
-                                            f"order ({', '.join(stage.inputs) or 'none'}).")),
+                                            f"order ({stage.input_names() or 'none'}).")),
             params=(stage.params | None, None),
         ))
     step_union = Union[tuple(step_models)]  # noqa: UP007

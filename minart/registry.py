@@ -184,6 +184,23 @@ class Stage:
             return count >= len(self.inputs)
         return len(self.inputs) - self.optional <= count <= len(self.inputs)
 
+    def input_names(self, label: Callable[[str], str] = str) -> str:
+        """The inputs for help text, those a step may leave out in brackets, the repeating one
+        with ``...``: ``"base, top[, mask]"``, ``"images..."``.
+
+        Args:
+            label: how each name is shown (``minart stages`` adds the kinds).
+
+        Example:
+            >>> get_stage("blend").input_names(), get_stage("grid").input_names()
+            ('base, top[, mask]', 'images...')
+        """
+        named = [label(n) for n in self.inputs]
+        cut = len(named) - self.optional
+        listed = ", ".join(named[:cut]) + "".join(f"[, {n}" for n in named[cut:]) + "]" * (
+            len(named) - cut)
+        return listed + ("..." if self.variadic else "")
+
     def input_count(self) -> str:
         """The number of inputs it takes, for messages: ``"2"``, ``"2 or 3"``, ``"at least 1"``.
 
