@@ -488,6 +488,7 @@ def unused_options(*, formula: Formula, coloring: Coloring) -> dict[str, str]:
                               "that never finish in it")
     return unused
 
+
 def _values(field: FractalField, coloring: str, spec: _Spec, iterations: int) -> Tensor:
     """Map a field to ``t`` in [0, 1] for the palette (``(H, W)``, real)."""
     if coloring == "pole":

@@ -810,11 +810,9 @@ def _misspelled_first(errors: list[dict[str, Any]], stage: Stage) -> list[dict[s
 
 
 def _validate_params(doc: _Doc, stage: Stage, raw: Any, path: Path_, step: str | None,
-                     extra_check: CheckContext, *, upstream: Sequence[Path_] = (),
-                     label: str | None = None) -> BaseModel:
+                     extra_check: CheckContext, *, upstream: Sequence[Path_] = ()) -> BaseModel:
     """``raw`` validated by the stage's model and its own check (which sees the inputs' kinds:
-    an override ``upstream`` can cause its errors); the check's warnings start with ``label``
-    (``output 'sheet'``) where the step is an output's."""
+    an override ``upstream`` can cause its errors, and its warnings go to ``extra_check``)."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -851,10 +849,6 @@ def _validate_params(doc: _Doc, stage: Stage, raw: Any, path: Path_, step: str |
         except MinartError as exc:
             raise doc.locate(exc, _param_spot(path, raw, exc.param), step=step,
                              also=upstream) from None
-        for message, param in extra_check.warnings:
-            doc.warnings.append(str(doc.error(ParamError, f"{label}: {message}" if label else
-                                              message, _param_spot(path, raw, param),
-                                              step=step, param=param)))
         if update:
             params = params.model_copy(update=dict(update))
     return params
@@ -1143,17 +1137,16 @@ def _build(doc: _Doc, *, path: Path | None, text: str, overrides: tuple[str, ...
         try:
             params = _validate_params(doc, draft.stage, draft.raw_params, draft.params_path,
                                       draft.name if not draft.output else None, ctx,
-                                      upstream=upstream, label=label)
+                                      upstream=upstream)
         except MinartError as exc:
             if draft.output and not exc.message.startswith("output "):
                 exc.message = f"{label}: {exc.message}"
             raise
-        noted: list[tuple[str, str | None]] = []
         raw = draft.raw_params if isinstance(draft.raw_params, dict) else {}
         try:
             shapes[name] = step_shape(draft.stage, params, inputs=draft.inputs, shapes=shapes,
                                       kinds=kinds, recipe_dir=recipe_dir, size=size,
-                                      warnings=noted)
+                                      warnings=ctx.warnings)
         except MinartError as exc:
             spot = _param_spot(draft.params_path, raw, exc.param, or_else=draft.path)
             if spot == draft.path and isinstance(exc, ShapeError) and draft.input_paths:
@@ -1162,7 +1155,7 @@ def _build(doc: _Doc, *, path: Path | None, text: str, overrides: tuple[str, ...
                 exc.message = f"{label}: {exc.message}"
             raise doc.locate(exc, spot, step=None if draft.output else name,
                              also=[("size",), *upstream]) from None
-        for message, param in noted:  # valid, but probably not what the artist meant
+        for message, param in ctx.warnings:  # valid, but probably not what the artist meant
             doc.warnings.append(str(doc.error(
                 ParamError, f"{label}: {message}" if draft.output else message,
                 _param_spot(draft.params_path, raw, param, or_else=draft.path),
