@@ -1109,31 +1109,36 @@ def _shape_minimize(params: MinimizeParams, ctx: CheckContext) -> tuple[int, ...
     return (math.ceil(params.iterations / params.frame_every), *tile)
 
 
+_LAYERS = {"top": ("a clip on top", "swap them, or subsample/hold the clips to one length"),
+           "mask": ("a clip as mask", "subsample/hold the clips to one length")}
+"""How a blend's top layer and mask over a still base read in messages, and their remedy."""
+
+
+def _fit_base(ctx: CheckContext, i: int, role: str, *, size_only: bool = False) -> None:
+    """Blend's input ``i`` (``role``: top or mask) has the base's size (and colour model unless
+    ``size_only``) and one frame or as many as the base."""
+    (base_t, base_tile), (t, tile) = _frames_of(ctx.input_shapes[0]), _frames_of(ctx.input_shapes[i])
+    fits = tile[1:] == base_tile[1:] if size_only else tile == base_tile  # (C, H, W)
+    if not fits:
+        raise ShapeError(f"{role} {_named(ctx, i)} does not fit base {_named(ctx, 0)}; resize "
+                         "one to the other's size first (stage: resize)")
+    if t not in (1, base_t):
+        what = "a clip of the same length" if len(ctx.input_shapes[0]) == 4 else "a clip"
+        clip, remedy = _LAYERS[role]
+        raise ShapeError(f"{role} {_named(ctx, i)} does not fit base {_named(ctx, 0)}: {clip} "
+                         f"needs {what} as base ({remedy})")
+
+
 def _shape_blend(params: BlendParams, ctx: CheckContext) -> tuple[int, ...]:
     base, top, *mask = ctx.input_shapes
-    (base_t, base_tile), (top_t, top_tile) = _frames_of(base), _frames_of(top)
     if mask:
-        mask_t, (channels, *mask_size) = _frames_of(mask[0])
+        channels = _frames_of(mask[0])[1][0]
         if channels != 1:
             raise ShapeError(f"mask {_named(ctx, 2)} has {channels} channels, but a mask has one "
                              "(the opacity of each pixel); make it with a step of stage "
                              "luminance_mask")
-        if tuple(mask_size) != base_tile[1:]:
-            raise ShapeError(f"mask {_named(ctx, 2)} does not fit base {_named(ctx, 0)}; resize "
-                             "one to the other's size first (stage: resize)")
-        if mask_t not in (1, base_t):
-            what = "a clip of the same length" if len(base) == 4 else "a clip"
-            raise ShapeError(f"mask {_named(ctx, 2)} does not fit base {_named(ctx, 0)}: a "
-                             f"clip as mask needs {what} as base (subsample/hold the clips to "
-                             "one length)")
-    if base_tile != top_tile:
-        raise ShapeError(f"top {_named(ctx, 1)} does not fit base {_named(ctx, 0)}; resize one "
-                         "to the other's size first (stage: resize)")
-    if top_t not in (1, base_t):
-        what = "a clip of the same length" if len(base) == 4 else "a clip"
-        raise ShapeError(f"top {_named(ctx, 1)} does not fit base {_named(ctx, 0)}: a clip on top "
-                         f"needs {what} as base (swap them, or subsample/hold the clips to one "
-                         "length)")
+        _fit_base(ctx, 2, "mask", size_only=True)
+    _fit_base(ctx, 1, "top")
     return base if len(base) == 4 or all(len(x) == 3 for x in (top, *mask)) else (1, *base)
 
 
