@@ -1,4 +1,5 @@
-"""Compositing: blend modes, luminance masks, resizing, contact sheets and frame-sequence edits.
+"""Compositing: blend modes, luminance masks, gradient maps, resizing, contact sheets and
+frame-sequence edits.
 
 Images are float32 ``(C, H, W)`` or ``(B, C, H, W)`` in [0, 1]; frame sequences are
 ``(T, C, H, W)``. Every function here is a pure tensor function: it validates its inputs, never
@@ -38,11 +39,13 @@ from torch import Tensor
 
 from ._checks import as_batch, check_choice, check_range, check_unit_range, check_whole
 from .errors import ParamError, ShapeError
+from .palettes import Palette, map_palette, palette_stops
 
 __all__ = [
     "BLEND_MODES",
     "blend",
     "boomerang",
+    "colorize",
     "concatenate",
     "crossfade",
     "grid",
@@ -216,19 +219,56 @@ def luminance_mask(image: Tensor, *, low: float = 0.0, high: float = 1.0,
     if low >= high:
         raise ParamError(f"low={low} must be below high={high}", param="low")
     x, single = _image(image, "image")
-    channels = x.shape[1]
-    if channels == 1:
-        y = x
-    elif channels in (3, 4):
-        weights = torch.tensor(_REC709, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)  # (3,) -> (1, 3, 1, 1)
-        y = (x[:, :3] * weights).sum(dim=1, keepdim=True)
-    else:
-        raise ShapeError(f"image must have 1, 3 or 4 channels for a luminance mask, got {channels}")
+    y = _luma(x, "a luminance mask")
     t = ((y - low) / (high - low)).clamp(0.0, 1.0)
     m = t * t * (3 - 2 * t)
     if invert:
         m = 1 - m
     return m[0] if single else m  # (1, 1, H, W) -> (1, H, W)
+
+
+def _luma(x: Tensor, purpose: str) -> Tensor:
+    """Rec. 709 luma ``(B, 1, H, W)`` of a ``(B, C, H, W)`` batch: a grey image is its own, an
+    alpha channel is ignored."""
+    channels = x.shape[1]
+    if channels == 1:
+        return x
+    if channels not in (3, 4):
+        raise ShapeError(f"image must have 1, 3 or 4 channels for {purpose}, got {channels}")
+    weights = torch.tensor(_REC709, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)  # (3,) -> (1, 3, 1, 1)
+    return (x[:, :3] * weights).sum(dim=1, keepdim=True)
+
+
+def colorize(image: Tensor, *, palette: Palette = "gray") -> Tensor:
+    """A gradient map: each pixel's brightness looked up in a palette, giving an RGB image.
+
+    ``Y = 0.2126 R + 0.7152 G + 0.0722 B`` (Rec. 709 luma, as :func:`luminance_mask`; a grey
+    image is its own), then ``colour(Y)`` by :func:`minart.palettes.apply_palette`'s
+    piecewise-linear interpolation. With the default ``"gray"`` palette a grey image (a mask)
+    becomes the same grey in RGB, exactly, so it can share a grid with colour images.
+
+    Args:
+        image: ``(C, H, W)`` or ``(B, C, H, W)`` in [0, 1] with 1, 3 or 4 channels.
+        palette: a palette name or stops, as for :func:`minart.fractal.fractal`.
+
+    Returns:
+        Tensor ``(3, H, W)`` or ``(B, 3, H, W)`` in [0, 1].
+
+    Raises:
+        ShapeError: not an image in [0, 1], or 2 or more than 4 channels.
+        ParamError: a bad palette.
+
+    Example:
+        >>> colorize(torch.tensor([[[0.0, 0.25, 1.0]]]))[:, 0, 1].tolist()  # grey stays grey
+        [0.25, 0.25, 0.25]
+        >>> colorize(torch.ones(3, 1, 1), palette="fire")[:, 0, 0].tolist()  # white: fire's end
+        [1.0, 0.9843137264251709, 0.9019607901573181]
+    """
+    x, single = _image(image, "image")
+    y = _luma(x, "a gradient map").clamp(0.0, 1.0)  # (B, 1, H, W); luma rounding past 1
+    positions, colours = palette_stops(palette, dtype=x.dtype, device=x.device)
+    rgb = map_palette(y[:, 0], positions, colours)  # (B, H, W) -> (B, 3, H, W)
+    return rgb[0] if single else rgb
 
 
 def resize(image: Tensor, width: int, height: int, *, fit: Fit = "stretch",

@@ -661,6 +661,21 @@ class LuminanceMaskParams(_Params):
         "Swap the mask: dark pixels show the top, bright ones keep the base."))
 
 
+class ColorizeParams(_Params):
+    """Parameters of :func:`minart.composite.colorize`."""
+
+    palette: Palette = Field("gray", description=(
+        "Colours for dark to bright: a name ('gray', 'sea', 'fire', 'twilight') or stops "
+        "[[position, '#rrggbb'], ...]; 'gray' turns a grey image or mask into the same grey "
+        "in RGB."))
+
+
+def _check_colorize(params: ColorizeParams, ctx: CheckContext) -> None:
+    from .palettes import palette_stops
+
+    palette_stops(params.palette)  # names and stops are checked before anything runs
+
+
 def _check_luminance_mask(params: LuminanceMaskParams, ctx: CheckContext) -> None:
     if params.low >= params.high:
         raise ParamError(f"low={params.low} must be below high={params.high}", param="low")
@@ -1065,8 +1080,15 @@ def _same_tiles(ctx: CheckContext, what: str) -> tuple[int, ...]:
     first = _frames_of(ctx.input_shapes[0])[1]
     for i, shape in enumerate(ctx.input_shapes[1:], start=1):
         if _frames_of(shape)[1] != first:
+            tile = _frames_of(shape)[1]
+            remedies = ["resize them first (stage: resize)"] if tile[1:] != first[1:] else []
+            then = "" if remedies else " first"
+            if {tile[0], first[0]} == {1, 3}:
+                remedies.append(f"turn the grey one into RGB{then} (stage: colorize)")
+            elif tile[0] != first[0]:
+                remedies.append(f"give them one colour model{then}")
             raise ShapeError(f"{what} need one size and colour model, but {_named(ctx, 0)} and "
-                             f"{_named(ctx, i)} differ; resize them first (stage: resize)")
+                             f"{_named(ctx, i)} differ; {' and '.join(remedies)}")
     return first
 
 
@@ -1142,12 +1164,21 @@ def _shape_blend(params: BlendParams, ctx: CheckContext) -> tuple[int, ...]:
     return base if len(base) == 4 or all(len(x) == 3 for x in (top, *mask)) else (1, *base)
 
 
-def _shape_luminance_mask(params: LuminanceMaskParams, ctx: CheckContext) -> tuple[int, ...]:
+def _from_brightness(ctx: CheckContext, what: str, channels: int) -> tuple[int, ...]:
+    """The shape of ``what`` made from the input's brightness: ``channels`` of the same size."""
     shape = ctx.input_shapes[0]
     if shape[-3] not in (1, 3, 4):
-        raise ShapeError(f"input {_named(ctx, 0)} has {shape[-3]} channels; a luminance mask "
-                         "is made from 1 (grey), 3 (RGB) or 4 (RGBA)")
-    return (*shape[:-3], 1, *shape[-2:])
+        raise ShapeError(f"input {_named(ctx, 0)} has {shape[-3]} channels; {what} is made "
+                         "from 1 (grey), 3 (RGB) or 4 (RGBA)")
+    return (*shape[:-3], channels, *shape[-2:])
+
+
+def _shape_luminance_mask(params: LuminanceMaskParams, ctx: CheckContext) -> tuple[int, ...]:
+    return _from_brightness(ctx, "a luminance mask", 1)
+
+
+def _shape_colorize(params: ColorizeParams, ctx: CheckContext) -> tuple[int, ...]:
+    return _from_brightness(ctx, "a gradient map", 3)
 
 
 def _shape_resize(params: ResizeParams, ctx: CheckContext) -> tuple[int, ...]:
@@ -1308,6 +1339,12 @@ register(Stage(
     inputs=("base", "top", "mask"), optional=1, shape=_shape_blend,
     summary="Blend a top layer over a base with a mode and opacity (and an optional mask).",
     function="minart.composite:blend"))
+register(Stage(
+    name="colorize", params=ColorizeParams, run=_unary("minart.composite:colorize"),
+    consumes=_ANY, produces="same", inputs=("image",), check=_check_colorize,
+    shape=_shape_colorize,
+    summary="Recolour an image or mask by its brightness through a palette (a gradient map).",
+    function="minart.composite:colorize"))
 register(Stage(
     name="luminance_mask", params=LuminanceMaskParams, run=_unary("minart.composite:"
                                                                   "luminance_mask"),

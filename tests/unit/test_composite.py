@@ -12,6 +12,7 @@ from minart.composite import (
     BLEND_MODES,
     blend,
     boomerang,
+    colorize,
     concatenate,
     crossfade,
     grid,
@@ -141,6 +142,27 @@ def test_luminance_mask_errors():
         luminance_mask(torch.rand(3, 2, 2), low=0.5, high=0.5)
     with pytest.raises(ShapeError, match="must have 1, 3 or 4 channels"):
         luminance_mask(torch.rand(2, 2, 2))
+
+
+def test_colorize_is_a_gradient_map_of_rec709_luma(gen):
+    image = torch.rand(2, 3, 5, 4, generator=gen)
+    stops = [(0.0, "#000000"), (0.5, "#ff0000"), (1.0, "#ffff00")]  # black -> red -> yellow
+    out = colorize(image, palette=stops)
+    rgb = image.double().numpy()
+    y = 0.2126 * rgb[:, 0] + 0.7152 * rgb[:, 1] + 0.0722 * rgb[:, 2]  # (B, H, W)
+    expected = np.stack([np.interp(y, [0, 0.5, 1], [0, 1, 1]), np.interp(y, [0, 0.5, 1], [0, 0, 1]),
+                         np.zeros_like(y)], axis=1)  # each channel's stops, by hand
+    np.testing.assert_allclose(out.numpy(), expected, atol=1e-6)
+    grey = torch.rand(1, 6, 7, generator=gen)
+    assert torch.equal(colorize(grey), grey.expand(3, 6, 7))  # 'gray' keeps a mask's values
+    assert colorize(torch.rand(4, 2, 2, generator=gen)).shape == (3, 2, 2)  # alpha ignored
+
+
+def test_colorize_errors():
+    with pytest.raises(ShapeError, match="must have 1, 3 or 4 channels for a gradient map, got 2"):
+        colorize(torch.rand(2, 2, 2))
+    with pytest.raises(ParamError, match="palette='nope' is not one of"):
+        colorize(torch.rand(3, 2, 2), palette="nope")
 
 
 def test_resize_stretch_matches_torch_antialiased(gen):

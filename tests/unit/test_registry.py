@@ -14,7 +14,7 @@ from minart.registry import Stage, StageContext, get_stage, register, stages, su
 REQUIRED = {
     "fractal", "fractal_frames", "load_image", "perona_malik", "minimize", "blend", "resize",
     "grid", "crossfade", "boomerang", "reverse", "subsample", "concatenate", "hold",
-    "save_image", "encode_video", "contact_sheet", "luminance_mask",
+    "save_image", "encode_video", "contact_sheet", "luminance_mask", "colorize",
 }
 
 # Arguments that are inputs or run-time context (the engine supplies resume state and the
@@ -25,7 +25,7 @@ NOT_PARAMS = {"image", "base", "top", "a", "b", "frames_in", "images", "sequence
 # Stages whose model is exactly the library function's keyword arguments.
 MIRRORS = ("fractal", "fractal_frames", "perona_malik", "minimize", "blend", "resize", "grid",
            "crossfade", "subsample", "hold", "reverse", "boomerang", "concatenate",
-           "luminance_mask")
+           "luminance_mask", "colorize")
 
 
 def test_every_required_stage_is_registered_and_sorted():

@@ -36,6 +36,7 @@ CASES: dict[str, list[tuple[dict, list[tuple[int, ...]]]]] = {
               ({"mode": "multiply"}, [(4, 3, 6, 5), (3, 6, 5), (4, 1, 6, 5)]),
               ({}, [(4, 3, 6, 5), (4, 3, 6, 5), (1, 6, 5)]),
               ({}, [(3, 6, 5), (3, 6, 5), (1, 1, 6, 5)])],
+    "colorize": [({}, [(1, 6, 5)]), ({"palette": "fire"}, [(2, 3, 6, 5)]), ({}, [(4, 6, 5)])],
     "luminance_mask": [({}, [(3, 6, 5)]), ({"low": 0.2, "high": 0.4, "invert": True},
                                            [(2, 4, 6, 5)]), ({}, [(1, 6, 5)])],
     "resize": [({"width": 7, "height": 4}, [(3, 6, 5)]),
@@ -79,6 +80,7 @@ REFUSED = {
                "a clip as mask needs a clip as base"),
               ({}, [(3, 3, 6, 5), (3, 6, 5), (2, 1, 6, 5)], ShapeError,
                "a clip as mask needs a clip of the same length as base")],
+    "colorize": [({}, [(2, 6, 5)], ShapeError, "has 2 channels; a gradient map is made from")],
     "luminance_mask": [({}, [(2, 6, 5)], ShapeError,
                         "input 'in0' (a 5x6 2-channel image) has 2 channels; a luminance mask is "
                         "made from 1 (grey), 3 (RGB) or 4 (RGBA)")],
@@ -90,7 +92,13 @@ REFUSED = {
              ({}, [(3, 4, 5), (3, 4, 6)], ShapeError,
               "grid tiles need one size and colour model, but 'in0' (a 5x4 RGB image) and 'in1' "
               "(a 6x4 RGB image) differ; resize them first (stage: resize)"),
-             ({"background": [1, 1]}, [(3, 4, 5)], ParamError, "background=[1.0, 1.0] has 2 values")],
+             ({"background": [1, 1]}, [(3, 4, 5)], ParamError, "background=[1.0, 1.0] has 2 values"),
+             ({}, [(3, 4, 5), (1, 4, 5)], ShapeError,
+              "'in0' (a 5x4 RGB image) and 'in1' (a 5x4 grey image) differ; turn the grey one "
+              "into RGB first (stage: colorize)"),
+             ({}, [(3, 4, 5), (1, 4, 6)], ShapeError,
+              "differ; resize them first (stage: resize) and turn the grey one into RGB (stage: "
+              "colorize)")],
     "contact_sheet": [({"background": [1, 1]}, [(3, 3, 4, 5)], ParamError,
                        "background=[1.0, 1.0] has 2 values"),
                       ({"frames": 50}, [(3, 3, 4, 5)], ParamError,

@@ -527,6 +527,16 @@ def test_a_mask_blends_the_top_in_where_it_is_bright_and_is_checked_in_the_recip
                                "(base, top, mask), got 4")
     with pytest.raises(ShapeError, match="has 3 channels, but a mask has one"):
         parse_recipe(text.replace("[a, b, m]", "[a, b, b]"))
+    # a grey mask beside colour images in a grid: colorize turns it into RGB, exactly
+    tiles = text + ("  seen: {stage: colorize, input: m}\n"
+                    "  t: {stage: grid, inputs: [a, seen, mix]}\n")
+    assert parse_recipe(tiles).steps[-1].shape[0] == 3
+    with pytest.raises(ShapeError, match=r"differ; turn the grey one into RGB first \(stage: "
+                                         r"colorize\)"):
+        parse_recipe(tiles.replace("[a, seen, mix]", "[a, m, mix]"))
+    with pytest.raises(ParamError) as info:
+        parse_recipe(tiles.replace("input: m}", "input: m, params: {palette: nope}}"))
+    assert str(info.value).startswith("<string>:7:55: step 'seen': palette='nope' is not one of")
 
 
 def test_load_image_refuses_transparency_or_puts_a_background_behind_it(tmp_path):
