@@ -1079,8 +1079,8 @@ def _same_tiles(ctx: CheckContext, what: str) -> tuple[int, ...]:
     """The ``(C, H, W)`` every input shares (frames of clips included), or a ShapeError."""
     first = _frames_of(ctx.input_shapes[0])[1]
     for i, shape in enumerate(ctx.input_shapes[1:], start=1):
-        if _frames_of(shape)[1] != first:
-            tile = _frames_of(shape)[1]
+        tile = _frames_of(shape)[1]
+        if tile != first:
             remedies = ["resize them first (stage: resize)"] if tile[1:] != first[1:] else []
             then = "" if remedies else " first"
             if {tile[0], first[0]} == {1, 3}:
