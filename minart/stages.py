@@ -677,8 +677,9 @@ def _check_colorize(params: ColorizeParams, ctx: CheckContext) -> None:
 
 
 def _check_luminance_mask(params: LuminanceMaskParams, ctx: CheckContext) -> None:
-    if params.low >= params.high:
-        raise ParamError(f"low={params.low} must be below high={params.high}", param="low")
+    from .composite import luminance_mask
+
+    luminance_mask(torch.zeros(1, 1, 1), **_kwargs(params))  # low < high, on a 1-pixel probe
 
 
 class ResizeParams(_Params):
