@@ -151,6 +151,14 @@ def _over(d: Tensor, scale: float | Tensor) -> Tensor:
     return d / scale
 
 
+def _inverse_kappa(kappa: float) -> float:
+    """``1 / kappa`` for the fast classic steps (Triton, compiled CPU), at most float32's largest
+    value: a multiply per pixel instead of a division, and for a ``kappa`` so small that the
+    reciprocal overflows the conduction is still 0 for a nonzero difference and 1 for a zero one,
+    as with ``d / kappa`` (a reciprocal of ``inf`` would give ``0 * inf = nan`` there)."""
+    return min(1.0 / float(kappa), torch.finfo(torch.float32).max)
+
+
 def _conduction(d: Tensor, kappa: float, conduction: str) -> Tensor:
     """Conduction coefficient c(d) of the classic scheme (medpy options 1, 2, 3)."""
     if conduction == "exp":

@@ -1,16 +1,17 @@
 """Compiled CPU path: the eager diffusion steps through ``torch.compile`` (Inductor, C++/OpenMP).
 
 Inductor compiles the seed step, written with ``g`` as an explicit 27-term stencil, and the
-classic step, as two loops (fluxes once, then their divergence), into vectorised C++/OpenMP. Compiled code
-is cached on disk by Inductor (``TORCHINDUCTOR_CACHE_DIR``, default under the temp folder), so
-only the first process on a machine pays the full compile (about 30 s for the seed step on
-2 cores, about 5 s from the warm cache); :mod:`minart.kernels.dispatch` therefore picks this path
-only for runs long enough to repay it. ``kappa`` and ``dt`` enter as 0-dim tensors so new values
-never trigger a recompile.
+classic step, as two loops (fluxes once, into zero-bordered buffers, then their divergence), into
+vectorised C++/OpenMP. Compiled code is cached on disk by Inductor (``TORCHINDUCTOR_CACHE_DIR``,
+default under the temp folder), so only the first process on a machine pays the full compile
+(about 30 s for the seed step on 2 cores, about 5 s from the warm cache);
+:mod:`minart.kernels.dispatch` therefore picks this path only for runs long enough to repay it.
+``kappa`` and ``dt`` enter as 0-dim tensors so new values never trigger a recompile.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..diffusion import _conduction, _seed_update
+from ..diffusion import _inverse_kappa, _seed_update
 
 __all__ = ["classic_step_compiled", "is_broken", "is_compiled", "mark_broken", "seed_step_compiled"]
 
@@ -55,22 +56,60 @@ def _seed_core(padded: Tensor, operator: Tensor, kappa: Tensor, dt: Tensor, cond
     return (new, g) if need_g else new
 
 
-def _classic_fluxes(image: Tensor, kappa: Tensor, conduction: str) -> tuple[Tensor, Tensor]:
-    """The classic scheme's fluxes ``c(d) d``, each computed once, zero across the border.
+def _classic_flux(d: Tensor, inv_kappa: Tensor, tukey_s: Tensor, conduction: str) -> Tensor:
+    """The flux ``c(d) d`` of a forward difference, as the Triton kernels compute it.
 
-    A graph of its own, so Inductor writes them out instead of recomputing every flux (and its
-    ``exp``) for both pixels that share it.
+    ``d / kappa`` is ``d * inv_kappa``, the reciprocal capped at float32's largest value
+    (:func:`minart.diffusion._inverse_kappa`): a multiply per pixel instead of a
+    division, and 0 rather than ``nan`` for a zero difference under a ``kappa`` so small that
+    ``1 / kappa`` overflows. Matches :func:`minart.diffusion._conduction` to float32 rounding.
     """
-    dy = image[..., 1:, :] - image[..., :-1, :]
-    dx = image[..., :, 1:] - image[..., :, :-1]
-    fy = F.pad(_conduction(dy, kappa, conduction) * dy, (0, 0, 1, 1))  # (.., H-1, W) -> (.., H+1, W)
-    fx = F.pad(_conduction(dx, kappa, conduction) * dx, (1, 1, 0, 0))  # (.., H, W-1) -> (.., H, W+1)
-    return fy, fx
+    if conduction == "exp":
+        c = torch.exp((d * inv_kappa) * (d * -inv_kappa))
+    elif conduction == "inverse":
+        q = d * inv_kappa
+        c = 1.0 / (q * q + 1.0)
+    else:
+        q = d / tukey_s
+        c = torch.where(d.abs() <= tukey_s, 0.5 * (1.0 - q * q) ** 2, 0.0)
+    return c * d
 
 
-def _classic_update(image: Tensor, fy: Tensor, fx: Tensor, dt: Tensor) -> Tensor:
-    """``I + dt * (div_y + div_x)``, the divergence as flux in minus flux out."""
-    return image + dt * ((fy[..., 1:, :] - fy[..., :-1, :]) + (fx[..., :, 1:] - fx[..., :, :-1]))
+def _classic_core(image: Tensor, fy: Tensor, fx: Tensor, row_ok: Tensor, inv_kappa: Tensor,
+                  tukey_s: Tensor, dt: Tensor, conduction: str) -> Tensor:
+    """``I + dt * (div_y + div_x)``, each flux ``c(d) d`` computed once, into zero-bordered buffers.
+
+    ``fy`` (``(B, C, H+1, W)``) and ``fx`` (``(B, C, H*W+1)``) hold the fluxes with a zero on
+    each side, and only their inside is written here, so the borders stay zero from one call to
+    the next: the divergence (flux in minus flux out) is then two plain shifted reads with no
+    border test, and every loop vectorises. The horizontal fluxes are taken along the flattened
+    rows, where ``row_ok`` (``(H*W-1,)``, 0 at each row's last pixel) zeroes the flux that would
+    cross from one row's end to the next row's start: the zero-flux border. (Padding inside the
+    graph instead made Inductor test every element's column, 1.5x slower.)
+    """
+    b, c, h, w = image.shape
+    dy = image[..., 1:, :] - image[..., :-1, :]  # (B, C, H-1, W)
+    fy[:, :, 1:h] = _classic_flux(dy, inv_kappa, tukey_s, conduction)
+    flat = image.reshape(b, c, h * w)  # (B, C, H, W) -> (B, C, H*W)
+    dx = flat[..., 1:] - flat[..., :-1]  # (B, C, H*W-1)
+    fx[..., 1:h * w] = _classic_flux(dx, inv_kappa, tukey_s, conduction) * row_ok
+    div_x = (fx[..., 1:] - fx[..., :-1]).reshape(b, c, h, w)  # (B, C, H*W) -> (B, C, H, W)
+    return image + dt * ((fy[..., 1:, :] - fy[..., :-1, :]) + div_x)
+
+
+_BUFFERS = threading.local()
+
+
+def _flux_buffers(shape: torch.Size) -> tuple[Tensor, Tensor, Tensor]:
+    """Zero-bordered flux buffers and the row-end mask for images of ``shape``, one set per thread
+    (Prefect runs tasks in threads) for the last shape it saw: runs of steps reuse them."""
+    cached = getattr(_BUFFERS, "sets", None)
+    if cached is None or cached[0] != shape:
+        b, c, h, w = shape
+        row_ok = (torch.arange(1, h * w) % w != 0).float()  # (H*W-1,): 0 where x + 1 == W
+        cached = (shape, torch.zeros(b, c, h + 1, w), torch.zeros(b, c, h * w + 1), row_ok)
+        _BUFFERS.sets = cached
+    return cached[1:]
 
 
 def _compiled(name: str, fn: Callable) -> Callable:
@@ -199,6 +238,8 @@ def classic_step_compiled(image: Tensor, *, kappa: float, dt: float,
         >>> classic_step_compiled(torch.full((1, 1, 8, 8), 0.5), kappa=0.1, dt=0.2).unique().tolist()  # doctest: +SKIP
         [0.5]
     """
-    image = image.detach()
-    fy, fx = _call("classic", _classic_fluxes, image.shape, image, _scalar(kappa), conduction)
-    return _call("classic-update", _classic_update, image.shape, image, fy, fx, _scalar(dt))
+    image = image.detach().contiguous()
+    fy, fx, row_ok = _flux_buffers(image.shape)
+    return _call("classic", _classic_core, image.shape, image, fy, fx, row_ok,
+                 torch.tensor(_inverse_kappa(kappa)), _scalar(float(kappa) * math.sqrt(2.0)),
+                 _scalar(dt), conduction)

@@ -47,6 +47,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .._checks import check_whole
+from ..diffusion import _inverse_kappa
 from ..errors import ParamError, ShapeError
 
 __all__ = [
@@ -628,7 +629,7 @@ def _seed_loss_persistent_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, 
 @triton.jit
 def _classic_flux(d, inv_kappa, tukey_s, COND: tl.constexpr):
     """``c(d) * d`` for medpy's options: exp (0), inverse (1), Tukey (2); ``inv_kappa`` is
-    ``1 / kappa`` (:func:`_inverse_kappa`)."""
+    ``1 / kappa`` (:func:`minart.diffusion._inverse_kappa`)."""
     if COND == 0:
         # exp(-(d/kappa)^2) as exp(q * -q): the scalar is negated, not every pixel (on Triton 3.6 a
         # unary minus is a subtraction from zero, one more instruction)
@@ -1898,14 +1899,6 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
         return new, loss, dk, None
     _apply_adjoint(gg, operator, di, num_warps=num_warps)
     return new, loss, dk, di
-
-
-def _inverse_kappa(kappa: float) -> float:
-    """``1 / kappa`` for the classic kernels, at most float32's largest value: a multiply per
-    pixel instead of a division, and for a ``kappa`` so small that the reciprocal overflows the
-    conduction is still 0 for a nonzero difference and 1 for a zero one, as with ``d / kappa``
-    (a reciprocal of ``inf`` would give ``0 * inf = nan`` there)."""
-    return min(1.0 / float(kappa), torch.finfo(torch.float32).max)
 
 
 def classic_step_triton(image: Tensor, *, kappa: float, dt: float, conduction: str = "exp",

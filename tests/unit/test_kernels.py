@@ -821,6 +821,50 @@ def test_compiled_cpu_steps_match_the_references(tmp_path, monkeypatch):
     assert step_path(torch.zeros(1, 3, 9, 9), compiled="seed") == "eager"
 
 
+@pytest.mark.slow
+def test_the_compiled_classic_step_keeps_its_flux_borders_zero_across_calls(tmp_path, monkeypatch):
+    """The compiled classic step writes its fluxes into buffers kept per thread and shape, whose
+    zero borders are the zero-flux boundary: they must stay zero over runs of steps, shapes that
+    alternate (several images, several channels), and threads stepping at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from minart.kernels import cpu
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    # a fresh count of recompilations: other tests in this process compiled the step for their
+    # shapes, and Dynamo allows 8 per function
+    torch._dynamo.reset()
+    gen = torch.Generator().manual_seed(3)
+    shapes = [(1, 3, 9, 12), (2, 1, 7, 5), (1, 3, 9, 12)]
+    for shape in shapes:
+        x = torch.rand(shape, generator=gen)
+        ref = x
+        for _ in range(3):  # a run: each step reads the buffers the previous one wrote
+            x = cpu.classic_step_compiled(x, kappa=0.2, dt=0.2)
+            ref = classic_step(ref, kappa=0.2, dt=0.2)
+            torch.testing.assert_close(x, ref, **FWD_TOL)
+        # a flat image stays flat, to the bit: no flux leaks in across a border or row end
+        flat = torch.full(shape, 0.25)
+        assert torch.equal(cpu.classic_step_compiled(flat, kappa=0.2, dt=0.2), flat)
+
+    images = [torch.rand(1, 3, 96, 128, generator=gen) for _ in range(8)]
+
+    def run(image):
+        out = image
+        for _ in range(6):
+            out = cpu.classic_step_compiled(out, kappa=0.1, dt=0.25)
+        return out
+
+    def eager(image):
+        for _ in range(6):
+            image = classic_step(image, kappa=0.1, dt=0.25)
+        return image
+
+    with ThreadPoolExecutor(4) as pool:
+        for image, out in zip(images, pool.map(run, images), strict=True):
+            torch.testing.assert_close(out, eager(image), **FWD_TOL)
+
+
 def test_the_recompile_limit_turns_the_compiled_path_off(monkeypatch):
     from torch._dynamo.exc import FailOnRecompileLimitHit
 
