@@ -105,6 +105,9 @@ def _versions() -> dict:
     return out
 
 
+_PTX_ONLY = "not run: prefetching is PTX, which Triton's interpreter cannot run"
+
+
 def _time_safely(fn: Callable[[], float]) -> tuple[float | None, str]:
     try:
         return fn(), ""
@@ -151,6 +154,19 @@ def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda",
                 x, k, kappa=kappa, dt=dt, store_g=False, block=(rows, bw), num_warps=nw,
                 variant="rows", unroll=u), reps))
             _row("seed step", f"triton rows {rows}x{bw}, {nw} warps, unroll {u}", ms, ref_ms=eager,
+                 copy_ms=copy, note=note)
+        # what "auto" chooses from besides the above: the same bits
+        rows, bw = td.ROWS_BLOCK
+        for v, u, *ahead in td._SEED_CANDIDATES:
+            ahead = ahead[0] if ahead else 0
+            if v == "tiles" or (v == "rows" and u == td.ROWS_UNROLL and not ahead):
+                continue
+            ms, note = (None, _PTX_ONLY) if ahead and device != "cuda" else _time_safely(
+                lambda v=v, u=u, ahead=ahead: _cuda_ms(lambda: td.seed_forward_triton(
+                    x, k, kappa=kappa, dt=dt, store_g=False, variant=v, unroll=u,
+                    prefetch=ahead), reps))
+            _row("seed step", f"triton {v} {rows}x{bw}, 4 warps, unroll {u}"
+                 + (f", prefetch {ahead} rows into L2" if ahead else ""), ms, ref_ms=eager,
                  copy_ms=copy, note=note)
         ms, note = _time_safely(lambda: _cuda_ms(lambda: td.seed_forward_triton(
             x, k, kappa=kappa, dt=dt, store_g=False), reps))
@@ -237,12 +253,15 @@ def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda",
         rows, bw = td.LOSS_ROWS_BLOCK
         _row("learned step", f"triton fused, default (SeedLossStep: rows {rows}x{bw}, 4 warps; "
              f"chose {_chosen(td, 'seed-loss')})", ms, ref_ms=eager_l, copy_ms=copy, note=note)
-        for v, u in td._LOSS_CANDIDATES:  # what "auto" chooses from: the same bits
-            def fused_unroll(kp, v=v, u=u):
-                return _fused_custom(td, x, x0, kp, kappa, dt, None, 4, variant=v, unroll=u)
+        for v, u, ahead in td._LOSS_CANDIDATES:  # what "auto" chooses from: the same bits
+            def fused_unroll(kp, v=v, u=u, ahead=ahead):
+                return _fused_custom(td, x, x0, kp, kappa, dt, None, 4, variant=v, unroll=u,
+                                     prefetch=ahead)
 
-            ms, note = _time_safely(lambda: _cuda_ms(learned(fused_unroll), reps))
-            _row("learned step", f"triton fused loss step, {v} {rows}x{bw}, 4 warps, unroll {u}",
+            ms, note = ((None, _PTX_ONLY) if ahead and device != "cuda"
+                        else _time_safely(lambda: _cuda_ms(learned(fused_unroll), reps)))
+            _row("learned step", f"triton fused loss step, {v} {rows}x{bw}, 4 warps, unroll {u}"
+                 + (f", prefetch {ahead} rows into L2" if ahead else ""),
                  ms, ref_ms=eager_l, copy_ms=copy, note=note)
         # the same kernel without autograd and the optimizer around it: what the launches cost
         ms, note = _time_safely(lambda: _cuda_ms(lambda: td.seed_loss_triton(
@@ -384,12 +403,14 @@ def _chosen(td, kind: str) -> str:
     picks = [v for k, v in td._AUTO.items() if k[0] == kind]
     if not picks:
         return "the first candidate (off CUDA)"
-    variant, unroll = picks[-1]
-    return variant if variant in ("tiles", "single") else f"{variant}, unroll {unroll}"
+    variant, unroll, *ahead = picks[-1]
+    if variant in ("tiles", "single"):
+        return variant
+    return f"{variant}, unroll {unroll}" + (f", prefetch {ahead[0]}" if ahead and ahead[0] else "")
 
 
 def _fused_custom(td, x, x0, kp, kappa, dt, block, nw, variant="tiles", n_programs=None,
-                  unroll=None):
+                  unroll=None, prefetch=None):
     """The fused learned step with another tile shape or variant (same maths as SeedLossStep)."""
 
     class _Custom(torch.autograd.Function):
@@ -397,7 +418,8 @@ def _fused_custom(td, x, x0, kp, kappa, dt, block, nw, variant="tiles", n_progra
         def forward(ctx, kk):
             _, loss, dk, _ = td.seed_loss_triton(x, x0, kk, kappa=kappa, dt=dt, block=block,
                                                  num_warps=nw, variant=variant,
-                                                 n_programs=n_programs, unroll=unroll)
+                                                 n_programs=n_programs, unroll=unroll,
+                                                 prefetch=prefetch)
             ctx.save_for_backward(dk)
             return loss
 

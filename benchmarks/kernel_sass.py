@@ -51,6 +51,9 @@ def compile_sm90(fn, consts: dict, num_warps: int = 4):
     """The kernel as the launcher builds it for a 4096^2 float32 image on sm_90."""
     sig = {}
     attrs = {}
+    # constexprs with a default (PREFETCH) take it unless the case names them
+    consts = {**{p.name: p.default for p in fn.params if p.is_constexpr and p.has_default},
+              **consts}
     for i, name in enumerate(fn.arg_names):
         if name in consts:
             sig[name] = "constexpr"
@@ -112,6 +115,7 @@ def cases() -> list[tuple[str, object, dict, int, float]]:
     prows, pbw = td.PAIRS_BLOCK  # four strips of pbw lanes, one per warp
     pairs = {"ROWS": prows, "STRIPS": 4, "BLOCK_W": pbw, "UNROLL": unroll}
     two = unroll * 2 * (pbw - 2) / pbw  # pixel-steps per thread per loop body
+    ahead = td.PREFETCH_ROWS  # rows the prefetching candidates ask L2 for ahead of their loads
     return [
         ("seed step, tiles 1x512", td._seed_fwd_kernel, {**fwd, "BLOCK_H": 1, "BLOCK_W": 512}, 4,
          4),
@@ -123,6 +127,10 @@ def cases() -> list[tuple[str, object, dict, int, float]]:
          {**fwd, "ROWS": rows, "BLOCK_W": bw, "UNROLL": unroll}, 4, unroll * bw / 128 / 3),
         (f"seed step, split {rows}x{bw}, unroll 1", td._seed_fwd_split_kernel,
          {**fwd, "ROWS": rows, "BLOCK_W": bw, "UNROLL": 1}, 4, bw / 128 / 3),
+        (f"seed step, rows {rows}x{bw}, unroll 1, prefetch {ahead}", td._seed_fwd_rows_kernel,
+         {**fwd, "ROWS": rows, "BLOCK_W": bw, "UNROLL": 1, "PREFETCH": ahead}, 4, bw / 128),
+        (f"seed step, split {rows}x{bw}, unroll 1, prefetch {ahead}", td._seed_fwd_split_kernel,
+         {**fwd, "ROWS": rows, "BLOCK_W": bw, "UNROLL": 1, "PREFETCH": ahead}, 4, bw / 128 / 3),
         (f"seed step, rows {rows}x256", td._seed_fwd_rows_kernel,
          {**fwd, "ROWS": rows, "BLOCK_W": 256, "UNROLL": unroll}, 4, unroll * 256 / 128),
         ("classic step, tiles 1x512", td._classic_kernel,
@@ -146,6 +154,13 @@ def cases() -> list[tuple[str, object, dict, int, float]]:
          {**loss, "ROWS": lrows, "BLOCK_W": lbw, "UNROLL": unroll}, 4, unroll * lbw / 128 / 3),
         (f"learned step, split {lrows}x{lbw}, unroll 1", td._seed_loss_split_kernel,
          {**loss, "ROWS": lrows, "BLOCK_W": lbw, "UNROLL": 1}, 4, lbw / 128 / 3),
+        (f"learned step, rows {lrows}x{lbw}, unroll 1, prefetch {ahead}",
+         td._seed_loss_rows_kernel,
+         {**loss, "ROWS": lrows, "BLOCK_W": lbw, "UNROLL": 1, "PREFETCH": ahead}, 4, lbw / 128),
+        (f"learned step, split {lrows}x{lbw}, unroll 1, prefetch {ahead}",
+         td._seed_loss_split_kernel,
+         {**loss, "ROWS": lrows, "BLOCK_W": lbw, "UNROLL": 1, "PREFETCH": ahead}, 4,
+         lbw / 128 / 3),
         # the fractal: a "step" is one iteration of the post's z <- -i/(pi z^7) + c, point trap;
         # the launcher's default 128 pixels on 1 warp (4 a thread), 4 iterations a loop body
         ("fractal iteration, p = 7, block 128, unroll 4", tf._fractal_kernel,
@@ -166,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"triton {triton.__version__}, sm_90, C = 3, exp conduction, 4096^2 specialisation\n")
     print("| kernel | registers | stack (B) | SASS / pixel / step | loads / pixel / step | "
-          "loop body, top ops |")
-    print("| --- | ---: | ---: | ---: | ---: | --- |")
+          "L2 prefetches / pixel / step | loop body, top ops |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
     for label, fn, consts, warps, px in cases():
         if args.only not in label:
             continue
@@ -176,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         n = sum(counts.values())
         top = ", ".join(f"{op} {c}" for op, c in counts.most_common(5))
         print(f"| {label} | {prof['regs']} | {prof['stack']} | {n / px:.0f} | "
-              f"{counts['LDG'] / px:.1f} | {'loop' if prof['loop'] else 'whole kernel'}: {top} |",
+              f"{counts['LDG'] / px:.1f} | {counts['CCTL'] / px:.1f} | "
+              f"{'loop' if prof['loop'] else 'whole kernel'}: {top} |",
               flush=True)
         if args.dump:
             args.dump.mkdir(parents=True, exist_ok=True)

@@ -771,6 +771,40 @@ def _plane_row(pb, H, W, x, cmask, y):
 
 
 @triton.jit
+def _prefetch_l2(p, mask):
+    """Ask L2 for the lines at ``p`` where ``mask`` holds (PTX ``prefetch.global.L2``, one
+    ``CCTL.E.PF2`` in SASS): a hint with no value and no effect on any result, so a kernel that
+    prefetches writes the same bits as one that does not. CUDA only (the interpreter runs no
+    PTX): the kernels call it under a ``PREFETCH > 0`` constexpr, which the launchers set on
+    CUDA only."""
+    tl.inline_asm_elementwise("@$2 prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l,b",
+                              [p, mask], dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
+def _prefetch_rows(pb, HW, W, x, row, end, C: tl.constexpr):
+    """Prefetch row ``row`` of the ``C`` planes at ``pb`` into L2, if ``row < end`` (the strip's
+    last row needed plus one, at most ``H``): a strip kernel asks for the rows it reads
+    ``PREFETCH`` rows before it loads them, so those loads wait for L2 instead of DRAM without
+    holding a register for the value."""
+    ok = row < end
+    for i in tl.static_range(C):
+        _prefetch_l2(pb + i * HW + row * W + x, ok)
+
+
+@triton.jit
+def _prefetch_start(xb, HW, H, W, x, y0, ROWS: tl.constexpr, PREFETCH: tl.constexpr,
+                    C: tl.constexpr):
+    """The prefetches of a strip's first ``PREFETCH`` rows that its row loop will load (rows
+    ``y0 + 2 ...``: the loop asks for ``PREFETCH`` rows past each row it loads). Returns the end
+    of the strip's rows for :func:`_prefetch_rows`."""
+    end = tl.minimum(y0 + ROWS + 1, H)
+    for d in tl.static_range(PREFETCH):
+        _prefetch_rows(xb, HW, W, x, y0 + 2 + d, end, C)
+    return end
+
+
+@triton.jit
 def _window(up, mid, down, i: tl.constexpr):
     """Channel ``i``'s 9 neighbours in the operator's tap order ``(dy, dx)``."""
     return (up[3 * i], up[3 * i + 1], up[3 * i + 2], mid[3 * i], mid[3 * i + 1], mid[3 * i + 2],
@@ -843,8 +877,10 @@ def _dk_accumulate_window(acc, gs, up, mid, down, C: tl.constexpr, NO: tl.conste
 def _seed_fwd_rows_kernel(x_ptr, k_ptr, p_ptr, new_ptr, g_ptr, H, W, n_tw, x_bstride, k_bstride,
                           kappa2, tukey_s, dt, C: tl.constexpr, COND: tl.constexpr,
                           STORE_G: tl.constexpr, PER_IMAGE: tl.constexpr, ROWS: tl.constexpr,
-                          BLOCK_W: tl.constexpr, UNROLL: tl.constexpr):
-    """:func:`_seed_fwd_kernel`, row-marching (``ROWS`` rows of ``BLOCK_W`` pixels a program)."""
+                          BLOCK_W: tl.constexpr, UNROLL: tl.constexpr,
+                          PREFETCH: tl.constexpr = 0):
+    """:func:`_seed_fwd_kernel`, row-marching (``ROWS`` rows of ``BLOCK_W`` pixels a program);
+    ``PREFETCH > 0`` asks L2 for each row that many rows before loading it (CUDA only)."""
     b = tl.program_id(1).to(tl.int64)
     x, cmask, y0 = _strip(H, W, n_tw, ROWS, BLOCK_W)
     HW = H * W
@@ -853,8 +889,12 @@ def _seed_fwd_rows_kernel(x_ptr, k_ptr, p_ptr, new_ptr, g_ptr, H, W, n_tw, x_bst
     if PER_IMAGE:
         kappa2, tukey_s, dt = _load_params(p_ptr, b, 3)
     kw = _weights(k_ptr + b * k_bstride, C)
+    if PREFETCH > 0:
+        end = _prefetch_start(xb, HW, H, W, x, y0, ROWS, PREFETCH, C)
     up, mid, down = _window_rows(xb, HW, H, W, x, y0, C)
     for r in tl.range(ROWS, loop_unroll_factor=UNROLL):  # 3: the window rotates in place
+        if PREFETCH > 0:
+            _prefetch_rows(xb, HW, W, x, y0 + r + 2 + PREFETCH, end, C)
         ahead, mask, at = _next_row(xb, HW, H, W, x, cmask, y0 + r, C)
         gs = _conv_window(kw, up, mid, down, C, 1, BLOCK_W)
         cinv = tl.zeros((1, BLOCK_W), dtype=tl.float32)
@@ -872,7 +912,8 @@ def _seed_fwd_rows_kernel(x_ptr, k_ptr, p_ptr, new_ptr, g_ptr, H, W, n_tw, x_bst
 def _seed_fwd_split_kernel(x_ptr, k_ptr, p_ptr, new_ptr, g_ptr, H, W, n_tw, x_bstride,
                            k_bstride, kappa2, tukey_s, dt, C: tl.constexpr, COND: tl.constexpr,
                            STORE_G: tl.constexpr, PER_IMAGE: tl.constexpr, ROWS: tl.constexpr,
-                           BLOCK_W: tl.constexpr, UNROLL: tl.constexpr):
+                           BLOCK_W: tl.constexpr, UNROLL: tl.constexpr,
+                           PREFETCH: tl.constexpr = 0):
     """:func:`_seed_fwd_rows_kernel` for one output channel ``o`` a program (program
     ``strip * C + o``; see :func:`_seed_loss_split_kernel`): ``C * 9`` weights in registers
     instead of ``C * C * 9``, the same operations in the same order, the same bits."""
@@ -886,8 +927,12 @@ def _seed_fwd_split_kernel(x_ptr, k_ptr, p_ptr, new_ptr, g_ptr, H, W, n_tw, x_bs
     if PER_IMAGE:
         kappa2, tukey_s, dt = _load_params(p_ptr, b, 3)
     kw = _weights_of(k_ptr + b * k_bstride, o, C)
+    if PREFETCH > 0:
+        end = _prefetch_start(xb, HW, H, W, x, y0, ROWS, PREFETCH, C)
     up, mid, down = _window_rows(xb, HW, H, W, x, y0, C)
     for r in tl.range(ROWS, loop_unroll_factor=UNROLL):  # 3: the window rotates in place
+        if PREFETCH > 0:
+            _prefetch_rows(xb, HW, W, x, y0 + r + 2 + PREFETCH, end, C)
         ahead, mask, at = _next_row(xb, HW, H, W, x, cmask, y0 + r, C)
         g = _conv_window_of(kw, up, mid, down, C, BLOCK_W)
         cinv = tl.zeros((1, BLOCK_W), dtype=tl.float32)
@@ -932,9 +977,13 @@ def _pick_channel(vals, o, i: tl.constexpr, C: tl.constexpr):
 def _seed_loss_rows_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_ptr,
                            H, W, n_tw, n_tiles, kappa2, tukey_s, dt, w_fid, w_edge, w_energy,
                            C: tl.constexpr, COND: tl.constexpr, NEED_DI: tl.constexpr,
-                           ROWS: tl.constexpr, BLOCK_W: tl.constexpr, UNROLL: tl.constexpr):
+                           ROWS: tl.constexpr, BLOCK_W: tl.constexpr, UNROLL: tl.constexpr,
+                           PREFETCH: tl.constexpr = 0):
     """:func:`_seed_loss_kernel`, row-marching: the loss and the ``C*C*9`` ``dL/dK`` products
-    accumulate per pixel in registers down the strip and are reduced once per program."""
+    accumulate per pixel in registers down the strip and are reduced once per program.
+    ``PREFETCH > 0`` asks L2 for the image's and ``I_0``'s rows that many rows before they are
+    loaded (CUDA only): ``I_0`` is loaded in the row that uses it, so without it each row waits
+    for a DRAM round trip."""
     b = tl.program_id(1).to(tl.int64)
     x, cmask, y0 = _strip(H, W, n_tw, ROWS, BLOCK_W)
     HW = H * W
@@ -947,8 +996,16 @@ def _seed_loss_rows_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_p
     loss1 = loss0
     loss2 = loss0
     loss3 = loss0
+    if PREFETCH > 0:
+        end = _prefetch_start(xb, HW, H, W, x, y0, ROWS, PREFETCH, C)
+        end0 = tl.minimum(y0 + ROWS, H)
+        for d in tl.static_range(PREFETCH):
+            _prefetch_rows(x0_ptr + base, HW, W, x, y0 + d, end0, C)
     up, mid, down = _window_rows(xb, HW, H, W, x, y0, C)
     for r in tl.range(ROWS, loop_unroll_factor=UNROLL):  # 3: the window rotates in place
+        if PREFETCH > 0:
+            _prefetch_rows(xb, HW, W, x, y0 + r + 2 + PREFETCH, end, C)
+            _prefetch_rows(x0_ptr + base, HW, W, x, y0 + r + PREFETCH, end0, C)
         ahead, mask, at = _next_row(xb, HW, H, W, x, cmask, y0 + r, C)
         # (I_0 is loaded where it is used: loaded a row ahead, it would spill)
         gs = _conv_window(kw, up, mid, down, C, 1, BLOCK_W)
@@ -987,7 +1044,8 @@ def _seed_loss_rows_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_p
 def _seed_loss_split_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_ptr,
                             H, W, n_tw, n_tiles, kappa2, tukey_s, dt, w_fid, w_edge, w_energy,
                             C: tl.constexpr, COND: tl.constexpr, NEED_DI: tl.constexpr,
-                            ROWS: tl.constexpr, BLOCK_W: tl.constexpr, UNROLL: tl.constexpr):
+                            ROWS: tl.constexpr, BLOCK_W: tl.constexpr, UNROLL: tl.constexpr,
+                            PREFETCH: tl.constexpr = 0):
     """:func:`_seed_loss_rows_kernel` for one output channel ``o`` a program.
 
     Program ``strip * C + o`` walks the strip's rows with the whole ``C``-channel window (the
@@ -1011,10 +1069,18 @@ def _seed_loss_split_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_
     kw = _weights_of(k_ptr, o, C)
     acc = _dk_zeros(C, 1, 1, BLOCK_W)
     loss = tl.zeros((1, BLOCK_W), dtype=tl.float32)
-    up, mid, down = _window_rows(xb, HW, H, W, x, y0, C)
     x0o = x0_ptr + base + o * HW
+    if PREFETCH > 0:
+        end = _prefetch_start(xb, HW, H, W, x, y0, ROWS, PREFETCH, C)
+        end0 = tl.minimum(y0 + ROWS, H)
+        for d in tl.static_range(PREFETCH):
+            _prefetch_rows(x0o, HW, W, x, y0 + 1 + d, end0, 1)
+    up, mid, down = _window_rows(xb, HW, H, W, x, y0, C)
     x0_next = _plane_row(x0o, H, W, x, cmask, y0)
     for r in tl.range(ROWS, loop_unroll_factor=UNROLL):  # 3: the window rotates in place
+        if PREFETCH > 0:
+            _prefetch_rows(xb, HW, W, x, y0 + r + 2 + PREFETCH, end, C)
+            _prefetch_rows(x0o, HW, W, x, y0 + r + 1 + PREFETCH, end0, 1)
         ahead, mask, at = _next_row(xb, HW, H, W, x, cmask, y0 + r, C)
         x0r = x0_next  # I_0 of this row, loaded a row ahead like the window
         x0_next = _plane_row(x0o, H, W, x, cmask, y0 + r + 1)
@@ -1261,11 +1327,17 @@ _AUTO: dict[tuple, tuple[str, int]] = {}
 """The variant ``"auto"`` chose, per kernel, device, shape and constants (see :func:`_auto`)."""
 
 
+PREFETCH_ROWS = 8
+"""How many rows ahead the strip kernels' prefetching candidates ask L2 for the rows they will
+load (:func:`_prefetch_rows`)."""
+
 _CANDIDATES = (("tiles", 1), ("rows", 1), ("rows", 3))
 """``(variant, unroll)`` pairs that ``"auto"`` times: all write the same bits."""
 
-_SEED_CANDIDATES = (*_CANDIDATES, ("split", 1), ("split", 3))
-"""The seed step's: also the one-output-channel-a-program strips (:func:`_seed_fwd_split_kernel`)."""
+_SEED_CANDIDATES = (*_CANDIDATES, ("split", 1), ("split", 3), ("rows", 1, PREFETCH_ROWS),
+                    ("split", 1, PREFETCH_ROWS))
+"""The seed step's: also the one-output-channel-a-program strips (:func:`_seed_fwd_split_kernel`),
+and strips that prefetch their rows into L2 (``(variant, unroll, prefetch)``)."""
 
 
 def _cuda_ms(fn) -> float:
@@ -1333,9 +1405,12 @@ def _auto(key: tuple, device: torch.device, launch, outputs: tuple[Tensor, ...],
     return _AUTO[key]
 
 
-_LOSS_CANDIDATES = (("rows", ROWS_UNROLL), ("rows", 1), ("split", 1), ("split", ROWS_UNROLL))
-"""``(variant, unroll)`` pairs of the fused learned step that ``"auto"`` times: the all-channel
-and the one-channel-a-program strip kernels, each with and without unrolling its row loop. All
+_LOSS_CANDIDATES = (("rows", ROWS_UNROLL, 0), ("rows", 1, 0), ("split", 1, 0),
+                    ("split", ROWS_UNROLL, 0), ("rows", 1, PREFETCH_ROWS),
+                    ("split", 1, PREFETCH_ROWS))
+"""``(variant, unroll, prefetch)`` of the fused learned step that ``"auto"`` times: the
+all-channel and the one-channel-a-program strip kernels, each with and without unrolling its row
+loop, and not unrolled with their rows prefetched into L2 :data:`PREFETCH_ROWS` rows ahead. All
 add the same numbers in the same order into the same slots: the same bits."""
 
 
@@ -1399,6 +1474,31 @@ def _check_variant(variant: str, choices: tuple[str, ...]) -> None:
                          param="variant")
 
 
+def _check_prefetch(prefetch: int | None, image: Tensor) -> None:
+    """``prefetch`` is ``None`` (the launcher's choice) or a whole number of rows, above 0 on
+    CUDA only (the interpreter cannot run the PTX prefetch)."""
+    if prefetch is None:
+        return
+    check_whole("prefetch", prefetch, ge=0)
+    if prefetch and not image.is_cuda:
+        raise ParamError(f"prefetch={prefetch} needs a CUDA image (Triton's interpreter cannot "
+                         "run it); use prefetch=0", param="prefetch")
+
+
+def _chosen(candidates: tuple[tuple, ...], default: str, variant: str, unroll: int | None,
+            prefetch: int | None) -> tuple[tuple[str, int, int], ...]:
+    """The ``(variant, unroll, prefetch)`` candidates that fit an explicit ``variant`` (or
+    ``"auto"``), ``unroll`` and ``prefetch`` (``None``: any); the one asked for when no
+    candidate is it (``default`` for ``"auto"``)."""
+    fit = tuple(cand for cand in candidates
+                if variant in ("auto", cand[0]) and unroll in (None, cand[1])
+                and prefetch in (None, cand[2]))
+    if fit:
+        return fit
+    return ((default if variant == "auto" else variant, 1 if unroll is None else unroll,
+             prefetch or 0),)
+
+
 def _check_image(image: Tensor, name: str = "image") -> None:
     if image.ndim != 4 or image.dtype != torch.float32 or not image.is_contiguous():
         raise ShapeError(
@@ -1428,7 +1528,8 @@ def seed_forward_triton(image: Tensor, operator: Tensor, *, kappa: float | Tenso
                         dt: float | Tensor, conduction: str = "exp", store_g: bool = True,
                         block: tuple[int, int] | None = None, num_warps: int = 4,
                         variant: Literal["auto", "tiles", "rows", "split"] = "auto",
-                        unroll: int = ROWS_UNROLL) -> tuple[Tensor, Tensor | None]:
+                        unroll: int = ROWS_UNROLL, prefetch: int = 0
+                        ) -> tuple[Tensor, Tensor | None]:
     """Seed-scheme step in one Triton pass; per-image operators and parameters for sweeps.
 
     Same formula as :func:`minart.diffusion.seed_step`:
@@ -1451,11 +1552,14 @@ def seed_forward_triton(image: Tensor, operator: Tensor, *, kappa: float | Tenso
             and shape, timed on first use: :func:`_auto`; with an explicit ``block``,
             ``"tiles"``); all give the same result, bit for bit.
         unroll: row-loop unroll factor of the strip variants (see :data:`ROWS_UNROLL`).
+        prefetch: rows ahead that the strip variants ask L2 for (``0``: none; CUDA only;
+            ``"auto"`` times it among its candidates). The same bits either way.
 
     Returns:
         ``(new_image, g)``, each ``(max(B, N), C, H, W)``.
 
     Raises:
+        ParamError: an unknown ``variant``; ``prefetch`` not a whole number, or above 0 off CUDA.
         ShapeError: tensors of the wrong shape, dtype or device, or batches that differ.
 
     Example:
@@ -1469,10 +1573,12 @@ def seed_forward_triton(image: Tensor, operator: Tensor, *, kappa: float | Tenso
         torch.Size([2, 3, 64, 64])
     """
     _check_variant(variant, ("auto", *VARIANTS, "split"))
+    _check_prefetch(prefetch, image)
     operator, params, scalars, b, per_image = _seed_inputs(image, operator, kappa, dt)
     return _seed_forward_launch(image, operator, params, scalars, b, per_image=per_image,
                                 conduction=conduction, store_g=store_g, block=block,
-                                num_warps=num_warps, variant=variant, unroll=unroll)
+                                num_warps=num_warps, variant=variant, unroll=unroll,
+                                prefetch=prefetch)
 
 
 def _seed_inputs(image: Tensor, operator: Tensor, kappa: float | Tensor, dt: float | Tensor
@@ -1512,8 +1618,8 @@ def _seed_inputs(image: Tensor, operator: Tensor, kappa: float | Tensor, dt: flo
 def _seed_forward_launch(image: Tensor, operator: Tensor, params: Tensor,
                          scalars: tuple[float, float, float], b: int, *, per_image: bool,
                          conduction: str, store_g: bool, block: tuple[int, int] | None,
-                         num_warps: int, variant: str, unroll: int, out: Tensor | None = None
-                         ) -> tuple[Tensor, Tensor | None]:
+                         num_warps: int, variant: str, unroll: int, out: Tensor | None = None,
+                         prefetch: int = 0) -> tuple[Tensor, Tensor | None]:
     """The launch behind :func:`seed_forward_triton`, for inputs :func:`_seed_inputs` has
     checked: ``b`` outputs from a batch of 1 or ``b`` images and of 1 or ``b`` operators; ``params``
     the ``(b, 3)`` device rows of :func:`_params` when ``per_image``; the new image goes to ``out``
@@ -1524,14 +1630,15 @@ def _seed_forward_launch(image: Tensor, operator: Tensor, params: Tensor,
     new = _empty((b, c, h, w), like=image) if out is None else out
     g = _empty((b, c, h, w), like=image) if store_g else new
 
-    def launch(variant: str, unroll: int = ROWS_UNROLL) -> None:
+    def launch(variant: str, unroll: int = ROWS_UNROLL, ahead: int = 0) -> None:
         strips = variant in ("rows", "split")
         blk = _block_for(w, block, ROWS_BLOCK if strips else DEFAULT_BLOCK)
         n_tiles, nb, n_tw, _ = _grid(h, w, b, blk)
         kernel, shape = ((_seed_fwd_kernel, dict(BLOCK_H=blk[0], BLOCK_W=blk[1])) if not strips
                          else (_seed_fwd_split_kernel if variant == "split"
                                else _seed_fwd_rows_kernel,
-                               dict(ROWS=blk[0], BLOCK_W=blk[1], UNROLL=unroll)))
+                               dict(ROWS=blk[0], BLOCK_W=blk[1], UNROLL=unroll,
+                                    PREFETCH=ahead)))
         kernel[(n_tiles * c if variant == "split" else n_tiles, nb)](
             image, operator, params, new, g, h, w, n_tw, c * h * w if nb_img > 1 else 0,
             c * c * 9 if nb_op > 1 else 0, *scalars,
@@ -1539,7 +1646,7 @@ def _seed_forward_launch(image: Tensor, operator: Tensor, params: Tensor,
             num_warps=num_warps, **shape, **_EXACT,
         )
 
-    choice = (variant, unroll)
+    choice = (variant, unroll, prefetch)
     if variant == "auto":  # an explicit block is a tile shape
         choice = ("tiles", 1) if block is not None else _auto(
             ("seed", b, nb_img, nb_op, c, h, w, conduction, store_g, per_image, num_warps),
@@ -1769,7 +1876,8 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
                      scale: float = 1.0, need_image_grad: bool = False,
                      block: tuple[int, int] | None = None, num_warps: int = 4,
                      variant: Literal["auto", "rows", "split", "tiles", "persistent"] = "auto",
-                     n_programs: int | None = None, unroll: int | None = None
+                     n_programs: int | None = None, unroll: int | None = None,
+                     prefetch: int | None = None
                      ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """Fused learned step: ``I'``, the loss ``L``, ``dL/dK`` and ``dL/dI``.
 
@@ -1785,9 +1893,9 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
     instead of ``C * C * 9``; fewer registers, more programs per SM, ``C`` times the window's
     loads), adding the same numbers in the same order into the same slots: the same bits as
     ``"rows"``. ``"auto"`` (default): the faster of the two, each with its row loop unrolled
-    :data:`ROWS_UNROLL` times or not, timed on the first CUDA call of a shape
-    (:data:`_LOSS_CANDIDATES`; the outputs of each are compared bit for bit when timed, as for
-    the forward step); ``"rows"`` off CUDA. ``"tiles"``: one program per tile
+    :data:`ROWS_UNROLL` times or not, and prefetching its rows into L2 or not, timed on the
+    first CUDA call of a shape (:data:`_LOSS_CANDIDATES`; the outputs of each are compared bit
+    for bit when timed, as for the forward step); ``"rows"`` off CUDA. ``"tiles"``: one program per tile
     (:data:`LOSS_BLOCK`), each reducing its sums across the block (sm_90, Triton 3.6: 255
     registers and 1112 bytes of spills for ``C = 3``; measured 34.7x the copy time on an H200).
     ``"persistent"``: ``n_programs`` programs, program ``p`` taking tiles ``p, p + n_programs,
@@ -1813,12 +1921,15 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
             elsewhere; never more than there are tiles).
         unroll: row-loop unroll factor of the strip kernels (default: the faster of 1 and
             :data:`ROWS_UNROLL`, timed on the first CUDA call of a shape; the same bits).
+        prefetch: rows ahead that the strip kernels ask L2 for (``0``: none; default: timed
+            on the first CUDA call of a shape, none off CUDA; the same bits). CUDA only.
 
     Returns:
         ``(new_image, loss (0-dim), dL/dK (C, C, 3, 3), dL/dI or None)``.
 
     Raises:
-        ParamError: ``conduction="inverse"``, an unknown ``variant``, ``n_programs < 1``.
+        ParamError: ``conduction="inverse"``, an unknown ``variant``, ``n_programs < 1``,
+            ``prefetch`` not a whole number, or above 0 off CUDA.
         ShapeError: bad shapes.
 
     Example:
@@ -1840,6 +1951,7 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
     if n_programs is not None and (isinstance(n_programs, bool) or int(n_programs) != n_programs
                                    or n_programs < 1):
         raise ParamError(f"n_programs={n_programs!r} must be an integer >= 1", param="n_programs")
+    _check_prefetch(prefetch, image)
     _check_image(image)
     _check_image(image0, "image0")
     if image0.shape != image.shape:
@@ -1868,22 +1980,19 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
         part = _empty((b * n_tiles, c + c * c * 9), like=image)
         consts.update(ROWS=consts.pop("BLOCK_H"))
 
-        def launch(strips: str, factor: int) -> None:
+        def launch(strips: str, factor: int, ahead: int = 0) -> None:
             split = strips == "split"
             kernel = _seed_loss_split_kernel if split else _seed_loss_rows_kernel
             kernel[(n_tiles * c if split else n_tiles, nb)](
                 *args, part, h, w, n_tw, n_tiles, *_scalars(kappa, dt), w_f, w_e, w_i,
-                UNROLL=factor, **consts,
+                UNROLL=factor, PREFETCH=ahead, **consts,
             )
 
-        candidates = tuple(pair for pair in _LOSS_CANDIDATES
-                           if variant in ("auto", pair[0]) and unroll in (None, pair[1]))
-        if not candidates:  # an explicit unroll factor that auto does not time
-            candidates = (("rows" if variant == "auto" else variant, unroll),)
+        candidates = _chosen(_LOSS_CANDIDATES, "rows", variant, unroll, prefetch)
         choice = candidates[0]
         if len(candidates) > 1:
-            key = ("seed-loss", variant, tuple(image.shape), conduction, need_image_grad, block,
-                   num_warps)
+            key = ("seed-loss", variant, unroll, prefetch, tuple(image.shape), conduction,
+                   need_image_grad, block, num_warps)
             outputs = (new, part, gg, di) if need_image_grad else (new, part)
             choice = _auto(key, image.device, launch, outputs, candidates)
         launch(*choice)

@@ -269,10 +269,22 @@ def _check_split(device: str, shapes=((1, 3, 13, 17), (2, 1, 2, 5)), block=(3, 8
     split, _ = td.seed_forward_triton(x, ops, kappa=kap, dt=dts, store_g=False, variant="split",
                                       block=(4, 8))
     assert torch.equal(rows, split)
-    # what the learned step's "auto" times: all four candidates, the same bits
+    if device == "cuda":  # the strips that prefetch their rows into L2: the same bits
+        for cond in ("exp", "inverse", "tukey"):
+            rows = td.seed_forward_triton(x, k, kappa=0.3, dt=0.2, conduction=cond,
+                                          variant="rows", block=block)
+            for strips in ("rows", "split"):
+                ahead = td.seed_forward_triton(x, k, kappa=0.3, dt=0.2, conduction=cond,
+                                               variant=strips, block=block, unroll=1,
+                                               prefetch=td.PREFETCH_ROWS)
+                assert all(torch.equal(a, b) for a, b in zip(rows, ahead, strict=True)), cond
+    # what the learned step's "auto" times: every candidate, the same bits (those that prefetch
+    # their rows into L2 on CUDA only: the interpreter runs no PTX)
     x, k, x0, *_ = _inputs(device, (1, 3, 29, 37))
-    each = [td.seed_loss_triton(x, x0, k, kappa=0.3, dt=0.2, block=(8, 16), variant=v, unroll=u)
-            for v, u in td._LOSS_CANDIDATES]
+    each = [td.seed_loss_triton(x, x0, k, kappa=0.3, dt=0.2, block=(8, 16), variant=v, unroll=u,
+                                prefetch=ahead)
+            for v, u, ahead in td._LOSS_CANDIDATES if device == "cuda" or not ahead]
+    assert len(each) == len(td._LOSS_CANDIDATES) or device != "cuda"
     for other in each[1:]:
         assert all(torch.equal(a, b) for a, b in zip(each[0][:3], other[:3], strict=True))
 
@@ -593,6 +605,15 @@ def test_fused_learned_step_rejects_an_unknown_variant_or_program_count():
         with pytest.raises(ParamError, match=rf"^n_programs={bad!r} must be an integer >= 1$"):
             td.seed_loss_triton(x, x0, k, kappa=0.3, dt=0.2, variant="persistent",
                                 n_programs=bad)
+    # prefetching rows into L2 is PTX: refused off CUDA before anything launches
+    for call in (lambda **kw: td.seed_loss_triton(x, x0, k, kappa=0.3, dt=0.2, **kw),
+                 lambda **kw: td.seed_forward_triton(x, k, kappa=0.3, dt=0.2, **kw)):
+        with pytest.raises(ParamError, match=r"^prefetch=8 needs a CUDA image \(Triton's "
+                                             r"interpreter cannot run it\); use prefetch=0$"):
+            call(variant="rows", prefetch=8)
+        for bad in (-1, 1.5, True):
+            with pytest.raises(ParamError, match=rf"^prefetch={bad!r} must be a whole number"):
+                call(prefetch=bad)
 
 
 def test_sweep_matches_one_step_per_variant_and_checks_its_inputs():
@@ -687,6 +708,9 @@ def test_kernels_lower_to_ptx_for_hopper_without_a_gpu():
     p = "*fp32"
 
     def lower(fn, sig, consts, options=td._EXACT):
+        # constexprs with a default (PREFETCH) take it unless named
+        consts = {**{q.name: q.default for q in fn.params if q.is_constexpr and q.has_default},
+                  **consts}
         full = {a: ("constexpr" if a in consts else sig.get(a, "i32")) for a in fn.arg_names}
         kernel = triton.compile(ASTSource(fn, full, consts), target=GPUTarget("cuda", 90, 32),
                                 options=options)
@@ -768,6 +792,23 @@ def test_kernels_lower_to_ptx_for_hopper_without_a_gpu():
                                                  UNROLL=3))
     lower(td._seed_loss_split_kernel, ptrs, dict(C=1, COND=0, NEED_DI=False, ROWS=1, BLOCK_W=16,
                                                  UNROLL=1, n_tw=1, n_tiles=1))
+    # the candidates that prefetch their rows into L2 (CUDA only: never run by the interpreter)
+    strips = dict(ROWS=64, BLOCK_W=128, UNROLL=1, PREFETCH=td.PREFETCH_ROWS)
+    fwd = dict(C=3, COND=0, STORE_G=False, PER_IMAGE=False, **strips)
+    loss = dict(C=3, COND=0, NEED_DI=False, **strips)
+    for name, fn, consts in (("fwd-prefetch", td._seed_fwd_rows_kernel, fwd),
+                             ("fwd-split-prefetch", td._seed_fwd_split_kernel, fwd),
+                             ("loss-prefetch", td._seed_loss_rows_kernel,
+                              {**loss, "ROWS": td.LOSS_ROWS_BLOCK[0]}),
+                             ("loss-split-prefetch", td._seed_loss_split_kernel,
+                              {**loss, "ROWS": td.LOSS_ROWS_BLOCK[0]})):
+        rows[name] = lower(fn, ptrs, consts)
+        # one prefetch per plane and row: the image's C planes, and I_0's (its C planes in the
+        # all-channel kernel, the program's own in the split one): in the prologue and the loop
+        assert "prefetch.global.L2" in rows[name].asm["ptx"], name
+    lower(td._seed_loss_rows_kernel, ptrs, dict(C=1, COND=2, NEED_DI=True, ROWS=3, BLOCK_W=16,
+                                                UNROLL=3, PREFETCH=2, n_tw=1, n_tiles=1))
+    assert "prefetch" not in rows["loss"].asm["ptx"]  # PREFETCH = 0 leaves no trace
     cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     if cuobjdump.exists():
         for name, kernel in rows.items():
