@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import threading
+import types
 from collections.abc import Callable
 
 import torch
@@ -21,11 +22,10 @@ from torch import Tensor
 
 from ..diffusion import _inverse_kappa, _seed_update
 
-__all__ = ["classic_step_compiled", "is_broken", "is_compiled", "mark_broken", "seed_step_compiled"]
+__all__ = ["classic_step_compiled", "is_broken", "mark_broken", "seed_step_compiled"]
 
 _LOCK = threading.Lock()
-_COMPILED: dict[str, Callable] = {}
-_SHAPES: dict[str, set[tuple[int, ...]]] = {}
+_COMPILED: dict[tuple[str, tuple], Callable] = {}
 _BROKEN: set[str] = set()
 
 
@@ -112,46 +112,43 @@ def _flux_buffers(shape: torch.Size) -> tuple[Tensor, Tensor, Tensor]:
     return cached[1:]
 
 
-def _compiled(name: str, fn: Callable) -> Callable:
-    with _LOCK:
-        if name not in _COMPILED:
-            _COMPILED[name] = torch.compile(fn, dynamic=False, fullgraph=True)
-        return _COMPILED[name]
+def _signature(args: tuple) -> tuple:
+    """What Dynamo would guard on in ``args``: each tensor's shape and dtype, every other value."""
+    return tuple((tuple(a.shape), a.dtype) if isinstance(a, Tensor) else a for a in args)
 
 
-def is_compiled(name: str, shape: tuple[int, ...] | None = None) -> bool:
-    """Whether ``"seed"`` or ``"classic"`` has been compiled in this process already (for an
-    image of this ``shape``, when given: each new shape compiles again, for seconds).
+def _compiled(name: str, fn: Callable, signature: tuple) -> Callable:
+    """``fn`` compiled for one ``signature`` of its arguments, under a code object of its own.
 
-    Args:
-        name: ``"seed"`` or ``"classic"``.
-        shape: ``(B, C, H, W)`` of the image, or ``None`` for any.
-
-    Example:
-        >>> is_compiled("no-such-step"), is_compiled("no-such-step", (1, 3, 8, 8))
-        (False, False)
+    Dynamo keeps its compilations per code object and turns a function off after 8 of them
+    (image shapes x conductions). Sharing one would make a process that has rendered many sizes
+    fall back to the eager step, and so a step's bits depend on what the process ran before
+    it. With a code object per signature, each compiles once and never hits that limit (the
+    compiled code still comes from Inductor's on-disk cache when its graph was seen before).
     """
-    if name not in _COMPILED or name in _BROKEN:
-        return False
-    return shape is None or tuple(shape) in _SHAPES.get(name, ())
+    with _LOCK:
+        key = (name, signature)
+        if key not in _COMPILED:
+            code = fn.__code__.replace(co_name=f"{fn.__name__}_{len(_COMPILED)}")
+            fresh = types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__,
+                                       fn.__closure__)
+            _COMPILED[key] = torch.compile(fresh, dynamic=False, fullgraph=True)
+        return _COMPILED[key]
 
 
-def _call(name: str, fn: Callable, shape: tuple[int, ...], *args):
-    """``fn`` compiled under ``name``, called on ``args``; remembers the image ``shape``.
+def _call(name: str, fn: Callable, *args):
+    """``fn`` compiled under ``name`` for these ``args``' signature, called on them.
 
     Raises:
-        RuntimeError: Inductor could not build (no C++ compiler, ...), or Dynamo's limit of
-            recompilations per function was reached (a process that saw many image sizes): the
-            dispatcher then stays eager.
+        RuntimeError: Inductor could not build (no C++ compiler, ...), or Dynamo refused to
+            compile again: the dispatcher then stays eager.
     """
     from torch._dynamo.exc import FailOnRecompileLimitHit
 
     try:
-        out = _compiled(name, fn)(*args)
+        return _compiled(name, fn, _signature(args))(*args)
     except FailOnRecompileLimitHit as exc:
         raise RuntimeError(f"the compiled {name} step has been recompiled too often") from exc
-    _SHAPES.setdefault(name, set()).add(tuple(shape))
-    return out
 
 
 def is_broken(name: str) -> bool:
@@ -214,7 +211,7 @@ def seed_step_compiled(image: Tensor, operator: Tensor, *, kappa: float, dt: flo
     """
     # detached: a requires_grad flag is one more guard, hence one more compilation
     padded = F.pad(image.detach(), (1, 1, 1, 1), mode="reflect")  # (B, C, H, W) -> (B, C, H+2, W+2)
-    out = _call("seed", _seed_core, image.shape, padded, operator.detach(), _scalar(kappa),
+    out = _call("seed", _seed_core, padded, operator.detach(), _scalar(kappa),
                 _scalar(dt), conduction, need_g)
     return out if need_g else (out, None)
 
@@ -240,6 +237,6 @@ def classic_step_compiled(image: Tensor, *, kappa: float, dt: float,
     """
     image = image.detach().contiguous()
     fy, fx, row_ok = _flux_buffers(image.shape)
-    return _call("classic", _classic_core, image.shape, image, fy, fx, row_ok,
+    return _call("classic", _classic_core, image, fy, fx, row_ok,
                  torch.tensor(_inverse_kappa(kappa)), _scalar(float(kappa) * math.sqrt(2.0)),
                  _scalar(dt), conduction)

@@ -8,8 +8,11 @@ The rules, applied per call (cheap: an environment read and a few attribute chec
 - CUDA float32 tensors with at most 4 channels, when :mod:`triton` imports: the Triton kernels of
   :mod:`minart.kernels.triton_diffusion` / :mod:`minart.kernels.triton_fractal`.
 - CPU float32 tensors without autograd, when the run is long enough to repay the one-off
-  ``torch.compile`` start-up (``work = steps * numel >= CPU_COMPILE_MIN_WORK``, or the step is
-  compiled for this image shape in this process already): :mod:`minart.kernels.cpu`.
+  ``torch.compile`` start-up (``work = steps * numel >= CPU_COMPILE_MIN_WORK``):
+  :mod:`minart.kernels.cpu`. Only the run's own size decides, never what the process compiled
+  before: the compiled step matches the eager one to 1e-5, not bit for bit, so a choice that
+  depended on history would let the same step render different bits (concurrent steps, a step
+  re-rendered alone after a cache clear).
 - Anything else (float64, autograd on CPU, conductions without a kernel backward, small runs):
   the eager functions of :mod:`minart.diffusion` / :mod:`minart.fractal`.
 
@@ -125,12 +128,11 @@ def step_path(image: Tensor, *, channels_ok: bool = True, grad: bool = False,
         if channels_ok and (grad_ok or not grad) and triton_available():
             return "triton"
         return "eager"
-    if image.device.type == "cpu" and compiled and not grad:
+    if (image.device.type == "cpu" and compiled and not grad and work is not None
+            and work >= CPU_COMPILE_MIN_WORK):
         from . import cpu
 
-        if not cpu.is_broken(compiled) and (
-                cpu.is_compiled(compiled, tuple(image.shape))
-                or (work is not None and work >= CPU_COMPILE_MIN_WORK)):
+        if not cpu.is_broken(compiled):
             return "compiled"
     return "eager"
 
