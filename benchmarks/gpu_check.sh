@@ -5,6 +5,7 @@
 #   device tool:                    command "bash benchmarks/gpu_check.sh", carry [".whl"],
 #                                   timeout_s 600 (QUICK_ONLY=1 skips step 5: about 5 min)
 #
+# NCU=1 adds Nsight Compute on the strip kernels' candidates (benchmarks/ncu_strips.py).
 # A short recheck, when little device time is left: QUICK_ONLY=1, BENCH_ONLY=fractal,sweep
 # (bench_kernels.py --only), PYTEST_K="fractal or dispatcher" (pytest -k), PYTEST_TIMEOUT and
 # BENCH_TIMEOUT (seconds; 300 and 240 by default), TESTS_FIRST=1 (the tests before the
@@ -75,6 +76,21 @@ run_bench() {
     BENCH_RC=${PIPESTATUS[0]}
 }
 if [ -n "${TESTS_FIRST:-}" ]; then run_tests; run_bench; else run_bench; run_tests; fi
+
+# NCU=1: Nsight Compute on every strip candidate of the seed and learned steps (occupancy, DRAM
+# and L2 throughput, warp stalls), before the full sweep; NCU_TIMEOUT seconds (default 150)
+if [ -n "${NCU:-}" ]; then
+    if command -v ncu >/dev/null; then
+        timeout "${NCU_TIMEOUT:-150}" ncu --clock-control none \
+            --kernel-name regex:'_seed_(loss|fwd)_(rows|split)_kernel' \
+            --section SpeedOfLight --section Occupancy --section WarpStateStats \
+            --section MemoryWorkloadAnalysis "$PY" benchmarks/ncu_strips.py 2>&1 \
+            | tee "$OUT/ncu_strips.txt" | grep -E "launched:|_kernel|Throughput|Occupancy|Registers|Stall|==PROF==|==ERROR==" \
+            || true
+    else
+        echo "NCU=1 but no ncu on this machine"
+    fi
+fi
 
 # the full sweep gets what is left of 570 s (the device tool's 600 s, less a margin)
 LEFT=$(( 570 - ($(date +%s) - T0) ))
