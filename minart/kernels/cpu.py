@@ -11,10 +11,11 @@ default under the temp folder), so only the first process on a machine pays the 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -97,19 +98,31 @@ def _classic_core(image: Tensor, fy: Tensor, fx: Tensor, row_ok: Tensor, inv_kap
     return image + dt * ((fy[..., 1:, :] - fy[..., :-1, :]) + div_x)
 
 
-_BUFFERS = threading.local()
+_IDLE: list[tuple[torch.Size, Tensor, Tensor, Tensor]] = []
+"""The last flux buffers a classic step gave back, ``[(shape, fy, fx, row_ok)]`` or ``[]``."""
 
 
-def _flux_buffers(shape: torch.Size) -> tuple[Tensor, Tensor, Tensor]:
-    """Zero-bordered flux buffers and the row-end mask for images of ``shape``, one set per thread
-    (Prefect runs tasks in threads) for the last shape it saw: runs of steps reuse them."""
-    cached = getattr(_BUFFERS, "sets", None)
-    if cached is None or cached[0] != shape:
+@contextlib.contextmanager
+def _flux_buffers(shape: torch.Size) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """Zero-bordered flux buffers and the row-end mask for an image of ``shape``, for one step.
+
+    The steps of a run reuse one set: a step takes the idle set when it has this shape (else
+    allocates one) and gives it back when done, and one set at most is kept idle, so a long
+    process holds two images of scratch at rest whatever its threads did. Steps running at the
+    same time in other threads (Prefect runs tasks in threads) each have their own. Only the
+    inside is ever written, so the borders stay zero, even after a step that failed part-way.
+    """
+    with _LOCK:
+        found = _IDLE.pop() if _IDLE and _IDLE[0][0] == shape else None
+    if found is None:
         b, c, h, w = shape
         row_ok = (torch.arange(1, h * w) % w != 0).float()  # (H*W-1,): 0 where x + 1 == W
-        cached = (shape, torch.zeros(b, c, h + 1, w), torch.zeros(b, c, h * w + 1), row_ok)
-        _BUFFERS.sets = cached
-    return cached[1:]
+        found = (shape, torch.zeros(b, c, h + 1, w), torch.zeros(b, c, h * w + 1), row_ok)
+    try:
+        yield found[1:]
+    finally:
+        with _LOCK:
+            _IDLE[:] = [found]
 
 
 def _signature(args: tuple) -> tuple:
@@ -236,7 +249,7 @@ def classic_step_compiled(image: Tensor, *, kappa: float, dt: float,
         [0.5]
     """
     image = image.detach().contiguous()
-    fy, fx, row_ok = _flux_buffers(image.shape)
-    return _call("classic", _classic_core, image, fy, fx, row_ok,
-                 torch.tensor(_inverse_kappa(kappa)), _scalar(float(kappa) * math.sqrt(2.0)),
-                 _scalar(dt), conduction)
+    with _flux_buffers(image.shape) as (fy, fx, row_ok):
+        return _call("classic", _classic_core, image, fy, fx, row_ok,
+                     torch.tensor(_inverse_kappa(kappa)), _scalar(float(kappa) * math.sqrt(2.0)),
+                     _scalar(dt), conduction)

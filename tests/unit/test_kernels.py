@@ -864,9 +864,10 @@ def test_compiled_cpu_steps_match_the_references(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_the_compiled_classic_step_keeps_its_flux_borders_zero_across_calls(tmp_path, monkeypatch):
-    """The compiled classic step writes its fluxes into buffers kept per thread and shape, whose
-    zero borders are the zero-flux boundary: they must stay zero over runs of steps, shapes that
-    alternate (several images, several channels), and threads stepping at once. Ten shapes in
+    """The compiled classic step writes its fluxes into buffers that one step gives to the next,
+    whose zero borders are the zero-flux boundary: they must stay zero over runs of steps,
+    shapes that alternate (several images, several channels), and threads stepping at once,
+    each with a set of its own (one set is kept idle, of the last shape). Ten shapes in
     one process: more than Dynamo's 8 compilations per function, which the compiled path avoids
     (a code object per signature), so none of them falls back to eager."""
     from concurrent.futures import ThreadPoolExecutor
@@ -906,6 +907,7 @@ def test_the_compiled_classic_step_keeps_its_flux_borders_zero_across_calls(tmp_
         for image, out in zip(images, pool.map(run, images), strict=True):
             torch.testing.assert_close(out, eager(image), **FWD_TOL)
     assert not cpu.is_broken("classic")
+    assert len(cpu._IDLE) == 1 and cpu._IDLE[0][0] == (1, 3, 96, 128)  # scratch kept at rest
 
 
 def test_the_recompile_limit_turns_the_compiled_path_off(monkeypatch):
