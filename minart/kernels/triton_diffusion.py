@@ -1358,12 +1358,22 @@ def _pick(candidates, launch, outputs: tuple[Tensor, ...], timer, key=()) -> tup
     """The fastest candidate whose output equals the first candidate's, bit for bit.
 
     Each candidate is launched once (compiling it), its ``outputs`` compared with the first
-    candidate's, then timed with ``timer(lambda: launch(*candidate))``.
+    candidate's, then timed with ``timer(lambda: launch(*candidate))``. A later candidate that
+    cannot compile or launch here (another Triton, another GPU) is dropped with a warning; the
+    first one's error is raised.
     """
     best = {}
     reference = None
     for candidate in candidates:
-        launch(*candidate)  # compile and warm up
+        try:
+            launch(*candidate)  # compile and warm up
+        except Exception as exc:  # a later candidate that cannot build here is skipped
+            if reference is None:
+                raise
+            warnings.warn(f"minart: the {candidate} Triton kernel could not run for {key} "
+                          f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); not using "
+                          "it", stacklevel=4)
+            continue
         if reference is None:
             reference = [t.clone() for t in outputs]
         elif not all(torch.equal(a, b) for a, b in zip(reference, outputs, strict=True)):
@@ -1399,6 +1409,8 @@ def _auto(key: tuple, device: torch.device, launch, outputs: tuple[Tensor, ...],
         return forced, ROWS_UNROLL
     if device.type != "cuda":
         return candidates[0][0], 1
+    if torch.version.hip:  # the L2 prefetch is PTX: NVIDIA only
+        candidates = tuple(c for c in candidates if not c[2:3] or not c[2])
     key = (*key, device.index)
     if key not in _AUTO:
         _AUTO[key] = _pick(candidates, launch, outputs, _cuda_ms, key)
@@ -1483,6 +1495,9 @@ def _check_prefetch(prefetch: int | None, image: Tensor) -> None:
     if prefetch and not image.is_cuda:
         raise ParamError(f"prefetch={prefetch} needs a CUDA image (Triton's interpreter cannot "
                          "run it); use prefetch=0", param="prefetch")
+    if prefetch and torch.version.hip:
+        raise ParamError(f"prefetch={prefetch} is PTX, for NVIDIA GPUs only; use prefetch=0",
+                         param="prefetch")
 
 
 def _chosen(candidates: tuple[tuple, ...], default: str, variant: str, unroll: int | None,

@@ -581,6 +581,21 @@ def test_auto_variant_keeps_the_fastest_kernel_that_writes_the_same_bits(monkeyp
                         lambda fn: (fn(), cost[ran[-1]])[1])
     assert best == ("b",)  # c is faster but wrong
     assert ran.count("c") == 1  # launched once to compare, never timed
+
+    # a later candidate that cannot build here (PTX on another GPU, another Triton) is dropped;
+    # the first candidate's error is the caller's
+    def fails(name):
+        if name == "e":
+            raise RuntimeError("PTX inline assembly is not supported here\nmore")
+        launch(name)
+
+    with pytest.warns(UserWarning, match=r"the \('e',\) Triton kernel could not run for \(\) "
+                                          r"\(RuntimeError: PTX inline assembly is not supported "
+                                          r"here\); not using it"):
+        assert td._pick([("a",), ("e",), ("b",)], fails, (out,),
+                        lambda fn: (fn(), cost[ran[-1]])[1]) == ("b",)
+    with pytest.raises(RuntimeError, match="PTX inline assembly"):
+        td._pick([("e",), ("a",)], fails, (out,), lambda fn: (fn(), 1.0)[1])
     # forcing a variant, and the CPU answer
     monkeypatch.setenv("MINART_KERNEL_VARIANT", "rows")
     assert td._auto(("k",), torch.device("cpu"), launch, (out,)) == ("rows", td.ROWS_UNROLL)
