@@ -260,7 +260,8 @@ def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda",
 
             ms, note = ((None, _PTX_ONLY) if ahead and device != "cuda"
                         else _time_safely(lambda: _cuda_ms(learned(fused_unroll), reps)))
-            _row("learned step", f"triton fused loss step, {v} {rows}x{bw}, 4 warps, unroll {u}"
+            kind = "two-pass" if v == "twopass" else "fused"
+            _row("learned step", f"triton {kind} loss step, {v} {rows}x{bw}, 4 warps, unroll {u}"
                  + (f", prefetch {ahead} rows into L2" if ahead else ""),
                  ms, ref_ms=eager_l, copy_ms=copy, note=note)
         # the same kernel without autograd and the optimizer around it: what the launches cost

@@ -82,7 +82,7 @@ if [ -n "${TESTS_FIRST:-}" ]; then run_tests; run_bench; else run_bench; run_tes
 if [ -n "${NCU:-}" ]; then
     if command -v ncu >/dev/null; then
         timeout "${NCU_TIMEOUT:-150}" ncu --clock-control none \
-            --kernel-name regex:'_seed_(loss|fwd)_(rows|split)_kernel' \
+            --kernel-name regex:'_seed_(loss|fwd|dk)_(rows|split|pass)_kernel' \
             --section SpeedOfLight --section Occupancy --section WarpStateStats \
             --section MemoryWorkloadAnalysis "$PY" benchmarks/ncu_strips.py 2>&1 \
             | tee "$OUT/ncu_strips.txt" | grep -E "launched:|_kernel|Throughput|Occupancy|Registers|Stall|==PROF==|==ERROR==" \

@@ -3,7 +3,7 @@
 The timings in ``bench_kernels.py`` say how long each candidate takes; this says why, under
 ``ncu`` (hardware counters: occupancy, DRAM and L2 throughput, and what the warps wait on)::
 
-    ncu --clock-control none --kernel-name regex:'_seed_(loss|fwd)_(rows|split)_kernel' \\
+    ncu --clock-control none --kernel-name regex:'_seed_(loss|fwd|dk)_(rows|split|pass)_kernel' \\
         --section SpeedOfLight --section Occupancy --section WarpStateStats \\
         --section MemoryWorkloadAnalysis python3 benchmarks/ncu_strips.py
 

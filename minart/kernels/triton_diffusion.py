@@ -1099,6 +1099,111 @@ def _seed_loss_split_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_
 
 
 @triton.jit
+def _plane_rows(pb, HW, H, W, x, cmask, y, C: tl.constexpr):
+    """:func:`_plane_row` of each of the ``C`` planes at ``pb``."""
+    out = ()
+    for i in tl.static_range(C):
+        out = out + (_plane_row(pb + i * HW, H, W, x, cmask, y),)
+    return out
+
+
+@triton.jit
+def _seed_loss_pass_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_ptr,
+                           H, W, n_tw, n_tiles, kappa2, tukey_s, dt, w_fid, w_edge, w_energy,
+                           C: tl.constexpr, COND: tl.constexpr, NEED_DI: tl.constexpr,
+                           ROWS: tl.constexpr, BLOCK_W: tl.constexpr, UNROLL: tl.constexpr,
+                           PREFETCH: tl.constexpr = 0):
+    """First pass of the two-pass learned step (``"twopass"``): :func:`_seed_loss_rows_kernel`
+    without ``dL/dK``. It stores ``I'``, each channel's ``dL/dg`` (into ``gg``) and the loss
+    sums; :func:`_seed_dk_pass_kernel` then forms ``dL/dK`` from ``gg`` and the image.
+
+    Without the ``C * C * 9`` accumulators the kernel has the registers to load ``I_0`` a row
+    before its use, as it loads the image's window. Every value is computed with the same
+    operations in the same order as in the one-pass kernel, and the loss sums land in the same
+    slots of ``part``: the same bits.
+    """
+    b = tl.program_id(1).to(tl.int64)
+    x, cmask, y0 = _strip(H, W, n_tw, ROWS, BLOCK_W)
+    HW = H * W
+    base = b * C * HW
+    xb = x_ptr + base
+    x0b = x0_ptr + base
+    part = part_ptr + (b * n_tiles + tl.program_id(0)) * (C + C * C * 9)
+    kw = _weights(k_ptr, C)
+    losses = ()
+    for _ in tl.static_range(C):
+        losses = losses + (tl.zeros((1, BLOCK_W), dtype=tl.float32),)
+    if PREFETCH > 0:
+        end = _prefetch_start(xb, HW, H, W, x, y0, ROWS, PREFETCH, C)
+        end0 = tl.minimum(y0 + ROWS, H)
+        for d in tl.static_range(PREFETCH):
+            _prefetch_rows(x0b, HW, W, x, y0 + 1 + d, end0, C)
+    up, mid, down = _window_rows(xb, HW, H, W, x, y0, C)
+    x0_next = _plane_rows(x0b, HW, H, W, x, cmask, y0, C)
+    for r in tl.range(ROWS, loop_unroll_factor=UNROLL):  # 3: the window rotates in place
+        if PREFETCH > 0:
+            _prefetch_rows(xb, HW, W, x, y0 + r + 2 + PREFETCH, end, C)
+            _prefetch_rows(x0b, HW, W, x, y0 + r + 1 + PREFETCH, end0, C)
+        ahead, mask, at = _next_row(xb, HW, H, W, x, cmask, y0 + r, C)
+        x0r = x0_next  # I_0 of this row, loaded a row ahead like the window
+        x0_next = _plane_rows(x0b, HW, H, W, x, cmask, y0 + r + 1, C)
+        gs = _conv_window(kw, up, mid, down, C, 1, BLOCK_W)
+        summed = ()
+        for o in tl.static_range(C):
+            gg, term = _seed_loss_terms_x0(mid[3 * o + 1], x0r[o], new_ptr + base, gg_ptr + base,
+                                           di_ptr + base, gs[o], o * HW + at, mask, kappa2,
+                                           tukey_s, dt, w_fid, w_edge, w_energy, COND, NEED_DI)
+            if not NEED_DI:  # (with it, _seed_loss_finish has stored it)
+                tl.store(gg_ptr + base + o * HW + at, gg, mask=mask)
+            summed = summed + (losses[o] + term,)
+        losses = summed
+        up = mid
+        mid = down
+        down = ahead
+    _store_losses(part, losses, C)
+
+
+@triton.jit
+def _seed_dk_pass_kernel(x_ptr, gg_ptr, part_ptr, H, W, n_tw, n_tiles, C: tl.constexpr,
+                         ROWS: tl.constexpr, BLOCK_W: tl.constexpr, UNROLL: tl.constexpr,
+                         PREFETCH: tl.constexpr = 0):
+    """Second pass of the two-pass learned step: ``dL/dK[o, i, t] = sum gg_o * I_i[t]`` over the
+    strips of :func:`_seed_loss_pass_kernel`, from the ``dL/dg`` it stored.
+
+    The same strips as the one-pass kernel, the same per-pixel accumulation down each strip and
+    the same reduction once per program into the same slots of ``part``: the same bits. It
+    holds the ``C * C * 9`` accumulators but no weights; ``gg`` is loaded a row ahead.
+    """
+    b = tl.program_id(1).to(tl.int64)
+    x, cmask, y0 = _strip(H, W, n_tw, ROWS, BLOCK_W)
+    HW = H * W
+    base = b * C * HW
+    xb = x_ptr + base
+    ggb = gg_ptr + base
+    part = part_ptr + (b * n_tiles + tl.program_id(0)) * (C + C * C * 9)
+    acc = _dk_zeros(C, C, 1, BLOCK_W)
+    if PREFETCH > 0:
+        end = _prefetch_start(xb, HW, H, W, x, y0, ROWS, PREFETCH, C)
+        end0 = tl.minimum(y0 + ROWS, H)
+        for d in tl.static_range(PREFETCH):
+            _prefetch_rows(ggb, HW, W, x, y0 + 1 + d, end0, C)
+    up, mid, down = _window_rows(xb, HW, H, W, x, y0, C)
+    gg_next = _plane_rows(ggb, HW, H, W, x, cmask, y0, C)
+    for r in tl.range(ROWS, loop_unroll_factor=UNROLL):  # 3: the window rotates in place
+        if PREFETCH > 0:
+            _prefetch_rows(xb, HW, W, x, y0 + r + 2 + PREFETCH, end, C)
+            _prefetch_rows(ggb, HW, W, x, y0 + r + 1 + PREFETCH, end0, C)
+        ahead = _row_values(xb, HW, _reflect_row(y0 + r + 2, H), W, x, C)
+        ggr = gg_next  # 0 off the image, as the one-pass kernel's dL/dg is
+        gg_next = _plane_rows(ggb, HW, H, W, x, cmask, y0 + r + 1, C)
+        acc = _dk_accumulate_window(acc, ggr, up, mid, down, C, C)
+        up = mid
+        mid = down
+        down = ahead
+    _dk_store_sums(acc, C, C, part + C)
+
+
+@triton.jit
 def _classic_rows_kernel(x_ptr, out_ptr, H, W, n_tw, inv_kappa, tukey_s, dt, COND: tl.constexpr,
                          ROWS: tl.constexpr, BLOCK_W: tl.constexpr, UNROLL: tl.constexpr):
     """:func:`_classic_kernel`, row-marching: the rows above and below stay in registers, each
@@ -1323,6 +1428,9 @@ ROWS_UNROLL = 3
 VARIANTS = ("tiles", "rows")
 """Kernel variants of the one-pass steps (see :data:`ROWS_BLOCK`); ``"auto"`` picks one."""
 
+FORCIBLE = (*VARIANTS, "split", "twopass", "pairs")
+"""Values of ``MINART_KERNEL_VARIANT`` (see :func:`_auto`)."""
+
 _AUTO: dict[tuple, tuple[str, int]] = {}
 """The variant ``"auto"`` chose, per kernel, device, shape and constants (see :func:`_auto`)."""
 
@@ -1394,18 +1502,19 @@ def _auto(key: tuple, device: torch.device, launch, outputs: tuple[Tensor, ...],
     also compiles it, then the best of 3 runs between CUDA events) and remembers the winner for
     the process. All are meant to write the same bits, and each one's warm-up output is compared
     with the first's: one that differs (a miscompilation) is dropped with a warning, so the choice
-    changes speed only, never pixels. ``MINART_KERNEL_VARIANT=tiles|rows|pairs`` forces one
-    (benchmarks; ``pairs``, two steps per pass, means ``rows`` for a single step, and ``tiles``
-    or ``rows`` mean one step per pass for several); off CUDA (Triton's interpreter) the answer
+    changes speed only, never pixels. ``MINART_KERNEL_VARIANT`` (:data:`FORCIBLE`) forces
+    one (benchmarks; ``pairs``, two steps per pass, and ``split`` or ``twopass`` where a kernel
+    has no such shape, mean ``rows`` for a single step, and ``tiles`` or ``rows`` mean one step
+    per pass for several); off CUDA (Triton's interpreter) the answer
     is the first candidate.
     """
     forced = os.environ.get("MINART_KERNEL_VARIANT", "").strip()
     if forced:
-        _check_variant(forced, (*VARIANTS, "split", "pairs"))
-        if forced not in {variant for variant, _ in candidates}:
-            # one step: the two-step and split kernels are strip kernels; several: tiles or rows
-            # step by step
-            forced = "rows" if forced in ("pairs", "split") else "single"
+        _check_variant(forced, FORCIBLE)
+        if forced not in {variant for variant, *_ in candidates}:
+            # one step: the two-step, split and two-pass kernels are strip kernels; several:
+            # tiles or rows step by step
+            forced = "rows" if forced in ("pairs", "split", "twopass") else "single"
         return forced, ROWS_UNROLL
     if device.type != "cuda":
         return candidates[0][0], 1
@@ -1419,11 +1528,13 @@ def _auto(key: tuple, device: torch.device, launch, outputs: tuple[Tensor, ...],
 
 _LOSS_CANDIDATES = (("rows", ROWS_UNROLL, 0), ("rows", 1, 0), ("split", 1, 0),
                     ("split", ROWS_UNROLL, 0), ("rows", 1, PREFETCH_ROWS),
-                    ("split", 1, PREFETCH_ROWS))
+                    ("split", 1, PREFETCH_ROWS), ("twopass", 1, 0),
+                    ("twopass", 1, PREFETCH_ROWS))
 """``(variant, unroll, prefetch)`` of the fused learned step that ``"auto"`` times: the
-all-channel and the one-channel-a-program strip kernels, each with and without unrolling its row
-loop, and not unrolled with their rows prefetched into L2 :data:`PREFETCH_ROWS` rows ahead. All
-add the same numbers in the same order into the same slots: the same bits."""
+all-channel, the one-channel-a-program and the two-pass strip kernels, the first two with and
+without unrolling their row loop, and not unrolled with their rows prefetched into L2
+:data:`PREFETCH_ROWS` rows ahead. All add the same numbers in the same order into the same
+slots: the same bits."""
 
 
 PERSISTENT_BLOCK = (1, 128)
@@ -1890,7 +2001,8 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
                      conduction: str = "exp", weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
                      scale: float = 1.0, need_image_grad: bool = False,
                      block: tuple[int, int] | None = None, num_warps: int = 4,
-                     variant: Literal["auto", "rows", "split", "tiles", "persistent"] = "auto",
+                     variant: Literal["auto", "rows", "split", "twopass", "tiles",
+                                      "persistent"] = "auto",
                      n_programs: int | None = None, unroll: int | None = None,
                      prefetch: int | None = None
                      ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
@@ -1907,15 +2019,20 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
     channel a program (``C`` programs a strip, each with ``C * 9`` weights and accumulators
     instead of ``C * C * 9``; fewer registers, more programs per SM, ``C`` times the window's
     loads), adding the same numbers in the same order into the same slots: the same bits as
-    ``"rows"``. ``"auto"`` (default): the faster of the two, each with its row loop unrolled
-    :data:`ROWS_UNROLL` times or not, and prefetching its rows into L2 or not, timed on the
-    first CUDA call of a shape (:data:`_LOSS_CANDIDATES`; the outputs of each are compared bit
-    for bit when timed, as for the forward step); ``"rows"`` off CUDA. ``"tiles"``: one program per tile
+    ``"rows"``. ``"twopass"``: the same strips in two kernels, the first storing ``I'``, the loss
+    sums and ``dL/dg`` (one more image written), the second reading ``dL/dg`` back with the
+    image to form ``dL/dK`` (two more images read); each holds about half the registers of
+    ``"rows"`` (the weights or the accumulators, not both), again the same bits. ``"auto"``
+    (default): the fastest of the three, with its row loop unrolled :data:`ROWS_UNROLL` times or
+    not, and prefetching its rows into L2 or not, timed on the first CUDA call of a shape
+    (:data:`_LOSS_CANDIDATES`; the outputs of each are compared bit for bit when timed, as for
+    the forward step); ``"rows"`` off CUDA. ``"tiles"``: one program per tile
     (:data:`LOSS_BLOCK`), each reducing its sums across the block (sm_90, Triton 3.6: 255
     registers and 1112 bytes of spills for ``C = 3``; measured 34.7x the copy time on an H200).
     ``"persistent"``: ``n_programs`` programs, program ``p`` taking tiles ``p, p + n_programs,
     ...`` (:data:`PERSISTENT_BLOCK`) into per-pixel register accumulators. Only ``"auto"``,
-    ``"rows"`` and ``"split"`` may be chosen between at run time: the others sum in other orders,
+    ``"rows"``, ``"split"`` and ``"twopass"`` may be chosen between at run time: the others sum
+    in other orders,
     and the same recipe must render the same bits on every run.
 
     Args:
@@ -1930,7 +2047,8 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
         need_image_grad: also return ``dL/dI`` (one more pass).
         block: tile.
         num_warps: warps per program.
-        variant: ``"auto"``, ``"rows"``, ``"split"``, ``"tiles"`` or ``"persistent"``.
+        variant: ``"auto"``, ``"rows"``, ``"split"``, ``"twopass"``, ``"tiles"`` or
+            ``"persistent"``.
         n_programs: programs of the persistent variant (default
             :data:`PERSISTENT_PROGRAMS_PER_SM` per SM on CUDA, :data:`PERSISTENT_PROGRAMS_CPU`
             elsewhere; never more than there are tiles).
@@ -1962,7 +2080,7 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
     if conduction not in ("exp", "tukey"):
         raise ParamError(f"conduction={conduction!r} has no Triton backward; use 'exp' or 'tukey'",
                          param="conduction")
-    _check_variant(variant, ("auto", "rows", "split", "tiles", "persistent"))
+    _check_variant(variant, ("auto", "rows", "split", "twopass", "tiles", "persistent"))
     if n_programs is not None and (isinstance(n_programs, bool) or int(n_programs) != n_programs
                                    or n_programs < 1):
         raise ParamError(f"n_programs={n_programs!r} must be an integer >= 1", param="n_programs")
@@ -1991,11 +2109,23 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
             *args, part, h, w, n_tw, n_tiles, total, programs, *_scalars(kappa, dt), w_f, w_e,
             w_i, **consts,
         )
-    elif variant in ("auto", "rows", "split"):
+    elif variant in ("auto", "rows", "split", "twopass"):
         part = _empty((b * n_tiles, c + c * c * 9), like=image)
         consts.update(ROWS=consts.pop("BLOCK_H"))
 
         def launch(strips: str, factor: int, ahead: int = 0) -> None:
+            if strips == "twopass":  # dL/dg through memory: its own buffer unless dL/dI's
+                dg = gg if need_image_grad else _empty(image.shape, like=image)
+                _seed_loss_pass_kernel[(n_tiles, nb)](
+                    image, image0, args[2], new, dg, di, part, h, w, n_tw, n_tiles,
+                    *_scalars(kappa, dt), w_f, w_e, w_i, UNROLL=factor, PREFETCH=ahead, **consts,
+                )
+                _seed_dk_pass_kernel[(n_tiles, nb)](
+                    image, dg, part, h, w, n_tw, n_tiles, C=c, ROWS=consts["ROWS"],
+                    BLOCK_W=consts["BLOCK_W"], UNROLL=factor, PREFETCH=ahead,
+                    num_warps=num_warps, **_EXACT,
+                )
+                return
             split = strips == "split"
             kernel = _seed_loss_split_kernel if split else _seed_loss_rows_kernel
             kernel[(n_tiles * c if split else n_tiles, nb)](

@@ -257,9 +257,11 @@ def _check_split(device: str, shapes=((1, 3, 13, 17), (2, 1, 2, 5)), block=(3, 8
         for cond in ("exp", "tukey"):
             rows = td.seed_loss_triton(x, x0, k, kappa=0.3, dt=0.2, conduction=cond,
                                        need_image_grad=True, variant="rows", block=block)
-            split = td.seed_loss_triton(x, x0, k, kappa=0.3, dt=0.2, conduction=cond,
-                                        need_image_grad=True, variant="split", block=block)
-            assert all(torch.equal(a, b) for a, b in zip(rows, split, strict=True)), (shape, cond)
+            for other in ("split", "twopass"):
+                split = td.seed_loss_triton(x, x0, k, kappa=0.3, dt=0.2, conduction=cond,
+                                            need_image_grad=True, variant=other, block=block)
+                assert all(torch.equal(a, b) for a, b in zip(rows, split, strict=True)), (
+                    shape, cond, other)
     # a sweep: per-image operators and parameters
     x, k, *_ = _inputs(device)
     ops = torch.stack([k, laplacian_operator(3, device=device), 0.5 * k])
@@ -475,14 +477,14 @@ def test_mode_reads_the_environment_at_each_call(monkeypatch):
 def test_an_unknown_kernel_variant_is_refused_on_every_path(monkeypatch):
     monkeypatch.delenv("MINART_KERNELS", raising=False)
     monkeypatch.setenv("MINART_KERNEL_VARIANT", "zzz")
-    message = (r"^MINART_KERNEL_VARIANT='zzz' is not one of 'tiles', 'rows', 'pairs'; unset it to "
-               r"let the kernels choose$")
+    message = (r"^MINART_KERNEL_VARIANT='zzz' is not one of 'tiles', 'rows', 'split', 'twopass', "
+               r"'pairs'; unset it to let the kernels choose$")
     with pytest.raises(ParamError, match=message):
         step_path(torch.zeros(1, 3, 8, 8))  # a CPU path, where no Triton kernel reads it
     monkeypatch.setenv("MINART_KERNELS", "eager")
     with pytest.raises(ParamError, match=message):
         perona_malik(torch.full((1, 3, 8, 8), 0.5), steps=1, kappa=0.1, dt=0.2)
-    for variant in ("tiles", "rows", "pairs", " "):
+    for variant in ("tiles", "rows", "split", "twopass", "pairs", " "):
         monkeypatch.setenv("MINART_KERNEL_VARIANT", variant)
         assert kernels_mode() == "eager"
 
@@ -491,7 +493,7 @@ def test_the_kernel_variants_checked_are_those_the_kernels_take():
     pytest.importorskip("triton")
     from minart.kernels import dispatch, triton_diffusion
 
-    assert set(dispatch._KERNEL_VARIANTS) == {*triton_diffusion.VARIANTS, "pairs"}
+    assert dispatch._KERNEL_VARIANTS == triton_diffusion.FORCIBLE
 
 
 def test_cpu_paths_are_eager_for_small_runs_and_compiled_for_long_ones(monkeypatch):
@@ -599,6 +601,14 @@ def test_auto_variant_keeps_the_fastest_kernel_that_writes_the_same_bits(monkeyp
     # forcing a variant, and the CPU answer
     monkeypatch.setenv("MINART_KERNEL_VARIANT", "rows")
     assert td._auto(("k",), torch.device("cpu"), launch, (out,)) == ("rows", td.ROWS_UNROLL)
+    # a shape the kernel has is taken as it is; one it lacks means its strips
+    monkeypatch.setenv("MINART_KERNEL_VARIANT", "twopass")
+    assert td._auto(("k",), torch.device("cpu"), launch, (out,),
+                    td._LOSS_CANDIDATES) == ("twopass", td.ROWS_UNROLL)
+    assert td._auto(("k",), torch.device("cpu"), launch, (out,)) == ("rows", td.ROWS_UNROLL)
+    monkeypatch.setenv("MINART_KERNEL_VARIANT", "split")
+    assert td._auto(("k",), torch.device("cpu"), launch, (out,),
+                    td._SEED_CANDIDATES) == ("split", td.ROWS_UNROLL)
     monkeypatch.setenv("MINART_KERNEL_VARIANT", "diagonal")
     with pytest.raises(ParamError, match="variant='diagonal' is not a kernel variant here"):
         td._auto(("k",), torch.device("cpu"), launch, (out,))
@@ -612,7 +622,7 @@ def test_fused_learned_step_rejects_an_unknown_variant_or_program_count():
 
     x, k, x0, *_ = _inputs("cpu")
     with pytest.raises(ParamError, match=r"^variant='diagonal' is not a kernel variant here; use "
-                                         r"'auto', 'rows', 'split', 'tiles' or 'persistent'$"):
+                                         r"'auto', 'rows', 'split', 'twopass', 'tiles' or 'persistent'$"):
         td.seed_loss_triton(x, x0, k, kappa=0.3, dt=0.2, variant="diagonal")
     with pytest.raises(ParamError, match=r"^variant='persistent' is not a kernel variant here; "
                                          r"use 'auto', 'tiles', 'rows' or 'split'$"):
@@ -808,6 +818,16 @@ def test_kernels_lower_to_ptx_for_hopper_without_a_gpu():
                                                  UNROLL=3))
     lower(td._seed_loss_split_kernel, ptrs, dict(C=1, COND=0, NEED_DI=False, ROWS=1, BLOCK_W=16,
                                                  UNROLL=1, n_tw=1, n_tiles=1))
+    # two passes: I', the loss and dL/dg, then dL/dK from dL/dg
+    rows["loss-pass"] = lower(td._seed_loss_pass_kernel, ptrs, dict(
+        C=3, COND=0, NEED_DI=False, ROWS=td.LOSS_ROWS_BLOCK[0], BLOCK_W=td.LOSS_ROWS_BLOCK[1],
+        UNROLL=1))
+    rows["dk-pass"] = lower(td._seed_dk_pass_kernel, ptrs, dict(
+        C=3, ROWS=td.LOSS_ROWS_BLOCK[0], BLOCK_W=td.LOSS_ROWS_BLOCK[1], UNROLL=1))
+    lower(td._seed_loss_pass_kernel, ptrs, dict(C=4, COND=2, NEED_DI=True, ROWS=3, BLOCK_W=32,
+                                                UNROLL=3))
+    lower(td._seed_dk_pass_kernel, ptrs, dict(C=1, ROWS=1, BLOCK_W=16, UNROLL=1, n_tw=1,
+                                              n_tiles=1))
     # the candidates that prefetch their rows into L2 (CUDA only: never run by the interpreter)
     strips = dict(ROWS=64, BLOCK_W=128, UNROLL=1, PREFETCH=td.PREFETCH_ROWS)
     fwd = dict(C=3, COND=0, STORE_G=False, PER_IMAGE=False, **strips)
@@ -817,7 +837,11 @@ def test_kernels_lower_to_ptx_for_hopper_without_a_gpu():
                              ("loss-prefetch", td._seed_loss_rows_kernel,
                               {**loss, "ROWS": td.LOSS_ROWS_BLOCK[0]}),
                              ("loss-split-prefetch", td._seed_loss_split_kernel,
-                              {**loss, "ROWS": td.LOSS_ROWS_BLOCK[0]})):
+                              {**loss, "ROWS": td.LOSS_ROWS_BLOCK[0]}),
+                             ("loss-pass-prefetch", td._seed_loss_pass_kernel,
+                              {**loss, "ROWS": td.LOSS_ROWS_BLOCK[0]}),
+                             ("dk-pass-prefetch", td._seed_dk_pass_kernel,
+                              dict(C=3, **{**strips, "ROWS": td.LOSS_ROWS_BLOCK[0]}))):
         rows[name] = lower(fn, ptrs, consts)
         # one prefetch per plane and row: the image's C planes, and I_0's (its C planes in the
         # all-channel kernel, the program's own in the split one): in the prologue and the loop
