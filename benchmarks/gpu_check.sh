@@ -17,8 +17,9 @@
 #    from a registry;
 # 3. runs the benchmark at 4096^2 RGB float32 with the defaults, every candidate "auto" times
 #    and one strip shape per kernel (benchmarks/bench_kernels.py --quick): the numbers the issue
-#    asks for, first, since they are what a short lease is for ("auto" compares every
-#    candidate's bits with the first's as it times them, and warns on a difference);
+#    asks for, first, since they are what a short lease is for, and the learned step's group
+#    first of all, its target being the one still unmet ("auto" compares every candidate's bits
+#    with the first's as it times them, and warns on a difference);
 # 4. runs the GPU tests: pytest -m gpu tests/unit/test_kernels.py (exactness vs eager on CUDA,
 #    bit-identical determinism, the dispatcher's choice);
 # 5. runs the full sweep of tile and strip shapes (as much as fits in what is left of 570 s);

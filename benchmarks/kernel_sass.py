@@ -164,20 +164,24 @@ def cases() -> list[tuple[str, object, dict, int, float]]:
         # two passes: I', the loss and dL/dg; then dL/dK from dL/dg and the image
         (f"learned step, two-pass: pass 1 {lrows}x{lbw}, unroll 1", td._seed_loss_pass_kernel,
          {**loss, "ROWS": lrows, "BLOCK_W": lbw, "UNROLL": 1}, 4, lbw / 128),
-        (f"learned step, two-pass: pass 2 {lrows}x{lbw}, unroll 1", td._seed_dk_pass_kernel,
-         {"C": 3, "ROWS": lrows, "BLOCK_W": lbw, "UNROLL": 1}, 4, lbw / 128),
         (f"learned step, two-pass: pass 1 {lrows}x{lbw}, unroll 1, prefetch {ahead}",
          td._seed_loss_pass_kernel,
          {**loss, "ROWS": lrows, "BLOCK_W": lbw, "UNROLL": 1, "PREFETCH": ahead}, 4, lbw / 128),
-        (f"learned step, two-pass: pass 2 {lrows}x{lbw}, unroll 1, prefetch {ahead}",
+        (f"learned step, two-pass: pass 2 (one input channel a program) {lrows}x{lbw}, unroll 1",
          td._seed_dk_pass_kernel,
-         {"C": 3, "ROWS": lrows, "BLOCK_W": lbw, "UNROLL": 1, "PREFETCH": ahead}, 4, lbw / 128),
+         {"C": 3, "ROWS": lrows, "BLOCK_W": lbw, "UNROLL": 1}, 4, lbw / 128 / 3),
+        (f"learned step, two-pass: pass 2 (one input channel a program) {lrows}x{lbw}, "
+         f"unroll {unroll}",
+         td._seed_dk_pass_kernel,
+         {"C": 3, "ROWS": lrows, "BLOCK_W": lbw, "UNROLL": unroll}, 4, unroll * lbw / 128 / 3),
+        (f"learned step, two-pass: pass 2 (one input channel a program) {lrows}x{lbw}, "
+         f"unroll 1, prefetch {ahead}",
+         td._seed_dk_pass_kernel,
+         {"C": 3, "ROWS": lrows, "BLOCK_W": lbw, "UNROLL": 1, "PREFETCH": ahead}, 4,
+         lbw / 128 / 3),
         (f"learned step, two-pass: pass 1 {lrows}x{lbw}, unroll {unroll}",
          td._seed_loss_pass_kernel,
          {**loss, "ROWS": lrows, "BLOCK_W": lbw, "UNROLL": unroll}, 4, unroll * lbw / 128),
-        (f"learned step, two-pass: pass 2 {lrows}x{lbw}, unroll {unroll}",
-         td._seed_dk_pass_kernel,
-         {"C": 3, "ROWS": lrows, "BLOCK_W": lbw, "UNROLL": unroll}, 4, unroll * lbw / 128),
         # the fractal: a "step" is one iteration of the post's z <- -i/(pi z^7) + c, point trap;
         # the launcher's default 128 pixels on 1 warp (4 a thread), 4 iterations a loop body
         ("fractal iteration, p = 7, block 128, unroll 4", tf._fractal_kernel,

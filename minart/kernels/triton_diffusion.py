@@ -1168,39 +1168,48 @@ def _seed_dk_pass_kernel(x_ptr, gg_ptr, part_ptr, H, W, n_tw, n_tiles, C: tl.con
                          ROWS: tl.constexpr, BLOCK_W: tl.constexpr, UNROLL: tl.constexpr,
                          PREFETCH: tl.constexpr = 0):
     """Second pass of the two-pass learned step: ``dL/dK[o, i, t] = sum gg_o * I_i[t]`` over the
-    strips of :func:`_seed_loss_pass_kernel`, from the ``dL/dg`` it stored.
+    strips of :func:`_seed_loss_pass_kernel`, from the ``dL/dg`` it stored, one input channel
+    ``i`` a program (program ``strip * C + i``).
 
-    The same strips as the one-pass kernel, the same per-pixel accumulation down each strip and
-    the same reduction once per program into the same slots of ``part``: the same bits. It
-    holds the ``C * C * 9`` accumulators but no weights; ``gg`` is loaded a row ahead.
+    A program holds ``C * 9`` accumulators (``dL/dK[:, i]``), channel ``i``'s window and every
+    channel's ``dL/dg`` (loaded a row ahead), and no weights. Each reads one plane of the image,
+    so the image is read once; the ``C`` programs of a strip read ``dL/dg``'s rows from L2
+    after the first. The products, their order down the strip, the reduction once per program
+    and the slots of ``part`` are those of the one-pass kernel: the same bits. (An all-channel
+    pass 2 needs 155 registers on sm_90, three programs an SM; this one 64, eight.)
     """
     b = tl.program_id(1).to(tl.int64)
-    x, cmask, y0 = _strip(H, W, n_tw, ROWS, BLOCK_W)
+    pid = tl.program_id(0)
+    i = pid % C
+    strip = pid // C
+    x, cmask, y0 = _strip_at(strip, H, W, n_tw, ROWS, BLOCK_W)
     HW = H * W
     base = b * C * HW
-    xb = x_ptr + base
+    xi = x_ptr + base + i * HW
     ggb = gg_ptr + base
-    part = part_ptr + (b * n_tiles + tl.program_id(0)) * (C + C * C * 9)
-    acc = _dk_zeros(C, C, 1, BLOCK_W)
-    if PREFETCH > 0:
-        end = _prefetch_start(xb, HW, H, W, x, y0, ROWS, PREFETCH, C)
+    part = part_ptr + (b * n_tiles + strip) * (C + C * C * 9) + C + i * 9
+    acc = _dk_zeros(1, C, 1, BLOCK_W)
+    if PREFETCH > 0:  # each program asks for its own plane of the image and of dL/dg
+        end = _prefetch_start(xi, HW, H, W, x, y0, ROWS, PREFETCH, 1)
         end0 = tl.minimum(y0 + ROWS, H)
         for d in tl.static_range(PREFETCH):
-            _prefetch_rows(ggb, HW, W, x, y0 + 1 + d, end0, C)
-    up, mid, down = _window_rows(xb, HW, H, W, x, y0, C)
+            _prefetch_rows(ggb + i * HW, HW, W, x, y0 + 1 + d, end0, 1)
+    up, mid, down = _window_rows(xi, HW, H, W, x, y0, 1)
     gg_next = _plane_rows(ggb, HW, H, W, x, cmask, y0, C)
     for r in tl.range(ROWS, loop_unroll_factor=UNROLL):  # 3: the window rotates in place
         if PREFETCH > 0:
-            _prefetch_rows(xb, HW, W, x, y0 + r + 2 + PREFETCH, end, C)
-            _prefetch_rows(ggb, HW, W, x, y0 + r + 1 + PREFETCH, end0, C)
-        ahead = _row_values(xb, HW, _reflect_row(y0 + r + 2, H), W, x, C)
-        ggr = gg_next  # 0 off the image, as the one-pass kernel's dL/dg is
+            _prefetch_rows(xi, HW, W, x, y0 + r + 2 + PREFETCH, end, 1)
+            _prefetch_rows(ggb + i * HW, HW, W, x, y0 + r + 1 + PREFETCH, end0, 1)
+        ahead = _row_values(xi, HW, _reflect_row(y0 + r + 2, H), W, x, 1)
+        ggr = gg_next
         gg_next = _plane_rows(ggb, HW, H, W, x, cmask, y0 + r + 1, C)
-        acc = _dk_accumulate_window(acc, ggr, up, mid, down, C, C)
+        acc = _dk_accumulate_window(acc, ggr, up, mid, down, 1, C)
         up = mid
         mid = down
         down = ahead
-    _dk_store_sums(acc, C, C, part + C)
+    for o in tl.static_range(C):  # dL/dK[o, i, t] at part[C + (o*C + i)*9 + t]
+        for t in tl.static_range(9):
+            tl.store(part + o * C * 9 + t, tl.sum(tl.sum(acc[o * 9 + t], axis=0), axis=0))
 
 
 @triton.jit
@@ -2020,9 +2029,10 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
     instead of ``C * C * 9``; fewer registers, more programs per SM, ``C`` times the window's
     loads), adding the same numbers in the same order into the same slots: the same bits as
     ``"rows"``. ``"twopass"``: the same strips in two kernels, the first storing ``I'``, the loss
-    sums and ``dL/dg`` (one more image written), the second reading ``dL/dg`` back with the
-    image to form ``dL/dK`` (two more images read); each holds about half the registers of
-    ``"rows"`` (the weights or the accumulators, not both), again the same bits. ``"auto"``
+    sums and ``dL/dg`` (one more image written), the second, one input channel a program,
+    reading ``dL/dg`` back with the image to form ``dL/dK`` (two more images read); neither
+    holds both the weights and the accumulators (sm_90, C = 3: 167 and 64 registers), again the
+    same bits. ``"auto"``
     (default): the fastest of the three, with its row loop unrolled :data:`ROWS_UNROLL` times or
     not, and prefetching its rows into L2 or not, timed on the first CUDA call of a shape
     (:data:`_LOSS_CANDIDATES`; the outputs of each are compared bit for bit when timed, as for
@@ -2120,7 +2130,7 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
                     image, image0, args[2], new, dg, di, part, h, w, n_tw, n_tiles,
                     *_scalars(kappa, dt), w_f, w_e, w_i, UNROLL=factor, PREFETCH=ahead, **consts,
                 )
-                _seed_dk_pass_kernel[(n_tiles, nb)](
+                _seed_dk_pass_kernel[(n_tiles * c, nb)](
                     image, dg, part, h, w, n_tw, n_tiles, C=c, ROWS=consts["ROWS"],
                     BLOCK_W=consts["BLOCK_W"], UNROLL=factor, PREFETCH=ahead,
                     num_warps=num_warps, **_EXACT,

@@ -826,6 +826,7 @@ def test_kernels_lower_to_ptx_for_hopper_without_a_gpu():
         C=3, ROWS=td.LOSS_ROWS_BLOCK[0], BLOCK_W=td.LOSS_ROWS_BLOCK[1], UNROLL=1))
     lower(td._seed_loss_pass_kernel, ptrs, dict(C=4, COND=2, NEED_DI=True, ROWS=3, BLOCK_W=32,
                                                 UNROLL=3))
+    lower(td._seed_dk_pass_kernel, ptrs, dict(C=4, ROWS=3, BLOCK_W=32, UNROLL=3))
     lower(td._seed_dk_pass_kernel, ptrs, dict(C=1, ROWS=1, BLOCK_W=16, UNROLL=1, n_tw=1,
                                               n_tiles=1))
     # the candidates that prefetch their rows into L2 (CUDA only: never run by the interpreter)
