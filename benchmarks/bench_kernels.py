@@ -262,6 +262,21 @@ def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda",
             x, k, kappa=kappa, dt=dt, store_g=True), reps))
         _row("seed step", f"triton auto, also writing g (chose {_chosen(td, 'seed')})", ms,
              ref_ms=eager, copy_ms=copy, note=note)
+        # the operator on the host, as perona_malik passes it: its values are kernel arguments
+        # (the all-channel strip kernels hold no weights in registers); the same bits
+        host = k.cpu()
+        for u, ahead in ((1, 0), (td.ROWS_UNROLL, 0), (1, td.PREFETCH_ROWS)):
+            ms, note = (None, _PTX_ONLY) if ahead and device != "cuda" else _time_safely(
+                lambda u=u, ahead=ahead: _cuda_ms(lambda: td.seed_forward_triton(
+                    x, host, kappa=kappa, dt=dt, store_g=False, variant="rows", unroll=u,
+                    prefetch=ahead), reps))
+            _row("seed step", f"triton rows {rows}x{bw}, 4 warps, unroll {u}"
+                 + (f", prefetch {ahead} rows into L2" if ahead else "")
+                 + ", operator as kernel arguments", ms, ref_ms=eager, copy_ms=copy, note=note)
+        ms, note = _time_safely(lambda: _cuda_ms(lambda: td.seed_forward_triton(
+            x, host, kappa=kappa, dt=dt, store_g=False), reps))
+        _row("seed step", "triton auto, operator on the host (as perona_malik passes it; chose "
+             f"{_chosen(td, 'seed')})", ms, ref_ms=eager, copy_ms=copy, note=note)
         # two steps per pass: the time of a pair, halved (runs of steps: perona_malik, sweeps)
         for rows, bw, nw, u in _pairs_configs(td, quick):
             ms, note = _time_safely(lambda: _cuda_ms(lambda: td.seed_steps_triton(
@@ -273,6 +288,11 @@ def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda",
             x, k, steps=2, kappa=kappa, dt=dt), reps) / 2)
         _row("seed step", f"triton runs auto (default; chose {_chosen(td, 'seed-steps')}), per step",
              ms, ref_ms=eager, copy_ms=copy, note=note)
+        ms, note = _time_safely(lambda: _cuda_ms(lambda: td.seed_steps_triton(
+            x, host, steps=2, kappa=kappa, dt=dt), reps) / 2)
+        _row("seed step", "triton runs auto, operator on the host (as perona_malik passes it; "
+             f"chose {_chosen(td, 'seed-steps')}), per step", ms, ref_ms=eager, copy_ms=copy,
+             note=note)
 
     # classic step ----------------------------------------------------------------------------
     if "classic" in groups:

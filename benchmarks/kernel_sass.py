@@ -57,6 +57,10 @@ def compile_sm90(fn, consts: dict, num_warps: int = 4):
     for i, name in enumerate(fn.arg_names):
         if name in consts:
             sig[name] = "constexpr"
+        elif name == "kv":  # the operator's values as arguments (KV), else nothing
+            sig[name] = ("fp32",) * (consts["C"] ** 2 * 9) if consts.get("KV") else "constexpr"
+            if not consts.get("KV"):
+                consts[name] = None
         elif name.endswith("_ptr"):
             sig[name] = _POINTERS.get(name, "*fp32")
             attrs[(i,)] = [["tt.divisibility", 16]]
@@ -131,6 +135,16 @@ def cases() -> list[tuple[str, object, dict, int, float]]:
          {**fwd, "ROWS": rows, "BLOCK_W": bw, "UNROLL": 1, "PREFETCH": ahead}, 4, bw / 128),
         (f"seed step, split {rows}x{bw}, unroll 1, prefetch {ahead}", td._seed_fwd_split_kernel,
          {**fwd, "ROWS": rows, "BLOCK_W": bw, "UNROLL": 1, "PREFETCH": ahead}, 4, bw / 128 / 3),
+        (f"seed step, rows {rows}x{bw}, unroll 1, operator as arguments",
+         td._seed_fwd_rows_kernel,
+         {**fwd, "ROWS": rows, "BLOCK_W": bw, "UNROLL": 1, "KV": True}, 4, bw / 128),
+        (f"seed step, rows {rows}x{bw}, operator as arguments", td._seed_fwd_rows_kernel,
+         {**fwd, "ROWS": rows, "BLOCK_W": bw, "UNROLL": unroll, "KV": True}, 4,
+         unroll * bw / 128),
+        (f"seed step, rows {rows}x{bw}, unroll 1, prefetch {ahead}, operator as arguments",
+         td._seed_fwd_rows_kernel,
+         {**fwd, "ROWS": rows, "BLOCK_W": bw, "UNROLL": 1, "PREFETCH": ahead, "KV": True}, 4,
+         bw / 128),
         (f"seed step, rows {rows}x256", td._seed_fwd_rows_kernel,
          {**fwd, "ROWS": rows, "BLOCK_W": 256, "UNROLL": unroll}, 4, unroll * 256 / 128),
         ("classic step, tiles 1x512", td._classic_kernel,
@@ -143,6 +157,12 @@ def cases() -> list[tuple[str, object, dict, int, float]]:
          {**loss, "BLOCK_H": 1, "BLOCK_W": 128}, 4, 1),
         (f"seed step, two per pass, rows {prows}x{4 * pbw}", td._seed_fwd2_rows_kernel,
          {**pairs, "C": 3, "COND": 0, "PER_IMAGE": False}, 4, two),
+        (f"seed step, two per pass, rows {prows}x{4 * pbw}, operator as arguments",
+         td._seed_fwd2_rows_kernel,
+         {**pairs, "C": 3, "COND": 0, "PER_IMAGE": False, "KV": True}, 4, two),
+        (f"seed step, two per pass, rows {prows}x{4 * pbw}, unroll 1, operator as arguments",
+         td._seed_fwd2_rows_kernel,
+         {**pairs, "UNROLL": 1, "C": 3, "COND": 0, "PER_IMAGE": False, "KV": True}, 4, two / unroll),
         (f"classic step, two per pass, rows {prows}x{4 * pbw}", td._classic2_rows_kernel,
          {**pairs, "COND": 0}, 4, two),
         (f"learned step, rows {lrows}x{lbw}", td._seed_loss_rows_kernel,

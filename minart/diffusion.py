@@ -396,8 +396,11 @@ def perona_malik(
     check_whole("callback_every", callback_every, ge=1)
     n = _substeps(dt, scheme, substep)
     sub_dt = dt / n
-    if scheme == "seed" and operator is None:
-        operator = laplacian_operator(batch.shape[1], dtype=batch.dtype, device=batch.device)
+    if scheme == "seed":
+        # on the host: the Triton kernels take its values as kernel arguments (one read-back of
+        # a given GPU operator per call, not one per step); the other paths move it back
+        operator = (laplacian_operator(batch.shape[1], dtype=batch.dtype) if operator is None
+                    else operator.cpu())
     # Same step on the fastest exact path (Triton on CUDA, compiled on CPU for long runs);
     # MINART_KERNELS=eager keeps perona_malik_step. Imported here: kernels.cpu imports this module.
     from .kernels.dispatch import perona_malik_steps_fast

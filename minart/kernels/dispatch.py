@@ -161,7 +161,10 @@ def seed_step_fast(image: Tensor, operator: Tensor, *, kappa: float, dt: float,
 
     Args:
         image: ``(B, C, H, W)`` in [0, 1], ``H, W >= 2``.
-        operator: ``(C, C, 3, 3)``.
+        operator: ``(C, C, 3, 3)``, on the image's device or on the host (CPU): the Triton
+            kernels then take its values as kernel arguments (fewer registers, nothing copied
+            per step; :func:`minart.kernels.triton_diffusion._kernel_weights`), the other paths
+            move it to the image's device.
         kappa: conduction scale (> 0).
         dt: time step (> 0).
         conduction: ``"exp"``, ``"inverse"`` or ``"tukey"`` (Triton gradients: exp, tukey).
@@ -187,10 +190,11 @@ def seed_step_fast(image: Tensor, operator: Tensor, *, kappa: float, dt: float,
         from . import triton_diffusion as td
 
         if grad:
-            return td.SeedStep.apply(image.contiguous(), operator, float(kappa), float(dt),
-                                     conduction)
+            return td.SeedStep.apply(image.contiguous(), operator.to(image.device), float(kappa),
+                                     float(dt), conduction)
         return td.seed_forward_triton(image.contiguous(), operator, kappa=kappa, dt=dt,
                                       conduction=conduction, store_g=need_g)
+    operator = operator.to(image.device)  # (a host operator given for the Triton kernels)
     if path == "compiled":
         from . import cpu
 
@@ -269,7 +273,8 @@ def perona_malik_step_fast(image: Tensor, *, kappa: float, dt: float, scheme: st
     if operator is None:
         from ..diffusion import laplacian_operator
 
-        operator = laplacian_operator(image.shape[1], dtype=image.dtype, device=image.device)
+        # on the host, as seed_step_fast takes it for the Triton kernels
+        operator = laplacian_operator(image.shape[1], dtype=image.dtype)
     return seed_step_fast(image, operator, kappa=kappa, dt=dt, conduction=conduction,
                           need_g=False, work=work)[0]
 
@@ -295,10 +300,10 @@ def perona_malik_steps_fast(image: Tensor, *, steps: int, kappa: float, dt: floa
         >>> torch.equal(perona_malik_steps_fast(x, steps=2, kappa=0.1, dt=0.2), one)
         True
     """
-    if scheme == "seed" and operator is None:
+    if scheme == "seed" and operator is None:  # on the host: see seed_step_fast
         from ..diffusion import laplacian_operator
 
-        operator = laplacian_operator(image.shape[1], dtype=image.dtype, device=image.device)
+        operator = laplacian_operator(image.shape[1], dtype=image.dtype)
     if steps >= 2:
         if scheme == "classic":
             path = step_path(image, channels_ok=_classic_kernel_fits(image),

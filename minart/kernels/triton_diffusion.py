@@ -878,9 +878,11 @@ def _seed_fwd_rows_kernel(x_ptr, k_ptr, p_ptr, new_ptr, g_ptr, H, W, n_tw, x_bst
                           kappa2, tukey_s, dt, C: tl.constexpr, COND: tl.constexpr,
                           STORE_G: tl.constexpr, PER_IMAGE: tl.constexpr, ROWS: tl.constexpr,
                           BLOCK_W: tl.constexpr, UNROLL: tl.constexpr,
-                          PREFETCH: tl.constexpr = 0):
+                          PREFETCH: tl.constexpr = 0, kv=None, KV: tl.constexpr = False):
     """:func:`_seed_fwd_kernel`, row-marching (``ROWS`` rows of ``BLOCK_W`` pixels a program);
-    ``PREFETCH > 0`` asks L2 for each row that many rows before loading it (CUDA only)."""
+    ``PREFETCH > 0`` asks L2 for each row that many rows before loading it (CUDA only). With
+    ``KV`` the operator's ``C * C * 9`` values come as the scalar arguments ``kv`` (see
+    :func:`_kernel_weights`) instead of from ``k_ptr``."""
     b = tl.program_id(1).to(tl.int64)
     x, cmask, y0 = _strip(H, W, n_tw, ROWS, BLOCK_W)
     HW = H * W
@@ -888,7 +890,10 @@ def _seed_fwd_rows_kernel(x_ptr, k_ptr, p_ptr, new_ptr, g_ptr, H, W, n_tw, x_bst
     xb = x_ptr + b * x_bstride
     if PER_IMAGE:
         kappa2, tukey_s, dt = _load_params(p_ptr, b, 3)
-    kw = _weights(k_ptr + b * k_bstride, C)
+    if KV:
+        kw = kv
+    else:
+        kw = _weights(k_ptr + b * k_bstride, C)
     if PREFETCH > 0:
         end = _prefetch_start(xb, HW, H, W, x, y0, ROWS, PREFETCH, C)
     up, mid, down = _window_rows(xb, HW, H, W, x, y0, C)
@@ -1321,9 +1326,10 @@ def _seed_row_at(kw, xb, HW, H, W, x, ok, lane, row, kappa2, tukey_s, dt, C: tl.
 def _seed_fwd2_rows_kernel(x_ptr, k_ptr, p_ptr, new_ptr, H, W, n_tw, x_bstride, k_bstride,
                            kappa2, tukey_s, dt, C: tl.constexpr, COND: tl.constexpr,
                            PER_IMAGE: tl.constexpr, ROWS: tl.constexpr, STRIPS: tl.constexpr,
-                           BLOCK_W: tl.constexpr, UNROLL: tl.constexpr):
-    """Two seed steps in one pass (see the section comment); batch and parameters as
-    :func:`_seed_fwd_rows_kernel`, without ``g``."""
+                           BLOCK_W: tl.constexpr, UNROLL: tl.constexpr, kv=None,
+                           KV: tl.constexpr = False):
+    """Two seed steps in one pass (see the section comment); batch, parameters and operator
+    (``kv``) as :func:`_seed_fwd_rows_kernel`, without ``g``."""
     b = tl.program_id(1).to(tl.int64)
     x, ok, store, lane, y0 = _strip2(H, W, n_tw, ROWS, STRIPS, BLOCK_W)
     HW = H * W
@@ -1331,7 +1337,10 @@ def _seed_fwd2_rows_kernel(x_ptr, k_ptr, p_ptr, new_ptr, H, W, n_tw, x_bstride, 
     out_ptr = new_ptr + b * C * HW
     if PER_IMAGE:
         kappa2, tukey_s, dt = _load_params(p_ptr, b, 3)
-    kw = _weights(k_ptr + b * k_bstride, C)
+    if KV:
+        kw = kv
+    else:
+        kw = _weights(k_ptr + b * k_bstride, C)
     s_up = _seed_row_at(kw, xb, HW, H, W, x, ok, lane, _reflect_row(y0 - 1, H), kappa2, tukey_s,
                         dt, C, COND, STRIPS, BLOCK_W)
     s_mid = _seed_row_at(kw, xb, HW, H, W, x, ok, lane, y0, kappa2, tukey_s, dt, C, COND, STRIPS,
@@ -1673,7 +1682,10 @@ def seed_forward_triton(image: Tensor, operator: Tensor, *, kappa: float | Tenso
     Args:
         image: ``(B, C, H, W)`` contiguous float32, ``C <= 4``, ``H, W >= 2``; a batch of 1 is
             shared by every variant of a sweep.
-        operator: ``(C, C, 3, 3)`` shared, or ``(N, C, C, 3, 3)`` one per variant.
+        operator: ``(C, C, 3, 3)`` shared, or ``(N, C, C, 3, 3)`` one per variant, float32, on
+            the image's device or on the host (CPU). A shared operator on the host reaches the
+            all-channel strip kernels as scalar kernel arguments (:func:`_kernel_weights`:
+            fewer registers, the same bits); pass it there when it is fixed for a run.
         kappa: float, or ``(N,)`` tensor of one value per variant (> 0).
         dt: float, or ``(N,)`` tensor.
         conduction: ``"exp"``, ``"inverse"`` or ``"tukey"``.
@@ -1709,22 +1721,41 @@ def seed_forward_triton(image: Tensor, operator: Tensor, *, kappa: float | Tenso
     """
     _check_variant(variant, ("auto", *VARIANTS, "split"))
     _check_prefetch(prefetch, image)
-    operator, params, scalars, b, per_image = _seed_inputs(image, operator, kappa, dt)
-    return _seed_forward_launch(image, operator, params, scalars, b, per_image=per_image,
+    operator, params, scalars, b, per_image, kv = _seed_inputs(image, operator, kappa, dt)
+    return _seed_forward_launch(image, operator, params, scalars, b, per_image=per_image, kv=kv,
                                 conduction=conduction, store_g=store_g, block=block,
                                 num_warps=num_warps, variant=variant, unroll=unroll,
                                 prefetch=prefetch)
 
 
+def _kernel_weights(operator: Tensor) -> tuple[float, ...] | None:
+    """A single ``(C, C, 3, 3)`` operator's values as scalar kernel arguments, when it is on the
+    host (CPU); else ``None`` (one operator per image, or one on the GPU: reading it back would
+    wait for the device).
+
+    The strip kernels then take the weights from the kernel's parameter space, which the
+    multiply-adds read directly, instead of holding them in registers (sm_90, Triton 3.6, C = 3:
+    the one-step strip kernel needs 52 registers instead of 128, the same instructions but for 24
+    uniform loads a row), and nothing is copied to the device per launch. The values are the
+    operator's float32 numbers, passed as float32: the same bits.
+    """
+    if operator.ndim == 4 and operator.device.type == "cpu":
+        return tuple(operator.reshape(-1).tolist())
+    return None
+
+
 def _seed_inputs(image: Tensor, operator: Tensor, kappa: float | Tensor, dt: float | Tensor
-                 ) -> tuple[Tensor, Tensor, tuple[float, float, float], int, bool]:
-    """Checks the seed kernels' inputs: ``(operator, params, scalars, b, per_image)`` for
+                 ) -> tuple[Tensor, Tensor, tuple[float, float, float], int, bool,
+                            tuple[float, ...] | None]:
+    """Checks the seed kernels' inputs: ``(operator, params, scalars, b, per_image, kv)`` for
     :func:`_seed_forward_launch` (``b`` outputs; ``params`` the per-image rows on the device when
-    ``per_image``, else unused)."""
+    ``per_image``, else unused; the operator on the image's device, and ``kv`` its values as
+    kernel arguments when it was given on the host: :func:`_kernel_weights`)."""
     _check_image(image)
     nb_img, c, _h, _w = image.shape
-    if operator.dtype != torch.float32 or operator.device != image.device:
-        raise ShapeError("operator must be float32 on the image's device")
+    if operator.dtype != torch.float32 or operator.device not in (image.device,
+                                                                  torch.device("cpu")):
+        raise ShapeError("operator must be float32, on the image's device or on the host (CPU)")
     if operator.shape == (c, c, 3, 3):
         nb_op = 1
     elif operator.ndim == 5 and operator.shape[1:] == (c, c, 3, 3):
@@ -1747,19 +1778,23 @@ def _seed_inputs(image: Tensor, operator: Tensor, kappa: float | Tensor, dt: flo
     for name, n in (("image batch", nb_img), ("operator batch", nb_op)):
         if n not in (1, b):
             raise ShapeError(f"{name} has {n} entries; every batched input must have 1 or {b}")
-    return operator.contiguous(), params, _scalars(kappa, dt), b, per_image
+    kv = _kernel_weights(operator)
+    return (operator.to(image.device).contiguous(), params, _scalars(kappa, dt), b, per_image,
+            kv)
 
 
 def _seed_forward_launch(image: Tensor, operator: Tensor, params: Tensor,
                          scalars: tuple[float, float, float], b: int, *, per_image: bool,
                          conduction: str, store_g: bool, block: tuple[int, int] | None,
                          num_warps: int, variant: str, unroll: int, out: Tensor | None = None,
-                         prefetch: int = 0) -> tuple[Tensor, Tensor | None]:
+                         prefetch: int = 0, kv: tuple[float, ...] | None = None
+                         ) -> tuple[Tensor, Tensor | None]:
     """The launch behind :func:`seed_forward_triton`, for inputs :func:`_seed_inputs` has
     checked: ``b`` outputs from a batch of 1 or ``b`` images and of 1 or ``b`` operators; ``params``
     the ``(b, 3)`` device rows of :func:`_params` when ``per_image``; the new image goes to ``out``
-    when given. Queues the kernel without waiting for the device (except the first ``"auto"`` call
-    of a shape, which times the candidates)."""
+    when given; ``kv``, the operator's values as arguments of the all-channel strip kernel. Queues
+    the kernel without waiting for the device (except the first ``"auto"`` call of a shape, which
+    times the candidates)."""
     nb_img, c, h, w = image.shape
     nb_op = operator.shape[0] if operator.ndim == 5 else 1
     new = _empty((b, c, h, w), like=image) if out is None else out
@@ -1774,6 +1809,8 @@ def _seed_forward_launch(image: Tensor, operator: Tensor, params: Tensor,
                                else _seed_fwd_rows_kernel,
                                dict(ROWS=blk[0], BLOCK_W=blk[1], UNROLL=unroll,
                                     PREFETCH=ahead)))
+        if variant == "rows" and kv is not None:
+            shape.update(kv=kv, KV=True)
         kernel[(n_tiles * c if variant == "split" else n_tiles, nb)](
             image, operator, params, new, g, h, w, n_tw, c * h * w if nb_img > 1 else 0,
             c * c * 9 if nb_op > 1 else 0, *scalars,
@@ -1784,7 +1821,8 @@ def _seed_forward_launch(image: Tensor, operator: Tensor, params: Tensor,
     choice = (variant, unroll, prefetch)
     if variant == "auto":  # an explicit block is a tile shape
         choice = ("tiles", 1) if block is not None else _auto(
-            ("seed", b, nb_img, nb_op, c, h, w, conduction, store_g, per_image, num_warps),
+            ("seed", b, nb_img, nb_op, c, h, w, conduction, store_g, per_image, num_warps,
+             kv is not None),
             image.device, launch, (new, g) if store_g else (new,), _SEED_CANDIDATES)
     launch(*choice)
     return new, (g if store_g else None)
@@ -1865,7 +1903,8 @@ def seed_steps_triton(image: Tensor, operator: Tensor, *, steps: int, kappa: flo
 
     Args:
         image: as :func:`seed_forward_triton` (a batch of 1 is shared by every variant).
-        operator: ``(C, C, 3, 3)`` or ``(N, C, C, 3, 3)``.
+        operator: ``(C, C, 3, 3)`` or ``(N, C, C, 3, 3)``, as for :func:`seed_forward_triton`
+            (on the host, a shared one reaches the strip kernels as arguments).
         steps: number of steps (>= 0).
         kappa: float or ``(N,)`` tensor (> 0).
         dt: float or ``(N,)`` tensor.
@@ -1895,17 +1934,17 @@ def seed_steps_triton(image: Tensor, operator: Tensor, *, steps: int, kappa: flo
     """
     _check_variant(variant, ("auto", *STEP_VARIANTS))
     check_whole("steps", steps, ge=0)
-    operator, params, scalars, b, per_image = _seed_inputs(image, operator, kappa, dt)
+    operator, params, scalars, b, per_image, kv = _seed_inputs(image, operator, kappa, dt)
     return _seed_steps_launch(image, operator, params, scalars, b, steps=steps,
                               per_image=per_image, conduction=conduction, variant=variant,
-                              block=block, num_warps=num_warps, unroll=unroll)
+                              block=block, num_warps=num_warps, unroll=unroll, kv=kv)
 
 
 def _seed_steps_launch(image: Tensor, operator: Tensor, params: Tensor,
                        scalars: tuple[float, float, float], b: int, *, steps: int,
                        per_image: bool, conduction: str, variant: str,
                        block: tuple[int, int] | None = None, num_warps: int = 4,
-                       unroll: int = ROWS_UNROLL) -> Tensor:
+                       unroll: int = ROWS_UNROLL, kv: tuple[float, ...] | None = None) -> Tensor:
     """The launches behind :func:`seed_steps_triton` (inputs as :func:`_seed_forward_launch`
     takes them), queued without waiting for the device."""
     _, c, h, w = image.shape
@@ -1917,16 +1956,17 @@ def _seed_steps_launch(image: Tensor, operator: Tensor, params: Tensor,
         state["x"], _ = _seed_forward_launch(
             state["x"], operator, params, scalars, b, per_image=per_image, conduction=conduction,
             store_g=False, block=None, num_warps=num_warps, variant="auto", unroll=ROWS_UNROLL,
-            out=out)
+            out=out, kv=kv)
 
     def pair_kernel(x: Tensor, new: Tensor, unroll: int) -> None:
         _seed_fwd2_rows_kernel[(triton.cdiv(h, rows) * n_tw, b)](
             x, operator, params, new, h, w, n_tw, c * h * w if x.shape[0] > 1 else 0,
             c * c * 9 if nb_op > 1 else 0, *scalars, C=c, COND=COND_CODES[conduction],
             PER_IMAGE=per_image, ROWS=rows, STRIPS=strips, BLOCK_W=bw, UNROLL=unroll,
-            num_warps=strips, **_EXACT)
+            num_warps=strips, **({} if kv is None else dict(kv=kv, KV=True)), **_EXACT)
 
-    key = ("seed-steps", b, image.shape[0], nb_op, c, h, w, conduction, per_image, num_warps)
+    key = ("seed-steps", b, image.shape[0], nb_op, c, h, w, conduction, per_image, num_warps,
+           kv is not None)
     return _run_steps(state, steps, single, pair_kernel, variant=variant, unroll=unroll, key=key,
                       shape=(b, c, h, w), like=image)
 

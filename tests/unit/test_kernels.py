@@ -292,6 +292,38 @@ def _check_split(device: str, shapes=((1, 3, 13, 17), (2, 1, 2, 5)), block=(3, 8
         assert all(torch.equal(a, b) for a, b in zip(each[0][:3], other[:3], strict=True))
 
 
+def _check_operator_arguments(device: str) -> None:
+    """An operator given on the host reaches the strip kernels as scalar arguments: the same bits
+    as one read from device memory (on CUDA: the same operator on the GPU; in the interpreter,
+    where every operator is on the host: one operator per image, which the kernels read from
+    memory), for one step and for runs of steps, and the launchers accept it with a CUDA image."""
+    from minart.kernels import triton_diffusion as td
+
+    for shape in ((1, 3, 13, 17), (2, 1, 6, 9), (1, 4, 11, 35)):
+        x, k, *_ = _inputs(device, shape)
+        host = k.cpu()
+        in_memory = k if device == "cuda" else k.expand(shape[0], *k.shape).contiguous()
+        assert td._kernel_weights(host) == tuple(host.reshape(-1).tolist())
+        assert td._kernel_weights(in_memory) is None
+        for cond in ("exp", "inverse", "tukey"):
+            for variant in ("rows", "auto"):
+                a = td.seed_forward_triton(x, host, kappa=0.3, dt=0.2, conduction=cond,
+                                           variant=variant, block=(4, 8) if variant == "rows"
+                                           else None)
+                b = td.seed_forward_triton(x, in_memory, kappa=0.3, dt=0.2, conduction=cond,
+                                           variant=variant, block=(4, 8) if variant == "rows"
+                                           else None)
+                assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True)), (shape, cond)
+            for variant in ("pairs", "auto"):
+                a = td.seed_steps_triton(x, host, steps=3, kappa=0.3, dt=0.2, conduction=cond,
+                                         variant=variant)
+                b = td.seed_steps_triton(x, in_memory, steps=3, kappa=0.3, dt=0.2,
+                                         conduction=cond, variant=variant)
+                assert torch.equal(a, b), (shape, cond, variant)
+    with pytest.raises(ShapeError, match="on the image's device or on the host"):
+        td.seed_forward_triton(x, k.double(), kappa=0.3, dt=0.2)
+
+
 def _check_determinism(device: str, shape=(1, 3, 29, 37)) -> None:
     from minart.kernels import triton_diffusion as td
 
@@ -715,7 +747,8 @@ def test_importing_the_package_does_not_import_triton():
 @pytest.mark.slow
 @pytest.mark.parametrize("check", ["_check_forward", "_check_backward", "_check_determinism",
                                    "_check_persistent", "_check_rows", "_check_split",
-                                   "_check_fractal", "_check_sweep", "_check_pairs"])
+                                   "_check_fractal", "_check_sweep", "_check_pairs",
+                                   "_check_operator_arguments"])
 def test_triton_kernels_in_the_interpreter(check):
     pytest.importorskip("triton")
     _interpret(check)
@@ -818,6 +851,16 @@ def test_kernels_lower_to_ptx_for_hopper_without_a_gpu():
                                                  UNROLL=3))
     lower(td._seed_loss_split_kernel, ptrs, dict(C=1, COND=0, NEED_DI=False, ROWS=1, BLOCK_W=16,
                                                  UNROLL=1, n_tw=1, n_tiles=1))
+    # the operator's values as kernel arguments: no register holds a weight
+    kv = dict(ptrs, kv=("fp32",) * 81)
+    rows["fwd-args"] = lower(td._seed_fwd_rows_kernel, kv, dict(
+        C=3, COND=0, STORE_G=False, PER_IMAGE=False, ROWS=64, BLOCK_W=128, UNROLL=1, KV=True))
+    rows["pairs-args"] = lower(td._seed_fwd2_rows_kernel, kv, dict(
+        C=3, COND=1, PER_IMAGE=False, ROWS=td.PAIRS_BLOCK[0], STRIPS=4,
+        BLOCK_W=td.PAIRS_BLOCK[1], UNROLL=3, KV=True))
+    lower(td._seed_fwd_rows_kernel, dict(ptrs, kv=("fp32",) * 144), dict(
+        C=4, COND=2, STORE_G=True, PER_IMAGE=True, ROWS=7, BLOCK_W=16, UNROLL=1, KV=True,
+        PREFETCH=2, n_tw=1))
     # two passes: I', the loss and dL/dg, then dL/dK from dL/dg
     rows["loss-pass"] = lower(td._seed_loss_pass_kernel, ptrs, dict(
         C=3, COND=0, NEED_DI=False, ROWS=td.LOSS_ROWS_BLOCK[0], BLOCK_W=td.LOSS_ROWS_BLOCK[1],
@@ -1004,7 +1047,8 @@ def test_conductions_are_defined_once_for_the_dispatcher():
 @pytest.mark.gpu
 @pytest.mark.parametrize("check", ["_check_forward", "_check_backward", "_check_determinism",
                                    "_check_persistent", "_check_rows", "_check_split",
-                                   "_check_fractal", "_check_sweep", "_check_pairs"])
+                                   "_check_fractal", "_check_sweep", "_check_pairs",
+                                   "_check_operator_arguments"])
 def test_triton_kernels_on_cuda(check):
     globals()[check]("cuda")
 
