@@ -7,15 +7,37 @@ imports nothing heavy itself: it loads :mod:`minart.cli` inside the ``try`` and 
 
 from __future__ import annotations
 
+import signal
 import sys
 
 EXIT_INTERRUPTED = 130
 """Exit status of a command stopped by Ctrl-C (128 + SIGINT, as shells report it); also
 :data:`minart.cli.EXIT_INTERRUPTED`."""
 
+_interrupts: list[int] = []
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    """Python's own Ctrl-C handler (raise :class:`KeyboardInterrupt`), remembering that it ran.
+
+    A library can swallow the exception: a Ctrl-C in the middle of ``import torch`` is caught
+    by a broad ``except`` in its start-up, and the command then goes on as if nothing had
+    happened (or fails later on the half-imported module). :func:`interrupted` still knows.
+    """
+    _interrupts.append(signum)
+    raise KeyboardInterrupt
+
+
+def interrupted() -> bool:
+    """Whether Ctrl-C reached this process since :func:`main` started it."""
+    return bool(_interrupts)
+
 
 def main(argv: list[str] | None = None) -> int:
     """Load :mod:`minart.cli` and run its :func:`~minart.cli.main`.
+
+    Ctrl-C raises :class:`KeyboardInterrupt` as usual, and is also remembered (:func:`interrupted`),
+    where Python's own handler is in place (not where SIGINT is ignored, as in a background job).
 
     Args:
         argv: arguments without the program name (default ``sys.argv[1:]``).
@@ -23,9 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The command's exit status; 130 when Ctrl-C stops the start-up.
     """
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)
     try:
         from .cli import main as cli_main
     except KeyboardInterrupt:
+        _interrupts.append(signal.SIGINT)
+    if interrupted():
         print("error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     return cli_main(argv)

@@ -20,7 +20,7 @@ import typer
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from ._entry import EXIT_INTERRUPTED  # the script's start-up answers Ctrl-C with it too
+from ._entry import EXIT_INTERRUPTED, interrupted  # the script's start-up answers Ctrl-C too
 from .errors import EXIT_INVALID, MinartError, ParamError  # noqa: F401 - EXIT_INVALID: re-exported
 
 __all__ = ["app", "describe_stage", "main", "params_table"]
@@ -358,17 +358,28 @@ def main(argv: list[str] | None = None) -> int:
         0
     """
     on_interrupt(_INTERRUPTED)
+    # a Ctrl-C that a library swallowed (one in the middle of `import torch`) still ends the
+    # command as one: what follows it, a success or an error from a half-imported module, is
+    # reported as the interruption it comes from
     try:
         app(args=argv, prog_name="minart")  # usage errors: click prints them and exits 2
     except MinartError as exc:
-        _echo_error(str(exc))
-        return exc.exit_status
+        if not interrupted():
+            _echo_error(str(exc))
+            return exc.exit_status
+        code = EXIT_INTERRUPTED
     except KeyboardInterrupt:  # (typer turns it into exit status 130 first)
         code = EXIT_INTERRUPTED
     except SystemExit as exc:
-        code = exc.code
+        code = EXIT_INTERRUPTED if interrupted() else exc.code
+    except Exception:
+        if not interrupted():
+            raise
+        code = EXIT_INTERRUPTED
     else:
-        return 0
+        if not interrupted():
+            return 0
+        code = EXIT_INTERRUPTED
     if code == EXIT_INTERRUPTED:
         _echo_error(_interrupted_message)
     return code if isinstance(code, int) else (0 if code is None else 1)
