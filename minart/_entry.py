@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 
 EXIT_INTERRUPTED = 130
 """Exit status of a command stopped by Ctrl-C (128 + SIGINT, as shells report it); also
@@ -45,16 +46,23 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The command's exit status; 130 when Ctrl-C stops the start-up.
     """
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    _interrupts.clear()
+    ours = (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    if ours:
         signal.signal(signal.SIGINT, _on_sigint)
     try:
-        from .cli import main as cli_main
-    except KeyboardInterrupt:
-        _interrupts.append(signal.SIGINT)
-    if interrupted():
-        print("error: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return cli_main(argv)
+        try:
+            from .cli import main as cli_main
+        except KeyboardInterrupt:
+            _interrupts.append(signal.SIGINT)
+        if interrupted():
+            print("error: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        return cli_main(argv)
+    finally:  # (a caller in the same process, a test, gets Python's handler back)
+        if ours and signal.getsignal(signal.SIGINT) is _on_sigint:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 if __name__ == "__main__":
