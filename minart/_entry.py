@@ -24,9 +24,9 @@ _interrupts: list[int] = []
 def _on_sigint(signum: int, frame: object) -> None:
     """Python's own Ctrl-C handler (raise :class:`KeyboardInterrupt`), remembering that it ran.
 
-    A library can swallow the exception: a Ctrl-C in the middle of ``import torch`` is caught
-    by a broad ``except`` in its start-up, and the command then goes on as if nothing had
-    happened (or fails later on the half-imported module). :func:`interrupted` still knows.
+    A library can swallow the exception with a broad ``except`` (torch's start-up did, before
+    :class:`_HoldInterruptsDuringTorch`), and the command then goes on as if nothing had
+    happened, or fails later on a half-imported module. :func:`interrupted` still knows.
     """
     _interrupts.append(signum)
     raise KeyboardInterrupt
