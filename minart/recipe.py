@@ -1156,9 +1156,13 @@ def _build(doc: _Doc, *, path: Path | None, text: str, overrides: tuple[str, ...
             raise doc.locate(exc, spot, step=None if draft.output else name,
                              also=[("size",), *upstream]) from None
         for message, param in ctx.warnings:  # valid, but probably not what the artist meant
+            spot = _param_spot(draft.params_path, raw, param, or_else=draft.path)
+            if param and spot in doc.overrides:  # the parameter came from the command line
+                drop = f"drop --set {doc.overrides[spot]}"
+                message = message.replace(f"; remove {param}", f"; {drop}").replace(
+                    f"leave {param} out", drop)
             doc.warnings.append(str(doc.error(
-                ParamError, f"{label}: {message}" if draft.output else message,
-                _param_spot(draft.params_path, raw, param, or_else=draft.path),
+                ParamError, f"{label}: {message}" if draft.output else message, spot,
                 step=None if draft.output else name, param=param)))
         where = doc.where(draft.path)
         at = {k: Location(**doc.where((*draft.params_path, k))) for k in raw if isinstance(k, str)}

@@ -436,6 +436,13 @@ def test_a_refresh_at_without_refresh_is_a_located_warning(capsys, tmp_path):
     assert err == (f"warning: {recipe}:4:19: step 'b': refresh_at=25 has no effect with "
                    "refresh_every: null (no refresh); remove refresh_at, or give refresh_every a "
                    "period (after --set steps.b.params.refresh_every=null)\n")
+    # a parameter without effect that the command line itself sets: the advice drops that --set
+    recipe.write_text(text.replace(",\n      refresh_at: 25", ""))
+    assert main(["check", str(recipe), "--set", "steps.b.params.refresh_at=30"]) == 0
+    assert capsys.readouterr().err == (
+        "warning: --set steps.b.params.refresh_at: step 'b': refresh_at=30 has no effect with "
+        "refresh_every: null (no refresh); drop --set steps.b.params.refresh_at, or give "
+        "refresh_every a period\n")
 
 
 
@@ -502,6 +509,11 @@ def test_more_columns_than_tiles_is_a_warning_and_outputs_name_themselves_in_war
     fitting = text.replace("columns: 5", "columns: 3").replace("columns: 4, label_color: 1",
                                                                 "columns: 3")
     assert parse_recipe(fitting).warnings == ()
+    # set on the command line: the advice is to drop that override, not to edit the file
+    assert parse_recipe(fitting, overrides=["outputs.s.sheet.columns=4"]).warnings == (
+        "--set outputs.s.sheet.columns: output 's': columns=4 but there are 3 frames on the "
+        "sheet, so 1 column(s) stay empty; use columns <= 3, or drop --set "
+        "outputs.s.sheet.columns",)
 
 
 def test_a_mask_blends_the_top_in_where_it_is_bright_and_is_checked_in_the_recipe():
