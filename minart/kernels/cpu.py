@@ -15,6 +15,7 @@ import contextlib
 import math
 import threading
 import types
+import warnings
 from collections.abc import Callable, Iterator
 
 import torch
@@ -177,16 +178,26 @@ def is_broken(name: str) -> bool:
     return name in _BROKEN
 
 
-def mark_broken(name: str) -> None:
+def mark_broken(name: str, error: BaseException | None = None) -> None:
     """Record that compiling ``name`` failed, so the dispatcher stops trying in this process.
+
+    With ``error``, warns once (a :class:`RuntimeWarning`) that the run goes on eager and why: the
+    result is the same, only slower, and a nightly job's operator should see why it was slow.
 
     Args:
         name: ``"seed"`` or ``"classic"``.
+        error: what the compile raised.
 
     Example:
         >>> mark_broken("example-step"); is_broken("example-step")
         True
     """
+    if error is not None and name not in _BROKEN:
+        lines = str(error).strip().splitlines() or [""]
+        warnings.warn(f"minart: the compiled CPU {name} step could not be built here "
+                      f"({type(error).__name__}: {lines[0][:160]}); this process runs the eager "
+                      f"{name} step from now on (the same result, slower); "
+                      "MINART_KERNELS=eager skips the attempt", RuntimeWarning, stacklevel=3)
     _BROKEN.add(name)
 
 

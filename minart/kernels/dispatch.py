@@ -201,8 +201,8 @@ def seed_step_fast(image: Tensor, operator: Tensor, *, kappa: float, dt: float,
         try:
             return cpu.seed_step_compiled(image, operator, kappa=kappa, dt=dt,
                                           conduction=conduction, need_g=need_g)
-        except RuntimeError:  # Inductor could not build here (no C++ compiler, ...): stay eager
-            cpu.mark_broken("seed")
+        except RuntimeError as exc:  # Inductor could not build here (no C++ compiler, ...)
+            cpu.mark_broken("seed", exc)  # warns once; eager from now on
     return seed_step(image, operator, kappa=kappa, dt=dt, conduction=conduction)
 
 
@@ -241,8 +241,8 @@ def classic_step_fast(image: Tensor, *, kappa: float, dt: float, conduction: str
 
         try:
             return cpu.classic_step_compiled(image, kappa=kappa, dt=dt, conduction=conduction)
-        except RuntimeError:  # Inductor could not build here (no C++ compiler, ...): stay eager
-            cpu.mark_broken("classic")
+        except RuntimeError as exc:  # Inductor could not build here (no C++ compiler, ...)
+            cpu.mark_broken("classic", exc)  # warns once; eager from now on
     return classic_step(image, kappa=kappa, dt=dt, conduction=conduction)
 
 

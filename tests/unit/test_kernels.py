@@ -552,9 +552,12 @@ def test_a_failed_cpu_compile_falls_back_to_eager_and_is_not_retried(monkeypatch
     monkeypatch.setattr(cpu, "_BROKEN", set())
     monkeypatch.setenv("MINART_KERNELS", "auto")
     x, *_ = _inputs("cpu")
-    for _ in range(2):
-        out = classic_step_fast(x, kappa=0.1, dt=0.2, work=2 ** 40)
-        assert torch.equal(out, classic_step(x, kappa=0.1, dt=0.2))
+    with pytest.warns(RuntimeWarning, match=r"compiled CPU classic step could not be built here "
+                      r"\(RuntimeError: no C\+\+ compiler\); this process runs the eager") as seen:
+        for _ in range(2):
+            out = classic_step_fast(x, kappa=0.1, dt=0.2, work=2 ** 40)
+            assert torch.equal(out, classic_step(x, kappa=0.1, dt=0.2))
+    assert len([w for w in seen if w.category is RuntimeWarning]) == 1  # said once
     assert calls == [1] and cpu.is_broken("classic")
     assert step_path(x, compiled="classic", work=2 ** 40) == "eager"
 
@@ -1007,7 +1010,8 @@ def test_the_recompile_limit_turns_the_compiled_path_off(monkeypatch):
     x, k, *_ = _inputs("cpu")
     with pytest.raises(RuntimeError, match="the compiled seed step has been recompiled too often"):
         cpu.seed_step_compiled(x, k, kappa=0.3, dt=0.2)
-    new, _ = seed_step_fast(x, k, kappa=0.3, dt=0.2, work=2 ** 40)  # falls back to eager
+    with pytest.warns(RuntimeWarning, match="seed step has been recompiled too often"):
+        new, _ = seed_step_fast(x, k, kappa=0.3, dt=0.2, work=2 ** 40)  # falls back to eager
     assert torch.equal(new, seed_step(x, k, kappa=0.3, dt=0.2)[0]) and cpu.is_broken("seed")
 
 
