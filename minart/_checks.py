@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -118,7 +120,29 @@ def check_whole(name: str, value: object, *, ge: int) -> None:
 
 
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    """Raise :class:`ParamError` unless ``value`` is one of ``choices``."""
+    """Raise :class:`ParamError` unless ``value`` is one of ``choices`` (naming the closest)."""
     if value not in choices:
         options = ", ".join(repr(c) for c in choices)
-        raise ParamError(f"{name}={value!r} is not one of {options}", param=name)
+        close = suggest(value, choices) if isinstance(value, str) else ""
+        raise ParamError(f"{name}={value!r} is not one of {options}{close}", param=name)
+
+
+def suggest(name: str, choices: Sequence[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``choices``, or ``""``.
+
+    Closeness is :func:`difflib.get_close_matches` (ratio >= 0.6).
+
+    Args:
+        name: what was written.
+        choices: what would have been valid.
+
+    Returns:
+        The suffix to append to an error message.
+
+    Example:
+        >>> suggest("perona_malk", ["perona_malik", "fractal"])
+        "; did you mean 'perona_malik'?"
+    """
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+

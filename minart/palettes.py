@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ._checks import check_unit_range
+from ._checks import check_unit_range, suggest
 from .errors import ParamError, ShapeError
 
 __all__ = [
@@ -83,8 +83,9 @@ def _named(name: str) -> str:
     key = _ALIASES.get(name, name)
     if key not in PALETTES:
         options = ", ".join(repr(n) for n in (*PALETTES, *_ALIASES))
-        raise ParamError(f"palette={name!r} is not one of {options}, or a list of (position, colour) stops",
-                         param="palette")
+        close = suggest(name, (*PALETTES, *_ALIASES)) if isinstance(name, str) else ""
+        raise ParamError(f"palette={name!r} is not one of {options}, or a list of (position, "
+                         f"colour) stops{close}", param="palette")
     return key
 
 

@@ -16,7 +16,6 @@ looks one up and :func:`stages` lists them. Kinds of data flowing between steps:
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 from pydantic import BaseModel
 from torch import Tensor
 
+from ._checks import suggest
 from .errors import RecipeError
 
 __all__ = [
@@ -267,26 +267,6 @@ def register(stage: Stage) -> Stage:
         raise RecipeError(f"stage {stage.name!r}: its params model must set extra='forbid'")
     _REGISTRY[stage.name] = stage
     return stage
-
-
-def suggest(name: str, choices: Sequence[str]) -> str:
-    """``"; did you mean 'x'?"`` for the closest of ``choices``, or ``""``.
-
-    Closeness is :func:`difflib.get_close_matches` (ratio >= 0.6).
-
-    Args:
-        name: what was written.
-        choices: what would have been valid.
-
-    Returns:
-        The suffix to append to an error message.
-
-    Example:
-        >>> suggest("perona_malk", ["perona_malik", "fractal"])
-        "; did you mean 'perona_malik'?"
-    """
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def get_stage(name: str) -> Stage:

@@ -161,8 +161,10 @@ def test_colorize_is_a_gradient_map_of_rec709_luma(gen):
 def test_colorize_errors():
     with pytest.raises(ShapeError, match="must have 1, 3 or 4 channels for a gradient map, got 2"):
         colorize(torch.rand(2, 2, 2))
-    with pytest.raises(ParamError, match="palette='nope' is not one of"):
-        colorize(torch.rand(3, 2, 2), palette="nope")
+    with pytest.raises(ParamError, match=r"palette='nope' is not one of .*stops$"):
+        colorize(torch.rand(3, 2, 2), palette="nope")  # nothing close: no guess
+    with pytest.raises(ParamError, match=r"stops; did you mean 'twilight'[?]$"):
+        colorize(torch.rand(3, 2, 2), palette="twilite")
 
 
 def test_resize_stretch_matches_torch_antialiased(gen):

@@ -210,15 +210,15 @@ def test_seed_scheme_clamps_only_float_rounding_of_its_input(gen):
 
 @pytest.mark.parametrize(("call", "message"), [
     (lambda x: perona_malik_step(x, kappa=0.1, dt=0.2, scheme="clasic"),
-     "scheme='clasic' is not one of 'classic', 'seed'"),
+     "scheme='clasic' is not one of 'classic', 'seed'; did you mean 'classic'?"),
     (lambda x: perona_malik_step(x, kappa=0.1, dt=0.2, conduction="expp"),
-     "conduction='expp' is not one of 'exp', 'inverse', 'tukey'"),
+     "conduction='expp' is not one of 'exp', 'inverse', 'tukey'; did you mean 'exp'?"),
     (lambda x: perona_malik_step(x, kappa=0.1, dt=0.2, scheme="seed", conduction="Exp"),
-     "conduction='Exp' is not one of 'exp', 'inverse', 'tukey'"),
+     "conduction='Exp' is not one of 'exp', 'inverse', 'tukey'; did you mean 'exp'?"),
     (lambda x: classic_step(x, kappa=0.1, dt=0.2, conduction="expp"),
-     "conduction='expp' is not one of 'exp', 'inverse', 'tukey'"),
+     "conduction='expp' is not one of 'exp', 'inverse', 'tukey'; did you mean 'exp'?"),
     (lambda x: seed_step(x, laplacian_operator(3), kappa=0.1, dt=0.2, conduction="tukee"),
-     "conduction='tukee' is not one of 'exp', 'inverse', 'tukey'"),
+     "conduction='tukee' is not one of 'exp', 'inverse', 'tukey'; did you mean 'tukey'?"),
     (lambda x: scharr_operators(0), "channels=0 must be >= 1"),
 ])
 def test_steps_refuse_unknown_string_options(gen, call, message):
