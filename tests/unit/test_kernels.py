@@ -3,7 +3,8 @@
 Three layers:
 - in-process CPU tests of the dispatcher (mode, path choice, errors, eager fallbacks);
 - the Triton kernels on CPU through Triton's interpreter, each check in a fresh subprocess with
-  ``TRITON_INTERPRET=1`` set before triton is imported (``slow``: a few seconds each);
+  ``TRITON_INTERPRET=1`` set before triton is imported (``slow``: seconds to two minutes each,
+  run side by side, one per core);
 - the same checks on CUDA (``gpu``), plus bit-identical determinism and the dispatcher's choice.
 
 The ``_check_*`` functions hold the comparisons once; the interpreter and GPU tests call them.
@@ -17,6 +18,7 @@ import re
 import subprocess
 import sys
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -481,14 +483,16 @@ def _check_pairs(device: str, shape=(1, 3, 13, 17), block=(4, 8)) -> None:
     assert torch.equal(td.seed_steps_triton(x, k, steps=0, kappa=0.3, dt=0.2), x)
 
 
-def _interpret(check: str) -> None:
-    """Run ``check("cpu")`` of this file in a fresh interpreter with ``TRITON_INTERPRET=1``."""
+def _interpret(check: str, threads: int | None = None) -> subprocess.CompletedProcess:
+    """Run ``check("cpu")`` of this file in a fresh interpreter with ``TRITON_INTERPRET=1``
+    (``threads``: torch's and OpenMP's threads there, default theirs)."""
     code = (f"import runpy, sys; ns = runpy.run_path({str(HERE)!r}); ns[{check!r}]('cpu'); "
             "print('ok')")
     env = {**os.environ, "TRITON_INTERPRET": "1", "MINART_KERNELS": "auto"}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, check=False, capture_output=True, text=True,
-                          timeout=300, cwd=HERE.parents[2])
-    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-4000:]
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return subprocess.run([sys.executable, "-c", code], env=env, check=False,
+                          capture_output=True, text=True, timeout=420, cwd=HERE.parents[2])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -747,14 +751,32 @@ def test_importing_the_package_does_not_import_triton():
 # Triton kernels through the interpreter (CPU tensors)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("check", ["_check_forward", "_check_backward", "_check_determinism",
-                                   "_check_persistent", "_check_rows", "_check_split",
-                                   "_check_fractal", "_check_sweep", "_check_pairs",
-                                   "_check_operator_arguments"])
-def test_triton_kernels_in_the_interpreter(check):
+# slowest first (seconds on two cores, 2026-12): the pool starts the long ones at once
+_INTERPRETED = ["_check_rows", "_check_operator_arguments", "_check_split", "_check_persistent",
+                "_check_backward", "_check_pairs", "_check_fractal", "_check_determinism",
+                "_check_forward", "_check_sweep"]
+
+
+@pytest.fixture(scope="module")
+def interpreted(request):
+    """The selected interpreter checks, started together on first use: each is one
+    single-threaded Python process (the interpreter runs a kernel's program instances one after
+    another), so they share the cores instead of queueing; a test waits for its own."""
     pytest.importorskip("triton")
-    _interpret(check)
+    wanted = [item.callspec.params["check"] for item in request.session.items
+              if getattr(item, "originalname", "") == "test_triton_kernels_in_the_interpreter"]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    pool = ThreadPoolExecutor(max_workers=max(1, min(4, cores or 1)))
+    runs = {check: pool.submit(_interpret, check, 1) for check in _INTERPRETED if check in wanted}
+    yield runs
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("check", _INTERPRETED)
+def test_triton_kernels_in_the_interpreter(check, interpreted):
+    proc = interpreted[check].result()
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-4000:]
 
 
 @pytest.mark.slow
