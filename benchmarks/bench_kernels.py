@@ -180,7 +180,8 @@ def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda",
                         else _time_safely(lambda: _cuda_ms(learned(fused_unroll), reps)))
             kind = "two-pass" if v == "twopass" else "fused"
             _row("learned step", f"triton {kind} loss step, {v} {rows}x{bw}, 4 warps, unroll {u}"
-                 + (f", prefetch {ahead} rows into L2" if ahead else ""),
+                 + (f", prefetch {ahead} rows into L2" if ahead else "")
+                 + (" (I_0 loaded a row ahead)" if v == "ahead" else ""),
                  ms, ref_ms=eager_l, copy_ms=copy, note=note)
         # the same kernel without autograd and the optimizer around it: what the launches cost
         ms, note = _time_safely(lambda: _cuda_ms(lambda: td.seed_loss_triton(

@@ -4,7 +4,7 @@ The rules, applied per call (cheap: an environment read and a few attribute chec
 
 - ``MINART_KERNELS=eager`` (read at each call, not at import) always runs the eager reference;
   ``auto`` (the default) lets the rules below choose. ``MINART_KERNEL_VARIANT=tiles|rows|split|
-  twopass|pairs`` forces one shape of the Triton diffusion kernels (benchmarks); both are checked
+  twopass|ahead|pairs`` forces one shape of the Triton diffusion kernels (benchmarks); both are checked
   at each call.
 - CUDA float32 tensors with at most 4 channels, when :mod:`triton` imports: the Triton kernels of
   :mod:`minart.kernels.triton_diffusion` / :mod:`minart.kernels.triton_fractal`.
@@ -57,7 +57,7 @@ CPU_COMPILE_MIN_WORK = 2 ** 28
 image: the eager seed step costs ~60-110 ms there, a cold compile ~30 s, a warm one ~5 s)."""
 
 _MAX_TRITON_CHANNELS = 4
-_KERNEL_VARIANTS = ("tiles", "rows", "split", "twopass", "pairs")
+_KERNEL_VARIANTS = ("tiles", "rows", "split", "twopass", "ahead", "pairs")
 """Values of ``MINART_KERNEL_VARIANT`` (``minart.kernels.triton_diffusion._auto`` reads it)."""
 
 
@@ -69,7 +69,8 @@ def kernels_mode() -> Literal["eager", "auto"]:
 
     Raises:
         ParamError: any other value, or a ``MINART_KERNEL_VARIANT`` other than ``tiles``,
-            ``rows``, ``split``, ``twopass`` or ``pairs`` (unset or empty: the kernels choose).
+            ``rows``, ``split``, ``twopass``, ``ahead`` or ``pairs`` (unset or empty: the
+            kernels choose).
 
     Example:
         >>> kernels_mode() in ("eager", "auto")

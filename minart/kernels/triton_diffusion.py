@@ -979,16 +979,32 @@ def _pick_channel(vals, o, i: tl.constexpr, C: tl.constexpr):
 
 
 @triton.jit
+def _seed_loss_terms_of(xo, x0r, o: tl.constexpr, x0_ptr, new_ptr, gg_ptr, di_ptr, g, at, mask,
+                        kappa2, tukey_s, dt, w_fid, w_edge, w_energy, COND: tl.constexpr,
+                        NEED_DI: tl.constexpr, X0_AHEAD: tl.constexpr):
+    """:func:`_seed_loss_terms_x0` with channel ``o``'s ``I_0`` from the row ``x0r`` loaded a
+    row ahead (``X0_AHEAD``), else :func:`_seed_loss_terms_at` (loaded here, at ``at``)."""
+    if X0_AHEAD:
+        return _seed_loss_terms_x0(xo, x0r[o], new_ptr, gg_ptr, di_ptr, g, at, mask, kappa2,
+                                   tukey_s, dt, w_fid, w_edge, w_energy, COND, NEED_DI)
+    else:
+        return _seed_loss_terms_at(xo, x0_ptr, new_ptr, gg_ptr, di_ptr, g, at, mask, kappa2,
+                                   tukey_s, dt, w_fid, w_edge, w_energy, COND, NEED_DI)
+
+
+@triton.jit
 def _seed_loss_rows_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_ptr,
                            H, W, n_tw, n_tiles, kappa2, tukey_s, dt, w_fid, w_edge, w_energy,
                            C: tl.constexpr, COND: tl.constexpr, NEED_DI: tl.constexpr,
                            ROWS: tl.constexpr, BLOCK_W: tl.constexpr, UNROLL: tl.constexpr,
-                           PREFETCH: tl.constexpr = 0):
+                           PREFETCH: tl.constexpr = 0, X0_AHEAD: tl.constexpr = False):
     """:func:`_seed_loss_kernel`, row-marching: the loss and the ``C*C*9`` ``dL/dK`` products
     accumulate per pixel in registers down the strip and are reduced once per program.
     ``PREFETCH > 0`` asks L2 for the image's and ``I_0``'s rows that many rows before they are
     loaded (CUDA only): ``I_0`` is loaded in the row that uses it, so without it each row waits
-    for a DRAM round trip."""
+    for a DRAM round trip. ``X0_AHEAD`` loads ``I_0`` a row before its use instead, as the
+    window is (``"ahead"``: at 255 registers, a few values spill: sm_90, Triton 3.6, C = 3, not
+    unrolled, 8 bytes, one store and one load a row). The same values either way: the same bits."""
     b = tl.program_id(1).to(tl.int64)
     x, cmask, y0 = _strip(H, W, n_tw, ROWS, BLOCK_W)
     HW = H * W
@@ -1007,35 +1023,43 @@ def _seed_loss_rows_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_p
         for d in tl.static_range(PREFETCH):
             _prefetch_rows(x0_ptr + base, HW, W, x, y0 + d, end0, C)
     up, mid, down = _window_rows(xb, HW, H, W, x, y0, C)
+    x0_next = _plane_rows(x0_ptr + base, HW, H, W, x, cmask, y0, C) if X0_AHEAD else ()
     for r in tl.range(ROWS, loop_unroll_factor=UNROLL):  # 3: the window rotates in place
         if PREFETCH > 0:
             _prefetch_rows(xb, HW, W, x, y0 + r + 2 + PREFETCH, end, C)
             _prefetch_rows(x0_ptr + base, HW, W, x, y0 + r + PREFETCH, end0, C)
         ahead, mask, at = _next_row(xb, HW, H, W, x, cmask, y0 + r, C)
-        # (I_0 is loaded where it is used: loaded a row ahead, it would spill)
+        if X0_AHEAD:  # this row's I_0, loaded a row ago; the next row's now
+            x0r = x0_next
+            x0_next = _plane_rows(x0_ptr + base, HW, H, W, x, cmask, y0 + r + 1, C)
+        else:  # (each channel's I_0 is loaded where it is used)
+            x0r = ()
         gs = _conv_window(kw, up, mid, down, C, 1, BLOCK_W)
-        gg0, term = _seed_loss_terms_at(mid[1], x0_ptr + base, new_ptr + base, gg_ptr + base,
-                                        di_ptr + base, gs[0], at, mask, kappa2, tukey_s, dt,
-                                        w_fid, w_edge, w_energy, COND, NEED_DI)
+        gg0, term = _seed_loss_terms_of(mid[1], x0r, 0, x0_ptr + base, new_ptr + base,
+                                        gg_ptr + base, di_ptr + base, gs[0], at, mask, kappa2,
+                                        tukey_s, dt, w_fid, w_edge, w_energy, COND, NEED_DI,
+                                        X0_AHEAD)
         loss0 += term
         gg1 = gg0
         gg2 = gg0
         gg3 = gg0
         if C > 1:
-            gg1, term = _seed_loss_terms_at(mid[4], x0_ptr + base, new_ptr + base, gg_ptr + base,
-                                            di_ptr + base, gs[1], HW + at, mask, kappa2, tukey_s,
-                                            dt, w_fid, w_edge, w_energy, COND, NEED_DI)
+            gg1, term = _seed_loss_terms_of(mid[4], x0r, 1, x0_ptr + base, new_ptr + base,
+                                            gg_ptr + base, di_ptr + base, gs[1], HW + at, mask,
+                                            kappa2, tukey_s, dt, w_fid, w_edge, w_energy, COND,
+                                            NEED_DI, X0_AHEAD)
             loss1 += term
         if C > 2:
-            gg2, term = _seed_loss_terms_at(mid[7], x0_ptr + base, new_ptr + base, gg_ptr + base,
-                                            di_ptr + base, gs[2], 2 * HW + at, mask, kappa2,
-                                            tukey_s, dt, w_fid, w_edge, w_energy, COND, NEED_DI)
+            gg2, term = _seed_loss_terms_of(mid[7], x0r, 2, x0_ptr + base, new_ptr + base,
+                                            gg_ptr + base, di_ptr + base, gs[2], 2 * HW + at,
+                                            mask, kappa2, tukey_s, dt, w_fid, w_edge, w_energy,
+                                            COND, NEED_DI, X0_AHEAD)
             loss2 += term
         if C > 3:
-            gg3, term = _seed_loss_terms_at(mid[10], x0_ptr + base, new_ptr + base,
+            gg3, term = _seed_loss_terms_of(mid[10], x0r, 3, x0_ptr + base, new_ptr + base,
                                             gg_ptr + base, di_ptr + base, gs[3], 3 * HW + at,
                                             mask, kappa2, tukey_s, dt, w_fid, w_edge, w_energy,
-                                            COND, NEED_DI)
+                                            COND, NEED_DI, X0_AHEAD)
             loss3 += term
         acc = _dk_accumulate_window(acc, (gg0, gg1, gg2, gg3), up, mid, down, C, C)
         up = mid
@@ -1446,7 +1470,7 @@ ROWS_UNROLL = 3
 VARIANTS = ("tiles", "rows")
 """Kernel variants of the one-pass steps (see :data:`ROWS_BLOCK`); ``"auto"`` picks one."""
 
-FORCIBLE = (*VARIANTS, "split", "twopass", "pairs")
+FORCIBLE = (*VARIANTS, "split", "twopass", "ahead", "pairs")
 """Values of ``MINART_KERNEL_VARIANT`` (see :func:`_auto`)."""
 
 _AUTO: dict[tuple, tuple[str, int]] = {}
@@ -1521,8 +1545,8 @@ def _auto(key: tuple, device: torch.device, launch, outputs: tuple[Tensor, ...],
     the process. All are meant to write the same bits, and each one's warm-up output is compared
     with the first's: one that differs (a miscompilation) is dropped with a warning, so the choice
     changes speed only, never pixels. ``MINART_KERNEL_VARIANT`` (:data:`FORCIBLE`) forces
-    one (benchmarks; ``pairs``, two steps per pass, and ``split`` or ``twopass`` where a kernel
-    has no such shape, mean ``rows`` for a single step, and ``tiles`` or ``rows`` mean one step
+    one (benchmarks; ``pairs``, two steps per pass, and ``split``, ``twopass`` or ``ahead``
+    where a kernel has no such shape, mean ``rows`` for a single step, and ``tiles`` or ``rows`` mean one step
     per pass for several); off CUDA (Triton's interpreter) the answer
     is the first candidate.
     """
@@ -1532,7 +1556,7 @@ def _auto(key: tuple, device: torch.device, launch, outputs: tuple[Tensor, ...],
         if forced not in {variant for variant, *_ in candidates}:
             # one step: the two-step, split and two-pass kernels are strip kernels; several:
             # tiles or rows step by step
-            forced = "rows" if forced in ("pairs", "split", "twopass") else "single"
+            forced = "rows" if forced in ("pairs", "split", "twopass", "ahead") else "single"
         return forced, ROWS_UNROLL
     if device.type != "cuda":
         return candidates[0][0], 1
@@ -1547,11 +1571,12 @@ def _auto(key: tuple, device: torch.device, launch, outputs: tuple[Tensor, ...],
 _LOSS_CANDIDATES = (("rows", ROWS_UNROLL, 0), ("rows", 1, 0), ("split", 1, 0),
                     ("split", ROWS_UNROLL, 0), ("rows", 1, PREFETCH_ROWS),
                     ("split", 1, PREFETCH_ROWS), ("twopass", 1, 0),
-                    ("twopass", 1, PREFETCH_ROWS))
+                    ("twopass", 1, PREFETCH_ROWS), ("ahead", 1, 0))
 """``(variant, unroll, prefetch)`` of the fused learned step that ``"auto"`` times: the
 all-channel, the one-channel-a-program and the two-pass strip kernels, the first two with and
 without unrolling their row loop, and not unrolled with their rows prefetched into L2
-:data:`PREFETCH_ROWS` rows ahead. All add the same numbers in the same order into the same
+:data:`PREFETCH_ROWS` rows ahead; and the all-channel strips loading ``I_0`` a row before its
+use (``"ahead"``; not unrolled: unrolled, 32 bytes spill). All add the same numbers in the same order into the same
 slots: the same bits."""
 
 
@@ -2050,7 +2075,7 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
                      conduction: str = "exp", weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
                      scale: float = 1.0, need_image_grad: bool = False,
                      block: tuple[int, int] | None = None, num_warps: int = 4,
-                     variant: Literal["auto", "rows", "split", "twopass", "tiles",
+                     variant: Literal["auto", "rows", "split", "twopass", "ahead", "tiles",
                                       "persistent"] = "auto",
                      n_programs: int | None = None, unroll: int | None = None,
                      prefetch: int | None = None
@@ -2072,8 +2097,10 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
     sums and ``dL/dg`` (one more image written), the second, one input channel a program,
     reading ``dL/dg`` back with the image to form ``dL/dK`` (two more images read); neither
     holds both the weights and the accumulators (sm_90, C = 3: 167 and 64 registers), again the
-    same bits. ``"auto"``
-    (default): the fastest of the three, with its row loop unrolled :data:`ROWS_UNROLL` times or
+    same bits. ``"ahead"``: ``"rows"`` loading ``I_0`` a row before its use, as it loads the
+    image's window, so no row waits for ``I_0`` from DRAM (a few values spill: 8 bytes not
+    unrolled), the same bits. ``"auto"``
+    (default): the fastest of these, with its row loop unrolled :data:`ROWS_UNROLL` times or
     not, and prefetching its rows into L2 or not, timed on the first CUDA call of a shape
     (:data:`_LOSS_CANDIDATES`; the outputs of each are compared bit for bit when timed, as for
     the forward step); ``"rows"`` off CUDA. ``"tiles"``: one program per tile
@@ -2081,8 +2108,8 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
     registers and 1112 bytes of spills for ``C = 3``; measured 34.7x the copy time on an H200).
     ``"persistent"``: ``n_programs`` programs, program ``p`` taking tiles ``p, p + n_programs,
     ...`` (:data:`PERSISTENT_BLOCK`) into per-pixel register accumulators. Only ``"auto"``,
-    ``"rows"``, ``"split"`` and ``"twopass"`` may be chosen between at run time: the others sum
-    in other orders,
+    ``"rows"``, ``"split"``, ``"twopass"`` and ``"ahead"`` may be chosen between at run time: the
+    others sum in other orders,
     and the same recipe must render the same bits on every run.
 
     Args:
@@ -2097,8 +2124,8 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
         need_image_grad: also return ``dL/dI`` (one more pass).
         block: tile.
         num_warps: warps per program.
-        variant: ``"auto"``, ``"rows"``, ``"split"``, ``"twopass"``, ``"tiles"`` or
-            ``"persistent"``.
+        variant: ``"auto"``, ``"rows"``, ``"split"``, ``"twopass"``, ``"ahead"``, ``"tiles"``
+            or ``"persistent"``.
         n_programs: programs of the persistent variant (default
             :data:`PERSISTENT_PROGRAMS_PER_SM` per SM on CUDA, :data:`PERSISTENT_PROGRAMS_CPU`
             elsewhere; never more than there are tiles).
@@ -2130,7 +2157,7 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
     if conduction not in ("exp", "tukey"):
         raise ParamError(f"conduction={conduction!r} has no Triton backward; use 'exp' or 'tukey'",
                          param="conduction")
-    _check_variant(variant, ("auto", "rows", "split", "twopass", "tiles", "persistent"))
+    _check_variant(variant, ("auto", "rows", "split", "twopass", "ahead", "tiles", "persistent"))
     if n_programs is not None and (isinstance(n_programs, bool) or int(n_programs) != n_programs
                                    or n_programs < 1):
         raise ParamError(f"n_programs={n_programs!r} must be an integer >= 1", param="n_programs")
@@ -2159,7 +2186,7 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
             *args, part, h, w, n_tw, n_tiles, total, programs, *_scalars(kappa, dt), w_f, w_e,
             w_i, **consts,
         )
-    elif variant in ("auto", "rows", "split", "twopass"):
+    elif variant in ("auto", "rows", "split", "twopass", "ahead"):
         part = _empty((b * n_tiles, c + c * c * 9), like=image)
         consts.update(ROWS=consts.pop("BLOCK_H"))
 
@@ -2176,11 +2203,15 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
                     num_warps=num_warps, **_EXACT,
                 )
                 return
-            split = strips == "split"
-            kernel = _seed_loss_split_kernel if split else _seed_loss_rows_kernel
-            kernel[(n_tiles * c if split else n_tiles, nb)](
+            if strips == "split":
+                _seed_loss_split_kernel[(n_tiles * c, nb)](
+                    *args, part, h, w, n_tw, n_tiles, *_scalars(kappa, dt), w_f, w_e, w_i,
+                    UNROLL=factor, PREFETCH=ahead, **consts,
+                )
+                return
+            _seed_loss_rows_kernel[(n_tiles, nb)](
                 *args, part, h, w, n_tw, n_tiles, *_scalars(kappa, dt), w_f, w_e, w_i,
-                UNROLL=factor, PREFETCH=ahead, **consts,
+                UNROLL=factor, PREFETCH=ahead, X0_AHEAD=strips == "ahead", **consts,
             )
 
         candidates = _chosen(_LOSS_CANDIDATES, "rows", variant, unroll, prefetch)

@@ -259,7 +259,7 @@ def _check_split(device: str, shapes=((1, 3, 13, 17), (2, 1, 2, 5)), block=(3, 8
         for cond in ("exp", "tukey"):
             rows = td.seed_loss_triton(x, x0, k, kappa=0.3, dt=0.2, conduction=cond,
                                        need_image_grad=True, variant="rows", block=block)
-            for other in ("split", "twopass"):
+            for other in ("split", "twopass", "ahead"):
                 split = td.seed_loss_triton(x, x0, k, kappa=0.3, dt=0.2, conduction=cond,
                                             need_image_grad=True, variant=other, block=block)
                 assert all(torch.equal(a, b) for a, b in zip(rows, split, strict=True)), (
@@ -514,13 +514,13 @@ def test_an_unknown_kernel_variant_is_refused_on_every_path(monkeypatch):
     monkeypatch.delenv("MINART_KERNELS", raising=False)
     monkeypatch.setenv("MINART_KERNEL_VARIANT", "zzz")
     message = (r"^MINART_KERNEL_VARIANT='zzz' is not one of 'tiles', 'rows', 'split', 'twopass', "
-               r"'pairs'; unset it to let the kernels choose$")
+               r"'ahead', 'pairs'; unset it to let the kernels choose$")
     with pytest.raises(ParamError, match=message):
         step_path(torch.zeros(1, 3, 8, 8))  # a CPU path, where no Triton kernel reads it
     monkeypatch.setenv("MINART_KERNELS", "eager")
     with pytest.raises(ParamError, match=message):
         perona_malik(torch.full((1, 3, 8, 8), 0.5), steps=1, kappa=0.1, dt=0.2)
-    for variant in ("tiles", "rows", "split", "twopass", "pairs", " "):
+    for variant in ("tiles", "rows", "split", "twopass", "ahead", "pairs", " "):
         monkeypatch.setenv("MINART_KERNEL_VARIANT", variant)
         assert kernels_mode() == "eager"
 
@@ -661,7 +661,8 @@ def test_fused_learned_step_rejects_an_unknown_variant_or_program_count():
 
     x, k, x0, *_ = _inputs("cpu")
     with pytest.raises(ParamError, match=r"^variant='diagonal' is not a kernel variant here; use "
-                                         r"'auto', 'rows', 'split', 'twopass', 'tiles' or 'persistent'$"):
+                                         r"'auto', 'rows', 'split', 'twopass', 'ahead', 'tiles' or "
+                                         r"'persistent'$"):
         td.seed_loss_triton(x, x0, k, kappa=0.3, dt=0.2, variant="diagonal")
     with pytest.raises(ParamError, match=r"^variant='persistent' is not a kernel variant here; "
                                          r"use 'auto', 'tiles', 'rows' or 'split'$"):
@@ -868,6 +869,14 @@ def test_kernels_lower_to_ptx_for_hopper_without_a_gpu():
                                                 UNROLL=3))
     lower(td._seed_loss_rows_kernel, ptrs, dict(C=1, COND=0, NEED_DI=False, ROWS=1, BLOCK_W=16,
                                                 UNROLL=1, n_tw=1, n_tiles=1))
+    # I_0 loaded a row before its use ("ahead"): the candidate, and other shapes
+    rows["loss-ahead"] = lower(td._seed_loss_rows_kernel, ptrs, dict(
+        C=3, COND=0, NEED_DI=False, ROWS=td.LOSS_ROWS_BLOCK[0], BLOCK_W=td.LOSS_ROWS_BLOCK[1],
+        UNROLL=1, X0_AHEAD=True))
+    lower(td._seed_loss_rows_kernel, ptrs, dict(C=4, COND=2, NEED_DI=True, ROWS=3, BLOCK_W=32,
+                                                UNROLL=3, X0_AHEAD=True, PREFETCH=2))
+    lower(td._seed_loss_rows_kernel, ptrs, dict(C=1, COND=0, NEED_DI=False, ROWS=1, BLOCK_W=16,
+                                                UNROLL=1, n_tw=1, n_tiles=1, X0_AHEAD=True))
     for factor in (1, 3):  # one output channel a program
         rows[f"loss-split{factor}"] = lower(td._seed_loss_split_kernel, ptrs, dict(
             C=3, COND=0, NEED_DI=False, ROWS=td.LOSS_ROWS_BLOCK[0],
