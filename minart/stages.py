@@ -475,9 +475,7 @@ def _run_load_image(inputs: list[Tensor], params: LoadImageParams, ctx: StageCon
         raise _transparency_error(params)
     if params.downscale > 1:
         _, height, width = image.shape
-        if height < params.downscale or width < params.downscale:
-            raise ParamError(f"downscale={params.downscale} is larger than the image "
-                             f"({width}x{height})", param="downscale")
+        _check_downscale(params.downscale, width, height)
         # an explicit size: scale_factor=1/49 makes 98 px 1 px (98 * (1/49) rounds below 2)
         size = (height // params.downscale, width // params.downscale)
         image = F.interpolate(image[None], size=size,
@@ -1099,6 +1097,14 @@ def _shape_generator(params: BaseModel, ctx: CheckContext) -> tuple[int, ...]:
     return (3, height, width) if frames is None else (frames, 3, height, width)
 
 
+def _check_downscale(factor: int, width: int, height: int) -> None:
+    """Refuse a ``downscale`` that would leave less than one pixel of the image's ``width x
+    height`` (at check time from the file's header, and again when it is read)."""
+    if height < factor or width < factor:
+        raise ParamError(f"downscale={factor} is larger than the image ({width}x{height}); use "
+                         f"downscale <= {min(width, height)}", param="downscale")
+
+
 def _shape_load_image(params: LoadImageParams, ctx: CheckContext) -> tuple[int, ...]:
     from .io import image_size
 
@@ -1107,14 +1113,11 @@ def _shape_load_image(params: LoadImageParams, ctx: CheckContext) -> tuple[int, 
                                    max_pixels=params.max_pixels)
     except MediaError as exc:
         raise ParamError(f"path={params.path!r}: {exc.message}", param="path") from None
-    factor = params.downscale
-    if height < factor or width < factor:
-        raise ParamError(f"downscale={factor} is larger than the image ({width}x{height})",
-                         param="downscale")
+    _check_downscale(params.downscale, width, height)
     if isinstance(params.background, tuple) and len(params.background) not in (1, 3):
         raise ParamError(f"background={params.background} has {len(params.background)} values; "
                          "give one grey level or [r, g, b]", param="background")
-    return (3, height // factor, width // factor)
+    return (3, height // params.downscale, width // params.downscale)
 
 
 def _shape_same(params: BaseModel, ctx: CheckContext) -> tuple[int, ...]:

@@ -127,7 +127,7 @@ REFUSED = {
                       "7x5"),
                      ({"path": "v.webm"}, [(2, 4, 4, 4)], ShapeError, "has 4 channels; a video")],
     "load_image": [({"path": "in.png", "downscale": 12}, [], ParamError,
-                    "downscale=12 is larger than the image (11x7)"),
+                    "downscale=12 is larger than the image (11x7); use downscale <= 7"),
                    ({"path": "in.png", "max_pixels": 50}, [], ParamError,
                     "11x7 = 77 pixels exceeds max_pixels=50"),
                    ({"path": "junk.png"}, [], ParamError, "not a readable image")],
