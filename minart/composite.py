@@ -97,7 +97,8 @@ def _color(value: Color, channels: int, name: str, like: Tensor) -> Tensor:
         values = values * channels
     if len(values) != channels:
         raise ParamError(
-            f"{name}={tuple(values)} has {len(values)} values but the image has {channels} channels",
+            f"{name}={tuple(values)} has {len(values)} values but the image has {channels} "
+            f"channels; give one level or {channels}",
             param=name,
         )
     for v in values:
