@@ -1546,9 +1546,9 @@ def _auto(key: tuple, device: torch.device, launch, outputs: tuple[Tensor, ...],
     with the first's: one that differs (a miscompilation) is dropped with a warning, so the choice
     changes speed only, never pixels. ``MINART_KERNEL_VARIANT`` (:data:`FORCIBLE`) forces
     one (benchmarks; ``pairs``, two steps per pass, and ``split``, ``twopass`` or ``ahead``
-    where a kernel has no such shape, mean ``rows`` for a single step, and ``tiles`` or ``rows`` mean one step
-    per pass for several); off CUDA (Triton's interpreter) the answer
-    is the first candidate.
+    where a kernel has no such shape, mean ``rows`` for a single step, and ``tiles`` or
+    ``rows`` mean one step per pass for several); off CUDA (Triton's interpreter) the answer is
+    the first candidate.
     """
     forced = os.environ.get("MINART_KERNEL_VARIANT", "").strip()
     if forced:
@@ -1576,8 +1576,8 @@ _LOSS_CANDIDATES = (("rows", ROWS_UNROLL, 0), ("rows", 1, 0), ("split", 1, 0),
 all-channel, the one-channel-a-program and the two-pass strip kernels, the first two with and
 without unrolling their row loop, and not unrolled with their rows prefetched into L2
 :data:`PREFETCH_ROWS` rows ahead; and the all-channel strips loading ``I_0`` a row before its
-use (``"ahead"``; not unrolled: unrolled, 32 bytes spill). All add the same numbers in the same order into the same
-slots: the same bits."""
+use (``"ahead"``; not unrolled: unrolled, 32 bytes spill). All add the same numbers in the same
+order into the same slots: the same bits."""
 
 
 PERSISTENT_BLOCK = (1, 128)
