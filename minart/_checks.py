@@ -145,4 +145,3 @@ def suggest(name: str, choices: Sequence[str]) -> str:
     """
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
-
