@@ -1004,7 +1004,7 @@ def _seed_loss_rows_kernel(x_ptr, x0_ptr, k_ptr, new_ptr, gg_ptr, di_ptr, part_p
     loaded (CUDA only): ``I_0`` is loaded in the row that uses it, so without it each row waits
     for a DRAM round trip. ``X0_AHEAD`` loads ``I_0`` a row before its use instead, as the
     window is (``"ahead"``: at 255 registers, a few values spill: sm_90, Triton 3.6, C = 3, not
-    unrolled, 8 bytes, one store and one load a row). The same values either way: the same bits."""
+    unrolled, 8 bytes: one store and one load). The same values either way: the same bits."""
     b = tl.program_id(1).to(tl.int64)
     x, cmask, y0 = _strip(H, W, n_tw, ROWS, BLOCK_W)
     HW = H * W
