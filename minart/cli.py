@@ -363,22 +363,19 @@ def main(argv: list[str] | None = None) -> int:
     # reported as the interruption it comes from
     try:
         app(args=argv, prog_name="minart")  # usage errors: click prints them and exits 2
+        code = 0
     except MinartError as exc:
         if not interrupted():
             _echo_error(str(exc))
             return exc.exit_status
-        code = EXIT_INTERRUPTED
     except KeyboardInterrupt:  # (typer turns it into exit status 130 first)
         code = EXIT_INTERRUPTED
     except SystemExit as exc:
-        code = EXIT_INTERRUPTED if interrupted() else exc.code
+        code = exc.code
     except Exception:
         if not interrupted():
             raise
-        code = EXIT_INTERRUPTED
-    else:
-        if not interrupted():
-            return 0
+    if interrupted():
         code = EXIT_INTERRUPTED
     if code == EXIT_INTERRUPTED:
         _echo_error(_interrupted_message)
