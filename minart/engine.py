@@ -45,6 +45,7 @@ from torch import Tensor
 from .cache import TensorCache, format_size
 from .errors import CacheError, Interrupted, MinartError, ParamError, RecipeError
 from .keys import device_class, plan_keys, topological_order
+from .progress import notes_to
 
 __all__ = [
     "Checkpoint",
@@ -1479,6 +1480,8 @@ def run_step(plan_: Plan, name: str, *, cache: TensorCache, progress: ProgressFn
         written_as = _recipe_step(plan_, name)
         log.info("step '%s' (%s): computing", name, step.stage)
         with contextlib.ExitStack() as held:
+            # a kernel timing its shapes or a CPU step compiling says so in this step's log
+            held.enter_context(notes_to(lambda text: log.info("step '%s': %s", name, text)))
             # another recipe writing the same file waits, so each entry records its own bytes
             for path in sorted(step.files):
                 held.enter_context(cache.lock(_path_lock_key(path)))

@@ -5,19 +5,31 @@ Long stages call ``ctx.progress(done, total)``; the engine turns that into
 to the listeners registered here with :func:`listen`, so one stage call can drive both a terminal
 bar and a Prefect progress artifact. :class:`TerminalProgress` shows iterations, rate and ETA, and
 does nothing when its stream is not a TTY (CI logs stay clean).
+
+Code deep inside a step (a kernel timing its shapes once, a CPU step compiling) says what it is
+doing with :func:`note`; the engine sends such notes to the running step's log with
+:func:`notes_to`, so a first call that takes seconds is explained where the step is logged.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import logging
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
-__all__ = ["TerminalProgress", "emit", "listen"]
+__all__ = ["TerminalProgress", "emit", "listen", "note", "notes_to"]
 
 Listener = Callable[[str, int, int], None]
+
+_NOTE: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.ContextVar(
+    "minart_note", default=None)
+"""Where :func:`note` sends its text in this thread or task (set by :func:`notes_to`)."""
+
+_LOG = logging.getLogger("minart")
 
 _LISTENERS: list[Listener] = []
 _GUARD = threading.Lock()
@@ -49,6 +61,38 @@ def emit(step: str, done: int, total: int) -> None:
         listeners = list(_LISTENERS)
     for listener in listeners:
         listener(step, done, total)
+
+
+@contextlib.contextmanager
+def notes_to(receiver: Callable[[str], None]) -> Iterator[None]:
+    """Send every :func:`note` made in this context (this thread, this task) to ``receiver``.
+
+    Context-local, not global: steps that run at once in threads each get their own notes.
+
+    Example:
+        >>> seen = []
+        >>> with notes_to(seen.append):
+        ...     note("compiling the CPU seed step")
+        >>> seen
+        ['compiling the CPU seed step']
+    """
+    token = _NOTE.set(receiver)
+    try:
+        yield
+    finally:
+        _NOTE.reset(token)
+
+
+def note(text: str) -> None:
+    """Say what slow one-off work is being done (to the running step's log, see :func:`notes_to`).
+
+    Outside :func:`notes_to` the text is logged at INFO on the ``minart`` logger.
+    """
+    receiver = _NOTE.get()
+    if receiver is None:
+        _LOG.info("%s", text)
+    else:
+        receiver(text)
 
 
 class TerminalProgress:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..diffusion import _inverse_kappa, _seed_update
+from ..progress import note
 
 __all__ = ["classic_step_compiled", "is_broken", "mark_broken", "seed_step_compiled"]
 
@@ -147,6 +148,8 @@ def _compiled(name: str, fn: Callable, signature: tuple) -> Callable:
             fresh = types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__,
                                        fn.__closure__)
             _COMPILED[key] = torch.compile(fresh, dynamic=False, fullgraph=True)
+            note(f"compiling the CPU {name} step for this image size (once per process and "
+                 "size: seconds, fewer when Inductor's disk cache has it)")
         return _COMPILED[key]
 
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 import warnings
 from typing import Literal
 
@@ -49,6 +50,7 @@ from torch import Tensor
 from .._checks import check_whole
 from ..diffusion import _inverse_kappa
 from ..errors import ParamError, ShapeError
+from ..progress import note
 
 __all__ = [
     "COND_CODES",
@@ -1504,14 +1506,25 @@ def _cuda_ms(fn) -> float:
     return min(times)
 
 
+_KERNEL_NAMES = {"seed": "the seed-scheme step", "seed-steps": "the seed-scheme steps",
+                 "seed-loss": "the learned step", "classic": "the classic step",
+                 "classic-steps": "the classic steps"}
+"""What :func:`_pick`'s notes call a kernel, by the first item of its key."""
+
+
 def _pick(candidates, launch, outputs: tuple[Tensor, ...], timer, key=()) -> tuple:
     """The fastest candidate whose output equals the first candidate's, bit for bit.
 
     Each candidate is launched once (compiling it), its ``outputs`` compared with the first
     candidate's, then timed with ``timer(lambda: launch(*candidate))``. A later candidate that
     cannot compile or launch here (another Triton, another GPU) is dropped with a warning; the
-    first one's error is raised.
+    first one's error is raised. What it does (seconds a candidate: each compiles) and what it
+    found go to the running step's log (:func:`~minart.progress.note`).
     """
+    name = _KERNEL_NAMES.get(key[0] if key else None, "a kernel")
+    note(f"choosing {name}'s fastest shape: compiling and timing {len(candidates)} shapes that "
+         "write the same bits (once per process, shape and device)")
+    started = time.perf_counter()
     best = {}
     reference = None
     for candidate in candidates:
@@ -1531,7 +1544,11 @@ def _pick(candidates, launch, outputs: tuple[Tensor, ...], timer, key=()) -> tup
                           f"{candidates[0]} one for {key}; not using it", stacklevel=4)
             continue
         best[candidate] = timer(lambda candidate=candidate: launch(*candidate))
-    return min(best, key=best.get)
+    chosen = min(best, key=best.get)
+    timings = ", ".join(f"{'/'.join(map(str, c))} {t:.3g} ms" for c, t in best.items())
+    note(f"{name[0].upper()}{name[1:]} uses {'/'.join(map(str, chosen))} (timed in "
+         f"{time.perf_counter() - started:.1f} s: {timings})")
+    return chosen
 
 
 def _auto(key: tuple, device: torch.device, launch, outputs: tuple[Tensor, ...],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import sys
@@ -804,3 +805,22 @@ def test_failures_of_the_machine_are_told_apart_from_the_recipes_errors():
     assert is_io_failure(OSError(errno.EIO, "Input/output error"))
     assert not is_io_failure(broken_input) and not is_io_failure(ParamError("dt=-1"))
     assert ParamError("x").exit_status == 2
+
+
+@pytest.mark.slow
+def test_a_step_logs_what_makes_its_first_call_slow(tmp_path, cache, monkeypatch, caplog):
+    """A CPU step that compiles (here forced by a zero threshold) says so in the step's log."""
+    from minart import kernels
+    from minart.kernels import cpu, dispatch
+
+    monkeypatch.setattr(dispatch, "CPU_COMPILE_MIN_WORK", 0)
+    monkeypatch.setattr(cpu, "_COMPILED", {})
+    monkeypatch.setenv("MINART_KERNELS", "auto")
+    assert kernels.step_path(torch.zeros(1, 3, 8, 8), compiled="classic", work=1) == "compiled"
+    plan = engine.plan(_recipe(tmp_path), device="cpu", output_dir=tmp_path / "out")
+    log = logging.getLogger("minart-test-run")
+    with caplog.at_level(logging.INFO, logger="minart-test-run"):
+        engine.run_step(plan, "soft", cache=cache, log=log)
+    said = [r.getMessage() for r in caplog.records if r.name == "minart-test-run"]
+    assert "step 'soft': compiling the CPU classic step for this image size (once per process " \
+           "and size: seconds, fewer when Inductor's disk cache has it)" in said, said

@@ -38,6 +38,7 @@ from minart.kernels import (
     seed_sweep,
     step_path,
 )
+from minart.progress import notes_to
 
 HERE = Path(__file__).resolve()
 FWD_TOL = dict(atol=1e-5, rtol=1e-5)
@@ -617,10 +618,17 @@ def test_auto_variant_keeps_the_fastest_kernel_that_writes_the_same_bits(monkeyp
         ran.append(name)
         out.fill_(writes[name])
 
-    with pytest.warns(UserWarning, match=r"the \('c',\) Triton kernel disagrees"):
+    notes = []
+    with pytest.warns(UserWarning, match=r"the \('c',\) Triton kernel disagrees"), \
+            notes_to(notes.append):
         best = td._pick([("a",), ("b",), ("c",), ("d",)], launch, (out,),
-                        lambda fn: (fn(), cost[ran[-1]])[1])
+                        lambda fn: (fn(), cost[ran[-1]])[1], key=("seed-loss", 3, 0))
     assert best == ("b",)  # c is faster but wrong
+    # the step's log says why its first call takes seconds, and what was found
+    assert notes[0] == ("choosing the learned step's fastest shape: compiling and timing 4 "
+                        "shapes that write the same bits (once per process, shape and device)")
+    assert re.fullmatch(r"The learned step uses b \(timed in \d+\.\d s: a 3 ms, b 2 ms, "
+                        r"d 2\.5 ms\)", notes[1]), notes[1]
     assert ran.count("c") == 1  # launched once to compare, never timed
 
     # a later candidate that cannot build here (PTX on another GPU, another Triton) is dropped;
@@ -956,12 +964,18 @@ def test_compiled_cpu_steps_match_the_references(tmp_path, monkeypatch):
     from minart.kernels import cpu
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cpu, "_COMPILED", {})
     x, k, *_ = _inputs("cpu", (1, 3, 16, 20))
-    for cond in ("exp", "inverse", "tukey"):
-        new, g = cpu.seed_step_compiled(x, k, kappa=0.3, dt=0.2, conduction=cond)
+    notes = []
+    for cond in ("exp", "inverse", "tukey", "exp"):
+        with notes_to(notes.append):
+            new, g = cpu.seed_step_compiled(x, k, kappa=0.3, dt=0.2, conduction=cond)
         ref_new, ref_g = seed_step(x, k, kappa=0.3, dt=0.2, conduction=cond)
         torch.testing.assert_close(new, ref_new, **FWD_TOL)
         torch.testing.assert_close(g, ref_g, **FWD_TOL)
+    # each signature compiles once, and says so in the step's log
+    assert notes == ["compiling the CPU seed step for this image size (once per process and "
+                     "size: seconds, fewer when Inductor's disk cache has it)"] * 3
     for kappa in (0.1, 0.05):  # a new kappa must not need a recompile to be right
         torch.testing.assert_close(cpu.classic_step_compiled(x, kappa=kappa, dt=0.2),
                                    classic_step(x, kappa=kappa, dt=0.2), **FWD_TOL)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import io
+import logging
 import threading
 
-from minart.progress import TerminalProgress, emit, listen
+from minart.progress import TerminalProgress, emit, listen, note, notes_to
 
 
 class _Tty(io.StringIO):
@@ -51,3 +52,26 @@ def test_bar_is_thread_safe():
         for t in threads:
             t.join()
     assert all(f"s{n}" in stream.getvalue() for n in range(4))
+
+
+def test_notes_go_to_the_receiver_of_their_own_context_and_else_to_the_minart_log(caplog):
+    caplog.set_level(logging.INFO, logger="minart")
+    note("outside")
+    assert [r.getMessage() for r in caplog.records if r.name == "minart"] == ["outside"]
+    seen: dict[int, list[str]] = {0: [], 1: []}
+    both = threading.Barrier(2)
+
+    def step(n: int) -> None:  # two steps at once in threads, as Prefect runs them
+        with notes_to(seen[n].append):
+            both.wait()
+            note(f"from {n}")
+        note(f"after {n}")
+
+    threads = [threading.Thread(target=step, args=(n,)) for n in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == {0: ["from 0"], 1: ["from 1"]}
+    assert sorted(r.getMessage() for r in caplog.records if r.name == "minart") == [
+        "after 0", "after 1", "outside"]
