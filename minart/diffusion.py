@@ -33,7 +33,7 @@ Two schemes share one entry point, :func:`perona_malik`:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
 import torch
@@ -50,6 +50,7 @@ __all__ = [
     "laplacian_operator",
     "perona_malik",
     "perona_malik_step",
+    "perona_malik_sweep",
     "scharr_operators",
     "seed_step",
 ]
@@ -274,12 +275,12 @@ def _check_operator(operator: Tensor, channels: int, image: Tensor) -> None:
     check_finite(operator, name="operator")
 
 
-def _substeps(dt: float, scheme: str, substep: str) -> int:
+def _substeps(dt: float, scheme: str, substep: str, *, at: str = "") -> int:
     if scheme != "classic" or dt <= CLASSIC_DT_MAX:
         return 1
     if substep == "off":
         raise ParamError(
-            f"dt={dt} exceeds the stability bound {CLASSIC_DT_MAX} for scheme 'classic'; "
+            f"dt{at}={dt} exceeds the stability bound {CLASSIC_DT_MAX} for scheme 'classic'; "
             f"use dt <= {CLASSIC_DT_MAX} or substep: auto",
             param="dt",
         )
@@ -377,45 +378,180 @@ def perona_malik(
         (torch.Size([3, 16, 16]), True)
     """
     batch, single = as_batch(image, min_size=2)
+    _check_options(scheme, conduction, substep)
+    check_whole("steps", steps, ge=0)
+    n = _check_step(kappa, dt, scheme, substep)
+    batch = _checked_image(batch, scheme)
+    operator = _host_operator(operator, batch, scheme)
+    check_whole("callback_every", callback_every, ge=1)
+    out = batch
+    for done, out in _diffusing(batch, steps=steps, every=steps if callback is None
+                                else callback_every, kappa=kappa, dt=dt, substeps=n,
+                                scheme=scheme, conduction=conduction, operator=operator):
+        if callback is not None:
+            callback(done, out)
+    return out[0] if single else out
+
+
+def perona_malik_sweep(
+    image: Tensor,
+    *,
+    steps: int,
+    kappa: float | Sequence[float],
+    dt: float | Sequence[float],
+    scheme: Scheme = "classic",
+    conduction: Conduction = "exp",
+    operator: Tensor | None = None,
+    substep: Literal["auto", "off"] = "auto",
+    callback: Callable[[int, Tensor], None] | None = None,
+    callback_every: int = 1,
+) -> Tensor:
+    """Variants of one :func:`perona_malik` run side by side: a value of ``kappa`` and ``dt`` each.
+
+    Variant ``n`` is ``perona_malik(image, steps=steps, kappa=kappa[n], dt=dt[n], ...)``; a
+    single value (or a list of one) is used by every variant. On CUDA the seed scheme runs all
+    variants of a step in one kernel launch (:func:`minart.kernels.seed_sweep`, within 1e-5 of
+    :func:`perona_malik`); elsewhere each variant takes :func:`perona_malik`'s path, and its bits.
+
+    Args:
+        image: ``(C, H, W)`` or ``(1, C, H, W)``, as for :func:`perona_malik`.
+        steps: number of diffusion steps of every variant (>= 0).
+        kappa: one value or a value per variant (each >= KAPPA_MIN).
+        dt: one value or a value per variant (each > 0); a classic ``dt`` above 0.25 takes
+            substeps as in :func:`perona_malik`.
+        scheme: ``"classic"`` or ``"seed"``.
+        conduction: ``"exp"``, ``"inverse"`` or ``"tukey"``.
+        operator: ``(C, C, 3, 3)`` operator of every variant for ``"seed"`` (default
+            :func:`laplacian_operator`).
+        substep: ``"auto"`` or ``"off"``.
+        callback: called as ``callback(step, images)`` with the ``(N, C, H, W)`` variants after
+            every ``callback_every`` steps and after the last.
+        callback_every: steps between two calls of ``callback`` (>= 1).
+
+    Returns:
+        ``(N, C, H, W)``: the variants in the order of the values.
+
+    Raises:
+        ShapeError: as :func:`perona_malik`, or a batch of several images.
+        ParamError: as :func:`perona_malik` (naming the variant: ``kappa[2]=0``), or ``kappa``
+            and ``dt`` lists of two different lengths.
+
+    Example:
+        >>> x = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
+        >>> sweep = perona_malik_sweep(x, steps=5, kappa=[0.05, 0.1, 0.2], dt=0.2)
+        >>> sweep.shape, bool(torch.equal(sweep[1], perona_malik(x, steps=5, kappa=0.1, dt=0.2)))
+        (torch.Size([3, 3, 16, 16]), True)
+    """
+    batch, _ = as_batch(image, min_size=2)
+    if batch.shape[0] != 1:
+        raise ShapeError(f"image must be one (C, H, W) image, got shape {tuple(image.shape)}",
+                         param="image")
+    _check_options(scheme, conduction, substep)
+    check_whole("steps", steps, ge=0)
+    kappas, dts = _variants(kappa=kappa, dt=dt)
+
+    def at(i: int, value: object) -> str:  # "[2]" names a listed value; a single one, none
+        return f"[{i}]" if isinstance(value, (list, tuple)) else ""
+
+    substeps = [_check_step(k, d, scheme, substep, at_kappa=at(i, kappa), at_dt=at(i, dt))
+                for i, (k, d) in enumerate(zip(kappas, dts, strict=True))]
+    batch = _checked_image(batch, scheme)
+    operator = _host_operator(operator, batch, scheme)
+    check_whole("callback_every", callback_every, ge=1)
+    every = steps if callback is None else callback_every
+    if scheme == "seed" and batch.is_cuda:  # every variant of a step in one launch
+        from .kernels.dispatch import seed_sweep
+
+        operators = operator.to(batch.device).expand(len(kappas), -1, -1, -1, -1).contiguous()
+        report = None if callback is None else (
+            lambda step, images: callback(step, images) if step % every == 0 or step == steps
+            else None)
+        with torch.no_grad():
+            return seed_sweep(batch, operators, kappa=kappas, dt=dts, conduction=conduction,
+                              steps=steps, callback=report)
+    runs = [_diffusing(batch, steps=steps, every=every, kappa=k, dt=d, substeps=n, scheme=scheme,
+                       conduction=conduction, operator=operator)
+            for k, d, n in zip(kappas, dts, substeps, strict=True)]
+    outs = [batch] * len(runs)
+    for step in zip(*runs, strict=True):  # the variants in step, each run as perona_malik does
+        outs = [out for _, out in step]
+        if callback is not None:
+            callback(step[0][0], torch.cat(outs))  # N x (1, C, H, W) -> (N, C, H, W)
+    return torch.cat(outs)  # N x (1, C, H, W) -> (N, C, H, W)
+
+
+def _variants(**values: float | Sequence[float]) -> tuple[list[float], ...]:
+    """The sweep's per-variant values: a list of one length for each keyword."""
+    lists = {k: list(v) for k, v in values.items() if isinstance(v, (list, tuple))}
+    for name, items in lists.items():
+        if not items:
+            raise ParamError(f"{name} is an empty list; give at least one value", param=name)
+    lengths = {len(v) for v in lists.values() if len(v) > 1}
+    if len(lengths) > 1:
+        (a, la), (b, lb) = [(k, len(v)) for k, v in lists.items()]
+        raise ParamError(f"{b} has {lb} values but {a} has {la}; give {b} {la} values or one",
+                         param=b)
+    n = lengths.pop() if lengths else 1
+    out = [lists[k] * (n // len(lists[k])) if k in lists else [v] * n for k, v in values.items()]
+    return tuple(out)
+
+
+def _check_options(scheme: str, conduction: str, substep: str) -> None:
     check_choice("scheme", scheme, _SCHEMES)
     check_choice("conduction", conduction, _CONDUCTIONS)
     check_choice("substep", substep, ("auto", "off"))
-    check_whole("steps", steps, ge=0)
-    check_range("kappa", kappa, ge=KAPPA_MIN)
-    check_range("dt", dt, gt=0)
+
+
+def _check_step(kappa: float, dt: float, scheme: str, substep: str, *, at_kappa: str = "",
+                at_dt: str = "") -> int:
+    """Check one step's ``kappa`` and ``dt`` (``at_...``: ``"[2]"`` for a sweep's third listed
+    value); return how many substeps a step takes."""
+    check_range(f"kappa{at_kappa}", kappa, ge=KAPPA_MIN)
+    check_range(f"dt{at_dt}", dt, gt=0)
+    return _substeps(dt, scheme, substep, at=at_dt)
+
+
+def _checked_image(batch: Tensor, scheme: str) -> Tensor:
     if scheme == "seed":  # its steps clamp to [0, 1]: refuse what they would clip silently
-        batch = check_unit_range("image", batch, hint="use scheme: classic, which takes any range, "
-                                 "or normalise the image to [0, 1] first")
-    else:
-        check_finite(batch)
+        return check_unit_range("image", batch, hint="use scheme: classic, which takes any range, "
+                                "or normalise the image to [0, 1] first")
+    check_finite(batch)
+    return batch
+
+
+def _host_operator(operator: Tensor | None, batch: Tensor, scheme: str) -> Tensor | None:
+    """The seed scheme's operator, checked, on the host (default: :func:`laplacian_operator`)."""
     if operator is not None:
         if scheme != "seed":
             raise ParamError("operator is used by scheme 'seed' only; drop it or set scheme: seed",
                              param="operator")
         _check_operator(operator, batch.shape[1], batch)
-    check_whole("callback_every", callback_every, ge=1)
-    n = _substeps(dt, scheme, substep)
-    sub_dt = dt / n
-    if scheme == "seed":
-        # on the host: the Triton kernels take its values as kernel arguments (one read-back of
-        # a given GPU operator per call, not one per step); the other paths move it back
-        operator = (laplacian_operator(batch.shape[1], dtype=batch.dtype) if operator is None
-                    else operator.cpu())
+    if scheme != "seed":
+        return None
+    # on the host: the Triton kernels take its values as kernel arguments (one read-back of
+    # a given GPU operator per call, not one per step); the other paths move it back
+    return (laplacian_operator(batch.shape[1], dtype=batch.dtype) if operator is None
+            else operator.cpu())
+
+
+def _diffusing(batch: Tensor, *, steps: int, every: int, kappa: float, dt: float, substeps: int,
+               scheme: str, conduction: str, operator: Tensor | None
+               ) -> Iterator[tuple[int, Tensor]]:
+    """:func:`perona_malik`'s run once checked: ``(steps done, image)`` after every ``every``
+    steps and after the last. Between two yields the steps run back to back (a GPU does two a
+    pass), on the fastest exact path for the whole run's size."""
     # Same step on the fastest exact path (Triton on CUDA, compiled on CPU for long runs);
     # MINART_KERNELS=eager keeps perona_malik_step. Imported here: kernels.cpu imports this module.
     from .kernels.dispatch import perona_malik_steps_fast
 
     out = batch
-    work = steps * n * batch.numel()
-    every = steps if callback is None else callback_every
+    work = steps * substeps * batch.numel()
     done = 0
-    with torch.no_grad():
-        while done < steps:
-            run = min(every, steps - done)
-            out = perona_malik_steps_fast(out, steps=run * n, kappa=kappa, dt=sub_dt,
-                                          scheme=scheme, conduction=conduction,
-                                          operator=operator, work=work)
-            done += run
-            if callback is not None:
-                callback(done, out)
-    return out[0] if single else out
+    while done < steps:
+        run = min(every, steps - done)
+        with torch.no_grad():
+            out = perona_malik_steps_fast(out, steps=run * substeps, kappa=kappa,
+                                          dt=dt / substeps, scheme=scheme,
+                                          conduction=conduction, operator=operator, work=work)
+        done += run
+        yield done, out

@@ -770,7 +770,13 @@ def _pydantic_message(err: Mapping[str, Any], stage: Stage,
     if kind in ("tuple_type", "list_type"):
         return f"{shown}={_show(value)} must be a list like [a, b]", name
     if kind.startswith("too_long") or kind.startswith("too_short"):
-        return f"{shown}={_show(value)} has the wrong number of items", name
+        count = ctx.get("actual_length")
+        most, least = ctx.get("max_length"), ctx.get("min_length")
+        advice = (f"; give at most {most}" if most is not None else
+                  f"; give at least {least}" if least is not None else "")
+        items = f"has {count} item{'s' if count != 1 else ''}" if count is not None else \
+            "has the wrong number of items"
+        return f"{shown}={_show(value)} {items}{advice}", name
     msg = str(err.get("msg", "is invalid"))
     return f"{shown}={_show(value)}: {msg[:1].lower()}{msg[1:]}", name
 

@@ -532,6 +532,49 @@ def _preview_perona_malik(params: PeronaMalikParams, factor: int) -> dict[str, A
     return {"steps": max(1, round(params.steps / factor**2)) if params.steps else 0}
 
 
+SWEEP_MAX = 64
+"""Most variants of a ``perona_malik_sweep`` step."""
+
+_Kappa = Annotated[float, Field(ge=KAPPA_MIN, le=10)]
+_Dt = Annotated[float, Field(gt=0, le=10)]
+
+
+class PeronaMalikSweepParams(PeronaMalikParams):
+    """Parameters of :func:`minart.diffusion.perona_malik_sweep`: ``perona_malik``'s, with a
+    list of values for ``kappa`` and/or ``dt``."""
+
+    kappa: Annotated[_Kappa | Annotated[tuple[_Kappa, ...], Field(min_length=1,
+                                                               max_length=SWEEP_MAX)],
+                     BeforeValidator(_to_tuple)] = Field(..., description=(
+        "Edge threshold(s), each 1e-18 to 10: one value, or a list of values to compare (a "
+        "variant each, up to 64), e.g. [0.02, 0.05, 0.1, 0.2]."))
+    dt: Annotated[_Dt | Annotated[tuple[_Dt, ...], Field(min_length=1, max_length=SWEEP_MAX)],
+                  BeforeValidator(_to_tuple)] = Field(..., description=(
+        "Time step(s), each > 0 and <= 10: one value, or a list (a variant each; as many as "
+        "kappa's when both are lists)."))
+
+
+def _check_perona_malik_sweep(params: PeronaMalikSweepParams, ctx: CheckContext) -> None:
+    from .diffusion import perona_malik_sweep
+
+    if params.scheme == "seed":
+        _warn_unused(params, ctx, {"substep": "with scheme 'seed' (it splits 'classic' steps)"})
+    if not isinstance(params.kappa, tuple) and not isinstance(params.dt, tuple):
+        ctx.warn(f"kappa={params.kappa} and dt={params.dt} make a sweep of one variant; give a "
+                 "list of values to either, or use stage perona_malik", param="kappa")
+    probe = _kwargs(params)
+    probe["steps"] = 0  # validates every option, and the lists' lengths, without work
+    perona_malik_sweep(torch.zeros(1, 3, 2, 2), **probe)
+
+
+def _run_perona_malik_sweep(inputs: list[Tensor], params: PeronaMalikSweepParams,
+                            ctx: StageContext) -> Tensor:
+    from .diffusion import perona_malik_sweep
+
+    return perona_malik_sweep(inputs[0], **_kwargs(params), callback=_progress(ctx, params.steps),
+                              callback_every=2 * max(1, params.steps // 200))
+
+
 class MinimizeParams(_Params):
     """Parameters of :func:`minart.minimize.minimize`."""
 
@@ -1129,6 +1172,13 @@ def _shape_perona_malik(params: PeronaMalikParams, ctx: CheckContext) -> tuple[i
     return ctx.input_shapes[0]
 
 
+def _shape_perona_malik_sweep(params: PeronaMalikSweepParams,
+                              ctx: CheckContext) -> tuple[int, ...]:
+    _least(ctx, "perona_malik_sweep")
+    lengths = [len(v) for v in (params.kappa, params.dt) if isinstance(v, tuple)]
+    return (max(lengths, default=1), *ctx.input_shapes[0])
+
+
 def _shape_minimize(params: MinimizeParams, ctx: CheckContext) -> tuple[int, ...]:
     _least(ctx, "minimize")
     tile = _frames_of(ctx.input_shapes[0])[1]
@@ -1324,6 +1374,12 @@ register(Stage(
     version=3,
     summary="Edge-preserving Perona-Malik diffusion (classic or the post's seed scheme).",
     function="minart.diffusion:perona_malik"))
+register(Stage(
+    name="perona_malik_sweep", params=PeronaMalikSweepParams, run=_run_perona_malik_sweep,
+    consumes=("image",), produces="frames", inputs=("image",), check=_check_perona_malik_sweep,
+    preview=_preview_perona_malik, shape=_shape_perona_malik_sweep,
+    summary="Perona-Malik diffusions of one image side by side, a kappa or dt each; a clip.",
+    function="minart.diffusion:perona_malik_sweep"))
 register(Stage(
     name="minimize", params=MinimizeParams, run=_run_minimize, consumes=_ANY, produces="frames",
     inputs=("image",), check=_check_minimize, preview=_preview_minimize, shape=_shape_minimize,

@@ -13,6 +13,7 @@ from minart.diffusion import (
     laplacian_operator,
     perona_malik,
     perona_malik_step,
+    perona_malik_sweep,
     scharr_operators,
     seed_step,
 )
@@ -225,3 +226,88 @@ def test_steps_refuse_unknown_string_options(gen, call, message):
     with pytest.raises(ParamError) as info:
         call(_smooth_image(gen)[None])
     assert str(info.value) == message
+
+
+# -- sweeps ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("conduction", ["exp", "tukey"])
+def test_a_classic_sweep_is_medpy_once_per_kappa_and_dt(gen, conduction):
+    """Variant n is the diffusion with kappa[n] and dt[n] (0.5 takes two substeps of 0.25);
+    a single value serves every variant."""
+    image = _smooth_image(gen)
+    kappas, dts = [0.05, 0.1, 0.3], [0.2, 0.25, 0.5]
+    ours = perona_malik_sweep(image, steps=12, kappa=kappas, dt=dts, conduction=conduction)
+    assert ours.shape == (3, *image.shape)
+    for n, (kappa, dt) in enumerate(zip(kappas, dts, strict=True)):
+        niter, gamma = (24, 0.25) if dt == 0.5 else (12, dt)
+        ref = np.stack([anisotropic_diffusion(image[c].numpy(), niter=niter, kappa=kappa,
+                                              gamma=gamma, option=OPTIONS[conduction])
+                        for c in range(3)])
+        np.testing.assert_allclose(ours[n].numpy(), ref, atol=1e-5, rtol=0, err_msg=str(n))
+    one_dt = perona_malik_sweep(image, steps=12, kappa=kappas, dt=[0.2], conduction=conduction)
+    assert torch.equal(one_dt[0], ours[0]) and not torch.equal(one_dt[2], ours[2])
+
+
+def test_a_seed_sweep_follows_the_posts_step_for_each_variant(gen):
+    image = torch.rand(3, 10, 11, generator=gen, dtype=torch.float64)
+    noise = torch.randn(3, 3, 3, 3, generator=gen, dtype=torch.float64)
+    operator = laplacian_operator(3, dtype=torch.float64) + 0.2 * noise
+    seen = []
+    ours = perona_malik_sweep(image, steps=7, kappa=[0.1, 0.4], dt=0.2, scheme="seed",
+                              operator=operator, callback_every=3,
+                              callback=lambda step, images: seen.append((step, images.shape)))
+    assert seen == [(3, (2, 3, 10, 11)), (6, (2, 3, 10, 11)), (7, (2, 3, 10, 11))]
+    for n, kappa in enumerate((0.1, 0.4)):
+        ref = image.numpy()
+        for _ in range(7):
+            ref = _numpy_seed_step(ref, operator.numpy(), kappa, 0.2)
+        np.testing.assert_allclose(ours[n].numpy(), ref, atol=1e-10, err_msg=str(n))
+    assert not torch.allclose(ours[0], ours[1])
+
+
+def test_a_sweep_of_no_steps_is_copies_of_the_image(gen):
+    image = _smooth_image(gen)
+    out = perona_malik_sweep(image.unsqueeze(0), steps=0, kappa=0.1, dt=[0.1, 0.2])
+    assert out.shape == (2, *image.shape) and torch.equal(out[1], image)
+    out[0] += 1  # copies, not views of the input
+    assert torch.equal(out[1], image)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"kappa": [0.1, 0.2, 0.3], "dt": [0.1, 0.2]}, ParamError,
+         r"dt has 2 values but kappa has 3; give dt 3 values or one"),
+        ({"kappa": []}, ParamError, "kappa is an empty list; give at least one value"),
+        ({"kappa": [0.1, 0.0]}, ParamError, r"kappa\[1\]=0.0 must be >= 1e-18"),
+        ({"dt": [0.2, 0.4], "substep": "off"}, ParamError,
+         r"dt\[1\]=0.4 exceeds the stability bound 0.25"),
+        ({"dt": 0.4, "substep": "off"}, ParamError, r"^dt=0.4 exceeds the stability bound"),
+        ({"scheme": "seed", "operator": torch.zeros(3, 1, 3, 3)}, ShapeError,
+         r"operator must be \(3, 3, 3, 3\)"),
+    ],
+)
+def test_sweep_errors_name_the_variant(gen, kwargs, error, message):
+    params = {"steps": 1, "kappa": [0.1, 0.2], "dt": 0.2, **kwargs}
+    with pytest.raises(error, match=message):
+        perona_malik_sweep(_smooth_image(gen), **params)
+    with pytest.raises(ShapeError, match=r"image must be one \(C, H, W\) image, got shape "
+                                         r"\(2, 3, 24, 32\)"):
+        perona_malik_sweep(torch.stack([_smooth_image(gen)] * 2), steps=1, kappa=0.1, dt=0.2)
+
+
+@pytest.mark.gpu
+def test_a_seed_sweep_on_cuda_matches_perona_malik_variant_by_variant(gen):
+    """On CUDA the variants of a step share one launch (seed_sweep)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    image = torch.rand(3, 67, 131, generator=gen).cuda()
+    kappas, dts = [0.05, 0.2, 0.5], [0.2, 0.1, 0.3]
+    for conduction in ("exp", "inverse"):
+        ours = perona_malik_sweep(image, steps=9, kappa=kappas, dt=dts, scheme="seed",
+                                  conduction=conduction)
+        for n, (kappa, dt) in enumerate(zip(kappas, dts, strict=True)):
+            ref = perona_malik(image, steps=9, kappa=kappa, dt=dt, scheme="seed",
+                               conduction=conduction)
+            torch.testing.assert_close(ours[n], ref, atol=1e-5, rtol=0)

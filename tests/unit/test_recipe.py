@@ -158,8 +158,8 @@ def test_steps_are_sorted_topologically():
     ("  art:\n    stage: minimize\n    input: soften",
      "  art:\n    stage: encode_video\n    input: soften", RecipeError,
      "recipes/ocean.yaml:17:12: step 'art': input 'soften' produces an image but stage "
-     "'encode_video' needs a clip of frames; put a step of stage concatenate, crossfade or "
-     "minimize in between"),
+     "'encode_video' needs a clip of frames; put a step of stage concatenate, crossfade, "
+     "minimize or perona_malik_sweep in between"),
     ('"{name}.webm"', '"{nam}.webm"', RecipeError,
      "recipes/ocean.yaml:22:28: output 'movie': path '{nam}.webm' uses unknown field {nam}; did "
      "you mean 'name'? (fields: {name}, {seed}, {date}, {step})"),
@@ -641,7 +641,8 @@ def test_an_input_of_the_wrong_kind_names_the_stages_that_bridge_the_two():
                      "  v: {stage: encode_video, input: a, params: {path: a.webm}}\n")
     assert str(err.value) == (
         "<string>:4:35: step 'v': input 'a' produces an image but stage 'encode_video' needs a "
-        "clip of frames; put a step of stage concatenate, crossfade or minimize in between")
+        "clip of frames; put a step of stage concatenate, crossfade, minimize or "
+        "perona_malik_sweep in between")
     with pytest.raises(RecipeError) as err:
         parse_recipe("size: [8, 8]\nsteps:\n  a: {stage: fractal_frames}\n"
                      "  s: {stage: save_image, input: a, params: {path: a.png}}\n")

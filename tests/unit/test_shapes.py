@@ -27,6 +27,9 @@ CASES: dict[str, list[tuple[dict, list[tuple[int, ...]]]]] = {
                    ({"path": "turned.jpg", "downscale": 2}, [])],
     "perona_malik": [({"steps": 2, "kappa": 0.1, "dt": 0.2}, [(3, 6, 5)]),
                      ({"steps": 1, "kappa": 0.1, "dt": 0.2, "scheme": "seed"}, [(4, 1, 6, 5)])],
+    "perona_malik_sweep": [({"steps": 2, "kappa": [0.1, 0.2, 0.3], "dt": 0.2}, [(3, 6, 5)]),
+                           ({"steps": 1, "kappa": 0.1, "dt": [0.1], "scheme": "seed"},
+                            [(4, 6, 5)])],
     "minimize": [({"iterations": 5, "frame_every": 2}, [(3, 6, 5)]),
                  ({"iterations": 4, "frame_every": 4, "loss": "seed_video"}, [(2, 3, 5, 4)])],
     "blend": [({}, [(3, 6, 5), (3, 6, 5)]), ({"mode": "screen"}, [(4, 3, 6, 5), (3, 6, 5)]),
@@ -117,6 +120,8 @@ REFUSED = {
     "perona_malik": [({"steps": 1, "kappa": 0.1, "dt": 0.2}, [(3, 1, 5)], ShapeError,
                       "input 'in0' (a 5x1 RGB image) is too small: perona_malik needs at least "
                       "2x2 pixels")],
+    "perona_malik_sweep": [({"steps": 1, "kappa": [0.1, 0.2], "dt": 0.2}, [(3, 1, 5)],
+                            ShapeError, "perona_malik_sweep needs at least 2x2 pixels")],
     "minimize": [({"iterations": 2}, [(3, 4, 1)], ShapeError, "minimize needs at least 2x2")],
     "save_image": [({"path": "a.png"}, [(2, 4, 5)], ShapeError,
                     "'in0' (a 5x4 2-channel image) has 2 channels; an image file holds 1 (grey), "

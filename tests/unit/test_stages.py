@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from minart import composite
 from minart.diffusion import perona_malik
-from minart.errors import MediaError, ParamError, RecipeError, ShapeError
+from minart.errors import MediaError, MinartError, ParamError, RecipeError, ShapeError
 from minart.fractal import fractal
 from minart.io import read_metadata, write_image
 from minart.recipe import parse_recipe
@@ -170,6 +170,51 @@ def test_perona_malik_check_hook_uses_the_library_bound():
     assert str(info.value) == ("dt=0.4 exceeds the stability bound 0.25 for scheme 'classic'; "
                                "use dt <= 0.25 or substep: auto")
     assert info.value.param == "dt"
+
+
+def test_perona_malik_sweep_stage_is_a_clip_of_the_library_variants(img):
+    seen = []
+    ctx = StageContext(progress=lambda done, total: seen.append((done, total)))
+    out = _run("perona_malik_sweep", [img], ctx, steps=3, kappa=[0.05, 0.1, 0.3], dt=0.2)
+    assert out.shape == (3, *img.shape) and seen == [(2, 3), (3, 3)]
+    for n, kappa in enumerate((0.05, 0.1, 0.3)):
+        assert torch.equal(out[n], perona_malik(img, steps=3, kappa=kappa, dt=0.2)), n
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ("{steps: 2, kappa: [0.1, 0.2, 0.3], dt: [0.1, 0.2]}",
+     "<string>:3:91: step 's': dt has 2 values but kappa has 3; give dt 3 values or one"),
+    ("{steps: 2, kappa: [0.1, 0, 0.3], dt: 0.2}",
+     "<string>:3:76: step 's': kappa[1]=0 must be >= 1e-18"),
+    ("{steps: 2, kappa: [], dt: 0.2}",
+     "<string>:3:70: step 's': kappa=[] has 0 items; give at least 1"),
+    ("{steps: 2, kappa: 0.1, dt: [0.1, 0.4], substep: off}",
+     "<string>:3:79: step 's': dt[1]=0.4 exceeds the stability bound 0.25 for scheme "
+     "'classic'; use dt <= 0.25 or substep: auto"),
+])
+def test_perona_malik_sweep_errors_point_at_the_list(params, message):
+    """Located at the list (the dt list at 3:91), or at its bad item (kappa's 0 at 3:76)."""
+    text = f"steps:\n  z: {{stage: fractal}}\n  s: {{stage: perona_malik_sweep, input: z, params: {params}}}\n"
+    with pytest.raises(MinartError) as info:
+        parse_recipe(text)
+    assert str(info.value) == message
+
+
+def test_perona_malik_sweep_shapes_and_warnings():
+    text = ("size: [16, 8]\nsteps:\n  z: {stage: fractal}\n"
+            "  s: {stage: perona_malik_sweep, input: z, params: {steps: 2, kappa: 0.1, dt: [0.1, 0.2]}}\n"
+            "  one: {stage: perona_malik_sweep, input: z, params: {steps: 2, kappa: 0.1, dt: 0.2}}\n"
+            "  sheet: {stage: contact_sheet, input: s}\n")
+    recipe = parse_recipe(text)
+    shapes = {step.name: step.shape for step in recipe.steps}
+    assert shapes["s"] == (2, 3, 8, 16) and shapes["one"] == (1, 3, 8, 16)
+    assert recipe.warnings == (
+        "<string>:5:72: step 'one': kappa=0.1 and dt=0.2 make a sweep of one variant; give a list "
+        "of values to either, or use stage perona_malik",)
+    with pytest.raises(MinartError, match="input 'c' produces a clip of frames but stage "
+                                          "'perona_malik_sweep' needs an image"):
+        parse_recipe("steps:\n  c: {stage: fractal_frames, params: {frames: 2}}\n"
+                     "  s: {stage: perona_malik_sweep, input: c, params: {steps: 1, kappa: [0.1], dt: 0.2}}\n")
 
 
 def test_compositing_stages_match_the_library(img, clip, gen):
@@ -330,6 +375,8 @@ def test_preview_rules():
     pm = get_stage("perona_malik")
     assert pm.preview(pm.params(steps=40, kappa=0.1, dt=0.2), 4) == {"steps": 2}
     assert pm.preview(pm.params(steps=0, kappa=0.1, dt=0.2), 4) == {"steps": 0}
+    sweep = get_stage("perona_malik_sweep")
+    assert sweep.preview(sweep.params(steps=40, kappa=[0.1, 0.2], dt=0.2), 4) == {"steps": 2}
     mini = get_stage("minimize")
     # the schedule runs factor times faster, keeping the frame count and the refresh's frame
     assert mini.preview(mini.params(iterations=10, lr=1e-6), 2) == {
