@@ -458,17 +458,14 @@ def perona_malik_sweep(
     batch = _checked_image(batch, scheme)
     operator = _host_operator(operator, batch, scheme)
     check_whole("callback_every", callback_every, ge=1)
-    every = steps if callback is None else callback_every
     if scheme == "seed" and batch.is_cuda:  # every variant of a step in one launch
         from .kernels.dispatch import seed_sweep
 
         operators = operator.to(batch.device).expand(len(kappas), -1, -1, -1, -1).contiguous()
-        report = None if callback is None else (
-            lambda step, images: callback(step, images) if step % every == 0 or step == steps
-            else None)
         with torch.no_grad():
             return seed_sweep(batch, operators, kappa=kappas, dt=dts, conduction=conduction,
-                              steps=steps, callback=report)
+                              steps=steps, callback=callback, callback_every=callback_every)
+    every = steps if callback is None else callback_every
     runs = [_diffusing(batch, steps=steps, every=every, kappa=k, dt=d, substeps=n, scheme=scheme,
                        conduction=conduction, operator=operator)
             for k, d, n in zip(kappas, dts, substeps, strict=True)]

@@ -391,13 +391,14 @@ def seed_loss_step(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: fl
 
 def seed_sweep(image: Tensor, operators: Tensor, *, kappa: float | Tensor | list[float],
                dt: float | Tensor | list[float], conduction: str = "exp", steps: int = 1,
-               callback: Callable[[int, Tensor], None] | None = None) -> Tensor:
+               callback: Callable[[int, Tensor], None] | None = None,
+               callback_every: int = 1) -> Tensor:
     """``N`` variants of a seed-scheme run (operators and/or parameters) from one image, batched.
 
     Variant ``n`` is ``steps`` calls of ``I <- seed_step(I, operators[n], kappa=kappa[n],
     dt=dt[n])[0]`` from ``I = image``. On CUDA each step of all ``N`` variants is one Triton launch
-    (the first reads the shared image, not ``N`` copies of it), or one launch per two steps when
-    there is no ``callback`` and that is faster, and the launches are queued without
+    (the first reads the shared image, not ``N`` copies of it), or one launch per two steps
+    between two calls of ``callback`` where that is faster, and the launches are queued without
     waiting for the GPU: the inputs are checked once per call, the per-variant parameters copied
     to the device once. Elsewhere it is one eager step per variant per step.
 
@@ -408,8 +409,10 @@ def seed_sweep(image: Tensor, operators: Tensor, *, kappa: float | Tensor | list
         dt: one value or ``N`` values (> 0).
         conduction: ``"exp"``, ``"inverse"`` or ``"tukey"``.
         steps: number of steps (>= 0); ``0`` returns ``N`` copies of the image.
-        callback: called as ``callback(step, images)`` after each step (1-based) with the
-            ``(N, C, H, W)`` images, for progress or frames.
+        callback: called as ``callback(step, images)`` (``step`` 1-based) with the
+            ``(N, C, H, W)`` images after every ``callback_every`` steps and after the last, for
+            progress or frames.
+        callback_every: steps between two calls of ``callback`` (>= 1).
 
     Returns:
         ``(N, C, H, W)``.
@@ -442,6 +445,7 @@ def seed_sweep(image: Tensor, operators: Tensor, *, kappa: float | Tensor | list
                          param="image")
     check_choice("conduction", conduction, _CONDUCTIONS)
     check_whole("steps", steps, ge=0)
+    check_whole("callback_every", callback_every, ge=1)
     c = batch.shape[1]
     if not isinstance(operators, Tensor) or operators.ndim != 5 \
             or operators.shape[1:] != (c, c, 3, 3):
@@ -461,12 +465,12 @@ def seed_sweep(image: Tensor, operators: Tensor, *, kappa: float | Tensor | list
                      grad=_needs_grad(batch, operators), grad_ok=False)
     if path == "triton":
         return _seed_sweep_triton(batch, operators, kaps, dts, steps=steps, conduction=conduction,
-                                  callback=callback)
+                                  callback=callback, callback_every=callback_every)
     images = [batch] * n
     for step in range(1, steps + 1):
         images = [seed_step(images[i], operators[i], kappa=kaps[i], dt=dts[i],
                             conduction=conduction)[0] for i in range(n)]
-        if callback is not None:
+        if callback is not None and (step % callback_every == 0 or step == steps):
             callback(step, torch.cat(images))  # N x (1, C, H, W) -> (N, C, H, W)
     return torch.cat(images)  # N x (1, C, H, W) -> (N, C, H, W)
 
@@ -484,13 +488,13 @@ def _per_variant(name: str, value, n: int) -> list[float]:
 
 def _seed_sweep_triton(batch: Tensor, operators: Tensor, kappa: list[float], dt: list[float], *,
                        steps: int, conduction: str = "exp",
-                       callback: Callable[[int, Tensor], None] | None = None) -> Tensor:
+                       callback: Callable[[int, Tensor], None] | None = None,
+                       callback_every: int = 1) -> Tensor:
     """The Triton branch of :func:`seed_sweep`: ``steps`` launches, none waiting for the device.
 
-    Each step is :func:`~minart.kernels.triton_diffusion.seed_forward_triton`'s launch (the
-    tile or strip kernel, whichever ``"auto"`` finds faster for the shape; without a
-    ``callback``, :func:`~minart.kernels.triton_diffusion.seed_steps_triton`'s, two steps per
-    pass where that is faster) with per-image
+    The steps between two calls of ``callback`` are
+    :func:`~minart.kernels.triton_diffusion.seed_steps_triton`'s launches (two steps per pass
+    where ``"auto"`` finds that faster, else the tile or strip kernel a step) with per-image
     operators and ``(kappa^2, kappa*sqrt(2), dt)`` rows, but the rows are built once per call and
     handed to the device without a wait: ``seed_forward_triton`` copies host parameters at every
     call, and reads device ones back to the host. Inputs as checked by :func:`seed_sweep`; CPU
@@ -505,16 +509,16 @@ def _seed_sweep_triton(batch: Tensor, operators: Tensor, kappa: list[float], dt:
     params = rows.to(batch.device, non_blocking=True)
     operators = operators.contiguous()
     scalars = td._scalars(kappa[0], dt[0])  # unread with per-image rows
-    images = batch.contiguous()
-    if callback is None:  # back to back: two steps per pass where that is faster
-        return td._seed_steps_launch(images, operators, params, scalars, n, steps=steps,
-                                     per_image=True, conduction=conduction, variant="auto")
-    for step in range(1, steps + 1):
-        images, _ = td._seed_forward_launch(
-            images, operators, params, scalars, n, per_image=True, conduction=conduction,
-            store_g=False, block=None, num_warps=4, variant="auto", unroll=td.ROWS_UNROLL)
+    images = batch.contiguous()  # (1, C, H, W), shared by the first step; then (N, C, H, W)
+    every = steps if callback is None else callback_every
+    done = 0
+    while done < steps:  # back to back between two callbacks
+        run = min(every, steps - done)
+        images = td._seed_steps_launch(images, operators, params, scalars, n, steps=run,
+                                       per_image=True, conduction=conduction, variant="auto")
+        done += run
         if callback is not None:
-            callback(step, images)
+            callback(done, images)
     return images
 
 

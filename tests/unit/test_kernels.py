@@ -440,6 +440,18 @@ def _check_sweep(device: str, shape=(1, 3, 6, 20)) -> None:
                 ref = seed_step(ref, ops[n], kappa=kaps[n], dt=dts[n], conduction=cond)[0]
                 torch.testing.assert_close(seen[step][1][n:n + 1], ref, **FWD_TOL)
             torch.testing.assert_close(out[n:n + 1], ref, **FWD_TOL)
+    # a callback every 2 steps: runs of steps back to back, the first from the shared image
+    seen = []
+    out = _seed_sweep_triton(x, ops, kaps, dts, steps=3, callback_every=2,
+                             callback=lambda step, images: seen.append((step, images.clone())))
+    assert [s for s, _ in seen] == [2, 3] and torch.equal(seen[-1][1], out)
+    for n in range(2):
+        ref = x
+        for step in range(1, 4):
+            ref = seed_step(ref, ops[n], kappa=kaps[n], dt=dts[n])[0]
+            if step == 2:
+                torch.testing.assert_close(seen[0][1][n:n + 1], ref, **FWD_TOL)
+        torch.testing.assert_close(out[n:n + 1], ref, **FWD_TOL)
     # one variant: every batch stride is 0
     one = _seed_sweep_triton(x, ops[:1], kaps[:1], dts[:1], steps=2)
     ref = seed_step(seed_step(x, k, kappa=0.3, dt=0.2)[0], k, kappa=0.3, dt=0.2)[0]
@@ -723,6 +735,12 @@ def test_sweep_runs_steps_like_a_loop_of_seed_step_per_variant():
         assert torch.equal(out[n:n + 1], ref)
     assert torch.equal(seed_sweep(x[0], ops, kappa=kaps, dt=dts, steps=0), x.expand(2, -1, -1, -1))
     assert seed_sweep(x, ops, kappa=kaps, dt=dts, steps=0).data_ptr() != x.data_ptr()
+    sparse = []
+    seed_sweep(x, ops, kappa=kaps, dt=dts, steps=5, conduction="tukey", callback_every=2,
+               callback=lambda step, images: sparse.append(step))
+    assert sparse == [2, 4, 5]
+    with pytest.raises(ParamError, match=r"^callback_every=0 must be a whole number >= 1"):
+        seed_sweep(x, ops, kappa=kaps, dt=dts, callback_every=0)
 
 
 def test_sweep_rejects_bad_steps_and_mismatched_operators():
