@@ -295,19 +295,3 @@ def test_sweep_errors_name_the_variant(gen, kwargs, error, message):
     with pytest.raises(ShapeError, match=r"image must be one \(C, H, W\) image, got shape "
                                          r"\(2, 3, 24, 32\)"):
         perona_malik_sweep(torch.stack([_smooth_image(gen)] * 2), steps=1, kappa=0.1, dt=0.2)
-
-
-@pytest.mark.gpu
-def test_a_seed_sweep_on_cuda_matches_perona_malik_variant_by_variant(gen):
-    """On CUDA the variants of a step share one launch (seed_sweep)."""
-    if not torch.cuda.is_available():
-        pytest.skip("needs CUDA")
-    image = torch.rand(3, 67, 131, generator=gen).cuda()
-    kappas, dts = [0.05, 0.2, 0.5], [0.2, 0.1, 0.3]
-    for conduction in ("exp", "inverse"):
-        ours = perona_malik_sweep(image, steps=9, kappa=kappas, dt=dts, scheme="seed",
-                                  conduction=conduction)
-        for n, (kappa, dt) in enumerate(zip(kappas, dts, strict=True)):
-            ref = perona_malik(image, steps=9, kappa=kappa, dt=dt, scheme="seed",
-                               conduction=conduction)
-            torch.testing.assert_close(ours[n], ref, atol=1e-5, rtol=0)

@@ -1135,6 +1135,30 @@ def test_triton_kernels_on_cuda_at_a_larger_odd_size():
 
 
 @pytest.mark.gpu
+def test_a_seed_sweep_on_cuda_matches_perona_malik_variant_by_variant():
+    """``perona_malik_sweep`` on CUDA steps every variant in one launch (``seed_sweep``, runs of
+    steps back to back between progress callbacks); each variant is ``perona_malik``'s run,
+    on CUDA and as the eager CPU step computes it."""
+    from minart.diffusion import perona_malik, perona_malik_sweep
+
+    image = torch.rand(3, 67, 131, generator=torch.Generator().manual_seed(5))
+    kappas, dts = [0.05, 0.2, 0.5], [0.2, 0.1, 0.3]
+    for conduction in ("exp", "inverse"):
+        seen = []
+        ours = perona_malik_sweep(image.cuda(), steps=9, kappa=kappas, dt=dts, scheme="seed",
+                                  conduction=conduction, callback_every=4,
+                                  callback=lambda step, images: seen.append(step))  # noqa: B023
+        assert seen == [4, 8, 9]
+        for n, (kappa, dt) in enumerate(zip(kappas, dts, strict=True)):
+            ref = perona_malik(image.cuda(), steps=9, kappa=kappa, dt=dt, scheme="seed",
+                               conduction=conduction)
+            torch.testing.assert_close(ours[n], ref, atol=1e-5, rtol=0)
+            eager = perona_malik(image, steps=9, kappa=kappa, dt=dt, scheme="seed",
+                                 conduction=conduction)
+            torch.testing.assert_close(ours[n].cpu(), eager, atol=1e-4, rtol=0)
+
+
+@pytest.mark.gpu
 def test_auto_variant_on_cuda_times_every_kernel_and_keeps_the_bits():
     from minart.kernels import triton_diffusion as td
 
