@@ -535,8 +535,9 @@ def _preview_perona_malik(params: PeronaMalikParams, factor: int) -> dict[str, A
 SWEEP_MAX = 64
 """Most variants of a ``perona_malik_sweep`` step."""
 
-_Kappa = Annotated[float, Field(ge=KAPPA_MIN, le=10)]
-_Dt = Annotated[float, Field(gt=0, le=10)]
+# one value of a sweep: within perona_malik's limits (Python 3.10 has no * in a subscript)
+_Kappa = Annotated[(float, *PeronaMalikParams.model_fields["kappa"].metadata)]
+_Dt = Annotated[(float, *PeronaMalikParams.model_fields["dt"].metadata)]
 
 
 class PeronaMalikSweepParams(PeronaMalikParams):

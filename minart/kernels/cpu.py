@@ -143,14 +143,19 @@ def _compiled(name: str, fn: Callable, signature: tuple) -> Callable:
     """
     with _LOCK:
         key = (name, signature)
-        if key not in _COMPILED:
+        compiled = _COMPILED.get(key)
+        if compiled is None:
             code = fn.__code__.replace(co_name=f"{fn.__name__}_{len(_COMPILED)}")
             fresh = types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__,
                                        fn.__closure__)
-            _COMPILED[key] = torch.compile(fresh, dynamic=False, fullgraph=True)
-            note(f"compiling the CPU {name} step for this image size (once per process and "
-                 "size: seconds, fewer when Inductor's disk cache has it)")
-        return _COMPILED[key]
+            compiled = _COMPILED[key] = torch.compile(fresh, dynamic=False, fullgraph=True)
+            new = True
+        else:
+            new = False
+    if new:  # torch.compile is lazy: the call that follows compiles
+        note(f"compiling the CPU {name} step for this image size (once per process and size: "
+             "seconds, fewer when Inductor's disk cache has it)")
+    return compiled
 
 
 def _call(name: str, fn: Callable, *args):
