@@ -448,7 +448,7 @@ def perona_malik_sweep(
                          param="image")
     _check_options(scheme, conduction, substep)
     check_whole("steps", steps, ge=0)
-    kappas, dts = _variants(kappa=kappa, dt=dt)
+    kappas, dts = _variants(kappa, dt)
 
     def at(i: int, value: object) -> str:  # "[2]" names a listed value; a single one, none
         return f"[{i}]" if isinstance(value, (list, tuple)) else ""
@@ -477,20 +477,23 @@ def perona_malik_sweep(
     return torch.cat(outs)  # N x (1, C, H, W) -> (N, C, H, W)
 
 
-def _variants(**values: float | Sequence[float]) -> tuple[list[float], ...]:
-    """The sweep's per-variant values: a list of one length for each keyword."""
-    lists = {k: list(v) for k, v in values.items() if isinstance(v, (list, tuple))}
+def _variants(kappa: float | Sequence[float],
+              dt: float | Sequence[float]) -> tuple[list[float], list[float]]:
+    """The sweep's ``kappa`` and ``dt`` per variant: two lists of one length."""
+    lists = {name: list(v) for name, v in (("kappa", kappa), ("dt", dt))
+             if isinstance(v, (list, tuple))}
     for name, items in lists.items():
         if not items:
             raise ParamError(f"{name} is an empty list; give at least one value", param=name)
-    lengths = {len(v) for v in lists.values() if len(v) > 1}
-    if len(lengths) > 1:
-        (a, la), (b, lb) = [(k, len(v)) for k, v in lists.items()]
-        raise ParamError(f"{b} has {lb} values but {a} has {la}; give {b} {la} values or one",
-                         param=b)
-    n = lengths.pop() if lengths else 1
-    out = [lists[k] * (n // len(lists[k])) if k in lists else [v] * n for k, v in values.items()]
-    return tuple(out)
+    if len(lists) == 2 and len(lists["kappa"]) > 1 and len(lists["dt"]) > 1 \
+            and len(lists["kappa"]) != len(lists["dt"]):
+        raise ParamError(f"dt has {len(lists['dt'])} values but kappa has "
+                         f"{len(lists['kappa'])}; give dt {len(lists['kappa'])} values or one",
+                         param="dt")
+    n = max((len(v) for v in lists.values()), default=1)
+    kappas = lists.get("kappa", [kappa])
+    dts = lists.get("dt", [dt])
+    return kappas * (n // len(kappas)), dts * (n // len(dts))
 
 
 def _check_options(scheme: str, conduction: str, substep: str) -> None:
