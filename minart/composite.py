@@ -45,6 +45,7 @@ __all__ = [
     "BLEND_MODES",
     "blend",
     "boomerang",
+    "check_labels",
     "colorize",
     "concatenate",
     "crossfade",
@@ -391,6 +392,29 @@ def grid_shape(count: int, tile: tuple[int, int, int], *, columns: int | None = 
     return (channels, rows * (h + band) + (rows + 1) * spacing, columns * w + (columns + 1) * spacing)
 
 
+def check_labels(labels: Sequence[str], *, names: Sequence[str] | None = None) -> None:
+    """Refuse a caption the label band cannot draw: not a string, or not one line of Latin-1.
+
+    Args:
+        labels: the captions, one per tile.
+        names: how messages name each caption (default ``labels[i]='text'``).
+
+    Raises:
+        ParamError: naming the first bad caption.
+
+    Example:
+        >>> check_labels(["kappa 0.05", "dt 0.1"])
+    """
+    for i, label in enumerate(labels):
+        name = f"labels[{i}]={label!r}" if names is None else names[i]
+        if not isinstance(label, str):
+            raise ParamError(f"{name} must be a string", param="labels")
+        if not label.isprintable() or any(ord(ch) > 255 for ch in label):
+            raise ParamError(
+                f"{name} must be one line of Latin-1 text "
+                "(the built-in bitmap font has no other glyphs)", param="labels")
+
+
 def grid(images: Sequence[Tensor] | Tensor, *, columns: int | None = None, spacing: int = 4,
          background: Color = 1.0, labels: Sequence[str] | None = None,
          label_color: Color = 0.0) -> Tensor:
@@ -463,13 +487,7 @@ def grid(images: Sequence[Tensor] | Tensor, *, columns: int | None = None, spaci
             count = "a string" if isinstance(labels, str) else f"{len(labels)} labels"
             raise ParamError(f"labels must be a list of {n} strings (one per tile), got {count}",
                              param="labels")
-        for i, label in enumerate(labels):
-            if not isinstance(label, str):
-                raise ParamError(f"labels[{i}]={label!r} must be a string", param="labels")
-            if not label.isprintable() or any(ord(ch) > 255 for ch in label):
-                raise ParamError(
-                    f"labels[{i}]={label!r} must be one line of Latin-1 text "
-                    "(the built-in bitmap font has no other glyphs)", param="labels")
+        check_labels(labels)
     stack = _tiles_in_range(stack)  # the call's one wait for the device
     channels, h, w = stack.shape[1:]
     bg = _color(background, channels, "background", stack)

@@ -53,6 +53,7 @@ __all__ = [
     "perona_malik_sweep",
     "scharr_operators",
     "seed_step",
+    "sweep_variants",
 ]
 
 Scheme = Literal["classic", "seed"]
@@ -448,7 +449,7 @@ def perona_malik_sweep(
                          param="image")
     _check_options(scheme, conduction, substep)
     check_whole("steps", steps, ge=0)
-    kappas, dts = _variants(kappa, dt)
+    kappas, dts = sweep_variants(kappa, dt)
 
     def at(i: int, value: object) -> str:  # "[2]" names a listed value; a single one, none
         return f"[{i}]" if isinstance(value, (list, tuple)) else ""
@@ -477,9 +478,25 @@ def perona_malik_sweep(
     return torch.cat(outs)  # N x (1, C, H, W) -> (N, C, H, W)
 
 
-def _variants(kappa: float | Sequence[float],
-              dt: float | Sequence[float]) -> tuple[list[float], list[float]]:
-    """The sweep's ``kappa`` and ``dt`` per variant: two lists of one length."""
+def sweep_variants(kappa: float | Sequence[float],
+                   dt: float | Sequence[float]) -> tuple[list[float], list[float]]:
+    """The ``kappa`` and ``dt`` of each variant of :func:`perona_malik_sweep`: two lists of one
+    length, a single value (or a list of one) repeated for every variant.
+
+    Args:
+        kappa: one value or a list of values.
+        dt: one value or a list of values.
+
+    Returns:
+        ``(kappas, dts)``, ``N`` values each.
+
+    Raises:
+        ParamError: an empty list, or two lists of different lengths (neither of length one).
+
+    Example:
+        >>> sweep_variants([0.05, 0.1, 0.2], 0.25)
+        ([0.05, 0.1, 0.2], [0.25, 0.25, 0.25])
+    """
     lists = {name: list(v) for name, v in (("kappa", kappa), ("dt", dt))
              if isinstance(v, (list, tuple))}
     for name, items in lists.items():

@@ -47,9 +47,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from . import stages as _stages
 from ._checks import check_whole
+from .composite import check_labels
 from .errors import MinartError, ParamError, RecipeError, ShapeError
 from .keys import canonical as _canonical
 from .keys import topological_order
+from .labels import PerFrame, fill_label, has_fields
 from .registry import CheckContext, Stage, get_stage, suggest
 from .registry import stages as _all_stages
 from .shapes import step_shape
@@ -1071,6 +1073,56 @@ def _output_drafts(doc: _Doc, name: Any, body: Any) -> tuple[list[_Draft], dict[
     return drafts, info
 
 
+def _filled_labels(doc: _Doc, draft: _Draft, raw: Any, done: Mapping[str, tuple[Stage, BaseModel]],
+                   feeding: set[str], *, upstream: Sequence[Path_]) -> tuple[Any, list[str]]:
+    """``raw`` params with the ``{step.param}`` fields of its ``labels`` filled in from the steps
+    before it (``done``: stage and params of each, ``feeding``: those this step is made from),
+    and a note per label that became several captions, for a count that does not fit."""
+    labels = raw.get("labels") if isinstance(raw, dict) else None
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels) or not any(
+            has_fields(x) for x in labels):
+        return raw, []  # nothing to fill; validation reports a malformed list as written
+    steps = [name for name in done if not name.startswith("out.")]
+
+    def lookup(step: str, param: str) -> Any:
+        if step not in done or step.startswith("out."):
+            hint = suggest(step, steps) or f"; its steps are {', '.join(steps[:8])}"
+            raise ParamError(f"{{{step}.{param}}}: {step!r} is not a step of this recipe{hint}",
+                             param="labels")
+        if step not in feeding:
+            raise ParamError(f"{{{step}.{param}}}: step {step!r} does not feed this step; a "
+                             "caption shows a parameter of a step it is made from",
+                             param="labels")
+        stage, params = done[step]
+        names = list(type(params).model_fields)
+        if param not in names:
+            raise ParamError(f"{{{step}.{param}}}: stage {stage.name!r} of step {step!r} has no "
+                             f"parameter {param!r}{suggest(param, names)} ('minart describe "
+                             f"{stage.name}' lists them)", param="labels")
+        frames = stage.per_frame(params) if stage.per_frame is not None else []
+        if frames and param in frames[0]:
+            return PerFrame(tuple(frame[param] for frame in frames))
+        return getattr(params, param)
+
+    filled: list[str] = []
+    notes: list[str] = []
+    for i, label in enumerate(labels):
+        try:
+            try:
+                captions = fill_label(label, lookup)
+            except MinartError as exc:
+                exc.message = f"labels[{i}]: {exc.message}"
+                raise
+            check_labels(captions, names=[f"labels[{i}] gives {c!r}, which" for c in captions])
+        except MinartError as exc:
+            raise doc.locate(exc, (*draft.params_path, "labels", i), step=draft.name,
+                             also=upstream) from None
+        if len(captions) != 1:
+            notes.append(f"labels[{i}] makes {len(captions)}, one per frame of its sweep")
+        filled.extend(captions)
+    return {**raw, "labels": filled}, notes
+
+
 def _build(doc: _Doc, *, path: Path | None, text: str, overrides: tuple[str, ...],
            default_name: str) -> Recipe:
     if doc.data is None:
@@ -1109,6 +1161,7 @@ def _build(doc: _Doc, *, path: Path | None, text: str, overrides: tuple[str, ...
     size = top["size"]
     recipe_dir = path.parent if path is not None else Path.cwd()
     before: dict[str, set[str]] = {}  # the steps each step's result depends on
+    done: dict[str, tuple[Stage, BaseModel]] = {}  # stage and params of the steps built so far
     for name in order:
         draft = by_name[name]
         before[name] = set(draft.inputs).union(*(before[i] for i in draft.inputs))
@@ -1140,8 +1193,10 @@ def _build(doc: _Doc, *, path: Path | None, text: str, overrides: tuple[str, ...
                                 also=upstream)
         kinds[name] = draft.stage.output_kind(input_kinds)
         ctx = CheckContext(recipe_dir=recipe_dir, size=size, input_kinds=tuple(input_kinds))
+        raw_params, label_notes = _filled_labels(doc, draft, draft.raw_params, done,
+                                                 before[name], upstream=upstream)
         try:
-            params = _validate_params(doc, draft.stage, draft.raw_params, draft.params_path,
+            params = _validate_params(doc, draft.stage, raw_params, draft.params_path,
                                       draft.name if not draft.output else None, ctx,
                                       upstream=upstream)
         except MinartError as exc:
@@ -1154,6 +1209,8 @@ def _build(doc: _Doc, *, path: Path | None, text: str, overrides: tuple[str, ...
                                       kinds=kinds, recipe_dir=recipe_dir, size=size,
                                       warnings=ctx.warnings)
         except MinartError as exc:
+            if exc.param == "labels" and label_notes:
+                exc.message += f" ({'; '.join(label_notes)})"
             spot = _param_spot(draft.params_path, raw, exc.param, or_else=draft.path)
             if spot == draft.path and isinstance(exc, ShapeError) and draft.input_paths:
                 spot = draft.input_paths[0]  # inputs that do not fit
@@ -1172,6 +1229,7 @@ def _build(doc: _Doc, *, path: Path | None, text: str, overrides: tuple[str, ...
                 step=None if draft.output else name, param=param)))
         where = doc.where(draft.path)
         at = {k: Location(**doc.where((*draft.params_path, k))) for k in raw if isinstance(k, str)}
+        done[name] = (draft.stage, params)
         steps.append(RecipeStep(name=name, stage=draft.stage.name, inputs=tuple(draft.inputs),
                                 params=params, location=Location(**where), kind=kinds[name],
                                 shape=shapes[name], param_locations=at))

@@ -137,6 +137,10 @@ class Stage:
             :class:`~minart.errors.ShapeError` or :class:`~minart.errors.ParamError` for inputs
             that the stage would refuse at run time (sizes that differ, a clip of the wrong
             length), so such a recipe fails before any step runs; ``None`` means unknown.
+        per_frame: optional hook ``per_frame(params) -> [{param: value, ...}, ...]`` for a stage
+            whose clip has a frame per value of some parameters (a sweep): the values each frame
+            was made with. A grid label's ``{step.param}`` then gives a caption per frame
+            (:mod:`minart.labels`).
         function: ``"module:function"`` of the library function whose keyword arguments the
             params mirror (``minart describe`` shows its docstring; tests compare signatures).
         doc: the longer description shown by ``minart describe``.
@@ -156,6 +160,7 @@ class Stage:
     preview: Callable[[BaseModel, int], dict[str, Any]] | None = None
     targets: Callable[[BaseModel, StageContext], Sequence[Path]] | None = None
     shape: Callable[[BaseModel, CheckContext], tuple[int, ...] | None] | None = None
+    per_frame: Callable[[BaseModel], Sequence[Mapping[str, Any]]] | None = None
     function: str = ""
     doc: str = ""
 

@@ -763,13 +763,19 @@ class GridParams(_Params):
     background: Shade = Field(1.0, description=(
         "Sheet colour: one grey level or [r, g, b] in 0-1 (default white)."))
     labels: list[str] | None = Field(None, description=(
-        "One caption per tile, drawn under it; leave out for none."))
+        "One caption per tile, drawn under it; leave out for none. {step.param} shows a "
+        "parameter of a step the grid is made from, and a sweep's {kappas.kappa} makes a caption "
+        "per frame: [\"kappa {kappas.kappa}\"]; {step.param:.2f} formats a number."))
     label_color: Shade = Field(0.0, description="Caption colour (default black).")
 
 
 def _check_grid(params: GridParams, ctx: CheckContext) -> None:
+    from .composite import check_labels
+
     if params.labels is None:
         _warn_unused(params, ctx, {"label_color": "without labels"}, otherwise="add labels")
+    else:
+        check_labels(params.labels)
 
 
 def _run_grid(inputs: list[Tensor], params: GridParams, ctx: StageContext) -> Tensor:
@@ -1176,8 +1182,14 @@ def _shape_perona_malik(params: PeronaMalikParams, ctx: CheckContext) -> tuple[i
 def _shape_perona_malik_sweep(params: PeronaMalikSweepParams,
                               ctx: CheckContext) -> tuple[int, ...]:
     _least(ctx, "perona_malik_sweep")
-    lengths = [len(v) for v in (params.kappa, params.dt) if isinstance(v, tuple)]
-    return (max(lengths, default=1), *ctx.input_shapes[0])
+    return (len(_per_frame_perona_malik_sweep(params)), *ctx.input_shapes[0])
+
+
+def _per_frame_perona_malik_sweep(params: PeronaMalikSweepParams) -> list[dict[str, float]]:
+    from .diffusion import sweep_variants
+
+    kappas, dts = sweep_variants(params.kappa, params.dt)
+    return [{"kappa": k, "dt": d} for k, d in zip(kappas, dts, strict=True)]
 
 
 def _shape_minimize(params: MinimizeParams, ctx: CheckContext) -> tuple[int, ...]:
@@ -1379,6 +1391,7 @@ register(Stage(
     name="perona_malik_sweep", params=PeronaMalikSweepParams, run=_run_perona_malik_sweep,
     consumes=("image",), produces="frames", inputs=("image",), check=_check_perona_malik_sweep,
     preview=_preview_perona_malik, shape=_shape_perona_malik_sweep,
+    per_frame=_per_frame_perona_malik_sweep,
     summary="Perona-Malik diffusions of one image side by side, a kappa or dt each; a clip.",
     function="minart.diffusion:perona_malik_sweep"))
 register(Stage(

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from minart.composite import grid_shape
 from minart.errors import ParamError, RecipeError
 from minart.io import write_image
 from minart.recipe import load_recipe, parse_recipe, recipe_schema
@@ -820,3 +821,75 @@ def test_an_unmatched_brace_in_a_path_says_which_and_how_to_fix_it(path, message
     text = f'steps:\n  f: {{stage: fractal}}\noutputs:\n  a: {{step: f, path: "{path}"}}\n'
     assert _message(text) == f"r.yaml:4:22: output 'a': {message}"
     assert parse_recipe(text.replace(path, "{{name}}.png")).outputs[0].path == "{{name}}.png"
+
+
+SWEEPS = """\
+size: [16, 16]
+steps:
+  base: {stage: fractal, params: {iterations: 8}}
+  other: {stage: fractal, params: {iterations: 9}}
+  kappas:
+    stage: perona_malik_sweep
+    input: base
+    params: {steps: 2, kappa: [0.05, 0.1, 0.2], dt: 0.25}
+  dts:
+    stage: perona_malik_sweep
+    input: base
+    params: {scheme: seed, steps: 3, kappa: 0.2, dt: [0.1, 0.4]}
+  compare:
+    stage: grid
+    inputs: [kappas, dts, base]
+    params:
+      labels: ["kappa {kappas.kappa} dt {kappas.dt}", "dt {dts.dt:.2f}", "{base.iterations} it"]
+"""
+
+
+def test_grid_labels_show_the_values_of_the_steps_they_caption():
+    labels = parse_recipe(SWEEPS).step("compare").params.labels
+    assert labels == ["kappa 0.05 dt 0.25", "kappa 0.1 dt 0.25", "kappa 0.2 dt 0.25",
+                      "dt 0.10", "dt 0.40", "8 it"]
+    # after --set, the captions follow the new values (and their count the new frames)
+    r = parse_recipe(SWEEPS, overrides=["steps.dts.params.dt=[0.2, 0.3, 0.5]",
+                                        "steps.kappas.params.kappa=0.3"])
+    assert r.step("compare").params.labels == ["kappa 0.3 dt 0.25", "dt 0.20", "dt 0.30",
+                                               "dt 0.50", "8 it"]
+    assert r.step("compare").shape == grid_shape(5, (3, 16, 16), columns=None, spacing=4,
+                                                 labels=True)
+    # the canonical recipe (and so the step's cache key) holds the captions drawn
+    compare = next(s for s in r.canonical()["steps"] if s["name"] == "compare")
+    assert compare["params"]["labels"][1] == "dt 0.20"
+
+
+@pytest.mark.parametrize(("label", "message"), [
+    ("{kapas.kappa}", "<string>:17:16: step 'compare': labels[0]: {kapas.kappa}: 'kapas' is not "
+     "a step of this recipe; did you mean 'kappas'?"),
+    ("{other.iterations}", "<string>:17:16: step 'compare': labels[0]: {other.iterations}: step "
+     "'other' does not feed this step; a caption shows a parameter of a step it is made from"),
+    ("{kappas.kapa}", "<string>:17:16: step 'compare': labels[0]: {kappas.kapa}: stage "
+     "'perona_malik_sweep' of step 'kappas' has no parameter 'kapa'; did you mean 'kappa'? "
+     "('minart describe perona_malik_sweep' lists them)"),
+    ("{kappas}", "<string>:17:16: step 'compare': labels[0]: {kappas} in label '{kappas}' is not "
+     "a field: write {step.param} (for example {kappas.kappa}) to show a parameter, or {{ and }} "
+     "for braces"),
+    ("k \u2603 {kappas.kappa}", "<string>:17:16: step 'compare': labels[0] gives 'k \u2603 0.05', "
+     "which must be one line of Latin-1 text (the built-in bitmap font has no other glyphs)"),
+    ("{kappas.kappa} {dts.dt}", "<string>:17:16: step 'compare': labels[0]: label "
+     "'{kappas.kappa} {dts.dt}': {kappas.kappa} has 3 values and {dts.dt} has 2 values; one "
+     "caption can follow one sweep's values (split it into two labels)"),
+])
+def test_a_caption_template_error_points_at_its_label(label, message):
+    text = SWEEPS.replace('"kappa {kappas.kappa} dt {kappas.dt}"', f'"{label}"')
+    with pytest.raises(ParamError) as info:
+        parse_recipe(text)
+    assert str(info.value) == message
+
+
+def test_a_caption_count_that_does_not_fit_says_which_labels_became_several():
+    with pytest.raises(ParamError) as info:
+        parse_recipe(SWEEPS, overrides=['steps.compare.params.labels=["{kappas.kappa}", b]'])
+    assert str(info.value) == (
+        "--set steps.compare.params.labels: step 'compare': labels has 4 captions but the grid "
+        "has 6 tiles; give one per tile (labels[0] makes 3, one per frame of its sweep)")
+    # a label without fields, and a list that is not all text, are left to validation as written
+    with pytest.raises(ParamError, match=r"labels\.1=5 must be text|labels\[1\]"):
+        parse_recipe(SWEEPS, overrides=['steps.compare.params.labels=["{kappas.kappa}", 5]'])
