@@ -196,15 +196,53 @@ def _type_name(annotation: Any) -> str:
     return str(annotation)
 
 
-def _limits(info: FieldInfo) -> str:
+def _bounds(metadata: typing.Iterable[Any]) -> list[str]:
+    """``[">= 0", "<= 1"]`` from pydantic/annotated-types constraints."""
     parts = []
-    for item in info.metadata:
+    for item in metadata:
         for attr, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
             value = getattr(item, attr, None)
             if value is not None:
                 parts.append(f"{sign} {value:g}" if isinstance(value, float) else
                              f"{sign} {value}")
-    return ", ".join(parts)
+    return parts
+
+
+def _counts(metadata: typing.Iterable[Any]) -> tuple[int | None, int | None]:
+    """The fewest and most items a list constraint allows (``None``: no limit)."""
+    low = high = None
+    for item in metadata:
+        for inner in [item, *getattr(item, "metadata", [])]:  # a Field() nests its constraints
+            low = getattr(inner, "min_length", None) if low is None else low
+            high = getattr(inner, "max_length", None) if high is None else high
+    return low, high
+
+
+def _limits(info: FieldInfo) -> str:
+    """The limits column: the field's own bounds or, for a value-or-list field (a sweep's
+    ``kappa``), those of each value and how many values a list takes."""
+    parts = _bounds(info.metadata)
+    if parts or typing.get_origin(info.annotation) not in (
+            typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return ", ".join(parts)
+    each: list[str] = []
+    count = ""
+    for arg in typing.get_args(info.annotation):
+        if typing.get_origin(arg) is not typing.Annotated:
+            continue
+        base, *metadata = typing.get_args(arg)
+        if typing.get_origin(base) in (tuple, list):
+            low, high = _counts(metadata)
+            if high is not None:
+                count = f"{low or 0} to {high} values" if low != high else f"{high} values"
+            item = typing.get_args(base)[0] if typing.get_args(base) else None
+            if typing.get_origin(item) is typing.Annotated:
+                metadata = typing.get_args(item)[1:]
+            else:
+                continue
+        each += [b for b in _bounds(metadata) if b not in each]
+    text = f"each {', '.join(each)}" if each else ""
+    return "; ".join(p for p in (text, count) if p)
 
 
 def _default(info: FieldInfo) -> str:

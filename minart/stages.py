@@ -547,12 +547,12 @@ class PeronaMalikSweepParams(PeronaMalikParams):
     kappa: Annotated[_Kappa | Annotated[tuple[_Kappa, ...], Field(min_length=1,
                                                                max_length=SWEEP_MAX)],
                      BeforeValidator(_to_tuple)] = Field(..., description=(
-        "Edge threshold(s), each 1e-18 to 10: one value, or a list of values to compare (a "
-        "variant each, up to 64), e.g. [0.02, 0.05, 0.1, 0.2]."))
+        "Edge threshold(s): one value, or a list of values to compare (a variant each), e.g. "
+        "[0.02, 0.05, 0.1, 0.2]."))
     dt: Annotated[_Dt | Annotated[tuple[_Dt, ...], Field(min_length=1, max_length=SWEEP_MAX)],
                   BeforeValidator(_to_tuple)] = Field(..., description=(
-        "Time step(s), each > 0 and <= 10: one value, or a list (a variant each; as many as "
-        "kappa's when both are lists)."))
+        "Time step(s): one value, or a list (a variant each; as many as kappa's when both are "
+        "lists)."))
 
 
 def _check_perona_malik_sweep(params: PeronaMalikSweepParams, ctx: CheckContext) -> None:

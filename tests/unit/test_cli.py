@@ -127,6 +127,12 @@ def test_describe_markdown_and_params_table():
     assert text.startswith("## `subsample`")
     assert "| `every` | whole number | `2` | >= 1, <= 10000 | Keep one frame in this many. |" in text
     assert params_table(get_stage("boomerang").params) == "(no parameters)"
+    # a value-or-list parameter shows the limits of each value and of the list's length
+    sweep = describe_stage("perona_malik_sweep", markdown=True)
+    assert "| `kappa` | number or [number, ...] | `required` | each >= 1e-18, <= 10; 1 to 64 " \
+           "values |" in sweep
+    assert "| `dt` | number or [number, ...] | `required` | each > 0, <= 10; 1 to 64 values |" \
+           in sweep
 
 
 def test_schema_to_stdout_and_file(capsys, tmp_path):
