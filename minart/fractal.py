@@ -48,7 +48,7 @@ from .errors import ParamError
 from .palettes import Color, Palette, map_palette, palette_interior, palette_stops, parse_color
 
 __all__ = ["FractalField", "check_view", "fractal", "fractal_field", "fractal_frames",
-           "unused_options"]
+           "frame_budgets", "unused_options"]
 
 Formula = Literal["inverse_power", "multibrot"]
 Coloring = Literal["auto", "pole", "smooth", "trap_point", "trap_circle", "trap_line", "modulus",
@@ -635,6 +635,24 @@ def fractal(
         return torch.cat(bands, dim=1)  # bands of (3, h, W) -> (3, H, W)
 
 
+def frame_budgets(iterations: int, frames: int) -> list[int]:
+    """The iteration budget of each frame of :func:`fractal_frames`:
+    ``ceil(iterations * (t + 1) / frames)`` for frame ``t``, the last being ``iterations``.
+
+    Args:
+        iterations: the full budget (>= 1).
+        frames: number of frames (>= 1).
+
+    Returns:
+        ``frames`` budgets, growing.
+
+    Example:
+        >>> frame_budgets(64, 4), frame_budgets(6, 4)
+        ([16, 32, 48, 64], [2, 3, 5, 6])
+    """
+    return [-(-iterations * (t + 1) // frames) for t in range(frames)]
+
+
 def fractal_frames(
     width: int,
     height: int,
@@ -687,7 +705,7 @@ def fractal_frames(
         span=span, iterations=iterations, coloring=coloring, palette=palette, interior=interior,
         supersample=supersample, julia=julia, eps=eps, bailout=bailout, trap_point=trap_point,
         trap_radius=trap_radius, trap_angle=trap_angle, dtype=dtype, device=device)
-    budgets = [-(-iterations * (t + 1) // frames) for t in range(frames)]
+    budgets = frame_budgets(iterations, frames)
     with torch.no_grad():
         bands = []
         for start in _bands(view, s, frames):

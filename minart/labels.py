@@ -7,8 +7,9 @@ it::
     labels: ["kappa {kappas.kappa}", "dt {dts.dt:.2f}"]
 
 ``{kappas.kappa}`` is replaced by the value of parameter ``kappa`` of step ``kappas`` (after
-``--set`` and defaults). When that step's stage makes a frame per value (a
-``perona_malik_sweep``'s ``kappa`` and ``dt``), the label stands for one caption per frame:
+``--set`` and defaults). When that step's frames each have their own value of the parameter
+(a ``perona_malik_sweep``'s ``kappa`` and ``dt``, the ``iterations`` done at each frame of a
+``minimize`` or ``fractal_frames`` clip), the label stands for one caption per frame:
 ``kappa 0.05``, ``kappa 0.1``, ... A format spec after ``:`` formats a number (``{x.dt:.2f}``);
 ``{{`` and ``}}`` are literal braces.
 

@@ -66,6 +66,7 @@ from .errors import ParamError, ShapeError
 __all__ = [
     "MinimizeResult",
     "MinimizeState",
+    "frame_iterations",
     "minimize",
     "minimize_refresh",
     "minimize_step",
@@ -370,6 +371,24 @@ def _step(image: Tensor, operator: Tensor, *, kappa: float, dt: float,
 
     return seed_step_fast(image, operator, kappa=kappa, dt=dt, conduction=conduction,
                           need_g=False)[0]
+
+
+def frame_iterations(iterations: int, frame_every: int) -> list[int]:
+    """How many iterations are done at each frame :func:`minimize` keeps: it keeps one after
+    iteration ``i = 0, frame_every, 2 frame_every, ...``, so after ``i + 1`` iterations.
+
+    Args:
+        iterations: iterations of the run (>= 0).
+        frame_every: iterations between two frames (>= 1).
+
+    Returns:
+        ``ceil(iterations / frame_every)`` counts, growing.
+
+    Example:
+        >>> frame_iterations(300, 75)
+        [1, 76, 151, 226]
+    """
+    return [i + 1 for i in range(0, iterations, frame_every)]
 
 
 def minimize_step(state: MinimizeState, *, kappa: float = 0.2, dt: float = 0.2,

@@ -1101,6 +1101,11 @@ def _filled_labels(doc: _Doc, draft: _Draft, raw: Any, done: Mapping[str, tuple[
                              f"{stage.name}' lists them)", param="labels")
         frames = stage.per_frame(params) if stage.per_frame is not None else []
         if frames and param in frames[0]:
+            if step not in draft.inputs:  # other steps between may reorder or drop its frames
+                raise ParamError(f"{{{step}.{param}}}: {param} changes from frame to frame of "
+                                 f"step {step!r}, whose frames reach this step through others "
+                                 "that may reorder or drop them; caption the frames of an input "
+                                 f"({', '.join(draft.inputs)})", param="labels")
             return PerFrame(tuple(frame[param] for frame in frames))
         return getattr(params, param)
 

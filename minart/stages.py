@@ -764,8 +764,9 @@ class GridParams(_Params):
         "Sheet colour: one grey level or [r, g, b] in 0-1 (default white)."))
     labels: list[str] | None = Field(None, description=(
         "One caption per tile, drawn under it; leave out for none. {step.param} shows a "
-        "parameter of a step the grid is made from, and a sweep's {kappas.kappa} makes a caption "
-        "per frame: [\"kappa {kappas.kappa}\"]; {step.param:.2f} formats a number."))
+        "parameter of a step the grid is made from; one that varies along a clip (a sweep's "
+        "kappa, minimize's iterations) makes a caption per frame: [\"kappa {kappas.kappa}\"]; "
+        "{step.param:.2f} formats a number."))
     label_color: Shade = Field(0.0, description="Caption colour (default black).")
 
 
@@ -1195,7 +1196,19 @@ def _per_frame_perona_malik_sweep(params: PeronaMalikSweepParams) -> list[dict[s
 def _shape_minimize(params: MinimizeParams, ctx: CheckContext) -> tuple[int, ...]:
     _least(ctx, "minimize")
     tile = _frames_of(ctx.input_shapes[0])[1]
-    return (math.ceil(params.iterations / params.frame_every), *tile)
+    return (len(_per_frame_minimize(params)), *tile)
+
+
+def _per_frame_minimize(params: MinimizeParams) -> list[dict[str, int]]:
+    from .minimize import frame_iterations
+
+    return [{"iterations": n} for n in frame_iterations(params.iterations, params.frame_every)]
+
+
+def _per_frame_fractal_frames(params: FractalFramesParams) -> list[dict[str, int]]:
+    from .fractal import frame_budgets
+
+    return [{"iterations": n} for n in frame_budgets(params.iterations, params.frames)]
 
 
 _LAYERS = {"top": ("a clip on top", "swap them, or subsample/hold the clips to one length"),
@@ -1368,7 +1381,7 @@ register(Stage(
     consumes=("none",), produces="frames", version=4,  # 2, 3, 4: as fractal
     summary="Render an animated fractal as a clip of frames.",
     check=_check_fractal, preview=_preview_size, shape=_shape_generator,
-    function="minart.fractal:fractal_frames"))
+    per_frame=_per_frame_fractal_frames, function="minart.fractal:fractal_frames"))
 register(Stage(
     name="load_image", params=LoadImageParams, run=_run_load_image, consumes=("none",),
     produces="image", summary="Read an image file (relative to the recipe) as the start image.",
@@ -1397,6 +1410,7 @@ register(Stage(
 register(Stage(
     name="minimize", params=MinimizeParams, run=_run_minimize, consumes=_ANY, produces="frames",
     inputs=("image",), check=_check_minimize, preview=_preview_minimize, shape=_shape_minimize,
+    per_frame=_per_frame_minimize,
     # 2: on CUDA the fused learned step sums dL/dK per row strip (another float order)
     # 3: on CUDA seed_video's steps run in the Triton kernels (they were eager there)
     # 4: on CUDA the kernels' multiply-adds are all written out (as perona_malik 2)

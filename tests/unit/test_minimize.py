@@ -16,7 +16,7 @@ from minart import diffusion
 from minart import minimize as minimize_module
 from minart.composite import resize
 from minart.errors import ParamError, ShapeError
-from minart.minimize import MinimizeState, minimize, minimize_refresh, minimize_step
+from minart.minimize import MinimizeState, frame_iterations, minimize, minimize_refresh, minimize_step
 
 SCHEDULE = dict(iterations=20, frame_every=5, refresh_every=10, refresh_at=5)
 FAST = dict(lr=2e-4, kappa=0.2, dt=0.2, momentum=0.9, weight_decay=5e-4, blend=0.6)
@@ -246,6 +246,9 @@ def test_callback_sees_each_frame_boundary_and_the_end(image):
     minimize(image[:, :8, :8], iterations=12, frame_every=5,
              callback=lambda done, state: seen.append((done, state.iteration, len(state.frames))))
     assert seen == [(1, 1, 1), (6, 6, 2), (11, 11, 3), (12, 12, 3)]
+    # what grid captions show as a frame's {step.iterations}: the count at each kept frame
+    assert frame_iterations(12, 5) == [done for done, _, frames in seen[:3]]
+    assert frame_iterations(0, 5) == [] and frame_iterations(10, 5) == [1, 6]
 
 
 def test_refresh_resets_operator_momentum_lr_and_blends(image):

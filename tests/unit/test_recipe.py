@@ -552,6 +552,10 @@ def test_shipped_recipe_checks_and_declares_the_schema(path):
     assert recipe.steps and recipe.outputs
     json.dumps(recipe.canonical())
     assert recipe.preview().size[0] < recipe.size[0]
+    for step in recipe.steps:  # a caption per frame: as many values as the clip has frames
+        stage = get_stage(step.stage)
+        if stage.per_frame is not None:
+            assert len(stage.per_frame(step.params)) == step.shape[0], step.name
 
 
 def test_shipped_recipes_use_every_stage():
@@ -882,6 +886,31 @@ def test_a_caption_template_error_points_at_its_label(label, message):
     with pytest.raises(ParamError) as info:
         parse_recipe(text)
     assert str(info.value) == message
+
+
+def test_captions_follow_the_frames_of_growing_fractals_and_minimizations():
+    text = """\
+size: [16, 16]
+steps:
+  growth: {stage: fractal_frames, params: {frames: 3, iterations: 10}}
+  art: {stage: minimize, input: growth, params: {iterations: 7, frame_every: 3, loss: seed_video}}
+  sheet:
+    stage: grid
+    inputs: [growth, art]
+    params: {labels: ["budget {growth.iterations}", "it {art.iterations:03d}"]}
+"""
+    # a frame's own value (the budget it was drawn with, the iterations done when it was kept)
+    assert parse_recipe(text).step("sheet").params.labels == [
+        "budget 4", "budget 7", "budget 10", "it 001", "it 004", "it 007"]
+    # frames that pass through another step may be reordered or dropped: refused
+    text = text.replace("inputs: [growth, art]", "inputs: [growth, back]").replace(
+        "  sheet:", "  back: {stage: reverse, input: art}\n  sheet:")
+    with pytest.raises(ParamError) as info:
+        parse_recipe(text)
+    assert str(info.value) == (
+        "<string>:9:53: step 'sheet': labels[1]: {art.iterations}: iterations changes from frame "
+        "to frame of step 'art', whose frames reach this step through others that may reorder or "
+        "drop them; caption the frames of an input (growth, back)")
 
 
 def test_a_caption_count_that_does_not_fit_says_which_labels_became_several():
