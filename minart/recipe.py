@@ -1075,12 +1075,14 @@ def _output_drafts(doc: _Doc, name: Any, body: Any) -> tuple[list[_Draft], dict[
 
 def _filled_labels(doc: _Doc, draft: _Draft, raw: Any, done: Mapping[str, tuple[Stage, BaseModel]],
                    feeding: set[str], *, upstream: Sequence[Path_]) -> tuple[Any, list[str]]:
-    """``raw`` params with the ``{step.param}`` fields of its ``labels`` filled in from the steps
-    before it (``done``: stage and params of each, ``feeding``: those this step is made from),
-    and a note per label that became several captions, for a count that does not fit."""
+    """``raw`` params with the ``{step.param}`` fields of its ``labels`` (a list of captions, or
+    one text: a contact sheet's) filled in from the steps before it (``done``: stage and params
+    of each, ``feeding``: those this step is made from), and a note per label that became
+    several captions, for a count that does not fit."""
     labels = raw.get("labels") if isinstance(raw, dict) else None
-    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels) or not any(
-            has_fields(x) for x in labels):
+    items = [labels] if isinstance(labels, str) else labels
+    if not isinstance(items, list) or not all(isinstance(x, str) for x in items) or not any(
+            has_fields(x) for x in items):
         return raw, []  # nothing to fill; validation reports a malformed list as written
     steps = [name for name in done if not name.startswith("out.")]
 
@@ -1111,19 +1113,22 @@ def _filled_labels(doc: _Doc, draft: _Draft, raw: Any, done: Mapping[str, tuple[
 
     filled: list[str] = []
     notes: list[str] = []
-    for i, label in enumerate(labels):
+    for i, label in enumerate(items):
+        name, where = ("labels", ()) if isinstance(labels, str) else (f"labels[{i}]", (i,))
         try:
             try:
                 captions = fill_label(label, lookup)
             except MinartError as exc:
-                exc.message = f"labels[{i}]: {exc.message}"
+                exc.message = f"{name}: {exc.message}"
                 raise
-            check_labels(captions, names=[f"labels[{i}] gives {c!r}, which" for c in captions])
+            check_labels(captions, names=[f"{name} gives {c!r}, which" for c in captions])
         except MinartError as exc:
-            raise doc.locate(exc, (*draft.params_path, "labels", i), step=draft.name,
-                             also=upstream) from None
+            if draft.output:
+                exc.message = f"output {draft.output!r}: {exc.message}"
+            raise doc.locate(exc, (*draft.params_path, "labels", *where),
+                             step=None if draft.output else draft.name, also=upstream) from None
         if len(captions) != 1:
-            notes.append(f"labels[{i}] makes {len(captions)}, one per frame of its sweep")
+            notes.append(f"{name} makes {len(captions)}, one per frame of its clip")
         filled.extend(captions)
     return {**raw, "labels": filled}, notes
 

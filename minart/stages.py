@@ -800,7 +800,10 @@ class ContactSheetParams(_Params):
         "Pixels of background between frames and around the sheet."))
     background: Shade = Field(1.0, description=(
         "Sheet colour: one grey level or [r, g, b] in 0-1 (default white)."))
-    labels: bool = Field(False, description="Caption each frame with its number.")
+    labels: bool | str | list[str] = Field(False, description=(
+        "true captions each frame with its number; a text captions each with the values of its "
+        "own frame, \"it {art.iterations}\" ({step.param} as in grid labels, naming the "
+        "clip's step); or a list of captions, one per frame of the clip (or one for all)."))
     label_color: Shade | None = Field(None, description=(
         "Caption colour: one grey level or [r, g, b] in 0-1; leave out for black on a light "
         "background and white on a dark one."))
@@ -859,16 +862,38 @@ def _sheet_count(params: ContactSheetParams, total: int) -> int:
 
 
 def _check_contact_sheet(params: ContactSheetParams, ctx: CheckContext) -> None:
-    if not params.labels:
+    from .composite import check_labels
+
+    if params.labels is False:
         _warn_unused(params, ctx, {"label_color": "without labels"},
                      otherwise="set labels: true")
+    elif isinstance(params.labels, (str, list)):
+        check_labels([params.labels] if isinstance(params.labels, str) else params.labels)
+
+
+def _sheet_labels(labels: bool | str | list[str], total: int, picked: list[int]) -> list[str] | None:
+    """The captions of the ``picked`` frames of a ``total``-frame clip; ``None`` for none.
+
+    Raises:
+        ParamError: a list of captions that is neither one for all nor one per frame.
+    """
+    if labels is False:
+        return None
+    if labels is True:
+        return [str(i) for i in picked]
+    captions = [labels] if isinstance(labels, str) else labels
+    if len(captions) not in (1, total):
+        raise ParamError(f"labels has {len(captions)} captions but the clip has {total} frames; "
+                         "give one per frame of the clip (the sheet shows those of the frames "
+                         "it picks), or one for all", param="labels")
+    return [captions[i if len(captions) > 1 else 0] for i in picked]
 
 
 def _run_contact_sheet(inputs: list[Tensor], params: ContactSheetParams,
                        ctx: StageContext) -> Tensor:
     frames = inputs[0]
     picked = contact_sheet_indices(frames.shape[0], _sheet_count(params, frames.shape[0]))
-    labels = [str(i) for i in picked] if params.labels else None
+    labels = _sheet_labels(params.labels, frames.shape[0], picked)
     return _function("minart.composite:grid")(frames[picked], columns=params.columns,
                                               spacing=params.spacing,
                                               background=params.background, labels=labels,
@@ -1296,10 +1321,11 @@ def _shape_contact_sheet(params: ContactSheetParams, ctx: CheckContext) -> tuple
 
     total, tile = _frames_of(ctx.input_shapes[0])
     _fits_channels(params.background, tile[0], "background")
-    count = len(contact_sheet_indices(total, _sheet_count(params, total)))
-    _warn_empty_columns(params.columns, count, "frames on the sheet", ctx)
-    return grid_shape(count, tile, columns=params.columns, spacing=params.spacing,
-                      labels=params.labels)
+    picked = contact_sheet_indices(total, _sheet_count(params, total))
+    _sheet_labels(params.labels, total, picked)
+    _warn_empty_columns(params.columns, len(picked), "frames on the sheet", ctx)
+    return grid_shape(len(picked), tile, columns=params.columns, spacing=params.spacing,
+                      labels=params.labels is not False)
 
 
 def _shape_crossfade(params: CrossfadeParams, ctx: CheckContext) -> tuple[int, ...]:

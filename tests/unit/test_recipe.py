@@ -913,12 +913,32 @@ steps:
         "drop them; caption the frames of an input (growth, back)")
 
 
+def test_a_contact_sheet_caption_template_gives_each_frame_its_values():
+    text = """\
+size: [16, 16]
+steps:
+  growth: {stage: fractal_frames, params: {frames: 5, iterations: 10}}
+  art: {stage: minimize, input: growth, params: {iterations: 9, frame_every: 2, loss: seed_video}}
+outputs:
+  s: {step: art, path: a.png, sheet: {frames: 3, labels: "i{art.iterations} lr {art.lr:.0e}"}}
+  g: {step: growth, path: b.png, sheet: {labels: "{growth.iterations:d}"}}
+"""
+    r = parse_recipe(text)
+    assert r.step("out.s.sheet").params.labels == [f"i{n} lr 2e-06" for n in (1, 3, 5, 7, 9)]
+    assert r.step("out.g.sheet").params.labels == ["2", "4", "6", "8", "10"]
+    with pytest.raises(ParamError) as info:
+        parse_recipe(text.replace("{growth.iterations:d}", "{art.iterations}"))
+    assert str(info.value) == (
+        "<string>:7:50: output 'g': labels: {art.iterations}: step 'art' does not feed this step; "
+        "a caption shows a parameter of a step it is made from")
+
+
 def test_a_caption_count_that_does_not_fit_says_which_labels_became_several():
     with pytest.raises(ParamError) as info:
         parse_recipe(SWEEPS, overrides=['steps.compare.params.labels=["{kappas.kappa}", b]'])
     assert str(info.value) == (
         "--set steps.compare.params.labels: step 'compare': labels has 4 captions but the grid "
-        "has 6 tiles; give one per tile (labels[0] makes 3, one per frame of its sweep)")
+        "has 6 tiles; give one per tile (labels[0] makes 3, one per frame of its clip)")
     # a label without fields, and a list that is not all text, are left to validation as written
     with pytest.raises(ParamError, match=r"labels\.1=5 must be text|labels\[1\]"):
         parse_recipe(SWEEPS, overrides=['steps.compare.params.labels=["{kappas.kappa}", 5]'])

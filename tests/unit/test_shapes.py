@@ -51,7 +51,10 @@ CASES: dict[str, list[tuple[dict, list[tuple[int, ...]]]]] = {
     "contact_sheet": [({"frames": 3, "labels": True}, [(7, 3, 4, 5)]),
                       ({"columns": 2}, [(5, 3, 4, 5)]),  # frames left out: all 5 (up to 12)
                       ({}, [(15, 3, 4, 5)]), ({"frames": 5}, [(5, 3, 4, 5)]),
-                      ({"frames": 1}, [(5, 3, 4, 5)])],
+                      ({"frames": 1}, [(5, 3, 4, 5)]),
+                      ({"frames": 2, "labels": ["a", "b", "c", "d", "e"]}, [(5, 3, 4, 5)]),
+                      ({"labels": "one for all"}, [(3, 3, 4, 5)]),
+                      ({"labels": ["one for all"]}, [(3, 3, 4, 5)])],
     "crossfade": [({"frames": 4}, [(3, 4, 5), (4, 3, 4, 5)]), ({"frames": 2}, [(3, 4, 5), (3, 4, 5)])],
     "boomerang": [({}, [(1, 3, 4, 5)]), ({}, [(2, 3, 4, 5)]), ({}, [(4, 3, 4, 5)])],
     "reverse": [({}, [(3, 3, 4, 5)])],
@@ -106,7 +109,10 @@ REFUSED = {
                        "background=[1.0, 1.0] has 2 values"),
                       ({"frames": 50}, [(3, 3, 4, 5)], ParamError,
                        "frames=50 is more than the clip's 3 frames; use frames <= 3, or leave "
-                       "frames out for up to 12")],
+                       "frames out for up to 12"),
+                      ({"frames": 2, "labels": ["a", "b"]}, [(3, 3, 4, 5)], ParamError,
+                       "labels has 2 captions but the clip has 3 frames; give one per frame of "
+                       "the clip (the sheet shows those of the frames it picks), or one for all")],
     "crossfade": [({"frames": 4}, [(3, 4, 5), (5, 3, 4, 5)], ParamError,
                    "frames=4 but b 'in1' (a 5-frame 5x4 RGB clip) has 5 frames; a clip must last "
                    "the whole fade: set frames to 5, or subsample/hold the clip"),

@@ -252,6 +252,16 @@ def test_contact_sheet_captions_stand_out_on_the_background_or_take_a_colour(cli
     assert torch.equal(sheet, expected)
 
 
+def test_contact_sheet_captions_are_those_of_the_frames_it_picks(clip):
+    sheet = _run("contact_sheet", [clip], frames=2, labels=["a", "b", "c", "d", "e"])
+    assert torch.equal(sheet, composite.grid(clip[[0, 4]], background=1.0, labels=["a", "e"]))
+    for one in ("x", ["x"]):  # one caption serves every frame
+        sheet = _run("contact_sheet", [clip], frames=2, labels=one)
+        assert torch.equal(sheet, composite.grid(clip[[0, 4]], background=1.0, labels=["x", "x"]))
+    with pytest.raises(ParamError, match="labels has 2 captions but the clip has 5 frames"):
+        _run("contact_sheet", [clip], frames=2, labels=["a", "b"])
+
+
 def test_load_image_reads_relative_to_the_recipe_and_downscales(tmp_path, img):
     write_image(tmp_path / "in.png", img)
     ctx = StageContext(recipe_dir=tmp_path)
