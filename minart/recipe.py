@@ -40,7 +40,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from types import SimpleNamespace
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
@@ -1080,6 +1080,9 @@ def _filled_labels(doc: _Doc, draft: _Draft, raw: Any, done: Mapping[str, tuple[
     of each, ``feeding``: those this step is made from), and a note per label that became
     several captions, for a count that does not fit."""
     labels = raw.get("labels") if isinstance(raw, dict) else None
+    field = draft.stage.params.model_fields.get("labels")
+    if isinstance(labels, str) and (field is None or str not in get_args(field.annotation)):
+        return raw, []  # one text where a list is wanted (grid): validation says so
     items = [labels] if isinstance(labels, str) else labels
     if not isinstance(items, list) or not all(isinstance(x, str) for x in items) or not any(
             has_fields(x) for x in items):

@@ -939,6 +939,9 @@ def test_a_caption_count_that_does_not_fit_says_which_labels_became_several():
     assert str(info.value) == (
         "--set steps.compare.params.labels: step 'compare': labels has 4 captions but the grid "
         "has 6 tiles; give one per tile (labels[0] makes 3, one per frame of its clip)")
-    # a label without fields, and a list that is not all text, are left to validation as written
+    # one text where a list is wanted, a label without fields, and a list that is not all
+    # text, are left to validation as written
+    with pytest.raises(ParamError, match=r"labels='\{kappas.kappa\}' must be a list like \[a, b\]"):
+        parse_recipe(SWEEPS, overrides=['steps.compare.params.labels="{kappas.kappa}"'])
     with pytest.raises(ParamError, match=r"labels\.1=5 must be text|labels\[1\]"):
         parse_recipe(SWEEPS, overrides=['steps.compare.params.labels=["{kappas.kappa}", 5]'])
