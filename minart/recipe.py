@@ -1074,11 +1074,12 @@ def _output_drafts(doc: _Doc, name: Any, body: Any) -> tuple[list[_Draft], dict[
 
 
 def _filled_labels(doc: _Doc, draft: _Draft, raw: Any, done: Mapping[str, tuple[Stage, BaseModel]],
-                   feeding: set[str], *, upstream: Sequence[Path_]) -> tuple[Any, list[str]]:
+                   feeding: set[str], steps: Sequence[str], *,
+                   upstream: Sequence[Path_]) -> tuple[Any, list[str]]:
     """``raw`` params with the ``{step.param}`` fields of its ``labels`` (a list of captions, or
     one text: a contact sheet's) filled in from the steps before it (``done``: stage and params
-    of each, ``feeding``: those this step is made from), and a note per label that became
-    several captions, for a count that does not fit."""
+    of each, ``feeding``: those this step is made from, ``steps``: the recipe's), and a note per
+    label that became several captions, for a count that does not fit."""
     labels = raw.get("labels") if isinstance(raw, dict) else None
     field = draft.stage.params.model_fields.get("labels")
     if isinstance(labels, str) and (field is None or str not in get_args(field.annotation)):
@@ -1087,10 +1088,9 @@ def _filled_labels(doc: _Doc, draft: _Draft, raw: Any, done: Mapping[str, tuple[
     if not isinstance(items, list) or not all(isinstance(x, str) for x in items) or not any(
             has_fields(x) for x in items):
         return raw, []  # nothing to fill; validation reports a malformed list as written
-    steps = [name for name in done if not name.startswith("out.")]
 
     def lookup(step: str, param: str) -> Any:
-        if step not in done or step.startswith("out."):
+        if step not in steps:
             hint = suggest(step, steps) or f"; its steps are {', '.join(steps[:8])}"
             raise ParamError(f"{{{step}.{param}}}: {step!r} is not a step of this recipe{hint}",
                              param="labels")
@@ -1207,7 +1207,7 @@ def _build(doc: _Doc, *, path: Path | None, text: str, overrides: tuple[str, ...
         kinds[name] = draft.stage.output_kind(input_kinds)
         ctx = CheckContext(recipe_dir=recipe_dir, size=size, input_kinds=tuple(input_kinds))
         raw_params, label_notes = _filled_labels(doc, draft, draft.raw_params, done,
-                                                 before[name], upstream=upstream)
+                                                 before[name], user_steps, upstream=upstream)
         try:
             params = _validate_params(doc, draft.stage, raw_params, draft.params_path,
                                       draft.name if not draft.output else None, ctx,

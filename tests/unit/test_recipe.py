@@ -869,6 +869,8 @@ def test_grid_labels_show_the_values_of_the_steps_they_caption():
      "a step of this recipe; did you mean 'kappas'?"),
     ("{other.iterations}", "<string>:17:16: step 'compare': labels[0]: {other.iterations}: step "
      "'other' does not feed this step; a caption shows a parameter of a step it is made from"),
+    ("{later.iterations}", "<string>:17:16: step 'compare': labels[0]: {later.iterations}: step "
+     "'later' does not feed this step; a caption shows a parameter of a step it is made from"),
     ("{kappas.kapa}", "<string>:17:16: step 'compare': labels[0]: {kappas.kapa}: stage "
      "'perona_malik_sweep' of step 'kappas' has no parameter 'kapa'; did you mean 'kappa'? "
      "('minart describe perona_malik_sweep' lists them)"),
@@ -882,7 +884,8 @@ def test_grid_labels_show_the_values_of_the_steps_they_caption():
      "caption can follow one sweep's values (split it into two labels)"),
 ])
 def test_a_caption_template_error_points_at_its_label(label, message):
-    text = SWEEPS.replace('"kappa {kappas.kappa} dt {kappas.dt}"', f'"{label}"')
+    text = SWEEPS.replace('"kappa {kappas.kappa} dt {kappas.dt}"', f'"{label}"') + (
+        "  later: {stage: perona_malik, input: compare, params: {steps: 1, kappa: 1, dt: 0.1}}\n")
     with pytest.raises(ParamError) as info:
         parse_recipe(text)
     assert str(info.value) == message
