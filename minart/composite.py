@@ -52,6 +52,7 @@ __all__ = [
     "grid",
     "grid_shape",
     "hold",
+    "label_width",
     "luminance_mask",
     "resize",
     "reverse",
@@ -362,6 +363,19 @@ def _label_band(text: str, width: int, height: int) -> Tensor:
 
 LABEL_BAND = 13
 """Height in pixels of a label band under a tile (Pillow's built-in bitmap font)."""
+
+
+def label_width(text: str) -> int:
+    """The width in pixels a caption needs under a tile: drawn from x = 1 in Pillow's built-in
+    bitmap font (6 px a character, whose last column is spacing); a tile narrower cuts it.
+
+    Example:
+        >>> label_width("kappa 0.05")
+        60
+    """
+    from PIL import ImageFont
+
+    return math.ceil(ImageFont.load_default_imagefont().getlength(text))
 
 
 def grid_shape(count: int, tile: tuple[int, int, int], *, columns: int | None = None,

@@ -1091,7 +1091,8 @@ def _filled_labels(doc: _Doc, draft: _Draft, raw: Any, done: Mapping[str, tuple[
 
     def lookup(step: str, param: str) -> Any:
         if step not in steps:
-            hint = suggest(step, steps) or f"; its steps are {', '.join(steps[:8])}"
+            others = [s for s in steps if s != draft.name]
+            hint = suggest(step, others) or f"; its steps are {', '.join(others[:8])}"
             raise ParamError(f"{{{step}.{param}}}: {step!r} is not a step of this recipe{hint}",
                              param="labels")
         if step not in feeding:

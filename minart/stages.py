@@ -26,7 +26,7 @@ import importlib
 import json
 import math
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
@@ -1304,9 +1304,22 @@ def _shape_grid(params: GridParams, ctx: CheckContext) -> tuple[int, ...]:
                          "tiles; give one per tile", param="labels")
     _fits_channels(params.background, tile[0], "background")
     _fits_channels(params.label_color, tile[0], "label_color")
+    _warn_cut_labels(params.labels or [], tile[-1], ctx)
     _warn_empty_columns(params.columns, count, "tiles", ctx)
     return grid_shape(count, tile, columns=params.columns, spacing=params.spacing,
                       labels=params.labels is not None)
+
+
+def _warn_cut_labels(captions: Sequence[str], width: int, ctx: CheckContext) -> None:
+    """Warn when captions are wider than the tiles they go under (their ends are cut off)."""
+    from .composite import label_width
+
+    cut = [c for c in captions if label_width(c) > width]
+    if cut:
+        others = f" (and {len(cut) - 1} more)" if len(cut) > 1 else ""
+        ctx.warn(f"the caption {cut[0]!r} is {label_width(cut[0])} px wide but the tiles are "
+                 f"{width} px, so its end is cut off{others}; shorten the labels (6 px a "
+                 "character) or make the tiles wider", param="labels")
 
 
 def _warn_empty_columns(columns: int | None, count: int, what: str, ctx: CheckContext) -> None:
@@ -1322,7 +1335,7 @@ def _shape_contact_sheet(params: ContactSheetParams, ctx: CheckContext) -> tuple
     total, tile = _frames_of(ctx.input_shapes[0])
     _fits_channels(params.background, tile[0], "background")
     picked = contact_sheet_indices(total, _sheet_count(params, total))
-    _sheet_labels(params.labels, total, picked)
+    _warn_cut_labels(_sheet_labels(params.labels, total, picked) or [], tile[-1], ctx)
     _warn_empty_columns(params.columns, len(picked), "frames on the sheet", ctx)
     return grid_shape(len(picked), tile, columns=params.columns, spacing=params.spacing,
                       labels=params.labels is not False)

@@ -552,6 +552,21 @@ def test_a_parameter_without_effect_is_a_located_warning(step, used, message):
     assert parse_recipe(f"steps:\n  a: {used}\n{rest}").warnings == ()
 
 
+def test_captions_wider_than_their_tiles_are_a_warning():
+    text = ("size: [40, 40]\nsteps:\n  a: {stage: fractal}\n"
+            "  c: {stage: fractal_frames, params: {frames: 3}}\n"
+            "  t: {stage: grid, inputs: [a, a], params: {labels: [fits40, one too wide]}}\n"
+            "outputs:\n  s: {step: c, path: s.png, sheet: {labels: \"budget {c.iterations}\"}}\n")
+    assert parse_recipe(text).warnings == (
+        "<string>:5:53: step 't': the caption 'one too wide' is 72 px wide but the tiles are "
+        "40 px, so its end is cut off; shorten the labels (6 px a character) or make the tiles "
+        "wider",
+        "<string>:7:45: output 's': the caption 'budget 22' is 54 px wide but the tiles are 40 px, "
+        "so its end is cut off (and 2 more); shorten the labels (6 px a character) or make the "
+        "tiles wider")
+    assert parse_recipe(text.replace("40, 40", "72, 72")).warnings == ()
+
+
 def test_more_columns_than_tiles_is_a_warning_and_outputs_name_themselves_in_warnings():
     text = ("steps:\n  a: {stage: fractal}\n  c: {stage: fractal_frames, params: {frames: 3}}\n"
             "  t: {stage: grid, inputs: [a, a, a], params: {columns: 5}}\n"
