@@ -11,7 +11,7 @@ it::
 (a ``perona_malik_sweep``'s ``kappa`` and ``dt``, the ``iterations`` done at each frame of a
 ``minimize`` or ``fractal_frames`` clip), the label stands for one caption per frame:
 ``kappa 0.05``, ``kappa 0.1``, ... A format spec after ``:`` formats a number (``{x.dt:.2f}``);
-``{{`` and ``}}`` are literal braces.
+``{name}`` and ``{seed}`` are the recipe's own; ``{{`` and ``}}`` are literal braces.
 
 This module only reads and fills the templates; :mod:`minart.recipe` looks the values up.
 """
@@ -30,8 +30,9 @@ __all__ = ["PerFrame", "fill_label", "has_fields", "show_value"]
 _PIECE = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 """A literal brace pair, a field ``{...}``, or a brace on its own (an error)."""
 
-_FIELD = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)\.([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]*))?")
-"""Inside the braces: ``step.param`` with an optional ``:format-spec``."""
+_FIELD = re.compile(r"(?:([A-Za-z_][A-Za-z0-9_-]*)\.)?([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]*))?")
+"""Inside the braces: ``step.param`` (or a recipe-level ``name``/``seed``) with an optional
+``:format-spec``."""
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,9 @@ class PerFrame:
     values: tuple[Any, ...]
 
 
-Lookup = Callable[[str, str], Any]
-"""``lookup(step, param)``: the parameter's value, or :class:`PerFrame` of its values; raises
+Lookup = Callable[[str | None, str], Any]
+"""``lookup(step, param)``: the parameter's value, or :class:`PerFrame` of its values (``step``
+is ``None`` for a field without one, such as ``{seed}``); raises
 :class:`~minart.errors.ParamError` for an unknown step or parameter."""
 
 
@@ -124,8 +126,8 @@ def fill_label(label: str, lookup: Lookup) -> list[str]:
         if parsed is None:
             shown = token if field is None else f"{{{field}}}"
             raise ParamError(f"{shown} in label {label!r} is not a field: write {{step.param}} "
-                             "(for example {kappas.kappa}) to show a parameter, or {{ and }} for "
-                             "braces", param="labels")
+                             "(for example {kappas.kappa}) to show a parameter, {name} or {seed} "
+                             "for the recipe's, or {{ and }} for braces", param="labels")
         step, param, spec = parsed.groups()
         pieces.append((lookup(step, param), spec, field))
     pieces.append(label[at:])

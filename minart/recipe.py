@@ -1074,12 +1074,13 @@ def _output_drafts(doc: _Doc, name: Any, body: Any) -> tuple[list[_Draft], dict[
 
 
 def _filled_labels(doc: _Doc, draft: _Draft, raw: Any, done: Mapping[str, tuple[Stage, BaseModel]],
-                   feeding: set[str], steps: Sequence[str], *,
+                   feeding: set[str], steps: Sequence[str], recipe: Mapping[str, Any], *,
                    upstream: Sequence[Path_]) -> tuple[Any, list[str]]:
     """``raw`` params with the ``{step.param}`` fields of its ``labels`` (a list of captions, or
     one text: a contact sheet's) filled in from the steps before it (``done``: stage and params
-    of each, ``feeding``: those this step is made from, ``steps``: the recipe's), and a note per
-    label that became several captions, for a count that does not fit."""
+    of each, ``feeding``: those this step is made from, ``steps``: the recipe's) and the
+    ``{name}``/``{seed}`` fields from ``recipe``, and a note per label that became several
+    captions, for a count that does not fit."""
     labels = raw.get("labels") if isinstance(raw, dict) else None
     field = draft.stage.params.model_fields.get("labels")
     if isinstance(labels, str) and (field is None or str not in get_args(field.annotation)):
@@ -1089,7 +1090,14 @@ def _filled_labels(doc: _Doc, draft: _Draft, raw: Any, done: Mapping[str, tuple[
             has_fields(x) for x in items):
         return raw, []  # nothing to fill; validation reports a malformed list as written
 
-    def lookup(step: str, param: str) -> Any:
+    def lookup(step: str | None, param: str) -> Any:
+        if step is None:
+            if param not in recipe:
+                known = " or ".join(f"{{{k}}}" for k in recipe)
+                raise ParamError(f"{{{param}}} is not a field" + (
+                    suggest(param, list(recipe)) or f": write {{step.param}} for a step's "
+                    f"parameter, or {known} for the recipe's"), param="labels")
+            return recipe[param]
         if step not in steps:
             others = [s for s in steps if s != draft.name]
             hint = suggest(step, others) or f"; its steps are {', '.join(others[:8])}"
@@ -1207,8 +1215,9 @@ def _build(doc: _Doc, *, path: Path | None, text: str, overrides: tuple[str, ...
                                 also=upstream)
         kinds[name] = draft.stage.output_kind(input_kinds)
         ctx = CheckContext(recipe_dir=recipe_dir, size=size, input_kinds=tuple(input_kinds))
-        raw_params, label_notes = _filled_labels(doc, draft, draft.raw_params, done,
-                                                 before[name], user_steps, upstream=upstream)
+        raw_params, label_notes = _filled_labels(
+            doc, draft, draft.raw_params, done, before[name], user_steps,
+            {"name": top["name"], "seed": top["seed"]}, upstream=upstream)
         try:
             params = _validate_params(doc, draft.stage, raw_params, draft.params_path,
                                       draft.name if not draft.output else None, ctx,

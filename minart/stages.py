@@ -766,7 +766,7 @@ class GridParams(_Params):
         "One caption per tile, drawn under it; leave out for none. {step.param} shows a "
         "parameter of a step the grid is made from; one that varies along a clip (a sweep's "
         "kappa, minimize's iterations) makes a caption per frame: [\"kappa {kappas.kappa}\"]; "
-        "{step.param:.2f} formats a number."))
+        "{step.param:.2f} formats a number; {name} and {seed} are the recipe's."))
     label_color: Shade = Field(0.0, description="Caption colour (default black).")
 
 

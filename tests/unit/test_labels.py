@@ -10,10 +10,10 @@ from minart.labels import PerFrame, fill_label, has_fields, show_value
 VALUES = {("kappas", "kappa"): PerFrame((0.05, 0.1, 0.2)), ("kappas", "steps"): 60,
           ("kappas", "scheme"): "classic", ("dts", "dt"): PerFrame((0.1, 0.4, 0.8)),
           ("short", "dt"): PerFrame((0.1, 0.2)), ("base", "coefficient"): (0.0, -0.25),
-          ("grid", "columns"): None, ("sheet", "labels"): True}
+          ("grid", "columns"): None, ("sheet", "labels"): True, (None, "seed"): 7}
 
 
-def lookup(step: str, param: str) -> object:
+def lookup(step: str | None, param: str) -> object:
     if (step, param) not in VALUES:
         raise ParamError(f"no {step}.{param}", param="labels")
     return VALUES[step, param]
@@ -29,6 +29,7 @@ def lookup(step: str, param: str) -> object:
     ("{{literal}} {kappas.scheme}", ["{literal} classic"]),
     ("c={base.coefficient} {grid.columns} {sheet.labels}", ["c=[0.0, -0.25] none true"]),
     ("{kappas.kappa:g}", ["0.05", "0.1", "0.2"]),
+    ("seed {seed:03d}", ["seed 007"]),  # a field without a step: the lookup gets None
 ])
 def test_a_label_is_filled_with_its_values(label, expected):
     assert fill_label(label, lookup) == expected
@@ -36,14 +37,16 @@ def test_a_label_is_filled_with_its_values(label, expected):
 
 
 @pytest.mark.parametrize(("label", "message"), [
-    ("k {kappas}", "{kappas} in label 'k {kappas}' is not a field: write {step.param} (for "
-     "example {kappas.kappa}) to show a parameter, or {{ and }} for braces"),
+    ("k {kappas x}", "{kappas x} in label 'k {kappas x}' is not a field: write {step.param} "
+     "(for example {kappas.kappa}) to show a parameter, {name} or {seed} for the recipe's, or "
+     "{{ and }} for braces"),
     ("k {}", "{} in label 'k {}' is not a field"),
     ("k { kappas.kappa}", "{ kappas.kappa} in label"),
     ("k {kappas.kappa", "{ in label 'k {kappas.kappa' is not a field"),
     ("k }", "} in label 'k }' is not a field"),
     ("{a.b.c}", "{a.b.c} in label"),
     ("{nope.x}", "no nope.x"),
+    ("{date}", "no None.date"),
     ("{kappas.scheme:.2f}", "{kappas.scheme:.2f} is classic, not a number, so it takes no format "
      "spec; write {kappas.scheme}"),
     ("{sheet.labels:d}", "{sheet.labels:d} is true, not a number"),

@@ -852,6 +852,10 @@ def test_grid_labels_show_the_values_of_the_steps_they_caption():
     labels = parse_recipe(SWEEPS).step("compare").params.labels
     assert labels == ["kappa 0.05 dt 0.25", "kappa 0.1 dt 0.25", "kappa 0.2 dt 0.25",
                       "dt 0.10", "dt 0.40", "8 it"]
+    # the recipe's own name and seed, as in output paths (after --set too)
+    r = parse_recipe(SWEEPS.replace('"{base.iterations} it"', '"{name} seed {seed}"'),
+                     overrides=["seed=11", "name=study"])
+    assert r.step("compare").params.labels[-1] == "study seed 11"
     # after --set, the captions follow the new values (and their count the new frames)
     r = parse_recipe(SWEEPS, overrides=["steps.dts.params.dt=[0.2, 0.3, 0.5]",
                                         "steps.kappas.params.kappa=0.3"])
@@ -874,9 +878,10 @@ def test_grid_labels_show_the_values_of_the_steps_they_caption():
     ("{kappas.kapa}", "<string>:17:16: step 'compare': labels[0]: {kappas.kapa}: stage "
      "'perona_malik_sweep' of step 'kappas' has no parameter 'kapa'; did you mean 'kappa'? "
      "('minart describe perona_malik_sweep' lists them)"),
-    ("{kappas}", "<string>:17:16: step 'compare': labels[0]: {kappas} in label '{kappas}' is not "
-     "a field: write {step.param} (for example {kappas.kappa}) to show a parameter, or {{ and }} "
-     "for braces"),
+    ("{kappas}", "<string>:17:16: step 'compare': labels[0]: {kappas} is not a field: write "
+     "{step.param} for a step's parameter, or {name} or {seed} for the recipe's"),
+    ("{sed}", "<string>:17:16: step 'compare': labels[0]: {sed} is not a field; did you mean "
+     "'seed'?"),
     ("k \u2603 {kappas.kappa}", "<string>:17:16: step 'compare': labels[0] gives 'k \u2603 0.05', "
      "which must be one line of Latin-1 text (the built-in bitmap font has no other glyphs)"),
     ("{kappas.kappa} {dts.dt}", "<string>:17:16: step 'compare': labels[0]: label "
