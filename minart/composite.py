@@ -28,9 +28,10 @@ Photoshop ones. With backdrop ``b`` (``base``), source ``s`` (``top``) and per-p
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -351,13 +352,21 @@ def resize(image: Tensor, width: int, height: int, *, fit: Fit = "stretch",
     return out[0] if single else out  # (1, C, h, w) -> (C, h, w)
 
 
+@functools.cache
+def _font() -> Any:
+    """Pillow's built-in bitmap font, loaded once (a sheet of many captions measures and draws
+    each with it)."""
+    from PIL import ImageFont
+
+    return ImageFont.load_default_imagefont()
+
+
 def _label_band(text: str, width: int, height: int) -> Tensor:
     """Coverage ``(height, width)`` in [0, 1] of ``text`` in Pillow's built-in bitmap font."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
     canvas = Image.new("L", (width, height), 0)
-    font = ImageFont.load_default_imagefont()
-    ImageDraw.Draw(canvas).text((1, 1), text, fill=255, font=font)
+    ImageDraw.Draw(canvas).text((1, 1), text, fill=255, font=_font())
     return torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 255.0)
 
 
@@ -373,9 +382,7 @@ def label_width(text: str) -> int:
         >>> label_width("kappa 0.05")
         60
     """
-    from PIL import ImageFont
-
-    return math.ceil(ImageFont.load_default_imagefont().getlength(text))
+    return math.ceil(_font().getlength(text))
 
 
 def grid_shape(count: int, tile: tuple[int, int, int], *, columns: int | None = None,
