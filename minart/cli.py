@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+import types
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -174,6 +175,10 @@ def _flow(stage: Any) -> str:
     return f"{consumed} -> {produced}"
 
 
+_UNIONS = (typing.Union, types.UnionType)
+"""What ``typing.get_origin`` gives for ``Union[a, b]`` and for ``a | b``."""
+
+
 def _type_name(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
@@ -181,7 +186,7 @@ def _type_name(annotation: Any) -> str:
         return _type_name(args[0])
     if origin is typing.Literal:
         return " | ".join(json.dumps(a) for a in args)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in _UNIONS:
         return " or ".join(_type_name(a) for a in args if a is not type(None)) + (
             " (optional)" if type(None) in args else "")
     if origin in (tuple, list):
@@ -222,8 +227,7 @@ def _limits(info: FieldInfo) -> str:
     """The limits column: the field's own bounds or, for a value-or-list field (a sweep's
     ``kappa``), those of each value and how many values a list takes."""
     parts = _bounds(info.metadata)
-    if parts or typing.get_origin(info.annotation) not in (
-            typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if parts or typing.get_origin(info.annotation) not in _UNIONS:
         return ", ".join(parts)
     each: list[str] = []
     count = ""
