@@ -1655,12 +1655,15 @@ def embedded_recipe(path: str | os.PathLike) -> EmbeddedRecipe:
 
     target = Path(path)
     if not target.is_file():
-        raise MediaError("no such file", file=str(target))
-    from .video import read_sidecar
+        raise MediaError("is not a regular file; give a PNG 'minart run' wrote, or a video with "
+                         "its .json sidecar" if target.exists() else "no such file",
+                         file=str(target))
+    from .video import read_sidecar, sidecar_path
 
     meta: Mapping[str, Any] | None = None
     if target.suffix.lower() in (".webm", ".mp4", ".gif", ".mkv", ".mov"):
         meta = read_sidecar(target)
+    from_sidecar = meta is not None
     if meta is None:
         from .io import read_metadata
 
@@ -1670,9 +1673,14 @@ def embedded_recipe(path: str | os.PathLike) -> EmbeddedRecipe:
             meta = read_sidecar(target)
             if meta is None:
                 raise
+            from_sidecar = True
     meta = {str(k).replace(":", "_"): v for k, v in (meta or {}).items()}
     text = meta.get("minart_recipe")
     if not isinstance(text, str) or not text.strip():
+        if from_sidecar:
+            raise MediaError("holds no minart_recipe text, so it is not the sidecar 'minart run' "
+                             "wrote for this video (or it was edited); render the video again",
+                             file=str(sidecar_path(target)))
         raise MediaError("carries no minart recipe (render it with save_image's embed_recipe: "
                          "true, or look for its .json sidecar)", file=str(target))
     overrides = meta.get("minart_overrides") or ()

@@ -292,6 +292,15 @@ def test_embedded_recipe_round_trip(tmp_path, cache):
         engine.embedded_recipe(plain)
     with pytest.raises(MediaError, match="no such file"):
         engine.embedded_recipe(tmp_path / "missing.png")
+    if Path("/dev/null").exists():
+        with pytest.raises(MediaError, match="/dev/null: is not a regular file"):
+            engine.embedded_recipe("/dev/null")
+    video = tmp_path / "v.gif"
+    video.write_bytes(b"GIF89a")
+    video.with_name("v.gif.json").write_text('{"fps": 12}')
+    with pytest.raises(MediaError, match=r"v\.gif\.json: holds no minart_recipe text, so it is "
+                                         r"not the sidecar 'minart run' wrote"):
+        engine.embedded_recipe(video)
 
 
 def test_output_steps_store_a_reference_not_a_copy(tmp_path, cache):
