@@ -43,6 +43,7 @@ __all__ = [
     "MAX_PIXELS_ENV",
     "decode_image",
     "encode_image",
+    "image_frames",
     "image_size",
     "read_image",
     "read_metadata",
@@ -298,6 +299,33 @@ def image_size(path: str | os.PathLike, *, max_pixels: int | None = None) -> tup
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
+def image_frames(path: str | os.PathLike, *, max_pixels: int | None = None) -> int:
+    """How many frames an image file holds: more than one for an animated GIF, PNG or WebP or
+    a multi-page TIFF, of which :func:`read_image` decodes the first.
+
+    Args:
+        path: image file.
+        max_pixels: decompression-bomb guard, as in :func:`read_image` (checked first).
+
+    Returns:
+        The number of frames (1 for a still image).
+
+    Raises:
+        MediaError: missing or unreadable file, no image format recognised, or more pixels
+            than allowed; the message starts with the file name.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> target = pathlib.Path(tempfile.mkdtemp()) / "still.png"
+        >>> write_image(target, torch.zeros(3, 2, 5))
+        >>> image_frames(target)
+        1
+    """
+    name = os.fspath(path)
+    with _opened(name, "image") as stream, _decoding(name):
+        return int(getattr(_open_image(stream, _max_pixels(max_pixels), name), "n_frames", 1))
+
+
 def verify_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> None:
     """Refuse an image file that is cut short or damaged, as :func:`read_image` would, quickly.
 
@@ -314,8 +342,8 @@ def verify_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> N
 
     Raises:
         MediaError: missing or unreadable file, no image format recognised, more pixels than
-            allowed, or a file that is truncated or corrupt; the message starts with the
-            file name and says what to do.
+            allowed, a file that is truncated or corrupt, or pixels :func:`read_image` refuses
+            (floating point); the message starts with the file name and says what to do.
 
     Example:
         >>> import tempfile, pathlib
@@ -342,6 +370,7 @@ def verify_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> N
         else:
             # JPEG has no checksums: only decoding finds missing scans (~0.15 s for 4000x4000).
             im.load()
+            _check_pixel_format(im, name)
 
 
 def has_transparency(path: str | os.PathLike, *, max_pixels: int | None = None) -> bool:
@@ -412,18 +441,23 @@ def _decode_png16_color(data: bytes, name: str) -> np.ndarray:
     return cv2.cvtColor(array, code)
 
 
-def _pillow_to_float(im, mode: str, name: str) -> np.ndarray:
-    """A loaded Pillow image as ``(H, W, C)`` float32 in [0, 1] in ``mode``."""
-    if im.mode.startswith("I;16"):
-        return _from_gray(np.asarray(im).astype(np.float32) / 65535.0, mode)
+def _check_pixel_format(im, name: str) -> None:
+    """Refuse a loaded Pillow image whose pixels have no [0, 1] reading (float, or 32-bit
+    integers outside the 16-bit range)."""
+    if im.mode == "F":
+        raise MediaError("floating-point images are not supported; convert to 8 or 16 bit", file=name)
     if im.mode == "I":
         values = np.asarray(im)
         if values.size and (values.min() < 0 or values.max() > 65535):
             raise MediaError(f"32-bit integer pixels span [{values.min()}, {values.max()}], "
                              "outside the 16-bit range", file=name)
-        return _from_gray(values.astype(np.float32) / 65535.0, mode)
-    if im.mode == "F":
-        raise MediaError("floating-point images are not supported; convert to 8 or 16 bit", file=name)
+
+
+def _pillow_to_float(im, mode: str, name: str) -> np.ndarray:
+    """A loaded Pillow image as ``(H, W, C)`` float32 in [0, 1] in ``mode``."""
+    _check_pixel_format(im, name)
+    if im.mode.startswith("I;16") or im.mode == "I":
+        return _from_gray(np.asarray(im).astype(np.float32) / 65535.0, mode)
     array = np.asarray(im.convert(mode), dtype=np.float32) / 255.0
     return array.reshape(im.height, im.width, -1)  # (H, W[, C]) -> (H, W, C)
 

@@ -437,16 +437,20 @@ def _check_load_image(params: LoadImageParams, ctx: CheckContext) -> dict[str, A
     if not found:
         what = "a folder, not a file" if path.is_dir() else "no such file"
         raise ParamError(f"path={params.path!r}: {what} {path.as_posix()}", param="path")
-    from .io import has_transparency, verify_image
+    from .io import has_transparency, image_frames, verify_image
 
     try:  # a file cut short or damaged fails here, not when the step runs
         verify_image(path, max_pixels=params.max_pixels)
         transparent = params.background is None and has_transparency(
             path, max_pixels=params.max_pixels)
+        frames = image_frames(path, max_pixels=params.max_pixels)
     except MediaError as exc:
         raise ParamError(f"path={params.path!r}: {exc.message}", param="path") from None
     if transparent:
         raise _transparency_error(params)
+    if frames > 1:
+        ctx.warn(f"path={params.path!r} holds {frames} frames (an animation or a multi-page "
+                 "file); load_image reads only the first", param="path")
     digest = file_sha256(path)
     if params.sha256 is not None and digest != params.sha256:
         raise ParamError(f"path={params.path!r}: the file's SHA-256 is not the expected "

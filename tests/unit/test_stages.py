@@ -623,6 +623,37 @@ def test_a_mask_blends_the_top_in_where_it_is_bright_and_is_checked_in_the_recip
     assert str(info.value).startswith("<string>:7:55: step 'seen': palette='nope' is not one of")
 
 
+def test_load_image_check_refuses_float_pixels_and_warns_of_frames_it_drops(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    entry, ctx = get_stage("load_image"), CheckContext(recipe_dir=tmp_path, size=(8, 8))
+    Image.fromarray(np.full((4, 5), 0.5, np.float32), "F").save(tmp_path / "float.tif")
+    with pytest.raises(ParamError) as info:
+        entry.check(entry.params(path="float.tif"), ctx)
+    assert str(info.value) == ("path='float.tif': floating-point images are not supported; "
+                               "convert to 8 or 16 bit")
+    assert info.value.param == "path"
+    with pytest.raises(MediaError, match="floating-point images are not supported"):  # the run
+        _run("load_image", ctx=StageContext(recipe_dir=tmp_path), path="float.tif")
+    Image.fromarray(np.full((4, 5), 70000, np.int32), "I").save(tmp_path / "wide.tif")
+    with pytest.raises(ParamError, match=r"^path='wide\.tif': 32-bit integer pixels span "
+                                         r"\[70000, 70000\], outside the 16-bit range$"):
+        entry.check(entry.params(path="wide.tif"), ctx)
+
+    frames = [Image.new("RGB", (5, 4), (60 * i, 0, 0)) for i in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    assert entry.check(entry.params(path="anim.gif"), ctx)["sha256"]
+    assert ctx.warnings == [("path='anim.gif' holds 3 frames (an animation or a multi-page "
+                             "file); load_image reads only the first", "path")]
+    first = _run("load_image", ctx=StageContext(recipe_dir=tmp_path), path="anim.gif")
+    assert first.shape == (3, 4, 5) and float(first[0].mean()) == 0.0
+    still = CheckContext(recipe_dir=tmp_path, size=(8, 8))
+    frames[1].save(tmp_path / "still.gif")
+    entry.check(entry.params(path="still.gif"), still)
+    assert still.warnings == []
+
+
 def test_load_image_refuses_transparency_or_puts_a_background_behind_it(tmp_path):
     import numpy as np
     from PIL import Image
