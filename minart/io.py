@@ -1,7 +1,8 @@
 """Reading and writing images: PNG (8 and 16 bit, with text metadata) and JPEG.
 
-Images come in and go out as float32 ``(C, H, W)`` tensors in [0, 1]. Reading applies the EXIF
-orientation and refuses decompression bombs; writing never clips or casts silently, quantises
+Images come in and go out as float32 ``(C, H, W)`` tensors in [0, 1], in sRGB. Reading applies
+the EXIF orientation and an embedded ICC colour profile (8-bit images, through Pillow's
+LittleCMS) and refuses decompression bombs; writing never clips or casts silently, quantises
 with rounding (``q = round(x * (2^bits - 1))``) and replaces the target atomically (a temporary
 file in the same folder, then ``os.replace``), so an interrupted run never leaves a half-written
 image behind.
@@ -41,6 +42,7 @@ from .errors import MediaError, ParamError, ShapeError
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "MAX_PIXELS_ENV",
+    "colour_profile",
     "decode_image",
     "encode_image",
     "image_frames",
@@ -121,6 +123,66 @@ def _from_color(rgba: np.ndarray, mode: str) -> np.ndarray:
     return np.concatenate([rgba, np.ones_like(rgba[..., :1])], axis=2)
 
 
+_RAMPS = bytes(v for level in range(0, 256, 17)
+               for v in (level, 0, 0, 0, level, 0, 0, 0, level, level, level, level))
+"""Red, green, blue and grey ramps of 16 levels (64 RGB pixels): a profile that moves none of
+them by more than a level is sRGB in effect."""
+
+
+def _colour_transform(im, sixteen_bit: bool) -> tuple[str, object | None, str | None] | None:
+    """How the embedded ICC profile of an opened Pillow image ``im`` maps its colours to sRGB.
+
+    Returns ``None`` without a profile; else ``(name, transform, problem)`` (``name`` empty for
+    a profile that cannot be read): ``transform`` is a
+    LittleCMS transform from the image's mode (``P``/``PA`` read as ``RGB``/``RGBA``, alpha
+    kept aside) to ``RGB``, ``None`` when there is nothing to do (the profile is sRGB in
+    effect: no level of :data:`_RAMPS` moves by more than one) or when it cannot be
+    applied, which ``problem`` then says (16-bit pixels, a profile that does not fit them).
+    """
+    from PIL import Image, ImageCms
+
+    data = im.info.get("icc_profile")
+    if not data:
+        return None
+    try:
+        profile = ImageCms.ImageCmsProfile(_io.BytesIO(data))
+        name = " ".join(ImageCms.getProfileDescription(profile).split()) or "unnamed"
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as exc:
+        return "", None, f"the profile is damaged: {exc}"
+    mode = {"P": "RGB", "PA": "RGB", "RGBA": "RGB", "LA": "L"}.get(im.mode, im.mode)
+    if sixteen_bit or im.mode.startswith("I"):
+        return name, None, "16-bit pixels"
+    if mode not in ("RGB", "L", "CMYK"):
+        return name, None, f"pixels of mode {im.mode}"
+    try:
+        transform = ImageCms.buildTransform(
+            profile, ImageCms.createProfile("sRGB"), mode, "RGB",
+            renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC)
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as exc:
+        return name, None, f"it does not fit {im.mode} pixels: {exc}"
+    if mode == "RGB":
+        ramp = Image.frombytes("RGB", (64, 1), _RAMPS)
+        moved = np.abs(np.asarray(ImageCms.applyTransform(ramp, transform), np.int16)
+                       - np.asarray(ramp, np.int16))
+        if int(moved.max()) <= 1:
+            return name, None, None
+    return name, transform, None
+
+
+def _to_srgb(im, transform):  # -> PIL.Image.Image in RGB or RGBA
+    """``im`` (loaded) with its colours mapped to sRGB by ``transform``, alpha kept."""
+    from PIL import ImageCms
+
+    if im.mode in ("P", "PA"):
+        im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
+    alpha = im.getchannel("A") if im.mode in ("RGBA", "LA") else None
+    colour = im.convert(im.mode[:-1]) if alpha is not None else im
+    out = ImageCms.applyTransform(colour, transform)
+    if alpha is not None:
+        out.putalpha(alpha)
+    return out
+
+
 @contextlib.contextmanager
 def _decoding(source: str) -> Iterator[None]:
     """Pillow's errors while opening or decoding ``source`` as one-line :class:`MediaError`."""
@@ -158,7 +220,8 @@ def decode_image(data: bytes, *, mode: ImageMode = "RGB", max_pixels: int | None
                  source: str = "<bytes>") -> Tensor:
     """Decode an encoded image (PNG, JPEG, WebP, TIFF, BMP, GIF's first frame, ...) to ``(C, H, W)``.
 
-    Pillow decodes the data and ``ImageOps.exif_transpose`` applies its EXIF orientation. 8-bit
+    Pillow decodes the data and ``ImageOps.exif_transpose`` applies its EXIF orientation. An
+    embedded ICC colour profile maps 8-bit colours to sRGB (:func:`colour_profile`). 8-bit
     data becomes ``v / 255``; 16-bit PNGs are read at full precision (``v / 65535``; colour ones
     through OpenCV, with the same EXIF orientation applied). Conversions follow Pillow: ``"L"``
     is ITU-R 601-2 luma ``0.299 R + 0.587 G + 0.114 B``, ``"RGB"`` and ``"L"`` drop an alpha
@@ -207,8 +270,11 @@ def decode_image(data: bytes, *, mode: ImageMode = "RGB", max_pixels: int | None
             pixels = np.ascontiguousarray(_ORIENT.get(orientation, lambda a: a)(pixels))
             array = _from_color(pixels.astype(np.float32) / 65535.0, mode)
         else:
+            profile = _colour_transform(im, sixteen_bit=False)
             im.load()
             im = ImageOps.exif_transpose(im)
+            if profile is not None and profile[1] is not None:
+                im = _to_srgb(im, profile[1])
             array = _pillow_to_float(im, mode, source)
     tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     return tensor.permute(2, 0, 1).contiguous()  # (H, W, C) -> (C, H, W)
@@ -297,6 +363,43 @@ def image_size(path: str | os.PathLike, *, max_pixels: int | None = None) -> tup
             exif = im.getexif()
         orientation = exif.get(0x0112, 1)
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def colour_profile(path: str | os.PathLike, *,
+                   max_pixels: int | None = None) -> tuple[str, str | None] | None:
+    """The ICC colour profile an image file embeds, as :func:`read_image` treats it.
+
+    :func:`read_image` maps 8-bit colours (RGB, grey, CMYK, palette) from an embedded profile
+    to sRGB with LittleCMS (relative colorimetric), as image viewers and browsers show them.
+    It cannot for 16-bit pixels or a damaged profile: their values are read as sRGB.
+
+    Args:
+        path: image file.
+        max_pixels: decompression-bomb guard, as in :func:`read_image` (checked first).
+
+    Returns:
+        ``None`` without a profile; else ``(name, problem)``: the profile's description (empty
+        when it cannot be read), and ``None`` when the colours are mapped to sRGB (or the
+        profile is sRGB already), or why they cannot be.
+
+    Raises:
+        MediaError: missing or unreadable file, no image format recognised, or more pixels
+            than allowed; the message starts with the file name.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> target = pathlib.Path(tempfile.mkdtemp()) / "plain.png"
+        >>> write_image(target, torch.zeros(3, 2, 5))
+        >>> colour_profile(target) is None
+        True
+    """
+    name = os.fspath(path)
+    with _opened(name, "image") as stream, _decoding(name):
+        im = _open_image(stream, _max_pixels(max_pixels), name)
+        stream.seek(0)
+        ihdr = _png_ihdr(stream.read(33))
+        found = _colour_transform(im, sixteen_bit=ihdr is not None and ihdr[0] == 16)
+    return None if found is None else (found[0], found[2])
 
 
 def image_frames(path: str | os.PathLike, *, max_pixels: int | None = None) -> int:

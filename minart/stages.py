@@ -379,7 +379,8 @@ class LoadImageParams(_Params):
     """Parameters of the ``load_image`` stage (:func:`minart.io.read_image`)."""
 
     path: str = Field(..., min_length=1, description=(
-        "Image file to start from, relative to the recipe's folder (PNG, JPEG, WebP, TIFF)."))
+        "Image file to start from, relative to the recipe's folder (PNG, JPEG, WebP, TIFF); "
+        "colours are mapped to sRGB by the profile it embeds, as viewers show them."))
     max_pixels: int | None = Field(None, ge=1, le=1_000_000_000, description=(
         "Refuse images with more pixels than this (protects memory); leave out for the "
         "default, 64 megapixels or $MINART_MAX_PIXELS."))
@@ -437,13 +438,14 @@ def _check_load_image(params: LoadImageParams, ctx: CheckContext) -> dict[str, A
     if not found:
         what = "a folder, not a file" if path.is_dir() else "no such file"
         raise ParamError(f"path={params.path!r}: {what} {path.as_posix()}", param="path")
-    from .io import has_transparency, image_frames, verify_image
+    from .io import colour_profile, has_transparency, image_frames, verify_image
 
     try:  # a file cut short or damaged fails here, not when the step runs
         verify_image(path, max_pixels=params.max_pixels)
         transparent = params.background is None and has_transparency(
             path, max_pixels=params.max_pixels)
         frames = image_frames(path, max_pixels=params.max_pixels)
+        profile = colour_profile(path, max_pixels=params.max_pixels)
     except MediaError as exc:
         raise ParamError(f"path={params.path!r}: {exc.message}", param="path") from None
     if transparent:
@@ -451,6 +453,11 @@ def _check_load_image(params: LoadImageParams, ctx: CheckContext) -> dict[str, A
     if frames > 1:
         ctx.warn(f"path={params.path!r} holds {frames} frames (an animation or a multi-page "
                  "file); load_image reads only the first", param="path")
+    if profile is not None and profile[1] is not None:
+        name = f" {profile[0]!r}" if profile[0] else ""
+        ctx.warn(f"path={params.path!r}: its colour profile{name} cannot be applied "
+                 f"({profile[1]}), so its colours are read as sRGB; export the image in sRGB "
+                 "to keep them", param="path")
     digest = file_sha256(path)
     if params.sha256 is not None and digest != params.sha256:
         raise ParamError(f"path={params.path!r}: the file's SHA-256 is not the expected "
@@ -1430,7 +1437,8 @@ register(Stage(
     produces="image", summary="Read an image file (relative to the recipe) as the start image.",
     # 2: downscale gives floor(size / downscale) pixels (1/d rounded some sizes one pixel lower)
     # 3: transparent pixels are refused or put over `background` (their hidden colours showed)
-    version=3,
+    # 4: 8-bit colours are mapped from an embedded ICC profile to sRGB (they were read as sRGB)
+    version=4,
     check=_check_load_image, shape=_shape_load_image,
     preview=lambda p, f: {"downscale": p.downscale * f}, function="minart.io:read_image"))
 register(Stage(

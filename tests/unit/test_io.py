@@ -19,8 +19,9 @@ from minart.errors import MediaError, ParamError, ShapeError
 from minart.io import decode_image, encode_image, read_image, read_metadata, write_image
 
 
-def _raw_png(array: np.ndarray, colour_type: int) -> bytes:
-    """An unfiltered 16-bit PNG written from the spec (filter 0 on every row), no OpenCV/Pillow."""
+def _raw_png(array: np.ndarray, colour_type: int, *, icc: bytes | None = None) -> bytes:
+    """An unfiltered 16-bit PNG written from the spec (filter 0 on every row), no OpenCV/Pillow;
+    ``icc`` adds an ``iCCP`` chunk with that profile."""
     h, w = array.shape[:2]
 
     def chunk(kind: bytes, payload: bytes) -> bytes:
@@ -30,7 +31,9 @@ def _raw_png(array: np.ndarray, colour_type: int) -> bytes:
     stride = w * array.shape[2] * 2
     raw = b"".join(b"\x00" + rows[y * stride:(y + 1) * stride] for y in range(h))
     ihdr = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    profile = b"" if icc is None else chunk(b"iCCP", b"test\x00\x00" + zlib.compress(icc))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + profile + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b""))
 
 
 def _gradient(c: int = 3, h: int = 9, w: int = 13) -> torch.Tensor:
@@ -371,3 +374,123 @@ def test_writing_never_changes_the_process_umask_other_threads_create_files_unde
         assert stat.S_IMODE(path.stat().st_mode) == 0o640
     finally:
         os.umask(old)
+
+
+# -- colour profiles: a matrix/TRC ICC profile written from the ICC spec, an sRGB reference ------
+
+ADOBE_D50 = np.array([[0.6097, 0.3111, 0.0195],   # Adobe RGB (1998) red, green, blue: D50 XYZ
+                      [0.2053, 0.6257, 0.0609],
+                      [0.1492, 0.0632, 0.7446]])
+ADOBE_GAMMA = 563 / 256
+XYZ_D50_TO_SRGB = np.array([[3.1338561, -1.6168667, -0.4906146],  # Bradford-adapted (Lindbloom)
+                            [-0.9787684, 1.9161415, 0.0334540],
+                            [0.0719453, -0.2289914, 1.4052427]])
+
+
+def _icc(name: str, gamma: float, primaries: np.ndarray | None = None) -> bytes:
+    """An ICC v2 display profile: RGB matrix/TRC with ``primaries`` (rows: D50 XYZ of red,
+    green, blue), or grey (``kTRC``) without; every curve a pure ``gamma``."""
+
+    def s15(x: float) -> bytes:
+        return struct.pack(">i", round(x * 65536))
+
+    def xyz(values) -> bytes:
+        return b"XYZ \0\0\0\0" + b"".join(s15(v) for v in values)
+
+    curve = b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0"
+    text = name.encode("ascii") + b"\0"
+    desc = b"desc\0\0\0\0" + struct.pack(">I", len(text)) + text + b"\0" * 79
+    tags = [(b"desc", desc), (b"wtpt", xyz((0.9642, 1.0, 0.8249))), (b"cprt", b"text\0\0\0\0none\0")]
+    if primaries is None:
+        tags.append((b"kTRC", curve))
+    else:
+        tags += [(sig, xyz(row)) for sig, row in zip((b"rXYZ", b"gXYZ", b"bXYZ"), primaries, strict=True)]
+        tags += [(sig, curve) for sig in (b"rTRC", b"gTRC", b"bTRC")]
+    table, data = b"", b""
+    start = 128 + 4 + 12 * len(tags)
+    for sig, body in tags:
+        body += b"\0" * (-len(body) % 4)
+        table += sig + struct.pack(">II", start + len(data), len(body))
+        data += body
+    space = b"GRAY" if primaries is None else b"RGB "
+    header = (struct.pack(">I", start + len(data)) + b"none" + struct.pack(">I", 0x02100000)
+              + b"mntr" + space + b"XYZ " + b"\0" * 12 + b"acsp" + b"\0" * 24 + b"\0" * 4
+              + s15(0.9642) + s15(1.0) + s15(0.8249) + b"\0" * 48)
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+def _srgb_encode(linear: np.ndarray) -> np.ndarray:
+    linear = np.clip(linear, 0, 1)
+    return np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055)
+
+
+def _adobe_to_srgb(rgb8: np.ndarray) -> np.ndarray:
+    """``(..., 3)`` 8-bit Adobe RGB to sRGB in [0, 1], from the equations (no colour library)."""
+    xyz = (rgb8 / 255.0) ** ADOBE_GAMMA @ ADOBE_D50  # (..., 3) linear RGB -> D50 XYZ
+    return _srgb_encode(xyz @ XYZ_D50_TO_SRGB.T)
+
+
+def test_an_embedded_colour_profile_maps_8_bit_colours_to_srgb(tmp_path):
+    rgb = np.random.default_rng(3).integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    adobe = _icc("Test Adobe RGB", ADOBE_GAMMA, ADOBE_D50)
+    Image.fromarray(rgb).save(tmp_path / "adobe.png", icc_profile=adobe)
+    got = read_image(tmp_path / "adobe.png").permute(1, 2, 0).numpy()  # (3, H, W) -> (H, W, 3)
+    assert np.abs(got - _adobe_to_srgb(rgb)).max() <= 1 / 255  # LittleCMS rounds to 8 bits
+    assert np.abs(got - rgb / 255).max() > 40 / 255  # read as sRGB, saturated colours were off
+    assert mio.colour_profile(tmp_path / "adobe.png") == ("Test Adobe RGB", None)
+
+    Image.fromarray(rgb).save(tmp_path / "adobe.jpg", icc_profile=adobe, quality=95)
+    plain = np.asarray(Image.open(tmp_path / "adobe.jpg").convert("RGB"))  # the decoded values
+    got = read_image(tmp_path / "adobe.jpg").permute(1, 2, 0).numpy()
+    assert np.abs(got - _adobe_to_srgb(plain)).max() <= 1 / 255
+
+    alpha = np.random.default_rng(4).integers(0, 256, (6, 7, 1), dtype=np.uint8)
+    Image.fromarray(np.concatenate([rgb, alpha], 2)).save(tmp_path / "a.png", icc_profile=adobe)
+    got = read_image(tmp_path / "a.png", mode="RGBA").permute(1, 2, 0).numpy()
+    assert np.abs(got[..., :3] - _adobe_to_srgb(rgb)).max() <= 1 / 255
+    assert np.array_equal(got[..., 3], alpha[..., 0] / np.float32(255))  # alpha untouched
+
+    palette = Image.fromarray(rgb).quantize(8)
+    palette.save(tmp_path / "p.png", icc_profile=adobe)
+    colours = np.asarray(palette.convert("RGB"))
+    got = read_image(tmp_path / "p.png").permute(1, 2, 0).numpy()
+    assert np.abs(got - _adobe_to_srgb(colours)).max() <= 1 / 255
+
+
+def test_a_grey_profile_maps_grey_levels_through_its_curve(tmp_path):
+    grey = np.arange(0, 256, 5, dtype=np.uint8).reshape(4, 13)
+    Image.fromarray(grey, "L").save(tmp_path / "g.png", icc_profile=_icc("Grey 1.8", 1.8))
+    got = read_image(tmp_path / "g.png").numpy()
+    # Y = white * v^1.8 is a neutral grey: the same sRGB level in every channel
+    expected = _srgb_encode((grey / 255.0) ** 1.8)
+    assert np.abs(got - expected).max() <= 1.5 / 255
+    assert np.ptp(got, axis=0).max() <= 1 / 255
+
+
+def test_an_srgb_profile_changes_nothing_and_a_profile_that_cannot_apply_is_reported(tmp_path):
+    from PIL import ImageCms
+
+    rgb = np.random.default_rng(5).integers(0, 256, (5, 6, 3), dtype=np.uint8)
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(rgb).save(tmp_path / "s.png", icc_profile=srgb)
+    Image.fromarray(rgb).save(tmp_path / "plain.png")
+    assert torch.equal(read_image(tmp_path / "s.png"), read_image(tmp_path / "plain.png"))
+    assert mio.colour_profile(tmp_path / "s.png") == ("sRGB built-in", None)
+    assert mio.colour_profile(tmp_path / "plain.png") is None
+
+    Image.fromarray(rgb).save(tmp_path / "bad.png", icc_profile=b"not a profile" * 10)
+    assert torch.equal(read_image(tmp_path / "bad.png"), read_image(tmp_path / "plain.png"))
+    name, problem = mio.colour_profile(tmp_path / "bad.png")
+    assert name == "" and problem.startswith("the profile is damaged: ")
+
+    deep = np.random.default_rng(6).integers(0, 65536, (4, 5, 3)).astype(np.uint16)
+    adobe = _icc("Test Adobe RGB", ADOBE_GAMMA, ADOBE_D50)
+    (tmp_path / "deep.png").write_bytes(_raw_png(deep, 2, icc=adobe))
+    assert mio.colour_profile(tmp_path / "deep.png") == ("Test Adobe RGB", "16-bit pixels")
+    got = read_image(tmp_path / "deep.png").permute(1, 2, 0).numpy()
+    assert np.array_equal(got, (deep / np.float32(65535)).astype(np.float32))  # read as sRGB
+
+    Image.fromarray(rgb).save(tmp_path / "grey-on-rgb.png", icc_profile=_icc("Grey", 2.2))
+    name, problem = mio.colour_profile(tmp_path / "grey-on-rgb.png")
+    assert name == "Grey" and problem.startswith("it does not fit RGB pixels: ")
+    assert torch.equal(read_image(tmp_path / "grey-on-rgb.png"), read_image(tmp_path / "plain.png"))

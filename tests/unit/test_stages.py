@@ -623,7 +623,7 @@ def test_a_mask_blends_the_top_in_where_it_is_bright_and_is_checked_in_the_recip
     assert str(info.value).startswith("<string>:7:55: step 'seen': palette='nope' is not one of")
 
 
-def test_load_image_check_refuses_float_pixels_and_warns_of_frames_it_drops(tmp_path):
+def test_load_image_check_refuses_float_pixels_and_warns_of_what_it_cannot_read(tmp_path):
     import numpy as np
     from PIL import Image
 
@@ -652,6 +652,14 @@ def test_load_image_check_refuses_float_pixels_and_warns_of_frames_it_drops(tmp_
     frames[1].save(tmp_path / "still.gif")
     entry.check(entry.params(path="still.gif"), still)
     assert still.warnings == []
+
+    frames[1].save(tmp_path / "odd.png", icc_profile=b"not a profile" * 10)
+    damaged = CheckContext(recipe_dir=tmp_path, size=(8, 8))
+    entry.check(entry.params(path="odd.png"), damaged)
+    assert damaged.warnings == [(
+        "path='odd.png': its colour profile cannot be applied (the profile is damaged: cannot "
+        "open profile from string), so its colours are read as sRGB; export the image in sRGB "
+        "to keep them", "path")]
 
 
 def test_load_image_refuses_transparency_or_puts_a_background_behind_it(tmp_path):
