@@ -171,17 +171,18 @@ def bench_cuda(size: int, reps: int, quick: bool, device: str = "cuda",
         rows, bw = td.LOSS_ROWS_BLOCK
         _row("learned step", f"triton fused, default (SeedLossStep: rows {rows}x{bw}, 4 warps; "
              f"chose {_chosen(td, 'seed-loss')})", ms, ref_ms=eager_l, copy_ms=copy, note=note)
-        for v, u, ahead in td._LOSS_CANDIDATES:  # what "auto" chooses from: the same bits
-            def fused_unroll(kp, v=v, u=u, ahead=ahead):
+        for v, u, ahead, regs in td._LOSS_CANDIDATES:  # what "auto" chooses from: same bits
+            def fused_unroll(kp, v=v, u=u, ahead=ahead, regs=regs):
                 return _fused_custom(td, x, x0, kp, kappa, dt, None, 4, variant=v, unroll=u,
-                                     prefetch=ahead)
+                                     prefetch=ahead, registers=regs)
 
             ms, note = ((None, _PTX_ONLY) if ahead and device != "cuda"
                         else _time_safely(lambda: _cuda_ms(learned(fused_unroll), reps)))
             kind = "two-pass" if v == "twopass" else "fused"
             _row("learned step", f"triton {kind} loss step, {v} {rows}x{bw}, 4 warps, unroll {u}"
                  + (f", prefetch {ahead} rows into L2" if ahead else "")
-                 + (" (I_0 loaded a row ahead)" if v == "ahead" else ""),
+                 + (" (I_0 loaded a row ahead)" if v == "ahead" else "")
+                 + (f", at most {regs} registers (3 programs an SM)" if regs else ""),
                  ms, ref_ms=eager_l, copy_ms=copy, note=note)
         # the same kernel without autograd and the optimizer around it: what the launches cost
         ms, note = _time_safely(lambda: _cuda_ms(lambda: td.seed_loss_triton(
@@ -427,14 +428,16 @@ def _chosen(td, kind: str) -> str:
     picks = [v for k, v in td._AUTO.items() if k[0] == kind]
     if not picks:
         return "the first candidate (off CUDA)"
-    variant, unroll, *ahead = picks[-1]
+    variant, unroll, *more = picks[-1]
     if variant in ("tiles", "single"):
         return variant
-    return f"{variant}, unroll {unroll}" + (f", prefetch {ahead[0]}" if ahead and ahead[0] else "")
+    ahead, regs = (*more, 0, 0)[:2]
+    return (f"{variant}, unroll {unroll}" + (f", prefetch {ahead}" if ahead else "")
+            + (f", {regs} registers" if regs else ""))
 
 
 def _fused_custom(td, x, x0, kp, kappa, dt, block, nw, variant="tiles", n_programs=None,
-                  unroll=None, prefetch=None):
+                  unroll=None, prefetch=None, registers=None):
     """The fused learned step with another tile shape or variant (same maths as SeedLossStep)."""
 
     class _Custom(torch.autograd.Function):
@@ -443,7 +446,7 @@ def _fused_custom(td, x, x0, kp, kappa, dt, block, nw, variant="tiles", n_progra
             _, loss, dk, _ = td.seed_loss_triton(x, x0, kk, kappa=kappa, dt=dt, block=block,
                                                  num_warps=nw, variant=variant,
                                                  n_programs=n_programs, unroll=unroll,
-                                                 prefetch=prefetch)
+                                                 prefetch=prefetch, registers=registers)
             ctx.save_for_backward(dk)
             return loss
 

@@ -48,9 +48,12 @@ _INTS = {"H", "W", "n_tw", "n_tiles", "x_bstride", "k_bstride", "total", "n_prog
 
 
 def compile_sm90(fn, consts: dict, num_warps: int = 4):
-    """The kernel as the launcher builds it for a 4096^2 float32 image on sm_90."""
+    """The kernel as the launcher builds it for a 4096^2 float32 image on sm_90 (``maxnreg`` in
+    ``consts`` is the launch option, not a constexpr)."""
     sig = {}
     attrs = {}
+    consts = dict(consts)
+    cap = {"maxnreg": consts.pop("maxnreg")} if "maxnreg" in consts else {}
     # constexprs with a default (PREFETCH) take it unless the case names them
     consts = {**{p.name: p.default for p in fn.params if p.is_constexpr and p.has_default},
               **consts}
@@ -74,7 +77,7 @@ def compile_sm90(fn, consts: dict, num_warps: int = 4):
     # fractal's contracted (tf._FUSED)
     fusion = tf._FUSED if fn is tf._fractal_kernel else td._EXACT
     return triton.compile(ASTSource(fn, sig, consts, attrs), target=GPUTarget("cuda", 90, 32),
-                          options=dict(num_warps=num_warps, **fusion))
+                          options=dict(num_warps=num_warps, **fusion, **cap))
 
 
 def profile(kernel) -> dict:
@@ -175,6 +178,14 @@ def cases() -> list[tuple[str, object, dict, int, float]]:
         (f"learned step, rows {lrows}x{lbw}, I_0 a row ahead", td._seed_loss_rows_kernel,
          {**loss, "ROWS": lrows, "BLOCK_W": lbw, "UNROLL": unroll, "X0_AHEAD": True}, 4,
          unroll * lbw / 128),
+        # held to td.LOSS_REGISTERS registers (Triton's maxnreg): three programs an SM
+        (f"learned step, rows {lrows}x{lbw}, unroll 1, {td.LOSS_REGISTERS} registers",
+         td._seed_loss_rows_kernel, {**loss, "ROWS": lrows, "BLOCK_W": lbw, "UNROLL": 1,
+                                     "maxnreg": td.LOSS_REGISTERS}, 4, lbw / 128),
+        (f"learned step, rows {lrows}x{lbw}, unroll 1, I_0 a row ahead, "
+         f"{td.LOSS_REGISTERS} registers", td._seed_loss_rows_kernel,
+         {**loss, "ROWS": lrows, "BLOCK_W": lbw, "UNROLL": 1, "X0_AHEAD": True,
+          "maxnreg": td.LOSS_REGISTERS}, 4, lbw / 128),
         # one output channel a program: a pixel-step is C = 3 programs' loop bodies
         (f"learned step, split {lrows}x{lbw}", td._seed_loss_split_kernel,
          {**loss, "ROWS": lrows, "BLOCK_W": lbw, "UNROLL": unroll}, 4, unroll * lbw / 128 / 3),

@@ -48,10 +48,11 @@ def main(argv: list[str] | None = None) -> int:
                          lambda v=v, u=u, a=(ahead[0] if ahead else 0): td.seed_forward_triton(
                              x, k, kappa=0.2, dt=0.2, store_g=False, variant=v, unroll=u,
                              prefetch=a)))
-    for v, u, ahead in td._LOSS_CANDIDATES:
-        runs.append((f"learned {v}, unroll {u}, prefetch {ahead}",
-                     lambda v=v, u=u, a=ahead: td.seed_loss_triton(
-                         x, x0, k, kappa=0.2, dt=0.2, variant=v, unroll=u, prefetch=a)))
+    for v, u, ahead, regs in td._LOSS_CANDIDATES:
+        runs.append((f"learned {v}, unroll {u}, prefetch {ahead}, registers {regs or 'any'}",
+                     lambda v=v, u=u, a=ahead, r=regs: td.seed_loss_triton(
+                         x, x0, k, kappa=0.2, dt=0.2, variant=v, unroll=u, prefetch=a,
+                         registers=r)))
     for name, fn in runs:
         for n in range(args.repeat):
             fn()

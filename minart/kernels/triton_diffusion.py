@@ -1577,24 +1577,34 @@ def _auto(key: tuple, device: torch.device, launch, outputs: tuple[Tensor, ...],
         return forced, ROWS_UNROLL
     if device.type != "cuda":
         return candidates[0][0], 1
-    if torch.version.hip:  # the L2 prefetch is PTX: NVIDIA only
-        candidates = tuple(c for c in candidates if not c[2:3] or not c[2])
+    if torch.version.hip:  # the L2 prefetch is PTX, the register cap ptxas's: NVIDIA only
+        candidates = tuple(c for c in candidates if not any(c[2:4]))
     key = (*key, device.index)
     if key not in _AUTO:
         _AUTO[key] = _pick(candidates, launch, outputs, _cuda_ms, key)
     return _AUTO[key]
 
 
-_LOSS_CANDIDATES = (("rows", ROWS_UNROLL, 0), ("rows", 1, 0), ("split", 1, 0),
-                    ("split", ROWS_UNROLL, 0), ("rows", 1, PREFETCH_ROWS),
-                    ("split", 1, PREFETCH_ROWS), ("twopass", 1, 0),
-                    ("twopass", 1, PREFETCH_ROWS), ("ahead", 1, 0))
-"""``(variant, unroll, prefetch)`` of the fused learned step that ``"auto"`` times: the
-all-channel, the one-channel-a-program and the two-pass strip kernels, the first two with and
-without unrolling their row loop, and not unrolled with their rows prefetched into L2
-:data:`PREFETCH_ROWS` rows ahead; and the all-channel strips loading ``I_0`` a row before its
-use (``"ahead"``; not unrolled: unrolled, 32 bytes spill). All add the same numbers in the same
-order into the same slots: the same bits."""
+LOSS_REGISTERS = 168
+"""Registers a thread of the learned step's capped candidates may use (Triton's ``maxnreg``):
+three 4-warp programs an SM (65536 / (168 x 128)) instead of two at 255. ptxas keeps the rest,
+mostly the operator's weights, in local memory, which stays in L1 (sm_90, Triton 3.6, C = 3:
+336 bytes a thread, 129 KB an SM), and reloads them every row: 479 instructions a pixel-step
+instead of 366, for half as many warps again to hide memory latency with."""
+
+_LOSS_CANDIDATES = (("rows", ROWS_UNROLL, 0, 0), ("rows", 1, 0, 0), ("split", 1, 0, 0),
+                    ("split", ROWS_UNROLL, 0, 0), ("rows", 1, PREFETCH_ROWS, 0),
+                    ("split", 1, PREFETCH_ROWS, 0), ("twopass", 1, 0, 0),
+                    ("twopass", 1, PREFETCH_ROWS, 0), ("ahead", 1, 0, 0),
+                    ("rows", 1, 0, LOSS_REGISTERS), ("ahead", 1, 0, LOSS_REGISTERS))
+"""``(variant, unroll, prefetch, registers)`` of the fused learned step that ``"auto"`` times:
+the all-channel, the one-channel-a-program and the two-pass strip kernels, the first two with
+and without unrolling their row loop, and not unrolled with their rows prefetched into L2
+:data:`PREFETCH_ROWS` rows ahead; the all-channel strips loading ``I_0`` a row before its use
+(``"ahead"``; not unrolled: unrolled, 32 bytes spill); and the all-channel strips, with ``I_0``
+a row ahead or not, held to :data:`LOSS_REGISTERS` registers (``0``: as many as ptxas likes,
+up to 255). All add the same numbers in the same order into the same slots: the same bits
+(registers and spills only hold values)."""
 
 
 PERSISTENT_BLOCK = (1, 128)
@@ -1672,17 +1682,19 @@ def _check_prefetch(prefetch: int | None, image: Tensor) -> None:
 
 
 def _chosen(candidates: tuple[tuple, ...], default: str, variant: str, unroll: int | None,
-            prefetch: int | None) -> tuple[tuple[str, int, int], ...]:
-    """The ``(variant, unroll, prefetch)`` candidates that fit an explicit ``variant`` (or
-    ``"auto"``), ``unroll`` and ``prefetch`` (``None``: any); the one asked for when no
-    candidate is it (``default`` for ``"auto"``)."""
+            prefetch: int | None, registers: int | None = None) -> tuple[tuple, ...]:
+    """The ``(variant, unroll, prefetch[, registers])`` candidates that fit an explicit
+    ``variant`` (or ``"auto"``), ``unroll``, ``prefetch`` and ``registers`` (``None``: any; a
+    candidate without a fourth item takes no cap, ``0``); the one asked for when no candidate
+    is it (``default`` for ``"auto"``)."""
     fit = tuple(cand for cand in candidates
                 if variant in ("auto", cand[0]) and unroll in (None, cand[1])
-                and prefetch in (None, cand[2]))
+                and prefetch in (None, cand[2]) and registers in (None, (*cand, 0)[3]))
     if fit:
         return fit
-    return ((default if variant == "auto" else variant, 1 if unroll is None else unroll,
-             prefetch or 0),)
+    asked = (default if variant == "auto" else variant, 1 if unroll is None else unroll,
+             prefetch or 0)
+    return ((*asked, registers or 0) if len(candidates[0]) > 3 else asked,)
 
 
 def _check_image(image: Tensor, name: str = "image") -> None:
@@ -2095,7 +2107,7 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
                      variant: Literal["auto", "rows", "split", "twopass", "ahead", "tiles",
                                       "persistent"] = "auto",
                      n_programs: int | None = None, unroll: int | None = None,
-                     prefetch: int | None = None
+                     prefetch: int | None = None, registers: int | None = None
                      ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """Fused learned step: ``I'``, the loss ``L``, ``dL/dK`` and ``dL/dI``.
 
@@ -2118,7 +2130,8 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
     image's window, so no row waits for ``I_0`` from DRAM (a few values spill: 8 bytes not
     unrolled), the same bits. ``"auto"``
     (default): the fastest of these, with its row loop unrolled :data:`ROWS_UNROLL` times or
-    not, and prefetching its rows into L2 or not, timed on the first CUDA call of a shape
+    not, prefetching its rows into L2 or not, and ``"rows"`` and ``"ahead"`` held to
+    :data:`LOSS_REGISTERS` registers or not, timed on the first CUDA call of a shape
     (:data:`_LOSS_CANDIDATES`; the outputs of each are compared bit for bit when timed, as for
     the forward step); ``"rows"`` off CUDA. ``"tiles"``: one program per tile
     (:data:`LOSS_BLOCK`), each reducing its sums across the block (sm_90, Triton 3.6: 255
@@ -2150,13 +2163,18 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
             :data:`ROWS_UNROLL`, timed on the first CUDA call of a shape; the same bits).
         prefetch: rows ahead that the strip kernels ask L2 for (``0``: none; default: timed
             on the first CUDA call of a shape, none off CUDA; the same bits). CUDA only.
+        registers: most registers a thread of the strip kernels may use (ptxas spills the rest
+            to local memory), 32 to 255, or ``0`` for no cap (default: timed on the first CUDA
+            call of a shape, no cap off CUDA; the same bits). NVIDIA only; Triton's
+            interpreter ignores it.
 
     Returns:
         ``(new_image, loss (0-dim), dL/dK (C, C, 3, 3), dL/dI or None)``.
 
     Raises:
         ParamError: ``conduction="inverse"``, an unknown ``variant``, ``n_programs < 1``,
-            ``prefetch`` not a whole number, or above 0 off CUDA.
+            ``prefetch`` not a whole number, or above 0 off CUDA, ``registers`` not 0 or a
+            whole number from 32 to 255.
         ShapeError: bad shapes.
 
     Example:
@@ -2179,6 +2197,11 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
                                    or n_programs < 1):
         raise ParamError(f"n_programs={n_programs!r} must be an integer >= 1", param="n_programs")
     _check_prefetch(prefetch, image)
+    if registers is not None:
+        check_whole("registers", registers, ge=0)
+        if not (registers == 0 or 32 <= registers <= 255):
+            raise ParamError(f"registers={registers} must be 0 (no cap) or from 32 to 255",
+                             param="registers")
     _check_image(image)
     _check_image(image0, "image0")
     if image0.shape != image.shape:
@@ -2207,35 +2230,37 @@ def seed_loss_triton(image: Tensor, image0: Tensor, operator: Tensor, *, kappa: 
         part = _empty((b * n_tiles, c + c * c * 9), like=image)
         consts.update(ROWS=consts.pop("BLOCK_H"))
 
-        def launch(strips: str, factor: int, ahead: int = 0) -> None:
+        def launch(strips: str, factor: int, ahead: int = 0, regs: int = 0) -> None:
+            cap = {"maxnreg": regs} if regs else {}
             if strips == "twopass":  # dL/dg through memory: its own buffer unless dL/dI's
                 dg = gg if need_image_grad else _empty(image.shape, like=image)
                 _seed_loss_pass_kernel[(n_tiles, nb)](
                     image, image0, args[2], new, dg, di, part, h, w, n_tw, n_tiles,
                     *_scalars(kappa, dt), w_f, w_e, w_i, UNROLL=factor, PREFETCH=ahead, **consts,
+                    **cap,
                 )
                 _seed_dk_pass_kernel[(n_tiles * c, nb)](
                     image, dg, part, h, w, n_tw, n_tiles, C=c, ROWS=consts["ROWS"],
                     BLOCK_W=consts["BLOCK_W"], UNROLL=factor, PREFETCH=ahead,
-                    num_warps=num_warps, **_EXACT,
+                    num_warps=num_warps, **_EXACT, **cap,
                 )
                 return
             if strips == "split":
                 _seed_loss_split_kernel[(n_tiles * c, nb)](
                     *args, part, h, w, n_tw, n_tiles, *_scalars(kappa, dt), w_f, w_e, w_i,
-                    UNROLL=factor, PREFETCH=ahead, **consts,
+                    UNROLL=factor, PREFETCH=ahead, **consts, **cap,
                 )
                 return
             _seed_loss_rows_kernel[(n_tiles, nb)](
                 *args, part, h, w, n_tw, n_tiles, *_scalars(kappa, dt), w_f, w_e, w_i,
-                UNROLL=factor, PREFETCH=ahead, X0_AHEAD=strips == "ahead", **consts,
+                UNROLL=factor, PREFETCH=ahead, X0_AHEAD=strips == "ahead", **consts, **cap,
             )
 
-        candidates = _chosen(_LOSS_CANDIDATES, "rows", variant, unroll, prefetch)
+        candidates = _chosen(_LOSS_CANDIDATES, "rows", variant, unroll, prefetch, registers)
         choice = candidates[0]
         if len(candidates) > 1:
-            key = ("seed-loss", variant, unroll, prefetch, tuple(image.shape), conduction,
-                   need_image_grad, block, num_warps)
+            key = ("seed-loss", variant, unroll, prefetch, registers, tuple(image.shape),
+                   conduction, need_image_grad, block, num_warps)
             outputs = (new, part, gg, di) if need_image_grad else (new, part)
             choice = _auto(key, image.device, launch, outputs, candidates)
         launch(*choice)

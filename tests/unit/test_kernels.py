@@ -288,8 +288,8 @@ def _check_split(device: str, shapes=((1, 3, 13, 17), (2, 1, 2, 5)), block=(3, 8
     # their rows into L2 on CUDA only: the interpreter runs no PTX)
     x, k, x0, *_ = _inputs(device, (1, 3, 29, 37))
     each = [td.seed_loss_triton(x, x0, k, kappa=0.3, dt=0.2, block=(8, 16), variant=v, unroll=u,
-                                prefetch=ahead)
-            for v, u, ahead in td._LOSS_CANDIDATES if device == "cuda" or not ahead]
+                                prefetch=ahead, registers=regs)
+            for v, u, ahead, regs in td._LOSS_CANDIDATES if device == "cuda" or not ahead]
     assert len(each) == len(td._LOSS_CANDIDATES) or device != "cuda"
     for other in each[1:]:
         assert all(torch.equal(a, b) for a, b in zip(each[0][:3], other[:3], strict=True))
@@ -700,6 +700,13 @@ def test_fused_learned_step_rejects_an_unknown_variant_or_program_count():
         for bad in (-1, 1.5, True):
             with pytest.raises(ParamError, match=rf"^prefetch={bad!r} must be a whole number"):
                 call(prefetch=bad)
+    for bad in (-1, 1.5, True):  # the learned step's register cap
+        with pytest.raises(ParamError, match=rf"^registers={bad!r} must be a whole number >= 0$"):
+            td.seed_loss_triton(x, x0, k, kappa=0.3, dt=0.2, registers=bad)
+    for bad in (1, 31, 256):
+        with pytest.raises(ParamError, match=rf"^registers={bad} must be 0 \(no cap\) or from 32 "
+                                             r"to 255$"):
+            td.seed_loss_triton(x, x0, k, kappa=0.3, dt=0.2, registers=bad)
 
 
 def test_sweep_matches_one_step_per_variant_and_checks_its_inputs():
@@ -827,7 +834,7 @@ def test_kernels_lower_to_ptx_for_hopper_without_a_gpu():
         full = {a: ("constexpr" if a in consts else sig.get(a, "i32")) for a in fn.arg_names}
         kernel = triton.compile(ASTSource(fn, full, consts), target=GPUTarget("cuda", 90, 32),
                                 options=options)
-        if options is td._EXACT:
+        if options.get("enable_fp_fusion", True) is False:
             # no float add, subtract or multiply that ptxas may contract: every one rounds
             # (".rn"), so the kernel's bits follow from its source (see td._EXACT)
             loose = re.findall(r"\b(?:add|sub|mul)\.f32\b", kernel.asm["ptx"])
@@ -863,7 +870,7 @@ def test_kernels_lower_to_ptx_for_hopper_without_a_gpu():
         lower(td._seed_loss_persistent_kernel, ptrs, consts)
     # the row-marching variants, and the resources ptxas gives them (cuobjdump ships with triton)
     ptrs.update(out_ptr=p, inv_kappa="fp32")
-    rows = {}
+    rows, capped_kernels = {}, {}
     for cond in (0, 1, 2):
         rows[f"fwd{cond}"] = lower(td._seed_fwd_rows_kernel, ptrs, dict(
             C=3, COND=cond, STORE_G=cond == 2, PER_IMAGE=cond == 1, ROWS=64, BLOCK_W=128,
@@ -897,6 +904,15 @@ def test_kernels_lower_to_ptx_for_hopper_without_a_gpu():
                                                 UNROLL=3))
     lower(td._seed_loss_rows_kernel, ptrs, dict(C=1, COND=0, NEED_DI=False, ROWS=1, BLOCK_W=16,
                                                 UNROLL=1, n_tw=1, n_tiles=1))
+    # held to LOSS_REGISTERS registers: ptxas spills (the weights, reloaded from L1 each row),
+    # which only this pair of candidates may
+    for name, ahead in (("loss-capped", False), ("loss-ahead-capped", True)):
+        capped = lower(td._seed_loss_rows_kernel, ptrs, dict(
+            C=3, COND=0, NEED_DI=False, ROWS=td.LOSS_ROWS_BLOCK[0],
+            BLOCK_W=td.LOSS_ROWS_BLOCK[1], UNROLL=1, X0_AHEAD=ahead),
+            dict(td._EXACT, maxnreg=td.LOSS_REGISTERS))
+        assert re.search(rf"\.maxnreg {td.LOSS_REGISTERS}\b", capped.asm["ptx"]), name
+        capped_kernels[name] = capped
     # I_0 loaded a row before its use ("ahead"): the candidate, and other shapes
     rows["loss-ahead"] = lower(td._seed_loss_rows_kernel, ptrs, dict(
         C=3, COND=0, NEED_DI=False, ROWS=td.LOSS_ROWS_BLOCK[0], BLOCK_W=td.LOSS_ROWS_BLOCK[1],
@@ -957,7 +973,7 @@ def test_kernels_lower_to_ptx_for_hopper_without_a_gpu():
     assert "prefetch" not in rows["loss"].asm["ptx"]  # PREFETCH = 0 leaves no trace
     cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     if cuobjdump.exists():
-        for name, kernel in rows.items():
+        for name, kernel in {**rows, **capped_kernels}.items():
             cubin = Path(os.environ.get("TMPDIR", "/tmp")) / f"minart-{os.getpid()}-{name}.cubin"
             cubin.write_bytes(kernel.asm["cubin"])
             try:
@@ -966,8 +982,11 @@ def test_kernels_lower_to_ptx_for_hopper_without_a_gpu():
             finally:
                 cubin.unlink()
             stack = int(usage.split("STACK:")[1].split()[0])
-            # spills would cost a local-memory round trip per pixel: the window must fit
-            assert stack <= 16, (name, usage)
+            if name in capped_kernels:  # three programs an SM, the spills staying in L1
+                assert int(usage.split("REG:")[1].split()[0]) <= td.LOSS_REGISTERS, (name, usage)
+                assert stack <= 512, (name, usage)
+            else:  # spills would cost a local-memory round trip per pixel: the window must fit
+                assert stack <= 16, (name, usage)
     fsig = dict(c_ptr=p, count_ptr="*i32", done_ptr="*i8", z_ptr=p, trap_ptr=p, k0="i32",
                 **dict.fromkeys(("ar", "ai", "jr", "ji", "eps2", "bail2", "qr", "qi", "radius",
                                  "sin_a", "cos_a"), "fp32"))
