@@ -186,6 +186,13 @@ def cases() -> list[tuple[str, object, dict, int, float]]:
          f"{td.LOSS_REGISTERS} registers", td._seed_loss_rows_kernel,
          {**loss, "ROWS": lrows, "BLOCK_W": lbw, "UNROLL": 1, "X0_AHEAD": True,
           "maxnreg": td.LOSS_REGISTERS}, 4, lbw / 128),
+        (f"learned step, rows {lrows}x{lbw}, unroll 1, I_0 a row ahead, prefetch {ahead}",
+         td._seed_loss_rows_kernel, {**loss, "ROWS": lrows, "BLOCK_W": lbw, "UNROLL": 1,
+                                     "X0_AHEAD": True, "PREFETCH": ahead}, 4, lbw / 128),
+        (f"learned step, rows {lrows}x{lbw}, unroll 1, I_0 a row ahead, prefetch {ahead}, "
+         f"{td.LOSS_REGISTERS} registers", td._seed_loss_rows_kernel,
+         {**loss, "ROWS": lrows, "BLOCK_W": lbw, "UNROLL": 1, "X0_AHEAD": True,
+          "PREFETCH": ahead, "maxnreg": td.LOSS_REGISTERS}, 4, lbw / 128),
         # one output channel a program: a pixel-step is C = 3 programs' loop bodies
         (f"learned step, split {lrows}x{lbw}", td._seed_loss_split_kernel,
          {**loss, "ROWS": lrows, "BLOCK_W": lbw, "UNROLL": unroll}, 4, unroll * lbw / 128 / 3),

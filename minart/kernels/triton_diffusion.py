@@ -1596,15 +1596,18 @@ _LOSS_CANDIDATES = (("rows", ROWS_UNROLL, 0, 0), ("rows", 1, 0, 0), ("split", 1,
                     ("split", ROWS_UNROLL, 0, 0), ("rows", 1, PREFETCH_ROWS, 0),
                     ("split", 1, PREFETCH_ROWS, 0), ("twopass", 1, 0, 0),
                     ("twopass", 1, PREFETCH_ROWS, 0), ("ahead", 1, 0, 0),
-                    ("rows", 1, 0, LOSS_REGISTERS), ("ahead", 1, 0, LOSS_REGISTERS))
+                    ("ahead", 1, PREFETCH_ROWS, 0), ("rows", 1, 0, LOSS_REGISTERS),
+                    ("ahead", 1, 0, LOSS_REGISTERS), ("ahead", 1, PREFETCH_ROWS, LOSS_REGISTERS))
 """``(variant, unroll, prefetch, registers)`` of the fused learned step that ``"auto"`` times:
 the all-channel, the one-channel-a-program and the two-pass strip kernels, the first two with
 and without unrolling their row loop, and not unrolled with their rows prefetched into L2
 :data:`PREFETCH_ROWS` rows ahead; the all-channel strips loading ``I_0`` a row before its use
-(``"ahead"``; not unrolled: unrolled, 32 bytes spill); and the all-channel strips, with ``I_0``
-a row ahead or not, held to :data:`LOSS_REGISTERS` registers (``0``: as many as ptxas likes,
-up to 255). All add the same numbers in the same order into the same slots: the same bits
-(registers and spills only hold values)."""
+(``"ahead"``; not unrolled: unrolled, 32 bytes spill), with its rows prefetched into L2 or
+not (then ``I_0``'s row comes from L2 a row before its use, where ``"rows"`` waits for it in
+the row that uses it); and the all-channel strips, with ``I_0`` a row ahead or not, held to
+:data:`LOSS_REGISTERS` registers (``0``: as many as ptxas likes, up to 255). All add the same
+numbers in the same order into the same slots: the same bits (registers and spills only hold
+values)."""
 
 
 PERSISTENT_BLOCK = (1, 128)

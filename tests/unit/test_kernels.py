@@ -906,10 +906,11 @@ def test_kernels_lower_to_ptx_for_hopper_without_a_gpu():
                                                 UNROLL=1, n_tw=1, n_tiles=1))
     # held to LOSS_REGISTERS registers: ptxas spills (the weights, reloaded from L1 each row),
     # which only this pair of candidates may
-    for name, ahead in (("loss-capped", False), ("loss-ahead-capped", True)):
+    for name, ahead, rows_ahead in (("loss-capped", False, 0), ("loss-ahead-capped", True, 0),
+                                    ("loss-ahead-prefetch-capped", True, td.PREFETCH_ROWS)):
         capped = lower(td._seed_loss_rows_kernel, ptrs, dict(
             C=3, COND=0, NEED_DI=False, ROWS=td.LOSS_ROWS_BLOCK[0],
-            BLOCK_W=td.LOSS_ROWS_BLOCK[1], UNROLL=1, X0_AHEAD=ahead),
+            BLOCK_W=td.LOSS_ROWS_BLOCK[1], UNROLL=1, X0_AHEAD=ahead, PREFETCH=rows_ahead),
             dict(td._EXACT, maxnreg=td.LOSS_REGISTERS))
         assert re.search(rf"\.maxnreg {td.LOSS_REGISTERS}\b", capped.asm["ptx"]), name
         capped_kernels[name] = capped
@@ -960,6 +961,8 @@ def test_kernels_lower_to_ptx_for_hopper_without_a_gpu():
                               {**loss, "ROWS": td.LOSS_ROWS_BLOCK[0]}),
                              ("loss-split-prefetch", td._seed_loss_split_kernel,
                               {**loss, "ROWS": td.LOSS_ROWS_BLOCK[0]}),
+                             ("loss-ahead-prefetch", td._seed_loss_rows_kernel,
+                              {**loss, "ROWS": td.LOSS_ROWS_BLOCK[0], "X0_AHEAD": True}),
                              ("loss-pass-prefetch", td._seed_loss_pass_kernel,
                               {**loss, "ROWS": td.LOSS_ROWS_BLOCK[0]}),
                              ("dk-pass-prefetch", td._seed_dk_pass_kernel,
