@@ -139,11 +139,15 @@ def _colour_transform(im, sixteen_bit: bool) -> tuple[str, object | None, str | 
     effect: no level of :data:`_RAMPS` moves by more than one) or when it cannot be
     applied, which ``problem`` then says (16-bit pixels, a profile that does not fit them).
     """
-    from PIL import Image, ImageCms
+    from PIL import Image
 
     data = im.info.get("icc_profile")
     if not data:
         return None
+    try:
+        from PIL import ImageCms
+    except ImportError:  # a Pillow built without LittleCMS (every wheel on PyPI has it)
+        return "", None, "this Pillow was built without LittleCMS (ImageCms)"
     try:
         profile = ImageCms.ImageCmsProfile(_io.BytesIO(data))
         name = " ".join(ImageCms.getProfileDescription(profile).split()) or "unnamed"

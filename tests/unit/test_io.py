@@ -6,6 +6,7 @@ import io as _io
 import os
 import re
 import struct
+import sys
 import zlib
 
 import numpy as np
@@ -467,7 +468,8 @@ def test_a_grey_profile_maps_grey_levels_through_its_curve(tmp_path):
     assert np.ptp(got, axis=0).max() <= 1 / 255
 
 
-def test_an_srgb_profile_changes_nothing_and_a_profile_that_cannot_apply_is_reported(tmp_path):
+def test_an_srgb_profile_changes_nothing_and_a_profile_that_cannot_apply_is_reported(
+        tmp_path, monkeypatch):
     from PIL import ImageCms
 
     rgb = np.random.default_rng(5).integers(0, 256, (5, 6, 3), dtype=np.uint8)
@@ -489,6 +491,15 @@ def test_an_srgb_profile_changes_nothing_and_a_profile_that_cannot_apply_is_repo
     assert mio.colour_profile(tmp_path / "deep.png") == ("Test Adobe RGB", "16-bit pixels")
     got = read_image(tmp_path / "deep.png").permute(1, 2, 0).numpy()
     assert np.array_equal(got, (deep / np.float32(65535)).astype(np.float32))  # read as sRGB
+
+    import PIL
+
+    monkeypatch.setitem(sys.modules, "PIL.ImageCms", None)  # a Pillow without LittleCMS
+    monkeypatch.delattr(PIL, "ImageCms", raising=False)
+    assert mio.colour_profile(tmp_path / "s.png") == (
+        "", "this Pillow was built without LittleCMS (ImageCms)")
+    assert torch.equal(read_image(tmp_path / "s.png"), read_image(tmp_path / "plain.png"))
+    monkeypatch.undo()
 
     Image.fromarray(rgb).save(tmp_path / "grey-on-rgb.png", icc_profile=_icc("Grey", 2.2))
     name, problem = mio.colour_profile(tmp_path / "grey-on-rgb.png")
