@@ -42,8 +42,10 @@ timeout 60 "$PY" -c "import sys, torch, triton; print(sys.version.split()[0], 't
 
 # minart imports pydantic (and friends) at import time; the GPU image has none of them.
 if ! "$PY" -c "import pydantic, platformdirs" 2>/dev/null; then
+    # (typing_extensions too: pydantic may need a newer one than the image's)
     wheels=$(ls .whl/pydantic-*.whl .whl/pydantic_core-*.whl .whl/annotated_types-*.whl \
-                .whl/typing_inspection-*.whl .whl/platformdirs-*.whl 2>/dev/null)
+                .whl/typing_inspection-*.whl .whl/platformdirs-*.whl \
+                .whl/typing_extensions-*.whl 2>/dev/null)
     if [ -n "$wheels" ]; then
         timeout 120 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
             --target /tmp/minart-site $wheels && export PYTHONPATH="/tmp/minart-site:${PYTHONPATH:-}"
