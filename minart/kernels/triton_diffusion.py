@@ -1492,6 +1492,18 @@ _SEED_CANDIDATES = (*_CANDIDATES, ("split", 1), ("split", 3), ("rows", 1, PREFET
 and strips that prefetch their rows into L2 (``(variant, unroll, prefetch)``)."""
 
 
+def _with_arguments(candidates: tuple[tuple, ...], width: int) -> tuple[tuple, ...]:
+    """For an operator given on the host (:func:`_kernel_weights`): each of ``candidates``
+    (padded with zeros to ``width`` items: ``(variant, unroll, prefetch)`` for one step,
+    ``(variant, unroll)`` for pairs) reading the operator from memory (one more item, ``0``),
+    and each all-channel strip candidate also taking its values as kernel arguments (``1``).
+    The values are the same float32 numbers, so the bits are the same; which is faster depends
+    on the GPU (H100, stop 22: one seed step 1.53x the copy time reading them from memory with
+    the L2 prefetch, 2.15x as arguments; 1.91x and 2.03x without the prefetch)."""
+    padded = [(*c, *(0,) * (width - len(c))) for c in candidates]
+    return (*((*c, 0) for c in padded), *((*c, 1) for c in padded if c[0] in ("rows", "pairs")))
+
+
 def _cuda_ms(fn) -> float:
     """Best of 3 timings of ``fn()`` between CUDA events, in ms."""
     times = []
@@ -1577,7 +1589,8 @@ def _auto(key: tuple, device: torch.device, launch, outputs: tuple[Tensor, ...],
         return forced, ROWS_UNROLL
     if device.type != "cuda":
         return candidates[0][0], 1
-    if torch.version.hip:  # the L2 prefetch is PTX, the register cap ptxas's: NVIDIA only
+    if torch.version.hip:  # plain candidates only: the L2 prefetch is PTX, the register cap
+        # ptxas's, and the operator as arguments was only ever timed on NVIDIA
         candidates = tuple(c for c in candidates if not any(c[2:4]))
     key = (*key, device.index)
     if key not in _AUTO:
@@ -1857,7 +1870,10 @@ def _seed_forward_launch(image: Tensor, operator: Tensor, params: Tensor,
     new = _empty((b, c, h, w), like=image) if out is None else out
     g = _empty((b, c, h, w), like=image) if store_g else new
 
-    def launch(variant: str, unroll: int = ROWS_UNROLL, ahead: int = 0) -> None:
+    def launch(variant: str, unroll: int = ROWS_UNROLL, ahead: int = 0,
+               args: int | None = None) -> None:
+        # args: the operator's values as kernel arguments (1) or read from memory (0); None, as
+        # kv says (an explicit variant)
         strips = variant in ("rows", "split")
         blk = _block_for(w, block, ROWS_BLOCK if strips else DEFAULT_BLOCK)
         n_tiles, nb, n_tw, _ = _grid(h, w, b, blk)
@@ -1866,7 +1882,7 @@ def _seed_forward_launch(image: Tensor, operator: Tensor, params: Tensor,
                                else _seed_fwd_rows_kernel,
                                dict(ROWS=blk[0], BLOCK_W=blk[1], UNROLL=unroll,
                                     PREFETCH=ahead)))
-        if variant == "rows" and kv is not None:
+        if variant == "rows" and kv is not None and args != 0:
             shape.update(kv=kv, KV=True)
         kernel[(n_tiles * c if variant == "split" else n_tiles, nb)](
             image, operator, params, new, g, h, w, n_tw, c * h * w if nb_img > 1 else 0,
@@ -1880,7 +1896,8 @@ def _seed_forward_launch(image: Tensor, operator: Tensor, params: Tensor,
         choice = ("tiles", 1) if block is not None else _auto(
             ("seed", b, nb_img, nb_op, c, h, w, conduction, store_g, per_image, num_warps,
              kv is not None),
-            image.device, launch, (new, g) if store_g else (new,), _SEED_CANDIDATES)
+            image.device, launch, (new, g) if store_g else (new,),
+            _SEED_CANDIDATES if kv is None else _with_arguments(_SEED_CANDIDATES, 3))
     launch(*choice)
     return new, (g if store_g else None)
 
@@ -1914,22 +1931,25 @@ def _steps_block(w: int, block: tuple[int, int] | None, num_warps: int
 
 
 def _run_steps(state: dict, steps: int, single, pair_kernel, *, variant: str, unroll: int,
-               key: tuple, shape: tuple[int, ...], like: Tensor) -> Tensor:
+               key: tuple, shape: tuple[int, ...], like: Tensor,
+               candidates: tuple[tuple, ...] = _STEP_CANDIDATES) -> Tensor:
     """``steps`` steps from ``state["x"]``: pairs, then one ``single()`` step when ``steps`` is odd.
 
     ``single(out=None)`` advances ``state["x"]`` one step (into ``out`` if given);
-    ``pair_kernel(x, out, unroll)`` launches the two-step kernel. With ``variant="auto"`` the first
-    pair is timed both ways by :func:`_auto` under ``key`` (from the same input, into a scratch
+    ``pair_kernel(x, out, unroll[, args])`` launches the two-step kernel (``args``: a fourth
+    item of the ``candidates``, :func:`_with_arguments`). With ``variant="auto"`` the first pair
+    is timed every way by :func:`_auto` under ``key`` (from the same input, into a scratch
     output) before the run starts.
     """
 
-    def pair(variant: str, unroll: int, out: Tensor | None = None) -> None:
+    def pair(variant: str, unroll: int, args: int | None = None,
+             out: Tensor | None = None) -> None:
         if variant == "single":
             single()
             single(out)
             return
         new = _empty(shape, like=like) if out is None else out
-        pair_kernel(state["x"], new, unroll)
+        pair_kernel(state["x"], new, unroll, *(() if args is None else (args,)))
         state["x"] = new
 
     choice = (variant, unroll)
@@ -1937,11 +1957,11 @@ def _run_steps(state: dict, steps: int, single, pair_kernel, *, variant: str, un
         start = state["x"]
         scratch = _empty(shape, like=like)
 
-        def trial(variant: str, unroll: int) -> None:
+        def trial(variant: str, unroll: int, args: int | None = None) -> None:
             state["x"] = start
-            pair(variant, unroll, scratch)
+            pair(variant, unroll, args, scratch)
 
-        choice = _auto(key, like.device, trial, (scratch,), _STEP_CANDIDATES)
+        choice = _auto(key, like.device, trial, (scratch,), candidates)
         state["x"] = start
     for _ in range(steps // 2):
         pair(*choice)
@@ -2015,17 +2035,20 @@ def _seed_steps_launch(image: Tensor, operator: Tensor, params: Tensor,
             store_g=False, block=None, num_warps=num_warps, variant="auto", unroll=ROWS_UNROLL,
             out=out, kv=kv)
 
-    def pair_kernel(x: Tensor, new: Tensor, unroll: int) -> None:
+    def pair_kernel(x: Tensor, new: Tensor, unroll: int, args: int | None = None) -> None:
+        values = kv is not None and args != 0  # None: as kv says (an explicit variant)
         _seed_fwd2_rows_kernel[(triton.cdiv(h, rows) * n_tw, b)](
             x, operator, params, new, h, w, n_tw, c * h * w if x.shape[0] > 1 else 0,
             c * c * 9 if nb_op > 1 else 0, *scalars, C=c, COND=COND_CODES[conduction],
             PER_IMAGE=per_image, ROWS=rows, STRIPS=strips, BLOCK_W=bw, UNROLL=unroll,
-            num_warps=strips, **({} if kv is None else dict(kv=kv, KV=True)), **_EXACT)
+            num_warps=strips, **(dict(kv=kv, KV=True) if values else {}), **_EXACT)
 
     key = ("seed-steps", b, image.shape[0], nb_op, c, h, w, conduction, per_image, num_warps,
            kv is not None)
     return _run_steps(state, steps, single, pair_kernel, variant=variant, unroll=unroll, key=key,
-                      shape=(b, c, h, w), like=image)
+                      shape=(b, c, h, w), like=image,
+                      candidates=_STEP_CANDIDATES if kv is None
+                      else _with_arguments(_STEP_CANDIDATES, 2))
 
 
 def seed_backward_triton(image: Tensor, operator: Tensor, g: Tensor, grad_new: Tensor | None,
