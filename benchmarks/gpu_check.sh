@@ -78,7 +78,19 @@ run_bench() {
         | tee "$OUT/bench_gpu.txt"
     BENCH_RC=${PIPESTATUS[0]}
 }
-if [ -n "${TESTS_FIRST:-}" ]; then run_tests; run_bench; else run_bench; run_tests; fi
+# A test run stopped by its timeout can leave its xdist workers running kernels on the GPU (stop
+# 22: every later timing 1.2-1.6x slower): stop whatever still computes there before timing.
+stop_gpu_leftovers() {
+    local pids
+    pids=$(timeout 20 nvidia-smi --query-compute-apps=pid --format=csv,noheader 2>/dev/null \
+           | tr -d ' ' | grep -v "^$$\$" || true)
+    if [ -n "$pids" ]; then
+        echo "stopping processes left on the GPU: $pids"
+        kill -9 $pids 2>/dev/null || true
+        sleep 3
+    fi
+}
+if [ -n "${TESTS_FIRST:-}" ]; then run_tests; stop_gpu_leftovers; run_bench; else run_bench; run_tests; fi
 
 # NCU=1: Nsight Compute on every strip candidate of the seed and learned steps (occupancy, DRAM
 # and L2 throughput, warp stalls), before the full sweep; NCU_TIMEOUT seconds (default 150)
