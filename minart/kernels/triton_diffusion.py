@@ -1753,9 +1753,10 @@ def seed_forward_triton(image: Tensor, operator: Tensor, *, kappa: float | Tenso
         image: ``(B, C, H, W)`` contiguous float32, ``C <= 4``, ``H, W >= 2``; a batch of 1 is
             shared by every variant of a sweep.
         operator: ``(C, C, 3, 3)`` shared, or ``(N, C, C, 3, 3)`` one per variant, float32, on
-            the image's device or on the host (CPU). A shared operator on the host reaches the
+            the image's device or on the host (CPU). A shared operator on the host can reach the
             all-channel strip kernels as scalar kernel arguments (:func:`_kernel_weights`:
-            fewer registers, the same bits); pass it there when it is fixed for a run.
+            fewer registers, the same bits), which ``"auto"`` times against reading it from
+            memory (:func:`_with_arguments`); an explicit ``"rows"`` takes the arguments.
         kappa: float, or ``(N,)`` tensor of one value per variant (> 0).
         dt: float, or ``(N,)`` tensor.
         conduction: ``"exp"``, ``"inverse"`` or ``"tukey"``.
@@ -1803,11 +1804,12 @@ def _kernel_weights(operator: Tensor) -> tuple[float, ...] | None:
     host (CPU); else ``None`` (one operator per image, or one on the GPU: reading it back would
     wait for the device).
 
-    The strip kernels then take the weights from the kernel's parameter space, which the
+    The strip kernels can then take the weights from the kernel's parameter space, which the
     multiply-adds read directly, instead of holding them in registers (sm_90, Triton 3.6, C = 3:
     the one-step strip kernel needs 56 registers instead of 128, for about 9 % more instructions,
-    uniform loads of the arguments), and nothing is copied to the device per launch. The values
-    are the operator's float32 numbers, passed as float32: the same bits.
+    uniform loads of the arguments). The values are the operator's float32 numbers, passed as
+    float32: the same bits. On an H100 that was slower than reading the operator from memory
+    (stop 22), so ``"auto"`` times both (:func:`_with_arguments`).
     """
     if operator.ndim == 4 and operator.device.type == "cpu":
         return tuple(operator.reshape(-1).tolist())
@@ -1981,7 +1983,7 @@ def seed_steps_triton(image: Tensor, operator: Tensor, *, steps: int, kappa: flo
     Args:
         image: as :func:`seed_forward_triton` (a batch of 1 is shared by every variant).
         operator: ``(C, C, 3, 3)`` or ``(N, C, C, 3, 3)``, as for :func:`seed_forward_triton`
-            (on the host, a shared one reaches the strip kernels as arguments).
+            (on the host, a shared one may reach the strip kernels as arguments).
         steps: number of steps (>= 0).
         kappa: float or ``(N,)`` tensor (> 0).
         dt: float or ``(N,)`` tensor.
